@@ -1,0 +1,54 @@
+// Package labtest starts a lab for tests: validated against the vendored
+// OpenAPI specs, with every spec violation failing the test, and a godo
+// client pointed at it.
+package labtest
+
+import (
+	"context"
+	"testing"
+
+	"golang.org/x/oauth2"
+
+	"github.com/digitalocean/godo"
+
+	"github.com/vmswap/vmswap/lab"
+)
+
+// Start starts a lab that validates every request and response against
+// shared/specs. It fails the test if the specs cannot be found, and at cleanup
+// if the lab saw any spec violation.
+func Start(t testing.TB, cfg lab.Config) *lab.Lab {
+	t.Helper()
+	if cfg.SpecsDir == "" {
+		cfg.SpecsDir = lab.FindSpecs()
+		if cfg.SpecsDir == "" {
+			t.Fatal("labtest: shared/specs not found beside the checkout; set VMSWAP_SPECS")
+		}
+	}
+	if cfg.Logf == nil {
+		cfg.Logf = t.Logf
+	}
+	l, err := lab.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, v := range l.Violations() {
+			t.Errorf("lab spec violation: %s", v)
+		}
+		l.Close()
+	})
+	return l
+}
+
+// Godo returns a godo client for the lab's DigitalOcean API.
+func Godo(t testing.TB, l *lab.Lab) *godo.Client {
+	t.Helper()
+	ep := l.Endpoints()
+	hc := oauth2.NewClient(context.Background(), oauth2.StaticTokenSource(&oauth2.Token{AccessToken: ep.Token}))
+	c, err := godo.New(hc, godo.SetBaseURL(ep.DigitalOceanAPI))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
