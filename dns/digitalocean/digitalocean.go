@@ -1,0 +1,160 @@
+// Package digitalocean is vmswap's DNS driver for DigitalOcean domains (godo).
+package digitalocean
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/digitalocean/godo"
+
+	"github.com/vmswap/vmswap/dns"
+	"github.com/vmswap/vmswap/dns/authority"
+	"github.com/vmswap/vmswap/provider"
+)
+
+// DefaultNameserver is DigitalOcean's authoritative nameserver.
+const DefaultNameserver = "ns1.digitalocean.com:53"
+
+// Config holds every setting of the driver.
+type Config struct {
+	// Client is a godo client (provider/digitalocean.NewClient).
+	Client *godo.Client
+	// Nameserver is the authoritative server asked whether a change is
+	// served (host:port). Empty: DefaultNameserver.
+	Nameserver string
+	// PollInterval is how often the nameserver is asked. Zero: 2s.
+	PollInterval time.Duration
+	// Progress receives what is being waited on. May be nil.
+	Progress provider.Progress
+}
+
+// Provider implements dns.Provider.
+type Provider struct{ cfg Config }
+
+var _ dns.Provider = (*Provider)(nil)
+
+// New returns a Provider for cfg.
+func New(cfg Config) *Provider {
+	if cfg.Nameserver == "" {
+		cfg.Nameserver = DefaultNameserver
+	}
+	if cfg.PollInterval == 0 {
+		cfg.PollInterval = 2 * time.Second
+	}
+	return &Provider{cfg: cfg}
+}
+
+// zoneOf returns the account's domain that holds name (the longest match).
+// https://docs.digitalocean.com/reference/api/api-reference/#operation/domains_list
+func (p *Provider) zoneOf(ctx context.Context, name string) (string, error) {
+	doms, _, err := p.cfg.Client.Domains.List(ctx, &godo.ListOptions{PerPage: 200})
+	if err != nil {
+		return "", fmt.Errorf("digitalocean: list domains: %w", err)
+	}
+	best := ""
+	for _, d := range doms {
+		if (name == d.Name || strings.HasSuffix(name, "."+d.Name)) && len(d.Name) > len(best) {
+			best = d.Name
+		}
+	}
+	if best == "" {
+		return "", fmt.Errorf("digitalocean: no domain in this account holds %s: %w", name, provider.ErrNotFound)
+	}
+	return best, nil
+}
+
+func relName(name, zone string) string {
+	if name == zone {
+		return "@"
+	}
+	return strings.TrimSuffix(name, "."+zone)
+}
+
+func (p *Provider) records(ctx context.Context, name, typ string) (string, []godo.DomainRecord, error) {
+	name = strings.TrimSuffix(strings.ToLower(name), ".")
+	zone, err := p.zoneOf(ctx, name)
+	if err != nil {
+		return "", nil, err
+	}
+	recs, _, err := p.cfg.Client.Domains.RecordsByTypeAndName(ctx, zone, typ, name, &godo.ListOptions{PerPage: 200})
+	if err != nil {
+		return "", nil, fmt.Errorf("digitalocean: list %s records of %s: %w", typ, name, err)
+	}
+	return zone, recs, nil
+}
+
+// GetRecord implements dns.RecordGetter.
+// https://docs.digitalocean.com/reference/api/api-reference/#operation/domains_list_records
+func (p *Provider) GetRecord(ctx context.Context, name, typ string) (*dns.Record, error) {
+	_, recs, err := p.records(ctx, name, typ)
+	if err != nil {
+		return nil, err
+	}
+	if len(recs) == 0 {
+		return nil, fmt.Errorf("digitalocean: no %s record %s: %w", typ, name, provider.ErrNotFound)
+	}
+	out := &dns.Record{Name: strings.TrimSuffix(strings.ToLower(name), "."), Type: typ, TTL: dns.Seconds(recs[0].TTL)}
+	for _, r := range recs {
+		out.Values = append(out.Values, r.Data)
+	}
+	slices.Sort(out.Values)
+	return out, nil
+}
+
+// SetRecord implements dns.RecordSetter. DigitalOcean stores one value per
+// record: the first record is updated in place (PUT keeps its ID and TTL),
+// extra ones deleted and missing ones created. Each call converges, so a
+// retried or resumed set is safe.
+// https://docs.digitalocean.com/reference/api/api-reference/#operation/domains_update_record
+func (p *Provider) SetRecord(ctx context.Context, rec dns.Record) (*dns.Record, error) {
+	zone, recs, err := p.records(ctx, rec.Name, rec.Type)
+	if err != nil {
+		return nil, err
+	}
+	if len(recs) == 0 {
+		return nil, fmt.Errorf("digitalocean: no %s record %s to update: %w", rec.Type, rec.Name, provider.ErrNotFound)
+	}
+	ttl := recs[0].TTL
+	want := slices.Clone(rec.Values)
+	var stale []godo.DomainRecord
+	for _, r := range recs {
+		if i := slices.Index(want, r.Data); i >= 0 {
+			want = slices.Delete(want, i, i+1)
+		} else {
+			stale = append(stale, r)
+		}
+	}
+	rel := relName(strings.TrimSuffix(strings.ToLower(rec.Name), "."), zone)
+	for _, v := range want {
+		edit := &godo.DomainRecordEditRequest{Type: rec.Type, Name: rel, Data: v, TTL: ttl}
+		if len(stale) > 0 {
+			if _, _, err := p.cfg.Client.Domains.EditRecord(ctx, zone, stale[0].ID, edit); err != nil {
+				return nil, fmt.Errorf("digitalocean: update %s record %s: %w", rec.Type, rec.Name, err)
+			}
+			stale = stale[1:]
+			continue
+		}
+		if _, _, err := p.cfg.Client.Domains.CreateRecord(ctx, zone, edit); err != nil {
+			return nil, fmt.Errorf("digitalocean: create %s record %s: %w", rec.Type, rec.Name, err)
+		}
+	}
+	for _, r := range stale {
+		if _, err := p.cfg.Client.Domains.DeleteRecord(ctx, zone, r.ID); err != nil {
+			return nil, fmt.Errorf("digitalocean: delete %s record %s (%s): %w", rec.Type, rec.Name, r.Data, err)
+		}
+	}
+	return p.GetRecord(ctx, rec.Name, rec.Type)
+}
+
+// WaitServed implements dns.ServedWaiter by asking the authoritative server.
+func (p *Provider) WaitServed(ctx context.Context, rec dns.Record) error {
+	err := authority.WaitServed(ctx, p.cfg.Nameserver, rec.Name, rec.Type, rec.Values, p.cfg.PollInterval, p.cfg.Progress)
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("digitalocean: %w", err)
+	}
+	return err
+}

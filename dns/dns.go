@@ -1,0 +1,60 @@
+// Package dns defines what vmswap needs from a DNS provider to move traffic by
+// changing a record: read it, replace its values, and wait until the
+// authoritative servers answer the new values. Drivers live in subpackages.
+//
+// Every method honours ctx, is safe for concurrent use, and returns errors
+// that never contain credentials.
+package dns
+
+import (
+	"context"
+	"time"
+)
+
+// Record is a record set: every value of one name and type.
+type Record struct {
+	// Name is fully qualified, without the trailing dot: www.example.com.
+	Name string `json:"name" yaml:"name"`
+	// Type is A, AAAA or CNAME.
+	Type   string   `json:"type" yaml:"type"`
+	Values []string `json:"values" yaml:"values"`
+	TTL    Seconds  `json:"ttl" yaml:"ttl"`
+	// Proxied is true for a record served through the provider's proxy
+	// (Cloudflare): clients never see or cache the values.
+	Proxied bool `json:"proxied,omitempty" yaml:"proxied,omitempty"`
+}
+
+// Seconds is a TTL.
+type Seconds int
+
+// Duration returns the TTL as a time.Duration.
+func (s Seconds) Duration() time.Duration { return time.Duration(s) * time.Second }
+
+// RecordGetter reads record sets.
+type RecordGetter interface {
+	// GetRecord returns the record set of name and type, or an error
+	// wrapping provider.ErrNotFound.
+	GetRecord(ctx context.Context, name, typ string) (*Record, error)
+}
+
+// RecordSetter replaces record sets.
+type RecordSetter interface {
+	// SetRecord replaces the values of the record set rec.Name/rec.Type with
+	// rec.Values, keeping its TTL and every other setting (proxying,
+	// comments). It returns the record set as the provider now holds it.
+	SetRecord(ctx context.Context, rec Record) (*Record, error)
+}
+
+// ServedWaiter waits for a change to reach the authoritative servers.
+type ServedWaiter interface {
+	// WaitServed waits until the zone's authoritative servers answer
+	// rec.Values for rec.Name.
+	WaitServed(ctx context.Context, rec Record) error
+}
+
+// Provider is everything a DNS cutover needs.
+type Provider interface {
+	RecordGetter
+	RecordSetter
+	ServedWaiter
+}

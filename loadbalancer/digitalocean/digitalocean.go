@@ -1,0 +1,107 @@
+// Package digitalocean is vmswap's load-balancer driver for DigitalOcean load
+// balancers (godo). DigitalOcean reports no per-droplet health, so it does not
+// implement loadbalancer.HealthReporter: the runner proves a new member serves
+// by the requests that reach it through the load balancer.
+package digitalocean
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+
+	"github.com/digitalocean/godo"
+
+	"github.com/vmswap/vmswap/loadbalancer"
+	"github.com/vmswap/vmswap/provider"
+)
+
+// Config holds every setting of the driver.
+type Config struct {
+	// Client is a godo client (provider/digitalocean.NewClient).
+	Client *godo.Client
+}
+
+// Provider implements loadbalancer.Provider.
+type Provider struct{ c *godo.Client }
+
+var _ loadbalancer.Provider = (*Provider)(nil)
+
+// New returns a Provider for cfg.
+func New(cfg Config) *Provider { return &Provider{c: cfg.Client} }
+
+func (p *Provider) get(ctx context.Context, id string) (*godo.LoadBalancer, error) {
+	lb, resp, err := p.c.LoadBalancers.Get(ctx, id)
+	if err != nil {
+		if resp != nil && resp.StatusCode == 404 {
+			return nil, fmt.Errorf("digitalocean: load balancer %s: %w", id, provider.ErrNotFound)
+		}
+		return nil, fmt.Errorf("digitalocean: get load balancer %s: %w", id, err)
+	}
+	return lb, nil
+}
+
+// Pool implements loadbalancer.MemberLister. The address is the LB's IP with
+// the first HTTP forwarding rule's entry port when it is not 80.
+// https://docs.digitalocean.com/reference/api/api-reference/#operation/loadBalancers_get
+func (p *Provider) Pool(ctx context.Context, id string) (*loadbalancer.Pool, error) {
+	lb, err := p.get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	addr := lb.IP
+	for _, r := range lb.ForwardingRules {
+		if r.EntryProtocol == "http" && r.EntryPort != 80 {
+			addr = net.JoinHostPort(lb.IP, strconv.Itoa(r.EntryPort))
+			break
+		}
+	}
+	pool := &loadbalancer.Pool{ID: lb.ID, Address: addr, Members: []string{}}
+	for _, d := range lb.DropletIDs {
+		pool.Members = append(pool.Members, strconv.Itoa(d))
+	}
+	return pool, nil
+}
+
+func (p *Provider) change(ctx context.Context, pool, serverID string, add bool) error {
+	n, err := strconv.Atoi(serverID)
+	if err != nil {
+		return fmt.Errorf("digitalocean: %q is not a droplet ID", serverID)
+	}
+	lb, err := p.get(ctx, pool)
+	if err != nil {
+		return err
+	}
+	if lb.Tag != "" {
+		return fmt.Errorf("digitalocean: load balancer %s selects droplets by tag %q: vmswap cannot add or remove droplets by ID; add the tag to the new droplet instead", pool, lb.Tag)
+	}
+	if slices.Contains(lb.DropletIDs, n) == add {
+		return nil
+	}
+	if add {
+		_, err = p.c.LoadBalancers.AddDroplets(ctx, pool, n)
+	} else {
+		_, err = p.c.LoadBalancers.RemoveDroplets(ctx, pool, n)
+	}
+	if err != nil {
+		verb := "remove droplet %d from"
+		if add {
+			verb = "add droplet %d to"
+		}
+		return fmt.Errorf("digitalocean: "+verb+" load balancer %s: %w", n, pool, err)
+	}
+	return nil
+}
+
+// AddMember implements loadbalancer.MemberAdder.
+// https://docs.digitalocean.com/reference/api/api-reference/#operation/loadBalancers_add_droplets
+func (p *Provider) AddMember(ctx context.Context, pool, serverID string) error {
+	return p.change(ctx, pool, serverID, true)
+}
+
+// RemoveMember implements loadbalancer.MemberRemover.
+// https://docs.digitalocean.com/reference/api/api-reference/#operation/loadBalancers_remove_droplets
+func (p *Provider) RemoveMember(ctx context.Context, pool, serverID string) error {
+	return p.change(ctx, pool, serverID, false)
+}

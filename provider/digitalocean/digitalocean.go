@@ -1,0 +1,556 @@
+// Package digitalocean is vmswap's DigitalOcean compute driver (godo):
+// droplets, snapshots, sizes and reserved IPs. The client it builds is shared
+// with the DigitalOcean DNS and load-balancer drivers.
+package digitalocean
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/digitalocean/godo"
+	"golang.org/x/oauth2"
+
+	"github.com/vmswap/vmswap/provider"
+)
+
+// Config holds every setting of the driver.
+type Config struct {
+	// Token is the API token. Never logged or written anywhere.
+	Token string
+	// BaseURL overrides the API endpoint (the lab, a proxy). Empty: the real API.
+	BaseURL string
+	// HTTPClient is the transport under the token and retries. Nil: default.
+	HTTPClient *http.Client
+	// RetryMax is how many times a 429 or 5xx is retried (godo's retryer,
+	// honouring Retry-After). Zero: 5.
+	RetryMax int
+	// PollInterval is how often actions and droplets are polled. Zero: 2s.
+	PollInterval time.Duration
+	// Progress receives retry waits and what is being waited on. May be nil.
+	Progress provider.Progress
+}
+
+// Environment variables the driver reads, in order of preference.
+var TokenVars = []string{"DIGITALOCEAN_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN"}
+
+// ConfigFromEnv returns a Config with the token from the environment, or an
+// error naming the variables to set.
+func ConfigFromEnv() (Config, error) {
+	for _, v := range TokenVars {
+		if t := strings.TrimSpace(os.Getenv(v)); t != "" {
+			return Config{Token: t}, nil
+		}
+	}
+	return Config{}, fmt.Errorf("digitalocean: no API token: set %s (or %s)", TokenVars[0], TokenVars[1])
+}
+
+// NewClient builds a godo client from cfg, with godo's retrying transport.
+func NewClient(cfg Config) (*godo.Client, error) {
+	if cfg.Token == "" {
+		return nil, fmt.Errorf("digitalocean: no API token: set %s", TokenVars[0])
+	}
+	base := cfg.HTTPClient
+	if base == nil {
+		base = &http.Client{Timeout: 60 * time.Second}
+	}
+	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, base)
+	hc := oauth2.NewClient(ctx, oauth2.StaticTokenSource(&oauth2.Token{AccessToken: cfg.Token}))
+	hc.Timeout = base.Timeout
+	retries := cfg.RetryMax
+	if retries == 0 {
+		retries = 5
+	}
+	waitMin, waitMax := 0.5, 30.0
+	opts := []godo.ClientOpt{
+		godo.SetUserAgent("vmswap"),
+		godo.WithRetryAndBackoffs(godo.RetryConfig{RetryMax: retries, RetryWaitMin: &waitMin, RetryWaitMax: &waitMax, Logger: retryLogger{cfg.Progress}}),
+	}
+	if cfg.BaseURL != "" {
+		u := cfg.BaseURL
+		if !strings.HasSuffix(u, "/") {
+			u += "/"
+		}
+		opts = append(opts, godo.SetBaseURL(u))
+	}
+	c, err := godo.New(hc, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("digitalocean: %w", err)
+	}
+	return c, nil
+}
+
+// retryLogger shows the retrying transport's waits as progress. It
+// implements go-retryablehttp's LeveledLogger.
+type retryLogger struct{ progress provider.Progress }
+
+func (r retryLogger) Error(string, ...any) {}
+func (r retryLogger) Info(string, ...any)  {}
+func (r retryLogger) Warn(string, ...any)  {}
+func (r retryLogger) Debug(msg string, kv ...any) {
+	if r.progress == nil || !strings.HasPrefix(msg, "retrying request") {
+		return
+	}
+	var req, wait, status string
+	for i := 0; i+1 < len(kv); i += 2 {
+		switch kv[i] {
+		case "request":
+			req = fmt.Sprint(kv[i+1])
+		case "timeout":
+			wait = fmt.Sprint(kv[i+1])
+		}
+	}
+	r.progress("digitalocean: API busy (%s%s), retrying in %s", req, status, wait)
+}
+
+// Driver implements provider.Compute and provider.IPAssigner.
+type Driver struct {
+	c    *godo.Client
+	poll time.Duration
+	prog provider.Progress
+}
+
+var (
+	_ provider.Compute    = (*Driver)(nil)
+	_ provider.IPAssigner = (*Driver)(nil)
+)
+
+// New returns a driver for cfg. It never reads the environment.
+func New(cfg Config) (*Driver, error) {
+	c, err := NewClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	poll := cfg.PollInterval
+	if poll == 0 {
+		poll = 2 * time.Second
+	}
+	prog := cfg.Progress
+	if prog == nil {
+		prog = func(string, ...any) {}
+	}
+	return &Driver{c: c, poll: poll, prog: prog}, nil
+}
+
+// Client returns the godo client, for the other DigitalOcean drivers.
+func (d *Driver) Client() *godo.Client { return d.c }
+
+// wrap prefixes err and maps 404 to provider.ErrNotFound.
+func wrap(err error, format string, args ...any) error {
+	var er *godo.ErrorResponse
+	if errors.As(err, &er) && er.Response != nil && er.Response.StatusCode == 404 {
+		return fmt.Errorf("digitalocean: %s: %w", fmt.Sprintf(format, args...), provider.ErrNotFound)
+	}
+	return fmt.Errorf("digitalocean: %s: %w", fmt.Sprintf(format, args...), err)
+}
+
+func isNotFound(err error) bool {
+	var er *godo.ErrorResponse
+	return errors.As(err, &er) && er.Response != nil && er.Response.StatusCode == 404
+}
+
+func toServer(dr *godo.Droplet) *provider.Server {
+	s := &provider.Server{ID: strconv.Itoa(dr.ID), Name: dr.Name, Size: dr.SizeSlug, Tags: dr.Tags, MemoryMB: dr.Memory, VCPUs: dr.Vcpus, DiskGB: dr.Disk}
+	switch dr.Status {
+	case "active":
+		s.Status = provider.StatusRunning
+	case "off", "archive":
+		s.Status = provider.StatusOff
+	default:
+		s.Status = provider.StatusPending
+	}
+	if dr.Region != nil {
+		s.Region = dr.Region.Slug
+	}
+	if ip, err := dr.PublicIPv4(); err == nil {
+		s.PublicIP = ip
+	}
+	return s
+}
+
+func dropletID(id string) (int, error) {
+	n, err := strconv.Atoi(id)
+	if err != nil {
+		return 0, fmt.Errorf("digitalocean: %q is not a droplet ID", id)
+	}
+	return n, nil
+}
+
+// GetServer implements provider.ServerGetter: a droplet by ID or name.
+// https://docs.digitalocean.com/reference/api/api-reference/#operation/droplets_get
+func (d *Driver) GetServer(ctx context.Context, ref string) (*provider.Server, error) {
+	if id, err := strconv.Atoi(ref); err == nil {
+		dr, _, err := d.c.Droplets.Get(ctx, id)
+		if err != nil {
+			return nil, wrap(err, "get droplet %d", id)
+		}
+		return toServer(dr), nil
+	}
+	drs, _, err := d.c.Droplets.ListByName(ctx, ref, &godo.ListOptions{PerPage: 200})
+	if err != nil {
+		return nil, wrap(err, "find droplet %q", ref)
+	}
+	switch len(drs) {
+	case 0:
+		return nil, fmt.Errorf("digitalocean: droplet %q: %w", ref, provider.ErrNotFound)
+	case 1:
+		return toServer(&drs[0]), nil
+	}
+	ids := make([]string, len(drs))
+	for i, dr := range drs {
+		ids[i] = strconv.Itoa(dr.ID)
+	}
+	return nil, fmt.Errorf("digitalocean: %d droplets are named %q (IDs %s): name the source by ID", len(drs), ref, strings.Join(ids, ", "))
+}
+
+// GetSize implements provider.SizeGetter.
+// https://docs.digitalocean.com/reference/api/api-reference/#operation/sizes_list
+func (d *Driver) GetSize(ctx context.Context, slug string) (*provider.Size, error) {
+	sizes, _, err := d.c.Sizes.List(ctx, &godo.ListOptions{PerPage: 200})
+	if err != nil {
+		return nil, wrap(err, "list sizes")
+	}
+	var some []string
+	for _, s := range sizes {
+		if s.Slug == slug {
+			return &provider.Size{Slug: s.Slug, MemoryMB: s.Memory, VCPUs: s.Vcpus, DiskGB: s.Disk}, nil
+		}
+		if len(some) < 6 && s.Available {
+			some = append(some, s.Slug)
+		}
+	}
+	return nil, fmt.Errorf("digitalocean: size %q: %w (sizes include %s)", slug, provider.ErrNotFound, strings.Join(some, ", "))
+}
+
+// FindImage implements provider.Snapshotter: a droplet snapshot by name.
+// https://docs.digitalocean.com/reference/api/api-reference/#operation/images_list
+func (d *Driver) FindImage(ctx context.Context, name string) (*provider.Image, error) {
+	opt := &godo.ListOptions{PerPage: 200}
+	for {
+		imgs, resp, err := d.c.Images.ListUser(ctx, opt)
+		if err != nil {
+			return nil, wrap(err, "list images")
+		}
+		for _, im := range imgs {
+			if im.Name == name {
+				return &provider.Image{ID: strconv.Itoa(im.ID), Name: im.Name, MinDiskGB: im.MinDiskSize}, nil
+			}
+		}
+		if resp.Links == nil || resp.Links.IsLastPage() {
+			return nil, nil
+		}
+		page, err := resp.Links.CurrentPage()
+		if err != nil {
+			return nil, wrap(err, "list images")
+		}
+		opt.Page = page + 1
+	}
+}
+
+// Snapshot implements provider.Snapshotter with a live snapshot action: the
+// droplet keeps running and serving, and the image is crash-consistent.
+// DigitalOcean has no client token, so idempotency comes from the unique
+// name and from the droplet's action list: a droplet runs one action at a
+// time, and a snapshot already in progress is waited on, not repeated.
+// https://docs.digitalocean.com/reference/api/api-reference/#operation/dropletActions_post
+func (d *Driver) Snapshot(ctx context.Context, s *provider.Server, name string, started func(op string)) (*provider.Image, error) {
+	if img, err := d.FindImage(ctx, name); err != nil || img != nil {
+		return img, err
+	}
+	id, err := dropletID(s.ID)
+	if err != nil {
+		return nil, err
+	}
+	var act *godo.Action
+	acts, _, err := d.c.Droplets.Actions(ctx, id, &godo.ListOptions{PerPage: 20})
+	if err != nil {
+		return nil, wrap(err, "list actions of droplet %d", id)
+	}
+	for i := range acts {
+		if acts[i].Type == "snapshot" && acts[i].Status == "in-progress" {
+			act = &acts[i]
+			d.prog("digitalocean: droplet %d already has snapshot action %d in progress; waiting for it", id, act.ID)
+			break
+		}
+	}
+	if act == nil {
+		act, _, err = d.c.DropletActions.Snapshot(ctx, id, name)
+		if err != nil {
+			return nil, wrap(err, "snapshot droplet %d", id)
+		}
+	}
+	if started != nil {
+		started(strconv.Itoa(act.ID))
+	}
+	if err := d.waitAction(ctx, id, act.ID, "snapshot"); err != nil {
+		return nil, err
+	}
+	img, err := d.FindImage(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if img == nil {
+		return nil, fmt.Errorf("digitalocean: snapshot action %d completed but no image named %q exists", act.ID, name)
+	}
+	return img, nil
+}
+
+// waitAction polls a droplet action until it completes.
+// https://docs.digitalocean.com/reference/api/api-reference/#operation/dropletActions_get
+func (d *Driver) waitAction(ctx context.Context, dropletID, actionID int, what string) error {
+	start := time.Now()
+	return provider.Poll(ctx, d.poll, func() (bool, error) {
+		a, _, err := d.c.DropletActions.Get(ctx, dropletID, actionID)
+		if err != nil {
+			return false, wrap(err, "%s droplet %d: action %d", what, dropletID, actionID)
+		}
+		switch a.Status {
+		case "completed":
+			return true, nil
+		case "errored":
+			return false, fmt.Errorf("digitalocean: %s droplet %d: action %d errored", what, dropletID, actionID)
+		}
+		d.prog("digitalocean: %s of droplet %d in progress (%s)", what, dropletID, time.Since(start).Round(time.Second))
+		return false, nil
+	})
+}
+
+// DeleteImage implements provider.Snapshotter.
+// https://docs.digitalocean.com/reference/api/api-reference/#operation/images_delete
+func (d *Driver) DeleteImage(ctx context.Context, id string) error {
+	n, err := strconv.Atoi(id)
+	if err != nil {
+		return fmt.Errorf("digitalocean: %q is not an image ID", id)
+	}
+	if _, err := d.c.Images.Delete(ctx, n); err != nil && !isNotFound(err) {
+		return wrap(err, "delete image %d", n)
+	}
+	return nil
+}
+
+// tokenTag is the tag that carries a launch token. DigitalOcean tags allow
+// letters, digits, colons, dashes and underscores.
+func tokenTag(token string) string { return "vmswap-launch:" + token }
+
+// FindLaunched implements provider.Launcher.
+// https://docs.digitalocean.com/reference/api/api-reference/#operation/droplets_list
+func (d *Driver) FindLaunched(ctx context.Context, token string) (*provider.Server, error) {
+	drs, _, err := d.c.Droplets.ListByTag(ctx, tokenTag(token), &godo.ListOptions{PerPage: 200})
+	if err != nil {
+		return nil, wrap(err, "find launched droplet")
+	}
+	if len(drs) == 0 {
+		return nil, nil
+	}
+	return toServer(&drs[0]), nil
+}
+
+// Launch implements provider.Launcher: a droplet from the image, copying the
+// source's region, VPC, monitoring, IPv6 and tags. The source's SSH keys are
+// in its authorized_keys, which the snapshot carries.
+// https://docs.digitalocean.com/reference/api/api-reference/#operation/droplets_create
+func (d *Driver) Launch(ctx context.Context, spec provider.LaunchSpec) (*provider.Server, error) {
+	if s, err := d.FindLaunched(ctx, spec.Token); err != nil || s != nil {
+		return s, err
+	}
+	srcID, err := dropletID(spec.Source.ID)
+	if err != nil {
+		return nil, err
+	}
+	src, _, err := d.c.Droplets.Get(ctx, srcID)
+	if err != nil {
+		return nil, wrap(err, "get source droplet %d", srcID)
+	}
+	imgID, err := strconv.Atoi(spec.Image.ID)
+	if err != nil {
+		return nil, fmt.Errorf("digitalocean: %q is not an image ID", spec.Image.ID)
+	}
+	tags := append([]string{}, src.Tags...)
+	for _, t := range append(spec.Tags, tokenTag(spec.Token)) {
+		if !slices.Contains(tags, t) {
+			tags = append(tags, t)
+		}
+	}
+	req := &godo.DropletCreateRequest{
+		Name:       spec.Name,
+		Region:     src.Region.Slug,
+		Size:       spec.Size,
+		Image:      godo.DropletCreateImage{ID: imgID},
+		IPv6:       slices.Contains(src.Features, "ipv6"),
+		Monitoring: slices.Contains(src.Features, "monitoring"),
+		Tags:       tags,
+		VPCUUID:    src.VPCUUID,
+	}
+	dr, _, err := d.c.Droplets.Create(ctx, req)
+	if err != nil {
+		// The create may have succeeded before the error (a timeout, a 5xx
+		// after the fact): look for it before reporting failure.
+		if s, ferr := d.FindLaunched(ctx, spec.Token); ferr == nil && s != nil {
+			return s, nil
+		}
+		return nil, wrap(err, "create droplet %q", spec.Name)
+	}
+	return toServer(dr), nil
+}
+
+// WaitRunning implements provider.Launcher.
+func (d *Driver) WaitRunning(ctx context.Context, id string) (*provider.Server, error) {
+	n, err := dropletID(id)
+	if err != nil {
+		return nil, err
+	}
+	var s *provider.Server
+	start := time.Now()
+	err = provider.Poll(ctx, d.poll, func() (bool, error) {
+		dr, _, err := d.c.Droplets.Get(ctx, n)
+		if err != nil {
+			return false, wrap(err, "get droplet %d", n)
+		}
+		s = toServer(dr)
+		if s.Status == provider.StatusRunning && s.PublicIP != "" {
+			return true, nil
+		}
+		d.prog("digitalocean: droplet %d is %s (%s)", n, dr.Status, time.Since(start).Round(time.Second))
+		return false, nil
+	})
+	return s, err
+}
+
+// PowerOff implements provider.PowerController: a shutdown action, and a
+// power_off action if the shutdown does not finish within timeout.
+// https://docs.digitalocean.com/reference/api/api-reference/#operation/dropletActions_post
+func (d *Driver) PowerOff(ctx context.Context, id string, timeout time.Duration) error {
+	n, err := dropletID(id)
+	if err != nil {
+		return err
+	}
+	dr, _, err := d.c.Droplets.Get(ctx, n)
+	if err != nil {
+		return wrap(err, "get droplet %d", n)
+	}
+	if dr.Status == "off" {
+		return nil
+	}
+	a, _, err := d.c.DropletActions.Shutdown(ctx, n)
+	if err == nil {
+		wctx, cancel := context.WithTimeout(ctx, timeout)
+		err = d.waitAction(wctx, n, a.ID, "shut down")
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	d.prog("digitalocean: droplet %d did not shut down (%v); powering it off", n, err)
+	a, _, err = d.c.DropletActions.PowerOff(ctx, n)
+	if err != nil {
+		return wrap(err, "power off droplet %d", n)
+	}
+	return d.waitAction(ctx, n, a.ID, "power off")
+}
+
+// PowerOn implements provider.PowerController.
+func (d *Driver) PowerOn(ctx context.Context, id string) error {
+	n, err := dropletID(id)
+	if err != nil {
+		return err
+	}
+	dr, _, err := d.c.Droplets.Get(ctx, n)
+	if err != nil {
+		return wrap(err, "get droplet %d", n)
+	}
+	if dr.Status == "active" {
+		return nil
+	}
+	a, _, err := d.c.DropletActions.PowerOn(ctx, n)
+	if err != nil {
+		return wrap(err, "power on droplet %d", n)
+	}
+	return d.waitAction(ctx, n, a.ID, "power on")
+}
+
+// DeleteServer implements provider.Deleter.
+// https://docs.digitalocean.com/reference/api/api-reference/#operation/droplets_destroy
+func (d *Driver) DeleteServer(ctx context.Context, id string) error {
+	n, err := dropletID(id)
+	if err != nil {
+		return err
+	}
+	if _, err := d.c.Droplets.Delete(ctx, n); err != nil && !isNotFound(err) {
+		return wrap(err, "delete droplet %d", n)
+	}
+	return nil
+}
+
+// FindTagged implements provider.TagFinder. Snapshots cannot carry tags on
+// creation, so images are found by the name prefix vmswap gives them
+// together with the tag's plan ID.
+func (d *Driver) FindTagged(ctx context.Context, tag string) ([]provider.Server, []provider.Image, error) {
+	drs, _, err := d.c.Droplets.ListByTag(ctx, tag, &godo.ListOptions{PerPage: 200})
+	if err != nil {
+		return nil, nil, wrap(err, "list droplets tagged %s", tag)
+	}
+	var servers []provider.Server
+	for i := range drs {
+		servers = append(servers, *toServer(&drs[i]))
+	}
+	imgs, _, err := d.c.Images.ListUser(ctx, &godo.ListOptions{PerPage: 200})
+	if err != nil {
+		return nil, nil, wrap(err, "list images")
+	}
+	var images []provider.Image
+	marker := strings.TrimPrefix(tag, "vmswap:")
+	for _, im := range imgs {
+		if strings.HasPrefix(im.Name, "vmswap-") && strings.Contains(im.Name, marker) {
+			images = append(images, provider.Image{ID: strconv.Itoa(im.ID), Name: im.Name, MinDiskGB: im.MinDiskSize})
+		}
+	}
+	return servers, images, nil
+}
+
+// AssignedTo implements provider.IPAssigner.
+// https://docs.digitalocean.com/reference/api/api-reference/#operation/reservedIPs_get
+func (d *Driver) AssignedTo(ctx context.Context, ip string) (string, error) {
+	r, _, err := d.c.ReservedIPs.Get(ctx, ip)
+	if err != nil {
+		return "", wrap(err, "get reserved IP %s", ip)
+	}
+	if r.Droplet == nil {
+		return "", nil
+	}
+	return strconv.Itoa(r.Droplet.ID), nil
+}
+
+// AssignIP implements provider.IPAssigner.
+// https://docs.digitalocean.com/reference/api/api-reference/#operation/reservedIPsActions_post
+func (d *Driver) AssignIP(ctx context.Context, ip, serverID string) error {
+	n, err := dropletID(serverID)
+	if err != nil {
+		return err
+	}
+	if cur, err := d.AssignedTo(ctx, ip); err != nil || cur == serverID {
+		return err
+	}
+	a, _, err := d.c.ReservedIPActions.Assign(ctx, ip, n)
+	if err != nil {
+		return wrap(err, "assign reserved IP %s to droplet %d", ip, n)
+	}
+	return provider.Poll(ctx, d.poll, func() (bool, error) {
+		got, _, err := d.c.ReservedIPActions.Get(ctx, ip, a.ID)
+		if err != nil {
+			return false, wrap(err, "assign reserved IP %s: action %d", ip, a.ID)
+		}
+		if got.Status == "errored" {
+			return false, fmt.Errorf("digitalocean: assign reserved IP %s to droplet %d: action %d errored", ip, n, a.ID)
+		}
+		return got.Status == "completed", nil
+	})
+}

@@ -1,0 +1,180 @@
+// Package provider defines what vmswap needs from a compute provider: small
+// interfaces that each driver implements as far as its cloud allows, and the
+// provider-neutral types the runner works with. SDK types never cross this
+// boundary.
+//
+// Every method honours ctx, is safe for concurrent use, and returns errors
+// prefixed by the driver's name that never contain credentials.
+package provider
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrNotFound is returned (wrapped) when a server, image or address does not
+// exist.
+var ErrNotFound = errors.New("not found")
+
+// Server is a compute instance.
+type Server struct {
+	ID       string   `json:"id" yaml:"id"`
+	Name     string   `json:"name" yaml:"name"`
+	Size     string   `json:"size" yaml:"size"`
+	Status   string   `json:"status" yaml:"status"` // running, off, pending
+	PublicIP string   `json:"public_ip" yaml:"public_ip"`
+	Region   string   `json:"region" yaml:"region"`
+	Tags     []string `json:"tags,omitempty" yaml:"tags,omitempty"`
+	MemoryMB int      `json:"memory_mb" yaml:"memory_mb"`
+	VCPUs    int      `json:"vcpus" yaml:"vcpus"`
+	DiskGB   int      `json:"disk_gb" yaml:"disk_gb"`
+}
+
+// Server statuses.
+const (
+	StatusRunning = "running"
+	StatusOff     = "off"
+	StatusPending = "pending"
+)
+
+// Image is a machine image made from a server.
+type Image struct {
+	ID        string `json:"id" yaml:"id"`
+	Name      string `json:"name" yaml:"name"`
+	MinDiskGB int    `json:"min_disk_gb" yaml:"min_disk_gb"`
+}
+
+// Size is a server size (DigitalOcean slug, EC2 instance type).
+type Size struct {
+	Slug     string `json:"slug" yaml:"slug"`
+	MemoryMB int    `json:"memory_mb" yaml:"memory_mb"`
+	VCPUs    int    `json:"vcpus" yaml:"vcpus"`
+	DiskGB   int    `json:"disk_gb" yaml:"disk_gb"`
+}
+
+// ServerGetter finds servers.
+type ServerGetter interface {
+	// GetServer returns the server with the given ID or, failing that, the
+	// one server with that name. No match wraps ErrNotFound; two servers
+	// with the name is an error saying to use the ID.
+	GetServer(ctx context.Context, ref string) (*Server, error)
+}
+
+// SizeGetter reads the provider's size catalogue.
+type SizeGetter interface {
+	// GetSize returns the size with the slug, or an error wrapping
+	// ErrNotFound that lists a few valid slugs.
+	GetSize(ctx context.Context, slug string) (*Size, error)
+}
+
+// Snapshotter images a running server without stopping it.
+type Snapshotter interface {
+	// Snapshot images the server under the given name, which is unique to
+	// this step of this run, and waits until the image is usable. It is
+	// idempotent: if an image with the name exists, or an imaging of the
+	// server is already under way, it returns or waits for that one rather
+	// than starting another. started is called with the provider's operation
+	// ID as soon as it is known, before waiting.
+	Snapshot(ctx context.Context, server *Server, name string, started func(op string)) (*Image, error)
+	// FindImage returns the image with the name, or nil if there is none.
+	FindImage(ctx context.Context, name string) (*Image, error)
+	// DeleteImage deletes an image; one already gone is not an error.
+	DeleteImage(ctx context.Context, id string) error
+}
+
+// LaunchSpec says what to launch.
+type LaunchSpec struct {
+	// Source is the server whose placement, network, keys and tags are copied.
+	Source *Server
+	// Image is the image to boot from.
+	Image *Image
+	// Size is the new server's size.
+	Size string
+	// Name of the new server.
+	Name string
+	// Token is unique to this launch step of this run. The driver stores it
+	// on the server (tag or client token) so a retried or resumed launch
+	// finds the server instead of creating a second one.
+	Token string
+	// Tags are extra tags, e.g. the plan's tag for finding orphans.
+	Tags []string
+}
+
+// Launcher creates servers from images.
+type Launcher interface {
+	// Launch creates a server. It is idempotent by spec.Token: if a server
+	// carrying the token exists, it is returned and nothing is created. It
+	// returns as soon as the provider has accepted the request.
+	Launch(ctx context.Context, spec LaunchSpec) (*Server, error)
+	// FindLaunched returns the server carrying the token, or nil.
+	FindLaunched(ctx context.Context, token string) (*Server, error)
+	// WaitRunning waits until the provider reports the server running with
+	// a public address, and returns it.
+	WaitRunning(ctx context.Context, id string) (*Server, error)
+}
+
+// PowerController stops and starts servers.
+type PowerController interface {
+	// PowerOff shuts the server down gracefully, forcing it off after
+	// timeout. A server already off is not an error.
+	PowerOff(ctx context.Context, id string, timeout time.Duration) error
+	// PowerOn starts a server and waits until it runs. One already running
+	// is not an error.
+	PowerOn(ctx context.Context, id string) error
+}
+
+// Deleter deletes servers.
+type Deleter interface {
+	// DeleteServer deletes a server; one already gone is not an error.
+	DeleteServer(ctx context.Context, id string) error
+}
+
+// TagFinder finds what vmswap created, by the tag every created resource
+// carries.
+type TagFinder interface {
+	// FindTagged returns the servers and images carrying the tag.
+	FindTagged(ctx context.Context, tag string) ([]Server, []Image, error)
+}
+
+// Compute is everything a swap needs from a compute provider.
+type Compute interface {
+	ServerGetter
+	SizeGetter
+	Snapshotter
+	Launcher
+	PowerController
+	Deleter
+	TagFinder
+}
+
+// IPAssigner moves a reserved (floating, elastic) IP between servers.
+type IPAssigner interface {
+	// AssignedTo returns the ID of the server the IP points at ("" if none).
+	AssignedTo(ctx context.Context, ip string) (string, error)
+	// AssignIP points the IP at the server and waits until the provider
+	// confirms it. Assigning to the server it already points at is a no-op.
+	AssignIP(ctx context.Context, ip, serverID string) error
+}
+
+// Progress receives what a driver is waiting for, for the operator to see.
+// It may be nil.
+type Progress func(format string, args ...any)
+
+// Poll calls check every interval until it reports done, returns an error,
+// or ctx ends. It is how drivers wait on provider operations.
+func Poll(ctx context.Context, interval time.Duration, check func() (done bool, err error)) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		done, err := check()
+		if err != nil || done {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
