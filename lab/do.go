@@ -436,13 +436,28 @@ func (l *Lab) doDropletActionsPost(c *call) (result, *apiError) {
 		}
 		a = l.newAction(in.Type, d.ID, "droplet", d.Region)
 		graceful := in.Type == "shutdown"
-		l.finish(a, dur, func() bool {
-			if m := l.machines[d.ID]; m != nil {
-				m.stop(graceful)
-				delete(l.machines, d.ID)
+		l.after(dur, func() {
+			if a.Status != "in-progress" {
+				return
 			}
-			d.Status = "off"
-			return true
+			if l.takeFault(FaultActionErrored, a.Type) != nil {
+				a.Status, a.CompletedAt, d.Locked = "errored", time.Now().UTC(), false
+				return
+			}
+			m := l.machines[d.ID]
+			delete(l.machines, d.ID)
+			// A graceful stop waits for requests in flight: do it without
+			// holding the lab, and complete the action once it is off.
+			go func() {
+				if m != nil {
+					m.stop(graceful)
+				}
+				l.mu.Lock()
+				defer l.mu.Unlock()
+				d.Status, d.Locked = "off", false
+				a.Status, a.CompletedAt = "completed", time.Now().UTC()
+				l.saveLocked()
+			}()
 		})
 	case "power_on":
 		if d.Status == "active" {

@@ -487,3 +487,22 @@ var errClosed = errors.New("lab: closed")
 
 // ctxDone reports whether ctx is finished.
 func ctxDone(ctx context.Context) bool { return ctx.Err() != nil }
+
+// FetchInventory reads a running lab's inventory over its control API.
+func FetchInventory(ctx context.Context, ep Endpoints) (*Inventory, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ep.DigitalOceanAPI+"lab/inventory", nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+ep.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("lab: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return nil, fmt.Errorf("lab: inventory: HTTP %d", resp.StatusCode)
+	}
+	var inv Inventory
+	return &inv, json.NewDecoder(resp.Body).Decode(&inv)
+}

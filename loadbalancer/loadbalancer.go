@@ -6,7 +6,10 @@
 // that never contain credentials.
 package loadbalancer
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Pool is a load balancer's backend pool as vmswap sees it.
 type Pool struct {
@@ -15,6 +18,10 @@ type Pool struct {
 	Address string `json:"address" yaml:"address"`
 	// Members are server IDs.
 	Members []string `json:"members" yaml:"members"`
+	// HealthyAfter is how long the pool's health checks take to find a new
+	// member healthy (interval x healthy threshold), for providers that do
+	// not report per-member health.
+	HealthyAfter time.Duration `json:"healthy_after,omitempty" yaml:"healthy_after,omitempty"`
 }
 
 // MemberLister reads a pool.

@@ -10,6 +10,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/digitalocean/godo"
 
@@ -58,6 +59,11 @@ func (p *Provider) Pool(ctx context.Context, id string) (*loadbalancer.Pool, err
 		}
 	}
 	pool := &loadbalancer.Pool{ID: lb.ID, Address: addr, Members: []string{}}
+	if hc := lb.HealthCheck; hc != nil {
+		// One interval more than the threshold: the first check may come
+		// up to an interval after the droplet joins.
+		pool.HealthyAfter = time.Duration(hc.CheckIntervalSeconds*(hc.HealthyThreshold+1)) * time.Second
+	}
 	for _, d := range lb.DropletIDs {
 		pool.Members = append(pool.Members, strconv.Itoa(d))
 	}

@@ -1,0 +1,202 @@
+package cli
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/vmswap/vmswap/lab"
+	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/verify"
+)
+
+// DemoOptions are the inputs of `vmswap demo`.
+type DemoOptions struct {
+	IO      *IOStreams
+	Signals <-chan os.Signal
+	Output  string
+	Report  string
+	Specs   string
+	NoSpecs bool
+	Dir     string
+}
+
+// NewCmdDemo builds `vmswap demo`.
+func NewCmdDemo(f *Factory, runF func(*DemoOptions) error) *cobra.Command {
+	opts := &DemoOptions{IO: f.IO, Signals: f.Signals}
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Upgrade two live servers on the embedded lab cloud, with traffic flowing",
+		Long: `Demo starts the lab (a local DigitalOcean-compatible cloud on loopback), creates two small
+droplets serving a site, a load balancer in front of one and a DNS record for the
+other, and upgrades both with a probe sending requests the whole time: once through the
+load balancer, once through DNS. It runs the same plan, runner and DigitalOcean drivers
+as a real swap, and ends with the summary. Nothing leaves this machine.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if runF != nil {
+				return runF(opts)
+			}
+			return demoRun(cmd.Context(), opts)
+		},
+	}
+	cmd.Flags().StringVarP(&opts.Output, "output", "o", "text", "text or json")
+	cmd.Flags().StringVar(&opts.Report, "report", "", "write an HTML report of the swaps to this file")
+	cmd.Flags().StringVar(&opts.Specs, "specs", "", "validate the lab against these OpenAPI specs (default: shared/specs if found)")
+	cmd.Flags().BoolVar(&opts.NoSpecs, "no-specs", false, "do not validate the lab's API traffic")
+	cmd.Flags().StringVar(&opts.Dir, "dir", "", "keep the demo's plan, journal and key here (default: a temporary directory)")
+	return cmd
+}
+
+// demoSite is what the demo droplets serve.
+var demoSite = map[string]string{
+	"index.html": "<!doctype html>\n<title>Shop</title>\n<h1>The vmswap demo shop</h1>\n<p>Served without a single failed request.</p>\n",
+	"about.html": "<!doctype html>\n<title>About</title>\n<p>About the shop.</p>\n",
+}
+
+func demoRun(ctx context.Context, o *DemoOptions) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	pr, err := newPrinter(o.IO, o.Output)
+	if err != nil {
+		return err
+	}
+	dir := o.Dir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "vmswap-demo-"); err != nil {
+			return err
+		}
+	} else if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	cfg, err := labConfig(filepath.Join(dir, "lab"), o.Specs, o.NoSpecs, "fast")
+	if err != nil {
+		return err
+	}
+	cfg.Logf = func(format string, args ...any) { pr.progress(format, args...) }
+	l, err := lab.Start(cfg)
+	if err != nil {
+		return exitf(plans.ExitAttention, "%v", err)
+	}
+	defer l.Close()
+	if cfg.SpecsDir != "" {
+		pr.progress("lab: started; every API call is validated against %s", cfg.SpecsDir)
+	} else {
+		pr.progress("lab: started (no specs found: API calls are not validated)")
+	}
+
+	planFile, err := demoWorld(ctx, l, dir, pr)
+	if err != nil {
+		return exitf(plans.ExitAttention, "demo setup: %v", err)
+	}
+	pr.progress("plan written to %s; applying it", planFile)
+	ep := l.Endpoints()
+	ao := &ApplyOptions{IO: o.IO, Signals: o.Signals, PlanFile: planFile, Output: o.Output, Report: o.Report, Poll: 100 * time.Millisecond,
+		Getenv: func(k string) string {
+			if k == "DIGITALOCEAN_TOKEN" {
+				return ep.Token
+			}
+			return ""
+		}}
+	err = applyRun(ctx, ao)
+	if v := l.Violations(); len(v) > 0 {
+		pr.emit(plans.Event{Event: "warning", Message: fmt.Sprintf("lab saw %d spec violation(s), first: %s", len(v), v[0])})
+	}
+	if o.Dir == "" && err == nil {
+		os.RemoveAll(dir)
+	}
+	return err
+}
+
+// demoWorld builds the demo's servers and writes its plan.
+func demoWorld(ctx context.Context, l *lab.Lab, dir string, pr *printer) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return "", err
+	}
+	blk, err := ssh.MarshalPrivateKey(priv, "vmswap demo")
+	if err != nil {
+		return "", err
+	}
+	keyFile := filepath.Join(dir, "id_ed25519")
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(blk), 0o600); err != nil {
+		return "", err
+	}
+	signer, _ := ssh.NewSignerFromKey(priv)
+	sd := l.Seeder()
+	keyID, err := sd.AddKey(ctx, "demo", string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
+	if err != nil {
+		return "", err
+	}
+	pr.progress("lab: creating web-1 and web-2 (s-1vcpu-1gb) serving the demo shop, a load balancer and www.demo.test")
+	id1, _, err := sd.Droplet(ctx, "web-1", "s-1vcpu-1gb", []int{keyID}, demoSite)
+	if err != nil {
+		return "", err
+	}
+	_, ip2, err := sd.Droplet(ctx, "web-2", "s-1vcpu-1gb", []int{keyID}, demoSite)
+	if err != nil {
+		return "", err
+	}
+	lbID, lbIP, err := sd.LoadBalancer(ctx, "shop-lb", []int{id1})
+	if err != nil {
+		return "", err
+	}
+	if err := sd.Record(ctx, "demo.test", "www", ip2, 30); err != nil {
+		return "", err
+	}
+	ep := l.Endpoints()
+	port := l.HTTPPort()
+	sshCfg := &plans.SSH{User: "root", Key: keyFile, Port: l.SSHPort(), KnownHosts: verify.HostKeyAcceptNew, KnownHostsFile: filepath.Join(dir, "known_hosts")}
+	th := func(s string) *verify.Threshold { t, _ := verify.ParseThreshold(s); return &t }
+	v := plans.Verify{SSH: sshCfg, Memory: th(">= 3.5GiB"), Disk: th(">= 70GB"), CPUs: th(">= 2"),
+		HTTP:    []verify.HTTPCheck{{URL: fmt.Sprintf("http://www.demo.test:%d/health", port), Status: 200, BodyContains: "ok"}},
+		Compare: []string{"/", "/about.html"}}
+	p := &plans.Plan{
+		Version:   plans.Version,
+		ID:        "demo",
+		Providers: map[string]plans.Provider{"lab": {Type: "digitalocean", Endpoint: ep.DigitalOceanAPI, Nameserver: ep.DNS}},
+		Swaps: []plans.Swap{
+			{
+				Name: "web-1 via load balancer", Source: plans.Source{Provider: "lab", Server: "web-1"}, Target: plans.Target{Size: "s-2vcpu-4gb"},
+				Verify:  v,
+				Cutover: plans.Cutover{LoadBalancer: &plans.LBCutover{Provider: "lab", ID: lbID, IdentifyHeader: "X-Served-By", Drain: plans.Duration(time.Second)}},
+				Probe:   &plans.Probe{URL: fmt.Sprintf("http://%s:%d/", lbIP, port), Rate: 200},
+				Observe: plans.Duration(3 * time.Second),
+				Retire:  plans.Retire{Action: "power_off", KeepFor: plans.Duration(24 * time.Hour), ShutdownTimeout: plans.Duration(10 * time.Second)},
+			},
+			{
+				Name: "web-2 via DNS", Source: plans.Source{Provider: "lab", Server: "web-2"}, Target: plans.Target{Size: "s-2vcpu-4gb"},
+				Verify:  v,
+				Cutover: plans.Cutover{DNS: &plans.DNSCutover{Provider: "lab", Record: "www.demo.test", Grace: plans.Duration(2 * time.Second)}},
+				Probe:   &plans.Probe{URL: fmt.Sprintf("http://www.demo.test:%d/", port), Rate: 200, Resolver: ep.DNS},
+				Observe: plans.Duration(3 * time.Second),
+				Retire:  plans.Retire{Action: "power_off", KeepFor: plans.Duration(24 * time.Hour), ShutdownTimeout: plans.Duration(10 * time.Second)},
+			},
+		},
+	}
+	if err := observe(ctx, p, plans.BuildOptions{Getenv: func(k string) string {
+		if k == "DIGITALOCEAN_TOKEN" {
+			return ep.Token
+		}
+		return ""
+	}}); err != nil {
+		return "", err
+	}
+	b, err := encodePlan(p)
+	if err != nil {
+		return "", err
+	}
+	planFile := filepath.Join(dir, "demo-plan.yaml")
+	return planFile, os.WriteFile(planFile, b, 0o644)
+}

@@ -1,0 +1,189 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vmswap/vmswap/plans"
+)
+
+// ValidateOptions are the inputs of `vmswap validate`.
+type ValidateOptions struct {
+	IO    *IOStreams
+	Files []string
+}
+
+// NewCmdValidate builds `vmswap validate PLAN...`.
+func NewCmdValidate(f *Factory, runF func(*ValidateOptions) error) *cobra.Command {
+	opts := &ValidateOptions{IO: f.IO}
+	return &cobra.Command{
+		Use:   "validate PLAN...",
+		Short: "Check plan files without touching any cloud",
+		Long:  "Validate reports every problem of each plan as file:line:col: message, all at once. Exit 2 if any.",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts.Files = args
+			if runF != nil {
+				return runF(opts)
+			}
+			return validateRun(opts)
+		},
+	}
+}
+
+func validateRun(o *ValidateOptions) error {
+	bad := 0
+	for _, f := range o.Files {
+		if _, err := plans.Load(f); err != nil {
+			fmt.Fprintln(o.IO.ErrOut, err)
+			bad++
+			continue
+		}
+		fmt.Fprintf(o.IO.Out, "%s: ok\n", f)
+	}
+	if bad > 0 {
+		return &ExitError{Code: plans.ExitBadInput, Err: fmt.Errorf("%d of %d plan(s) have problems", bad, len(o.Files))}
+	}
+	return nil
+}
+
+// StatusOptions are the inputs of `vmswap status`.
+type StatusOptions struct {
+	IO       *IOStreams
+	PlanFile string
+	Output   string
+}
+
+// NewCmdStatus builds `vmswap status PLAN`.
+func NewCmdStatus(f *Factory, runF func(*StatusOptions) error) *cobra.Command {
+	opts := &StatusOptions{IO: f.IO}
+	cmd := &cobra.Command{
+		Use:   "status PLAN",
+		Short: "Show where the last run of a plan stands, from its journal",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts.PlanFile = args[0]
+			if runF != nil {
+				return runF(opts)
+			}
+			return statusRun(opts)
+		},
+	}
+	cmd.Flags().StringVarP(&opts.Output, "output", "o", "text", "text or json")
+	return cmd
+}
+
+func statusRun(o *StatusOptions) error {
+	j, err := plans.LoadJournal(plans.JournalPath(o.PlanFile))
+	if err != nil {
+		return exitf(plans.ExitAttention, "%v", err)
+	}
+	if j == nil {
+		return exitf(plans.ExitBadInput, "%s has not been applied (no %s)", o.PlanFile, plans.JournalPath(o.PlanFile))
+	}
+	if o.Output == "json" {
+		b, _ := json.MarshalIndent(j, "", "  ")
+		fmt.Fprintln(o.IO.Out, string(b))
+		return nil
+	}
+	w := o.IO.Out
+	fmt.Fprintf(w, "run %s of %s: %s (started %s, updated %s)\n", j.RunID, o.PlanFile, j.Status, j.Started.Format(time.RFC3339), j.Updated.Format(time.RFC3339))
+	if _, err := os.Stat(plans.LockPath(o.PlanFile)); err == nil {
+		b, _ := os.ReadFile(plans.LockPath(o.PlanFile))
+		fmt.Fprintf(w, "locked: %s\n", b)
+	}
+	for _, s := range j.Swaps {
+		fmt.Fprintf(w, "swap %d: %s  source %s (%s)  new %s (%s %s)\n", s.Index, s.Status, dash(s.SourceName), dash(s.SourceID), dash(s.NewName), dash(s.NewID), s.NewIP)
+		for _, name := range append(plans.Steps, "rollback") {
+			l := s.Steps[name]
+			if l == nil {
+				continue
+			}
+			d := ""
+			if !l.End.IsZero() {
+				d = fmt.Sprintf(" %.1fs", l.End.Sub(l.Start).Seconds())
+			}
+			fmt.Fprintf(w, "  %-10s %s%s\n", name, l.Status, d)
+		}
+		if s.Error != "" {
+			fmt.Fprintf(w, "  error: %s\n", s.Error)
+		}
+		if !s.KeepUntil.IsZero() {
+			fmt.Fprintf(w, "  old server kept powered off until %s (vmswap rollback %s switches back)\n", s.KeepUntil.Format(time.RFC3339), o.PlanFile)
+		}
+	}
+	return nil
+}
+
+// NewCmdSchema builds `vmswap schema`.
+func NewCmdSchema(f *Factory, runF func() error) *cobra.Command {
+	return &cobra.Command{
+		Use:   "schema",
+		Short: "Print the plan file's JSON Schema, for editors",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			b, err := json.MarshalIndent(plans.Schema(), "", "  ")
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(f.IO.Out, string(b))
+			return err
+		},
+	}
+}
+
+// NewCmdVersion builds `vmswap version`.
+func NewCmdVersion(f *Factory) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, args []string) {
+			v := Version
+			if bi, ok := debug.ReadBuildInfo(); ok && v == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+				v = bi.Main.Version
+			}
+			fmt.Fprintf(f.IO.Out, "vmswap %s (plan format %d)\n", v, plans.Version)
+		},
+	}
+}
+
+// NewCmdUpgrade builds `vmswap upgrade`: plan and apply in one go.
+func NewCmdUpgrade(f *Factory, runF func(*PlanOptions, *ApplyOptions) error) *cobra.Command {
+	po := &PlanOptions{IO: f.IO, Getenv: f.Getenv}
+	ao := &ApplyOptions{IO: f.IO, Getenv: f.Getenv, Signals: f.Signals}
+	cmd := &cobra.Command{
+		Use:   "upgrade",
+		Short: "Plan and apply in one go (the plan is saved, so a stopped run can be continued)",
+		Example: `  vmswap upgrade --source web-1 --size s-4vcpu-8gb --lb 4de7ac8b-...
+  vmswap upgrade --source web-1 --size s-4vcpu-8gb --dns www.example.com --probe-url https://www.example.com/`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if po.Out == "" {
+				po.Out = filepath.Clean(fmt.Sprintf("vmswap-%s-%s.yaml", po.Source, time.Now().UTC().Format("20060102-150405")))
+			}
+			if runF != nil {
+				return runF(po, ao)
+			}
+			if err := planRun(cmd.Context(), po); err != nil {
+				return err
+			}
+			ao.PlanFile = po.Out
+			return applyRun(cmd.Context(), ao)
+		},
+	}
+	addPlanFlags(cmd, po)
+	cmd.Flags().StringVar(&po.Out, "plan-file", "", "where to save the plan (default vmswap-<source>-<time>.yaml)")
+	cmd.Flags().StringVar(&ao.Output, "output", "text", "text or json")
+	cmd.Flags().StringVar(&ao.Report, "report", "", "write an HTML report of the swap to this file")
+	return cmd
+}
+
+var _ = context.Background

@@ -1,0 +1,343 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"gopkg.in/yaml.v3"
+
+	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/verify"
+)
+
+// PlanOptions are the inputs of `vmswap plan` (and the plan half of upgrade).
+type PlanOptions struct {
+	IO     *IOStreams
+	Getenv func(string) string
+
+	Out      string // plan file to write; "-" or empty: stdout
+	Refresh  string // existing plan to re-observe
+	Provider string // provider type
+	Endpoint string
+	NS       string
+	Source   string
+	Size     string
+	LB       string
+	DNS      string
+	IP       string
+	Identify string
+	ProbeURL string
+	Resolver string
+	Rate     int
+	Observe  time.Duration
+	Retire   string
+	KeepFor  time.Duration
+	KeepImg  bool
+	SSHUser  string
+	SSHKey   string
+	SSHPort  int
+	HostKeys string
+	Memory   string
+	Disk     string
+	CPUs     string
+	HTTP     []string
+	Compare  []string
+	Drain    time.Duration
+	Grace    time.Duration
+	Timeout  time.Duration
+}
+
+// NewCmdPlan builds `vmswap plan`.
+func NewCmdPlan(f *Factory, runF func(*PlanOptions) error) *cobra.Command {
+	opts := &PlanOptions{IO: f.IO, Getenv: f.Getenv}
+	cmd := &cobra.Command{
+		Use:   "plan",
+		Short: "Write a plan file from flags and what the provider reports",
+		Long: `Plan reads the source server, the target size and the cutover target, and writes a
+plan file that states every input, records what it observed, and lists every change
+apply will make. Nothing is changed. Review it, commit it, then run vmswap apply.`,
+		Example: `  vmswap plan --source web-1 --size s-4vcpu-8gb --lb 4de7ac8b-... -o web-1.yaml
+  vmswap plan --source web-1 --size s-4vcpu-8gb --dns www.example.com --probe-url https://www.example.com/ -o web-1.yaml
+  vmswap plan --refresh web-1.yaml`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if runF != nil {
+				return runF(opts)
+			}
+			return planRun(cmd.Context(), opts)
+		},
+	}
+	addPlanFlags(cmd, opts)
+	cmd.Flags().StringVarP(&opts.Out, "out", "o", "", "write the plan to this file (default: stdout)")
+	cmd.Flags().StringVar(&opts.Refresh, "refresh", "", "re-observe the world for this plan file and rewrite it")
+	return cmd
+}
+
+func addPlanFlags(cmd *cobra.Command, o *PlanOptions) {
+	fl := cmd.Flags()
+	fl.StringVar(&o.Provider, "provider", "digitalocean", "provider type")
+	fl.StringVar(&o.Endpoint, "endpoint", "", "API base URL override (the lab: see `vmswap lab serve`)")
+	fl.StringVar(&o.NS, "nameserver", "", "authoritative DNS server host:port for DNS cutovers")
+	fl.StringVar(&o.Source, "source", "", "source server name or ID (required)")
+	fl.StringVar(&o.Size, "size", "", "target size slug (required)")
+	fl.StringVar(&o.LB, "lb", "", "cut over through this load balancer ID")
+	fl.StringVar(&o.DNS, "dns", "", "cut over by changing this A record")
+	fl.StringVar(&o.IP, "reserved-ip", "", "cut over by moving this reserved IP")
+	fl.StringVar(&o.Identify, "identify-header", "", "response header naming the server (proves LB routing)")
+	fl.StringVar(&o.ProbeURL, "probe-url", "", "public URL the probe requests during cutover (default: the LB or reserved IP)")
+	fl.StringVar(&o.Resolver, "probe-resolver", "", "DNS server host:port the probe resolves through")
+	fl.IntVar(&o.Rate, "probe-rate", 50, "probe requests per second")
+	fl.DurationVar(&o.Observe, "observe", 2*time.Minute, "hold under live traffic before retiring the source")
+	fl.StringVar(&o.Retire, "retire", "power_off", "power_off or delete the source after success")
+	fl.DurationVar(&o.KeepFor, "keep-for", 24*time.Hour, "keep a powered-off source this long for rollback")
+	fl.BoolVar(&o.KeepImg, "keep-image", false, "keep the snapshot after success")
+	fl.StringVar(&o.SSHUser, "ssh-user", "", "verify over SSH as this user")
+	fl.StringVar(&o.SSHKey, "ssh-key", "", "SSH private key file (default: ssh-agent)")
+	fl.IntVar(&o.SSHPort, "ssh-port", 0, "SSH port (default 22)")
+	fl.StringVar(&o.HostKeys, "known-hosts", "accept-new", "host key policy: strict or accept-new")
+	fl.StringVar(&o.Memory, "memory", "", "memory the new server must have, e.g. '>= 7.5GiB'")
+	fl.StringVar(&o.Disk, "disk", "", "disk the new server must have, e.g. '>= 150GB'")
+	fl.StringVar(&o.CPUs, "cpus", "", "CPUs the new server must have, e.g. '>= 4'")
+	fl.StringArrayVar(&o.HTTP, "http", nil, "URL that must answer 200 on the new server (repeatable)")
+	fl.StringArrayVar(&o.Compare, "compare", nil, "path that must answer the same on old and new (repeatable)")
+	fl.DurationVar(&o.Drain, "drain", 0, "time for requests in flight on the old server after cutover (default 10s)")
+	fl.DurationVar(&o.Grace, "grace", 0, "added to the old TTL before the old server stops (DNS; default 30s)")
+	fl.DurationVar(&o.Timeout, "ready-timeout", 0, "bound on each provider wait (default 15m)")
+}
+
+// buildPlan makes a plan from flags, reporting every missing or bad flag.
+func buildPlan(o *PlanOptions) (*plans.Plan, error) {
+	var errs []string
+	if o.Source == "" {
+		errs = append(errs, "--source is required: the name or ID of the server to upgrade")
+	}
+	if o.Size == "" {
+		errs = append(errs, "--size is required: the size slug to upgrade to, e.g. s-4vcpu-8gb")
+	}
+	n := 0
+	for _, v := range []string{o.LB, o.DNS, o.IP} {
+		if v != "" {
+			n++
+		}
+	}
+	if n != 1 {
+		errs = append(errs, "give exactly one of --lb, --dns or --reserved-ip: where traffic reaches the server")
+	}
+	th := func(flag, v string) *verify.Threshold {
+		if v == "" {
+			return nil
+		}
+		t, err := verify.ParseThreshold(v)
+		if err != nil {
+			errs = append(errs, "--"+flag+": "+err.Error())
+			return nil
+		}
+		return &t
+	}
+	sw := plans.Swap{
+		Source:       plans.Source{Provider: "main", Server: o.Source},
+		Target:       plans.Target{Size: o.Size},
+		Observe:      plans.Duration(o.Observe),
+		Retire:       plans.Retire{Action: o.Retire, KeepImage: o.KeepImg},
+		ReadyTimeout: plans.Duration(o.Timeout),
+		Verify: plans.Verify{Memory: th("memory", o.Memory), Disk: th("disk", o.Disk), CPUs: th("cpus", o.CPUs),
+			Compare: o.Compare},
+	}
+	if o.Retire == "power_off" {
+		sw.Retire.KeepFor = plans.Duration(o.KeepFor)
+	}
+	for _, u := range o.HTTP {
+		sw.Verify.HTTP = append(sw.Verify.HTTP, verify.HTTPCheck{URL: u, Status: 200})
+	}
+	if o.SSHUser != "" {
+		sw.Verify.SSH = &plans.SSH{User: o.SSHUser, Key: o.SSHKey, Port: o.SSHPort, KnownHosts: o.HostKeys}
+	}
+	switch {
+	case o.LB != "":
+		sw.Cutover.LoadBalancer = &plans.LBCutover{Provider: "main", ID: o.LB, IdentifyHeader: o.Identify, Drain: plans.Duration(o.Drain)}
+	case o.DNS != "":
+		sw.Cutover.DNS = &plans.DNSCutover{Provider: "main", Record: o.DNS, Grace: plans.Duration(o.Grace)}
+	case o.IP != "":
+		sw.Cutover.ReservedIP = &plans.IPCutover{Provider: "main", IP: o.IP, Drain: plans.Duration(o.Drain)}
+	}
+	if o.ProbeURL != "" {
+		sw.Probe = &plans.Probe{URL: o.ProbeURL, Rate: o.Rate, Resolver: o.Resolver}
+	}
+	if len(errs) > 0 {
+		return nil, errors.New(strings.Join(errs, "\n"))
+	}
+	return &plans.Plan{
+		Version:   plans.Version,
+		ID:        newRunID()[:8],
+		Providers: map[string]plans.Provider{"main": {Type: o.Provider, Endpoint: o.Endpoint, Nameserver: o.NS}},
+		Swaps:     []plans.Swap{sw},
+	}, nil
+}
+
+// observe reads the world for every swap of p and records it, with the
+// mutations apply will make. Problems (a source that does not exist, a
+// record that does not point at it) are all reported.
+func observe(ctx context.Context, p *plans.Plan, o plans.BuildOptions) error {
+	drivers, err := plans.Build(p, o)
+	if err != nil {
+		return err
+	}
+	obs := &plans.Observed{At: time.Now().UTC().Truncate(time.Second)}
+	var muts, errs []string
+	for i, sw := range p.Swaps {
+		comp := drivers[sw.Source.Provider].Compute
+		src, err := comp.GetServer(ctx, sw.Source.Server)
+		if err != nil {
+			errs = append(errs, err.Error())
+			continue
+		}
+		os := plans.ObservedSwap{Source: *src}
+		if sz, err := comp.GetSize(ctx, sw.Target.Size); err != nil {
+			errs = append(errs, err.Error())
+		} else {
+			os.TargetSize = *sz
+			if sz.DiskGB < src.DiskGB {
+				errs = append(errs, fmt.Sprintf("size %s has a %d GB disk, smaller than %s's %d GB: choose a larger size", sz.Slug, sz.DiskGB, src.Name, src.DiskGB))
+			}
+		}
+		name := src.Name
+		muts = append(muts, fmt.Sprintf("swaps[%d]: snapshot %s (%s, live) as vmswap-%s-<time>-%s", i, name, src.ID, name, p.ID))
+		muts = append(muts, fmt.Sprintf("swaps[%d]: create a %s server from it in %s, tagged vmswap:%s", i, sw.Target.Size, src.Region, p.ID))
+		c := sw.Cutover
+		switch {
+		case c.LoadBalancer != nil:
+			pool, err := drivers[c.LoadBalancer.Provider].LB.Pool(ctx, c.LoadBalancer.ID)
+			if err != nil {
+				errs = append(errs, err.Error())
+				break
+			}
+			os.Pool = pool
+			if !contains(pool.Members, src.ID) {
+				errs = append(errs, fmt.Sprintf("load balancer %s does not route to %s (members %v)", pool.ID, name, pool.Members))
+			}
+			muts = append(muts, fmt.Sprintf("swaps[%d]: add the new server to load balancer %s, then remove %s (%s) from it", i, pool.ID, name, src.ID))
+		case c.DNS != nil:
+			rec, err := drivers[c.DNS.Provider].DNS.GetRecord(ctx, c.DNS.Record, "A")
+			if err != nil {
+				errs = append(errs, err.Error())
+				break
+			}
+			os.Record = rec
+			if !contains(rec.Values, src.PublicIP) {
+				errs = append(errs, fmt.Sprintf("record %s is %v and does not point at %s (%s)", rec.Name, rec.Values, name, src.PublicIP))
+			}
+			muts = append(muts, fmt.Sprintf("swaps[%d]: change %s A from %v to the new server's IP (TTL %ds: %s keeps serving %ds + grace)", i, rec.Name, rec.Values, rec.TTL, name, rec.TTL))
+		case c.ReservedIP != nil:
+			cur, err := drivers[c.ReservedIP.Provider].IP.AssignedTo(ctx, c.ReservedIP.IP)
+			if err != nil {
+				errs = append(errs, err.Error())
+				break
+			}
+			os.IPTarget = cur
+			if cur != src.ID {
+				errs = append(errs, fmt.Sprintf("reserved IP %s points at %q, not %s (%s)", c.ReservedIP.IP, cur, name, src.ID))
+			}
+			muts = append(muts, fmt.Sprintf("swaps[%d]: move reserved IP %s from %s to the new server", i, c.ReservedIP.IP, name))
+		}
+		action := "power off " + name
+		if sw.Retire.Action == "delete" {
+			action = "delete " + name
+		} else if sw.Retire.KeepFor > 0 {
+			action += fmt.Sprintf(" and keep it %s for rollback", sw.Retire.KeepFor.D())
+		}
+		muts = append(muts, fmt.Sprintf("swaps[%d]: after %s of observation, %s", i, sw.Observe.D(), action))
+		if !sw.Retire.KeepImage {
+			muts = append(muts, fmt.Sprintf("swaps[%d]: delete the snapshot", i))
+		}
+		obs.Swaps = append(obs.Swaps, os)
+	}
+	if len(errs) > 0 {
+		return errors.New(strings.Join(errs, "\n"))
+	}
+	p.Observed, p.Mutations = obs, muts
+	return nil
+}
+
+func contains(xs []string, x string) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+// encodePlan renders a plan with a header a reader understands.
+func encodePlan(p *plans.Plan) ([]byte, error) {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "# vmswap plan, written %s.\n# Review it, then: vmswap apply <this file>. Credentials come from the environment.\n", time.Now().UTC().Format(time.RFC3339))
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(p); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), enc.Close()
+}
+
+func planRun(ctx context.Context, o *PlanOptions) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	var p *plans.Plan
+	out := o.Out
+	if o.Refresh != "" {
+		doc, err := plans.Load(o.Refresh)
+		if err != nil {
+			return planErrors(err)
+		}
+		p = doc.Plan
+		if out == "" {
+			out = o.Refresh
+		}
+	} else {
+		var err error
+		if p, err = buildPlan(o); err != nil {
+			return exitf(plans.ExitBadInput, "%v", err)
+		}
+	}
+	if err := observe(ctx, p, plans.BuildOptions{Getenv: o.Getenv}); err != nil {
+		return exitf(plans.ExitBadInput, "%v", err)
+	}
+	b, err := encodePlan(p)
+	if err != nil {
+		return err
+	}
+	// The plan must parse back: it is what apply will read.
+	doc, err := plans.Parse(orStdout(out), b)
+	if err == nil {
+		err = doc.Validate()
+	}
+	if err != nil {
+		return exitf(plans.ExitBadInput, "the plan from these flags is not valid:\n%v", err)
+	}
+	if out == "" || out == "-" {
+		_, err = o.IO.Out.Write(b)
+		return err
+	}
+	if err := os.WriteFile(out, b, 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(o.IO.ErrOut, "wrote %s; apply will:\n", out)
+	for _, m := range p.Mutations {
+		fmt.Fprintf(o.IO.ErrOut, "  - %s\n", m)
+	}
+	return nil
+}
+
+func orStdout(s string) string {
+	if s == "" || s == "-" {
+		return "<stdout>"
+	}
+	return s
+}

@@ -1,0 +1,21 @@
+package cli
+
+import (
+	"os"
+
+	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/report"
+)
+
+// writeReport writes the HTML report of a run.
+func writeReport(path string, doc *plans.Document, j *plans.Journal, res *plans.Result) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := report.Write(f, doc.Plan, j, res); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

@@ -1,0 +1,224 @@
+// Package cli is vmswap's command line: one cobra command per file, each an
+// XxxOptions (its dependencies and flag values), a NewCmdXxx constructor and
+// an xxxRun function that tests drive with in-memory streams.
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/vmswap/vmswap/plans"
+)
+
+// Version is set at build time with -ldflags "-X ...cli.Version=v1.2.3".
+var Version = "dev"
+
+// IOStreams are a command's input and outputs.
+type IOStreams struct {
+	In     io.Reader
+	Out    io.Writer // results and JSON
+	ErrOut io.Writer // progress and warnings
+	// IsTerminal reports whether Out/ErrOut are a terminal (colour, prompts).
+	IsTerminal bool
+}
+
+// Factory is what every command is built with.
+type Factory struct {
+	IO     *IOStreams
+	Getenv func(string) string
+	// Signals delivers interrupts (Ctrl-C). Nil: none.
+	Signals <-chan os.Signal
+}
+
+// ExitError carries an exit code out of a command.
+type ExitError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitError) Error() string { return e.Err.Error() }
+func (e *ExitError) Unwrap() error { return e.Err }
+
+func exitf(code int, format string, args ...any) error {
+	return &ExitError{Code: code, Err: fmt.Errorf(format, args...)}
+}
+
+// NewRootCmd builds the vmswap command tree.
+func NewRootCmd(f *Factory) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "vmswap",
+		Short: "Upgrade a live server to a bigger one without a single failed request",
+		Long: `vmswap snapshots a running server, launches a larger one from the image, verifies it
+from the inside (SSH) and the outside (HTTP with the public Host and SNI), moves traffic
+to it (load balancer, DNS record or reserved IP), watches it under live traffic, and only
+then retires the old server. Any failure rolls back.
+
+Exit codes: 0 ok; 1 failed and rolled back (the source serves); 2 bad input or stale
+plan (nothing changed); 3 failed and needs attention (the message says what to run).`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(f.IO.Out)
+	root.SetErr(f.IO.ErrOut)
+	root.AddCommand(NewCmdApply(f, nil), NewCmdPlan(f, nil), NewCmdUpgrade(f, nil), NewCmdValidate(f, nil),
+		NewCmdStatus(f, nil), NewCmdSchema(f, nil), NewCmdVersion(f), NewCmdDemo(f, nil), NewCmdLab(f))
+	return root
+}
+
+// Main runs the CLI and returns the process exit code.
+func Main(args []string, f *Factory) int {
+	root := NewRootCmd(f)
+	root.SetArgs(args)
+	err := root.Execute()
+	if err == nil {
+		return 0
+	}
+	var ee *ExitError
+	if errors.As(err, &ee) {
+		if ee.Err != nil && ee.Err.Error() != "" {
+			fmt.Fprintln(f.IO.ErrOut, "Error:", ee.Err)
+		}
+		return ee.Code
+	}
+	fmt.Fprintln(f.IO.ErrOut, "Error:", err)
+	return plans.ExitBadInput
+}
+
+// DefaultFactory is the factory of the real process.
+func DefaultFactory(sig <-chan os.Signal) *Factory {
+	return &Factory{
+		IO:      &IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr, IsTerminal: term.IsTerminal(int(os.Stderr.Fd()))},
+		Getenv:  os.Getenv,
+		Signals: sig,
+	}
+}
+
+// printer renders runner events: text on stderr for people, or one JSON
+// object per line on stdout.
+type printer struct {
+	io    *IOStreams
+	json  bool
+	start time.Time
+
+	mu       sync.Mutex
+	lastProg string
+	lastAt   time.Time
+}
+
+func newPrinter(io *IOStreams, output string) (*printer, error) {
+	switch output {
+	case "", "text":
+		return &printer{io: io, start: time.Now()}, nil
+	case "json":
+		return &printer{io: io, json: true, start: time.Now()}, nil
+	}
+	return nil, exitf(plans.ExitBadInput, "--output %q: use text or json", output)
+}
+
+func (p *printer) emit(e plans.Event) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.json {
+		if e.Time.IsZero() {
+			e.Time = time.Now().UTC()
+		}
+		b, _ := json.Marshal(e)
+		fmt.Fprintln(p.io.Out, string(b))
+		return
+	}
+	el := time.Since(p.start).Round(100 * time.Millisecond)
+	prefix := fmt.Sprintf("[%6s]", fmtElapsed(el))
+	if e.Swap != "" {
+		prefix += " " + e.Swap + ":"
+	}
+	switch e.Event {
+	case "progress":
+		// Waits repeat every poll; show a repeated wait at most once a second.
+		key := e.Message
+		if i := strings.IndexAny(key, "(0123456789"); i > 0 {
+			key = key[:i]
+		}
+		if key == p.lastProg && time.Since(p.lastAt) < time.Second {
+			return
+		}
+		p.lastProg, p.lastAt = key, time.Now()
+		fmt.Fprintf(p.io.ErrOut, "%s %s\n", prefix, e.Message)
+	case "step":
+		switch e.Status {
+		case "started":
+			fmt.Fprintf(p.io.ErrOut, "%s %s ...\n", prefix, e.Step)
+		case "ok":
+			fmt.Fprintf(p.io.ErrOut, "%s %s done (%.1fs)\n", prefix, e.Step, e.Elapsed)
+		default:
+			fmt.Fprintf(p.io.ErrOut, "%s %s %s: %s\n", prefix, e.Step, strings.ToUpper(e.Status), e.Message)
+		}
+	case "check":
+		mark := "ok  "
+		if e.Status != "ok" {
+			mark = "FAIL"
+		}
+		fmt.Fprintf(p.io.ErrOut, "%s   %s %s\n", prefix, mark, e.Message)
+	case "warning":
+		fmt.Fprintf(p.io.ErrOut, "%s warning: %s\n", prefix, e.Message)
+	default:
+		fmt.Fprintf(p.io.ErrOut, "%s %s\n", prefix, e.Message)
+	}
+}
+
+// progress adapts the printer for drivers.
+func (p *printer) progress(format string, args ...any) {
+	p.emit(plans.Event{Event: "progress", Message: fmt.Sprintf(format, args...)})
+}
+
+func fmtElapsed(d time.Duration) string {
+	if d < time.Minute {
+		return fmt.Sprintf("%.1fs", d.Seconds())
+	}
+	return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+}
+
+// summary prints the outcome: a table for people, the summary event for
+// machines.
+func (p *printer) summary(res *plans.Result) {
+	if p.json {
+		b, _ := json.Marshal(struct {
+			Event  string             `json:"event"`
+			Status string             `json:"status"`
+			Swaps  []plans.SwapResult `json:"swaps"`
+			Next   string             `json:"next,omitempty"`
+		}{"summary", res.Status, res.Swaps, res.Next})
+		fmt.Fprintln(p.io.Out, string(b))
+		return
+	}
+	w := p.io.Out
+	fmt.Fprintf(w, "\n%-14s %-22s %-12s %-12s %9s %7s %8s %8s %8s\n", "SOURCE", "NEW", "CUTOVER", "STATUS", "REQUESTS", "FAILED", "P50", "P99", "TIME")
+	for _, s := range res.Swaps {
+		fmt.Fprintf(w, "%-14s %-22s %-12s %-12s %9d %7d %7.1fms %7.1fms %7.1fs\n", s.Source, dash(s.New), s.Cutover, s.Status, s.Requests, s.Failed, s.P50ms, s.P99ms, s.DurationS)
+	}
+	fmt.Fprintf(w, "\nvmswap: %s\n", res.Status)
+	if res.Next != "" {
+		fmt.Fprintln(p.io.ErrOut, res.Next)
+	}
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// planErrors turns plan problems into an exit-2 error that prints each on
+// its own line.
+func planErrors(err error) error {
+	return &ExitError{Code: plans.ExitBadInput, Err: err}
+}

@@ -1,0 +1,17 @@
+// Command vmswap upgrades a live cloud server to a bigger one without a
+// single failed request. See `vmswap --help`.
+package main
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/vmswap/vmswap/cmd/vmswap/cli"
+)
+
+func main() {
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	os.Exit(cli.Main(os.Args[1:], cli.DefaultFactory(sig)))
+}

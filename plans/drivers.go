@@ -1,0 +1,148 @@
+package plans
+
+import (
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/vmswap/vmswap/dns"
+	dodns "github.com/vmswap/vmswap/dns/digitalocean"
+	"github.com/vmswap/vmswap/loadbalancer"
+	dolb "github.com/vmswap/vmswap/loadbalancer/digitalocean"
+	"github.com/vmswap/vmswap/provider"
+	docompute "github.com/vmswap/vmswap/provider/digitalocean"
+)
+
+// Capability is something a plan asks of a provider block.
+type Capability string
+
+// Capabilities a driver type may have.
+const (
+	CapCompute    Capability = "compute"
+	CapDNS        Capability = "dns"
+	CapLB         Capability = "loadbalancer"
+	CapReservedIP Capability = "reserved_ip"
+)
+
+// Drivers are the drivers built from one provider block; a nil field is a
+// capability the type lacks.
+type Drivers struct {
+	Compute provider.Compute
+	DNS     dns.Provider
+	LB      loadbalancer.Provider
+	IP      provider.IPAssigner
+}
+
+// BuildOptions are what drivers are built with.
+type BuildOptions struct {
+	// Getenv reads credentials. Nil: no environment (every token missing).
+	Getenv func(string) string
+	// Progress receives what drivers wait on.
+	Progress provider.Progress
+	// PollInterval for provider operations. Zero: the driver's default.
+	PollInterval time.Duration
+}
+
+// driverType is one registered provider type. Registration is explicit:
+// every type is listed in driverTypes.
+type driverType struct {
+	caps []Capability
+	// sizeSyntax checks a size slug offline.
+	sizeSyntax *regexp.Regexp
+	sizeHint   string
+	build      func(name string, p Provider, o BuildOptions) (*Drivers, error)
+}
+
+var driverTypes = map[string]driverType{
+	"digitalocean": {
+		caps:       []Capability{CapCompute, CapDNS, CapLB, CapReservedIP},
+		sizeSyntax: regexp.MustCompile(`^[a-z0-9]+(-[a-z0-9]+)*$`),
+		sizeHint:   "a DigitalOcean size slug like s-4vcpu-8gb",
+		build:      buildDigitalOcean,
+	},
+}
+
+// DriverTypes returns the registered provider types, sorted.
+func DriverTypes() []string {
+	out := make([]string, 0, len(driverTypes))
+	for k := range driverTypes {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func hasCap(typ string, c Capability) bool {
+	for _, x := range driverTypes[typ].caps {
+		if x == c {
+			return true
+		}
+	}
+	return false
+}
+
+// tokenFor reads a provider block's token: its token_env, else the
+// ecosystem's usual variables. The error names what to set, never a value.
+func tokenFor(name string, p Provider, vars []string, getenv func(string) string) (string, error) {
+	if getenv == nil {
+		getenv = func(string) string { return "" }
+	}
+	if p.TokenEnv != "" {
+		vars = []string{p.TokenEnv}
+	}
+	for _, v := range vars {
+		if t := strings.TrimSpace(getenv(v)); t != "" {
+			return t, nil
+		}
+	}
+	return "", fmt.Errorf("provider %q (%s): no API token: set %s", name, p.Type, strings.Join(vars, " or "))
+}
+
+func buildDigitalOcean(name string, p Provider, o BuildOptions) (*Drivers, error) {
+	tok, err := tokenFor(name, p, docompute.TokenVars, o.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	c, err := docompute.New(docompute.Config{Token: tok, BaseURL: p.Endpoint, PollInterval: o.PollInterval, Progress: o.Progress})
+	if err != nil {
+		return nil, err
+	}
+	return &Drivers{
+		Compute: c,
+		IP:      c,
+		LB:      dolb.New(dolb.Config{Client: c.Client()}),
+		DNS:     dodns.New(dodns.Config{Client: c.Client(), Nameserver: p.Nameserver, PollInterval: o.PollInterval, Progress: o.Progress}),
+	}, nil
+}
+
+// Build builds the drivers of every provider block. Every missing
+// credential is reported at once.
+func Build(p *Plan, o BuildOptions) (map[string]*Drivers, error) {
+	out := map[string]*Drivers{}
+	var errs []string
+	names := make([]string, 0, len(p.Providers))
+	for n := range p.Providers {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		pb := p.Providers[n]
+		dt, ok := driverTypes[pb.Type]
+		if !ok {
+			errs = append(errs, fmt.Sprintf("provider %q: unknown type %q", n, pb.Type))
+			continue
+		}
+		d, err := dt.build(n, pb, o)
+		if err != nil {
+			errs = append(errs, err.Error())
+			continue
+		}
+		out[n] = d
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("%s", strings.Join(errs, "\n"))
+	}
+	return out, nil
+}

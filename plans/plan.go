@@ -1,0 +1,274 @@
+// Package plans holds vmswap's plan files and the runner that applies them.
+//
+// A plan (YAML, version 1) states every input of one or more swaps: the
+// providers by type (never secrets), the source server, the target size, the
+// checks, the cutover, the probe and what to do with the old server. `vmswap
+// plan` writes one from what it observes, recording those observations so
+// that apply can refuse a plan whose world has changed. The runner executes a
+// plan step by step, writing a journal after every state change so that an
+// interrupted run resumes where it stopped.
+package plans
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/vmswap/vmswap/dns"
+	"github.com/vmswap/vmswap/loadbalancer"
+	"github.com/vmswap/vmswap/provider"
+	"github.com/vmswap/vmswap/verify"
+)
+
+// Version is the plan format this vmswap reads and writes. Other versions
+// are refused, never migrated silently.
+const Version = 1
+
+// Plan is a plan file.
+type Plan struct {
+	Version int `yaml:"version" json:"version" doc:"Plan format version; must be 1."`
+	// ID names the plan in the tags of what it creates. `vmswap plan` sets it;
+	// without one, the plan file's hash is used.
+	ID        string              `yaml:"id,omitempty" json:"id,omitempty" doc:"Plan ID, carried in a tag on everything the plan creates."`
+	Providers map[string]Provider `yaml:"providers" json:"providers" doc:"Named provider blocks, referred to by swaps."`
+	Swaps     []Swap              `yaml:"swaps" json:"swaps" doc:"The swaps, applied in order."`
+	// Observed is what `vmswap plan` saw; apply refuses the plan if the world
+	// differs.
+	Observed *Observed `yaml:"observed,omitempty" json:"observed,omitempty" doc:"What vmswap plan observed; apply refuses the plan if the world differs."`
+	// Mutations lists, for a reader, every change apply will make.
+	Mutations []string `yaml:"mutations,omitempty" json:"mutations,omitempty" doc:"Every change apply will make, for a reviewer."`
+}
+
+// Provider is a provider block. Credentials come from the environment.
+type Provider struct {
+	Type string `yaml:"type" json:"type" doc:"Driver type: digitalocean."`
+	// Endpoint overrides the API base URL (the lab, a proxy).
+	Endpoint string `yaml:"endpoint,omitempty" json:"endpoint,omitempty" doc:"API base URL override (the lab, a proxy)."`
+	// Nameserver is the authoritative DNS server (host:port) asked whether a
+	// record change is served.
+	Nameserver string `yaml:"nameserver,omitempty" json:"nameserver,omitempty" doc:"Authoritative DNS server (host:port) asked whether a change is served."`
+	// TokenEnv names the environment variable holding the token, when not the
+	// ecosystem's usual one.
+	TokenEnv string `yaml:"token_env,omitempty" json:"token_env,omitempty" doc:"Name of the environment variable that holds the API token."`
+}
+
+// Swap is one server upgrade.
+type Swap struct {
+	Name    string   `yaml:"name,omitempty" json:"name,omitempty" doc:"A name for output; defaults to the source."`
+	Source  Source   `yaml:"source" json:"source"`
+	Target  Target   `yaml:"target" json:"target"`
+	Verify  Verify   `yaml:"verify,omitempty" json:"verify,omitempty"`
+	Cutover Cutover  `yaml:"cutover" json:"cutover"`
+	Probe   *Probe   `yaml:"probe,omitempty" json:"probe,omitempty"`
+	Observe Duration `yaml:"observe,omitempty" json:"observe,omitempty" doc:"Hold under live traffic before retiring the source, e.g. 2m."`
+	Retire  Retire   `yaml:"retire,omitempty" json:"retire,omitempty"`
+	// ReadyTimeout bounds each wait on the provider. Zero: 15m.
+	ReadyTimeout Duration `yaml:"ready_timeout,omitempty" json:"ready_timeout,omitempty" doc:"Bound on each wait for the provider (snapshot, boot, health). Default 15m."`
+}
+
+// Source names the server to upgrade.
+type Source struct {
+	Provider string `yaml:"provider" json:"provider" doc:"A key of providers."`
+	Server   string `yaml:"server" json:"server" doc:"Server name or ID."`
+}
+
+// Target says what to upgrade to.
+type Target struct {
+	Size string `yaml:"size" json:"size" doc:"Size slug (DigitalOcean) of the new server."`
+}
+
+// Verify lists the checks run against the new server before cutover.
+type Verify struct {
+	SSH    *SSH              `yaml:"ssh,omitempty" json:"ssh,omitempty"`
+	Memory *verify.Threshold `yaml:"memory,omitempty" json:"memory,omitempty" doc:"Memory seen inside the server, e.g. \">= 7.5GiB\"."`
+	Disk   *verify.Threshold `yaml:"disk,omitempty" json:"disk,omitempty" doc:"Root filesystem size, e.g. \">= 150GB\"."`
+	CPUs   *verify.Threshold `yaml:"cpus,omitempty" json:"cpus,omitempty" doc:"CPU count, e.g. \">= 4\"."`
+	HTTP   []verify.HTTPCheck `yaml:"http,omitempty" json:"http,omitempty" doc:"Requests sent to the new server with the URL's Host header and SNI."`
+	// Compare lists paths requested from old and new; status and body must match.
+	Compare []string `yaml:"compare,omitempty" json:"compare,omitempty" doc:"Paths whose status and body must be the same on old and new."`
+	// CompareBase is the URL the compare paths are resolved against. Empty:
+	// the first HTTP check's URL, else the probe URL.
+	CompareBase string `yaml:"compare_base,omitempty" json:"compare_base,omitempty" doc:"Base URL for compare paths; default the first http check's URL."`
+	// ConnectAddress sends HTTP checks to this host[:port] instead of the new
+	// server's public IP (a bastion, a port-forward).
+	ConnectAddress string `yaml:"connect_address,omitempty" json:"connect_address,omitempty" doc:"Send checks here instead of the new server's IP (bastion, port-forward)."`
+	// CAFile adds a CA bundle for HTTPS checks.
+	CAFile string `yaml:"ca_file,omitempty" json:"ca_file,omitempty" doc:"Extra CA bundle (PEM) for HTTPS checks."`
+}
+
+// SSH says how to reach the new server from inside.
+type SSH struct {
+	User string `yaml:"user" json:"user"`
+	// Key is a private key file; empty uses ssh-agent.
+	Key  string `yaml:"key,omitempty" json:"key,omitempty" doc:"Private key file; empty uses ssh-agent."`
+	Port int    `yaml:"port,omitempty" json:"port,omitempty" doc:"Default 22."`
+	// KnownHosts is the host key policy: strict or accept-new.
+	KnownHosts string `yaml:"known_hosts,omitempty" json:"known_hosts,omitempty" doc:"Host key policy: strict (default) or accept-new."`
+	// KnownHostsFile defaults to ~/.ssh/known_hosts.
+	KnownHostsFile string `yaml:"known_hosts_file,omitempty" json:"known_hosts_file,omitempty" doc:"Default ~/.ssh/known_hosts."`
+	// Address overrides the host SSH connects to.
+	Address string `yaml:"address,omitempty" json:"address,omitempty" doc:"Connect here instead of the new server's IP."`
+}
+
+// Cutover says where traffic lives; exactly one field is set.
+type Cutover struct {
+	LoadBalancer *LBCutover  `yaml:"loadbalancer,omitempty" json:"loadbalancer,omitempty"`
+	DNS          *DNSCutover `yaml:"dns,omitempty" json:"dns,omitempty"`
+	ReservedIP   *IPCutover  `yaml:"reserved_ip,omitempty" json:"reserved_ip,omitempty"`
+}
+
+// Kind returns "loadbalancer", "dns" or "reserved_ip".
+func (c Cutover) Kind() string {
+	switch {
+	case c.LoadBalancer != nil:
+		return "loadbalancer"
+	case c.DNS != nil:
+		return "dns"
+	case c.ReservedIP != nil:
+		return "reserved_ip"
+	}
+	return ""
+}
+
+// LBCutover moves traffic through a load-balancer pool.
+type LBCutover struct {
+	Provider string `yaml:"provider" json:"provider"`
+	ID       string `yaml:"id" json:"id" doc:"Load balancer ID."`
+	// Drain is how long the old member keeps serving requests in flight after
+	// removal. Zero: 10s.
+	Drain Duration `yaml:"drain,omitempty" json:"drain,omitempty" doc:"Time for requests in flight on the old member after removal. Default 10s."`
+	// IdentifyHeader is a response header whose value differs per server
+	// (e.g. X-Served-By). With it, vmswap proves the new member receives
+	// traffic through the load balancer before removing the old one; without
+	// it, and without per-member health from the provider, it waits the
+	// load balancer's health-check time.
+	IdentifyHeader string `yaml:"identify_header,omitempty" json:"identify_header,omitempty" doc:"Response header naming the server that answered, to prove the new member gets traffic."`
+}
+
+// DNSCutover moves traffic by changing a record.
+type DNSCutover struct {
+	Provider string `yaml:"provider" json:"provider"`
+	Record   string `yaml:"record" json:"record" doc:"Fully qualified record name."`
+	Type     string `yaml:"type,omitempty" json:"type,omitempty" doc:"A (default) or AAAA."`
+	// Grace is added to the old TTL before the old server stops. Zero: 30s.
+	Grace Duration `yaml:"grace,omitempty" json:"grace,omitempty" doc:"Added to the old TTL before the old server stops. Default 30s."`
+}
+
+// IPCutover moves a reserved IP.
+type IPCutover struct {
+	Provider string `yaml:"provider" json:"provider"`
+	IP       string `yaml:"ip" json:"ip"`
+	// Drain is how long connections to the old server may finish. Zero: 10s.
+	Drain Duration `yaml:"drain,omitempty" json:"drain,omitempty"`
+}
+
+// Probe is the live traffic sent through the public entry point from cutover
+// to the end of observe.
+type Probe struct {
+	URL  string `yaml:"url" json:"url"`
+	Rate int    `yaml:"rate,omitempty" json:"rate,omitempty" doc:"Requests per second; default 50."`
+	// Resolver is a DNS server (host:port) the probe resolves through.
+	Resolver string `yaml:"resolver,omitempty" json:"resolver,omitempty" doc:"DNS server (host:port) to resolve the URL through, honouring TTL."`
+	// ConnectTo sends probe connections here (a port-forward).
+	ConnectTo   string `yaml:"connect_to,omitempty" json:"connect_to,omitempty"`
+	ErrorBudget Budget `yaml:"error_budget,omitempty" json:"error_budget,omitempty" doc:"Failures allowed during observe before rollback: a count (0) or a ratio (\"0.1%\")."`
+}
+
+// Retire says what happens to the old server.
+type Retire struct {
+	Action string `yaml:"action,omitempty" json:"action,omitempty" doc:"power_off (default) or delete."`
+	// KeepFor is how long a powered-off source is kept for rollback.
+	KeepFor   Duration `yaml:"keep_for,omitempty" json:"keep_for,omitempty" doc:"How long a powered-off source is kept for vmswap rollback."`
+	KeepImage bool     `yaml:"keep_image,omitempty" json:"keep_image,omitempty" doc:"Keep the snapshot after success."`
+	// ShutdownTimeout bounds a graceful shutdown before a forced power off.
+	ShutdownTimeout Duration `yaml:"shutdown_timeout,omitempty" json:"shutdown_timeout,omitempty" doc:"Graceful shutdown time before forcing power off. Default 2m."`
+}
+
+// Observed is what `vmswap plan` saw.
+type Observed struct {
+	At    time.Time      `yaml:"at" json:"at"`
+	Swaps []ObservedSwap `yaml:"swaps" json:"swaps"`
+}
+
+// ObservedSwap is what was seen for one swap.
+type ObservedSwap struct {
+	Source     provider.Server    `yaml:"source" json:"source"`
+	TargetSize provider.Size      `yaml:"target_size" json:"target_size"`
+	Pool       *loadbalancer.Pool `yaml:"pool,omitempty" json:"pool,omitempty"`
+	Record     *dns.Record        `yaml:"record,omitempty" json:"record,omitempty"`
+	IPTarget   string             `yaml:"ip_assigned_to,omitempty" json:"ip_assigned_to,omitempty"`
+}
+
+// Duration is a time.Duration written as "90s", "2m" or "1h30m".
+type Duration time.Duration
+
+// D returns the duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(strings.TrimSpace(n.Value))
+	if err != nil || n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("bad duration %q: write a number and a unit, like 90s, 2m or 1h30m", n.Value)
+	}
+	if v < 0 {
+		return fmt.Errorf("bad duration %q: must not be negative", n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML implements yaml.Marshaler.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// Budget is an error budget: a count of failed requests, or a ratio.
+type Budget struct {
+	Count int
+	Ratio float64 // used when > 0
+	Text  string
+}
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (b *Budget) UnmarshalYAML(n *yaml.Node) error {
+	s := strings.TrimSpace(n.Value)
+	if strings.HasSuffix(s, "%") {
+		v, err := strconv.ParseFloat(strings.TrimSuffix(s, "%"), 64)
+		if err != nil || v < 0 || v > 100 {
+			return fmt.Errorf("bad error budget %q: write a count like 0 or 5, or a percentage like 0.1%%", s)
+		}
+		*b = Budget{Ratio: v / 100, Text: s}
+		return nil
+	}
+	v, err := strconv.Atoi(s)
+	if err != nil || v < 0 {
+		return fmt.Errorf("bad error budget %q: write a count like 0 or 5, or a percentage like 0.1%%", s)
+	}
+	*b = Budget{Count: v, Text: s}
+	return nil
+}
+
+// MarshalYAML implements yaml.Marshaler.
+func (b Budget) MarshalYAML() (any, error) {
+	if b.Text != "" {
+		return b.Text, nil
+	}
+	return b.Count, nil
+}
+
+// Breached reports whether failed of total requests exceed the budget.
+func (b Budget) Breached(failed, total int64) bool {
+	if b.Ratio > 0 {
+		return total > 0 && float64(failed)/float64(total) > b.Ratio
+	}
+	return failed > int64(b.Count)
+}
+
+func (b Budget) String() string {
+	if b.Text != "" {
+		return b.Text
+	}
+	return strconv.Itoa(b.Count)
+}

@@ -1,0 +1,988 @@
+package plans
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-multierror"
+
+	"github.com/vmswap/vmswap/dns"
+	"github.com/vmswap/vmswap/loadbalancer"
+	"github.com/vmswap/vmswap/provider"
+	"github.com/vmswap/vmswap/verify"
+	"github.com/vmswap/vmswap/verify/probe"
+)
+
+// Steps of a swap, in order.
+var Steps = []string{"preflight", "snapshot", "launch", "ready", "verify", "cutover", "observe", "retire"}
+
+// Sentinel errors a step's failure carries, so that callers and rollback can
+// decide with errors.Is.
+var (
+	ErrPreflight   = errors.New("preflight failed")
+	ErrStale       = errors.New("plan is stale")
+	ErrVerify      = errors.New("verification failed")
+	ErrNeverRoutes = errors.New("load balancer never routed to the new server")
+	ErrBudget      = errors.New("error budget breached")
+	ErrInterrupted = errors.New("interrupted")
+)
+
+// Exit codes: each means one thing.
+const (
+	ExitOK         = 0
+	ExitRolledBack = 1 // failed and rolled back: the source serves
+	ExitBadInput   = 2 // bad input or stale plan: nothing was changed
+	ExitAttention  = 3 // failed and needs attention: see the message
+)
+
+// Event is one line of progress or outcome, for people (text) or machines
+// (JSON lines).
+type Event struct {
+	Event   string    `json:"event"` // step, progress, check, warning, swap
+	Time    time.Time `json:"time"`
+	Swap    string    `json:"swap,omitempty"`
+	Step    string    `json:"step,omitempty"`
+	Status  string    `json:"status,omitempty"`
+	Message string    `json:"message,omitempty"`
+	Elapsed float64   `json:"elapsed_s,omitempty"`
+}
+
+// Clock is the runner's time, injected so tests can run holds instantly.
+type Clock interface {
+	Now() time.Time
+	// Sleep waits d or until ctx ends.
+	Sleep(ctx context.Context, d time.Duration) error
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time { return time.Now() }
+func (realClock) Sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// RealClock is the wall clock.
+var RealClock Clock = realClock{}
+
+// Runner applies a plan.
+type Runner struct {
+	Doc     *Document
+	Drivers map[string]*Drivers
+	Journal *Journal
+	// Emit receives events. Nil: discarded.
+	Emit func(Event)
+	// Clock. Nil: RealClock.
+	Clock Clock
+	// Poll is how often the runner itself polls (TCP ready, traffic through
+	// a load balancer, the error budget). Zero: 500ms.
+	Poll time.Duration
+	// AfterSave, if set, is called after every journal write with its
+	// sequence number (for crash tests).
+	AfterSave func(n int)
+	// PlanFile is the plan's path as the user typed it, for messages.
+	PlanFile string
+}
+
+// Result is the outcome of a run.
+type Result struct {
+	Status   string       `json:"status"`
+	ExitCode int          `json:"-"`
+	Swaps    []SwapResult `json:"swaps"`
+	// Next says what to do, when there is something to do.
+	Next string `json:"next,omitempty"`
+}
+
+// SwapResult is one swap's outcome, as in the JSON summary.
+type SwapResult struct {
+	Name      string   `json:"name"`
+	Source    string   `json:"source"`
+	New       string   `json:"new"`
+	Cutover   string   `json:"cutover"`
+	Status    string   `json:"status"`
+	Requests  int      `json:"requests"`
+	Failed    int      `json:"failed"`
+	P50ms     float64  `json:"p50_ms"`
+	P99ms     float64  `json:"p99_ms"`
+	DurationS float64  `json:"duration_s"`
+	Error     string   `json:"error,omitempty"`
+	Left      []string `json:"left,omitempty"`
+}
+
+// NewJournal starts the journal of a new run of doc.
+func NewJournal(path string, doc *Document, runID string) *Journal {
+	j := &Journal{Version: JournalVersion, Plan: doc.File, PlanHash: doc.Hash(), PlanID: doc.PlanID(), RunID: runID,
+		Started: time.Now().UTC(), Status: StatusRunning, path: path}
+	for i := range doc.Plan.Swaps {
+		j.Swaps = append(j.Swaps, &SwapState{Index: i, Status: "pending", Steps: map[string]*StepLog{}})
+	}
+	return j
+}
+
+// swapRun is the working state of one swap.
+type swapRun struct {
+	r     *Runner
+	i     int
+	sw    *Swap
+	st    *SwapState
+	comp  provider.Compute
+	src   *provider.Server
+	size  *provider.Size
+	probe *probe.Probe
+	start time.Time
+}
+
+func (r *Runner) clock() Clock {
+	if r.Clock == nil {
+		return RealClock
+	}
+	return r.Clock
+}
+
+func (r *Runner) poll() time.Duration {
+	if r.Poll == 0 {
+		return 500 * time.Millisecond
+	}
+	return r.Poll
+}
+
+func (r *Runner) emit(e Event) {
+	if r.Emit != nil {
+		e.Time = time.Now().UTC()
+		r.Emit(e)
+	}
+}
+
+func (r *Runner) save() error {
+	if err := r.Journal.Save(); err != nil {
+		return err
+	}
+	if r.AfterSave != nil {
+		r.AfterSave(r.Journal.saves)
+	}
+	return nil
+}
+
+func (s *swapRun) name() string {
+	if s.sw.Name != "" {
+		return s.sw.Name
+	}
+	return s.sw.Source.Server
+}
+
+func (s *swapRun) progress(format string, args ...any) {
+	s.r.emit(Event{Event: "progress", Swap: s.name(), Message: fmt.Sprintf(format, args...)})
+}
+
+// Run applies the plan, resuming from the journal. It never returns an
+// error: the Result says what happened and what to do.
+func (r *Runner) Run(ctx context.Context) *Result {
+	j := r.Journal
+	res := &Result{Status: StatusSucceeded}
+	j.Status = StatusRunning
+	if err := r.save(); err != nil {
+		return &Result{Status: StatusFailed, ExitCode: ExitAttention, Next: err.Error()}
+	}
+	for i := range r.Doc.Plan.Swaps {
+		sr := &swapRun{r: r, i: i, sw: &r.Doc.Plan.Swaps[i], st: j.Swaps[i], start: time.Now()}
+		if sr.st.Status != StatusSucceeded {
+			code, next := r.runSwap(ctx, sr)
+			if code != ExitOK {
+				res.ExitCode, res.Next = code, next
+				res.Status = map[int]string{ExitRolledBack: StatusRolledBack, ExitBadInput: StatusFailed, ExitAttention: StatusFailed}[code]
+				if errors.Is(ctx.Err(), context.Canceled) && sr.st.Status == StatusInterrupted {
+					res.Status = StatusInterrupted
+				}
+				res.Swaps = append(res.Swaps, r.swapResult(sr))
+				break
+			}
+		}
+		res.Swaps = append(res.Swaps, r.swapResult(sr))
+	}
+	j.Status = res.Status
+	if res.ExitCode == ExitBadInput {
+		j.Status = StatusFailed
+	}
+	if err := r.save(); err != nil && res.ExitCode == ExitOK {
+		res.ExitCode, res.Next = ExitAttention, err.Error()
+	}
+	return res
+}
+
+func (r *Runner) swapResult(sr *swapRun) SwapResult {
+	st := sr.st
+	out := SwapResult{Name: sr.name(), Source: st.SourceName, New: st.NewName, Cutover: sr.sw.Cutover.Kind(), Status: st.Status, Error: st.Error, Left: st.Left}
+	if out.Source == "" {
+		out.Source = sr.sw.Source.Server
+	}
+	if p := st.Probe; p != nil {
+		out.Requests, out.Failed = p.Requests, p.Failed
+		out.P50ms = float64(p.P50.Microseconds()) / 1000
+		out.P99ms = float64(p.P99.Microseconds()) / 1000
+	}
+	if l := st.Steps["preflight"]; l != nil {
+		end := time.Now()
+		if rl := st.Steps["retire"]; rl != nil && !rl.End.IsZero() {
+			end = rl.End
+		}
+		out.DurationS = float64(end.Sub(l.Start).Milliseconds()) / 1000
+	}
+	return out
+}
+
+type step struct {
+	name string
+	fn   func(context.Context, *swapRun) error
+}
+
+// runSwap runs the steps not yet done and returns an exit code and what to
+// do next.
+func (r *Runner) runSwap(ctx context.Context, sr *swapRun) (int, string) {
+	st := sr.st
+	st.Status, st.Error, st.Left = StatusRunning, "", nil
+	sr.comp = r.Drivers[sr.sw.Source.Provider].Compute
+	steps := []step{{"preflight", preflight}, {"snapshot", snapshot}, {"launch", launch}, {"ready", ready},
+		{"verify", verifyStep}, {"cutover", cutover}, {"observe", observe}, {"retire", retire}}
+	for _, s := range steps {
+		if st.has(s.name) {
+			continue
+		}
+		if ctx.Err() != nil {
+			return r.interrupted(sr, s.name)
+		}
+		st.Steps[s.name] = &StepLog{Start: time.Now().UTC(), Status: "running"}
+		r.emit(Event{Event: "step", Swap: sr.name(), Step: s.name, Status: "started"})
+		if err := r.save(); err != nil {
+			return ExitAttention, err.Error()
+		}
+		err := s.fn(ctx, sr)
+		if err == nil {
+			st.Steps[s.name].End, st.Steps[s.name].Status = time.Now().UTC(), "ok"
+			st.Done = append(st.Done, s.name)
+			r.emit(Event{Event: "step", Swap: sr.name(), Step: s.name, Status: "ok", Elapsed: time.Since(st.Steps[s.name].Start).Seconds()})
+			if err := r.save(); err != nil {
+				return ExitAttention, err.Error()
+			}
+			continue
+		}
+		if ctx.Err() != nil {
+			return r.interrupted(sr, s.name)
+		}
+		st.Steps[s.name].End, st.Steps[s.name].Status = time.Now().UTC(), "failed"
+		st.Error = fmt.Sprintf("%s: %v", s.name, err)
+		r.emit(Event{Event: "step", Swap: sr.name(), Step: s.name, Status: "failed", Message: err.Error()})
+		switch s.name {
+		case "preflight":
+			st.Status = StatusFailed
+			r.save()
+			next := "nothing was changed; fix the above and run apply again"
+			if errors.Is(err, ErrStale) {
+				next = fmt.Sprintf("nothing was changed; write a new plan: vmswap plan --refresh %s", r.planFile())
+			}
+			return ExitBadInput, next
+		case "retire":
+			// Traffic is on the new server and it has been observed healthy:
+			// retiring is cleanup, not a reason to move traffic back.
+			stopProbe(sr)
+			st.Status = StatusFailed
+			st.Left = append(st.Left, fmt.Sprintf("retire of %s did not finish", st.SourceName))
+			r.save()
+			return ExitAttention, fmt.Sprintf("the new server %s serves; retiring the old one failed: run `vmswap apply %s` again to finish", st.NewName, r.planFile())
+		}
+		return r.rollback(sr, err)
+	}
+	stopProbe(sr)
+	st.Status = StatusSucceeded
+	r.emit(Event{Event: "swap", Swap: sr.name(), Status: StatusSucceeded,
+		Message: fmt.Sprintf("%s replaced by %s (%s)", st.SourceName, st.NewName, sr.sw.Target.Size)})
+	r.save()
+	return ExitOK, ""
+}
+
+func (r *Runner) planFile() string {
+	if r.PlanFile != "" {
+		return r.PlanFile
+	}
+	return r.Doc.File
+}
+
+func (r *Runner) interrupted(sr *swapRun, stepName string) (int, string) {
+	stopProbe(sr)
+	sr.st.Status = StatusInterrupted
+	if l := sr.st.Steps[stepName]; l != nil && l.Status == "running" {
+		l.Status = "interrupted"
+	}
+	r.Journal.Status = StatusInterrupted
+	r.save()
+	next := fmt.Sprintf("interrupted during %s; nothing was rolled back. Continue with: vmswap apply %s (or undo with: vmswap rollback %s)", stepName, r.planFile(), r.planFile())
+	r.emit(Event{Event: "warning", Swap: sr.name(), Step: stepName, Message: next})
+	return ExitAttention, next
+}
+
+func stopProbe(sr *swapRun) {
+	if sr.probe != nil {
+		s := sr.probe.Stop()
+		sr.st.Probe = &s
+		sr.probe = nil
+	}
+}
+
+// source returns the source server, reading it once per process.
+func (s *swapRun) source(ctx context.Context) (*provider.Server, error) {
+	if s.src != nil {
+		return s.src, nil
+	}
+	ref := s.st.SourceID
+	if ref == "" {
+		ref = s.sw.Source.Server
+	}
+	src, err := s.comp.GetServer(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	s.src = src
+	return src, nil
+}
+
+func (s *swapRun) timeout() time.Duration {
+	if s.sw.ReadyTimeout > 0 {
+		return s.sw.ReadyTimeout.D()
+	}
+	return 15 * time.Minute
+}
+
+// servicePort is the port the new server serves on, from the checks.
+func (s *swapRun) serviceURL() *url.URL {
+	for _, h := range s.sw.Verify.HTTP {
+		if u, err := url.Parse(h.URL); err == nil {
+			return u
+		}
+	}
+	if s.sw.Probe != nil {
+		if u, err := url.Parse(s.sw.Probe.URL); err == nil {
+			return u
+		}
+	}
+	return &url.URL{Scheme: "http", Host: "localhost", Path: "/"}
+}
+
+func portOf(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	if u.Scheme == "https" {
+		return "443"
+	}
+	return "80"
+}
+
+// addrOf is where network checks reach a server: the override, or its IP on
+// the service port.
+func (s *swapRun) addrOf(ip string) string {
+	if s.sw.Verify.ConnectAddress != "" {
+		return s.sw.Verify.ConnectAddress
+	}
+	return net.JoinHostPort(ip, portOf(s.serviceURL()))
+}
+
+func preflight(ctx context.Context, s *swapRun) error {
+	var errs *multierror.Error
+	src, err := s.source(ctx)
+	if err != nil {
+		return errors.Join(ErrPreflight, fmt.Errorf("source %s: %w", s.sw.Source.Server, err))
+	}
+	if src.Status != provider.StatusRunning {
+		errs = multierror.Append(errs, fmt.Errorf("source %s is %s, not running: vmswap upgrades a running server", src.Name, src.Status))
+	}
+	size, err := s.comp.GetSize(ctx, s.sw.Target.Size)
+	if err != nil {
+		errs = multierror.Append(errs, fmt.Errorf("target size: %w", err))
+	} else {
+		s.size = size
+		if size.DiskGB < src.DiskGB {
+			errs = multierror.Append(errs, fmt.Errorf("target size %s has a %d GB disk, smaller than the source's %d GB disk (the snapshot's minimum): choose a size with at least %d GB", size.Slug, size.DiskGB, src.DiskGB, src.DiskGB))
+		}
+		if size.Slug == src.Size {
+			errs = multierror.Append(errs, fmt.Errorf("source %s is already %s", src.Name, size.Slug))
+		}
+	}
+	if k := s.sw.Verify.SSH; k != nil && k.Key != "" {
+		if err := verify.CheckKeyFile(k.Key); err != nil {
+			errs = multierror.Append(errs, err)
+		}
+	}
+	var stale []string
+	var obs *ObservedSwap
+	if o := s.r.Doc.Plan.Observed; o != nil && s.i < len(o.Swaps) {
+		obs = &o.Swaps[s.i]
+		if obs.Source.ID != src.ID {
+			stale = append(stale, fmt.Sprintf("source %s is now server %s (planned: %s)", s.sw.Source.Server, src.ID, obs.Source.ID))
+		}
+		if obs.Source.Size != src.Size {
+			stale = append(stale, fmt.Sprintf("source %s was resized: %s when planned, %s now", src.Name, obs.Source.Size, src.Size))
+		}
+		if obs.Source.PublicIP != src.PublicIP {
+			stale = append(stale, fmt.Sprintf("source %s's IP changed: %s when planned, %s now", src.Name, obs.Source.PublicIP, src.PublicIP))
+		}
+	}
+	c := s.sw.Cutover
+	switch {
+	case c.LoadBalancer != nil:
+		pool, err := s.r.Drivers[c.LoadBalancer.Provider].LB.Pool(ctx, c.LoadBalancer.ID)
+		if err != nil {
+			errs = multierror.Append(errs, fmt.Errorf("load balancer: %w", err))
+			break
+		}
+		if !slices.Contains(pool.Members, src.ID) {
+			errs = multierror.Append(errs, fmt.Errorf("load balancer %s does not route to %s (members: %s): the cutover target must point at the source today", pool.ID, src.Name, strings.Join(pool.Members, ", ")))
+		}
+		if obs != nil && obs.Pool != nil && !sameSet(obs.Pool.Members, pool.Members) {
+			stale = append(stale, fmt.Sprintf("load balancer %s members changed: %v when planned, %v now", pool.ID, obs.Pool.Members, pool.Members))
+		}
+	case c.DNS != nil:
+		rec, err := s.r.Drivers[c.DNS.Provider].DNS.GetRecord(ctx, c.DNS.Record, recordType(c.DNS))
+		if err != nil {
+			errs = multierror.Append(errs, fmt.Errorf("dns: %w", err))
+			break
+		}
+		if !slices.Contains(rec.Values, src.PublicIP) {
+			errs = multierror.Append(errs, fmt.Errorf("record %s %s is %v and does not point at %s (%s)", rec.Name, rec.Type, rec.Values, src.Name, src.PublicIP))
+		}
+		if obs != nil && obs.Record != nil && !sameSet(obs.Record.Values, rec.Values) {
+			stale = append(stale, fmt.Sprintf("record %s changed: %v when planned, %v now", rec.Name, obs.Record.Values, rec.Values))
+		}
+		s.st.OldValues, s.st.OldTTL = rec.Values, int(rec.TTL)
+	case c.ReservedIP != nil:
+		cur, err := s.r.Drivers[c.ReservedIP.Provider].IP.AssignedTo(ctx, c.ReservedIP.IP)
+		if err != nil {
+			errs = multierror.Append(errs, fmt.Errorf("reserved IP: %w", err))
+			break
+		}
+		if cur != src.ID {
+			errs = multierror.Append(errs, fmt.Errorf("reserved IP %s points at server %q, not the source %s (%s)", c.ReservedIP.IP, cur, src.Name, src.ID))
+		}
+		if obs != nil && obs.IPTarget != cur {
+			stale = append(stale, fmt.Sprintf("reserved IP %s moved: to %s when planned, to %s now", c.ReservedIP.IP, obs.IPTarget, cur))
+		}
+		s.st.OldAssignee = cur
+	}
+	if len(stale) > 0 {
+		for _, d := range stale {
+			errs = multierror.Append(errs, errors.New(d))
+		}
+		errs.ErrorFormat = listFormat
+		return errors.Join(ErrStale, fmt.Errorf("the world changed since the plan was written:\n%s", errs.Error()))
+	}
+	if errs.ErrorOrNil() != nil {
+		errs.ErrorFormat = listFormat
+		return errors.Join(ErrPreflight, errs)
+	}
+	s.st.SourceID, s.st.SourceName, s.st.SourceIP = src.ID, src.Name, src.PublicIP
+	return nil
+}
+
+func listFormat(es []error) string {
+	lines := make([]string, len(es))
+	for i, e := range es {
+		lines[i] = "  - " + e.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+func sameSet(a, b []string) bool {
+	return slices.Equal(slices.Sorted(slices.Values(a)), slices.Sorted(slices.Values(b)))
+}
+
+func recordType(c *DNSCutover) string {
+	if c.Type == "" {
+		return "A"
+	}
+	return strings.ToUpper(c.Type)
+}
+
+func snapshot(ctx context.Context, s *swapRun) error {
+	src, err := s.source(ctx)
+	if err != nil {
+		return err
+	}
+	if s.st.ImageName == "" {
+		s.st.ImageName = fmt.Sprintf("vmswap-%s-%s-%s", src.Name, s.r.Journal.Started.Format("20060102-150405"), s.r.Journal.PlanID)
+		if err := s.r.save(); err != nil {
+			return err
+		}
+	}
+	s.progress("snapshotting %s as %s (live: it keeps serving)", src.Name, s.st.ImageName)
+	wctx, cancel := context.WithTimeout(ctx, s.timeout())
+	defer cancel()
+	img, err := s.comp.Snapshot(wctx, src, s.st.ImageName, func(op string) {
+		if s.st.SnapshotOp != op {
+			s.st.SnapshotOp = op
+			s.r.save()
+		}
+	})
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			return fmt.Errorf("%w (no image within %s: raise ready_timeout in the plan)", err, s.timeout())
+		}
+		return err
+	}
+	s.st.ImageID = img.ID
+	return s.r.save()
+}
+
+func launch(ctx context.Context, s *swapRun) error {
+	src, err := s.source(ctx)
+	if err != nil {
+		return err
+	}
+	if s.st.Token == "" {
+		s.st.Token = fmt.Sprintf("%s-%d", s.r.Journal.RunID, s.i)
+		s.st.NewName = fmt.Sprintf("%s-%s", src.Name, s.r.Journal.RunID[:6])
+		if err := s.r.save(); err != nil {
+			return err
+		}
+	}
+	s.progress("launching %s (%s) from %s", s.st.NewName, s.sw.Target.Size, s.st.ImageName)
+	srv, err := s.comp.Launch(ctx, provider.LaunchSpec{Source: src, Image: &provider.Image{ID: s.st.ImageID, Name: s.st.ImageName},
+		Size: s.sw.Target.Size, Name: s.st.NewName, Token: s.st.Token, Tags: []string{"vmswap:" + s.r.Journal.PlanID}})
+	if err != nil {
+		return err
+	}
+	s.st.NewID = srv.ID
+	return s.r.save()
+}
+
+func ready(ctx context.Context, s *swapRun) error {
+	wctx, cancel := context.WithTimeout(ctx, s.timeout())
+	defer cancel()
+	srv, err := s.comp.WaitRunning(wctx, s.st.NewID)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			return fmt.Errorf("%s did not become running within %s (raise ready_timeout in the plan if the provider is slow)", s.st.NewName, s.timeout())
+		}
+		return err
+	}
+	s.st.NewIP = srv.PublicIP
+	if err := s.r.save(); err != nil {
+		return err
+	}
+	addr := s.addrOf(srv.PublicIP)
+	start := time.Now()
+	for {
+		c, err := (&net.Dialer{Timeout: 2 * time.Second}).DialContext(wctx, "tcp", addr)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if wctx.Err() != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("%s is running but %s refuses connections after %s", s.st.NewName, addr, s.timeout())
+		}
+		s.progress("waiting for %s to accept connections (%s)", addr, time.Since(start).Round(time.Second))
+		if err := s.r.clock().Sleep(ctx, s.r.poll()); err != nil {
+			return err
+		}
+	}
+}
+
+func verifyStep(ctx context.Context, s *swapRun) error {
+	v := s.sw.Verify
+	var errs *multierror.Error
+	s.st.Checks = nil
+	record := func(name string, problems []error, ok string) {
+		if len(problems) == 0 {
+			s.st.Checks = append(s.st.Checks, CheckResult{Name: name, OK: true, Detail: ok})
+			s.r.emit(Event{Event: "check", Swap: s.name(), Status: "ok", Message: name + ": " + ok})
+			return
+		}
+		for _, p := range problems {
+			s.st.Checks = append(s.st.Checks, CheckResult{Name: name, OK: false, Detail: p.Error()})
+			s.r.emit(Event{Event: "check", Swap: s.name(), Status: "failed", Message: name + ": " + p.Error()})
+			errs = multierror.Append(errs, fmt.Errorf("%s: %w", name, p))
+		}
+	}
+	if k := v.SSH; k != nil {
+		host := s.st.NewIP
+		if k.Address != "" {
+			host = k.Address
+		}
+		facts, err := sshFacts(ctx, host, k)
+		if err != nil {
+			record("ssh", []error{err}, "")
+		} else {
+			check := func(name string, t *verify.Threshold, got float64, show string) {
+				if t == nil {
+					return
+				}
+				if t.Holds(got) {
+					record(name, nil, fmt.Sprintf("%s (want %s)", show, t.Text))
+				} else {
+					record(name, []error{fmt.Errorf("%s, want %s", show, t.Text)}, "")
+				}
+			}
+			check("memory", v.Memory, facts.MemoryBytes, verify.HumanBytes(facts.MemoryBytes))
+			check("disk", v.Disk, facts.DiskBytes, verify.HumanBytes(facts.DiskBytes))
+			check("cpus", v.CPUs, facts.CPUs, strconv.FormatFloat(facts.CPUs, 'f', -1, 64))
+		}
+	}
+	newAddr := s.addrOf(s.st.NewIP)
+	if len(v.HTTP) > 0 || len(v.Compare) > 0 {
+		client, err := verify.Pinned(newAddr, v.CAFile, 10*time.Second)
+		if err != nil {
+			return err
+		}
+		for _, h := range v.HTTP {
+			record("http "+h.URL, h.Check(ctx, client), fmt.Sprintf("answered as expected via %s", newAddr))
+		}
+		if len(v.Compare) > 0 {
+			base := v.CompareBase
+			if base == "" {
+				base = s.serviceURL().String()
+			}
+			oldClient, err := verify.Pinned(s.addrOfSource(), v.CAFile, 10*time.Second)
+			if err != nil {
+				return err
+			}
+			record("compare", verify.Compare(ctx, oldClient, client, base, v.Compare), fmt.Sprintf("%d paths answer the same on old and new", len(v.Compare)))
+		}
+	}
+	if err := s.r.save(); err != nil {
+		return err
+	}
+	if errs.ErrorOrNil() != nil {
+		errs.ErrorFormat = listFormat
+		return errors.Join(ErrVerify, fmt.Errorf("%d check(s) failed on %s:\n%s", len(errs.Errors), s.st.NewName, errs.Error()))
+	}
+	return nil
+}
+
+func (s *swapRun) addrOfSource() string {
+	if s.sw.Verify.ConnectAddress != "" {
+		// Behind an override both servers are reached the same way; the
+		// source is what the override reached before cutover.
+		return s.sw.Verify.ConnectAddress
+	}
+	return net.JoinHostPort(s.st.SourceIP, portOf(s.serviceURL()))
+}
+
+func sshFacts(ctx context.Context, host string, k *SSH) (*verify.Facts, error) {
+	c, err := verify.DialSSH(ctx, host, verify.SSHConfig{User: k.User, KeyFile: k.Key, Port: k.Port, KnownHosts: k.KnownHostsFile, HostKeyPolicy: k.KnownHosts})
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return c.Facts(ctx)
+}
+
+// probeConfig is the probe of a swap: the plan's, or the public entry point
+// of its cutover.
+func (s *swapRun) probeConfig(ctx context.Context) (probe.Config, bool) {
+	if p := s.sw.Probe; p != nil {
+		return probe.Config{URL: p.URL, Rate: p.Rate, Resolver: p.Resolver, ConnectTo: p.ConnectTo}, true
+	}
+	port := portOf(s.serviceURL())
+	switch c := s.sw.Cutover; {
+	case c.LoadBalancer != nil:
+		pool, err := s.r.Drivers[c.LoadBalancer.Provider].LB.Pool(ctx, c.LoadBalancer.ID)
+		if err != nil {
+			return probe.Config{}, false
+		}
+		addr := pool.Address
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			addr = net.JoinHostPort(addr, port)
+		}
+		return probe.Config{URL: "http://" + addr + "/"}, true
+	case c.ReservedIP != nil:
+		return probe.Config{URL: "http://" + net.JoinHostPort(c.ReservedIP.IP, port) + "/"}, true
+	}
+	return probe.Config{}, false
+}
+
+func (s *swapRun) startProbe(ctx context.Context) error {
+	if s.probe != nil {
+		return nil
+	}
+	cfg, ok := s.probeConfig(ctx)
+	if !ok {
+		s.r.emit(Event{Event: "warning", Swap: s.name(), Message: "no probe: set probe.url to watch live traffic through the cutover"})
+		return nil
+	}
+	p, err := probe.Start(cfg)
+	if err != nil {
+		return err
+	}
+	s.probe = p
+	s.progress("probe: %d req/s to %s", max(cfg.Rate, 50), cfg.URL)
+	return nil
+}
+
+func (s *swapRun) mark(sub string) error {
+	s.st.Done = append(s.st.Done, sub)
+	return s.r.save()
+}
+
+func cutover(ctx context.Context, s *swapRun) error {
+	if err := s.startProbe(ctx); err != nil {
+		return err
+	}
+	c := s.sw.Cutover
+	wctx, cancel := context.WithTimeout(ctx, s.timeout())
+	defer cancel()
+	switch {
+	case c.LoadBalancer != nil:
+		return cutoverLB(wctx, s, c.LoadBalancer)
+	case c.DNS != nil:
+		return cutoverDNS(wctx, s, c.DNS)
+	case c.ReservedIP != nil:
+		ipd := s.r.Drivers[c.ReservedIP.Provider].IP
+		if !s.st.has("ip_assigned") {
+			s.progress("pointing reserved IP %s at %s", c.ReservedIP.IP, s.st.NewName)
+			if err := ipd.AssignIP(wctx, c.ReservedIP.IP, s.st.NewID); err != nil {
+				return err
+			}
+			s.st.DrainUntil = s.r.clock().Now().Add(orDur(c.ReservedIP.Drain, 10*time.Second))
+			if err := s.mark("ip_assigned"); err != nil {
+				return err
+			}
+		}
+		got, err := ipd.AssignedTo(wctx, c.ReservedIP.IP)
+		if err != nil {
+			return err
+		}
+		if got != s.st.NewID {
+			return fmt.Errorf("reserved IP %s points at %s after the assignment, not %s", c.ReservedIP.IP, got, s.st.NewID)
+		}
+	}
+	return nil
+}
+
+func orDur(d Duration, def time.Duration) time.Duration {
+	if d > 0 {
+		return d.D()
+	}
+	return def
+}
+
+func cutoverLB(ctx context.Context, s *swapRun, c *LBCutover) error {
+	lb := s.r.Drivers[c.Provider].LB
+	if !s.st.has("lb_added") {
+		s.progress("adding %s to load balancer %s", s.st.NewName, c.ID)
+		if err := lb.AddMember(ctx, c.ID, s.st.NewID); err != nil {
+			return err
+		}
+		if err := s.mark("lb_added"); err != nil {
+			return err
+		}
+	}
+	if !s.st.has("lb_routes_new") {
+		if err := proveRoutes(ctx, s, c, s.st.NewID, s.st.NewIP, s.st.NewName); err != nil {
+			return err
+		}
+		if err := s.mark("lb_routes_new"); err != nil {
+			return err
+		}
+	}
+	if !s.st.has("lb_old_removed") {
+		s.progress("removing %s from load balancer %s (draining)", s.st.SourceName, c.ID)
+		if err := lb.RemoveMember(ctx, c.ID, s.st.SourceID); err != nil {
+			return err
+		}
+		s.st.DrainUntil = s.r.clock().Now().Add(orDur(c.Drain, 10*time.Second))
+		if err := s.mark("lb_old_removed"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// proveRoutes waits until the load balancer sends traffic to a member: by
+// its health report, by responses that name the member (identify_header),
+// or by waiting out the health checks.
+func proveRoutes(ctx context.Context, s *swapRun, c *LBCutover, id, ip, name string) error {
+	lb := s.r.Drivers[c.Provider].LB
+	start := time.Now()
+	if hr, ok := lb.(loadbalancer.HealthReporter); ok {
+		for {
+			okk, err := hr.MemberHealthy(ctx, c.ID, id)
+			if err != nil {
+				return err
+			}
+			if okk {
+				return nil
+			}
+			s.progress("waiting for load balancer %s to find %s healthy (%s)", c.ID, name, time.Since(start).Round(time.Second))
+			if err := s.r.clock().Sleep(ctx, s.r.poll()); err != nil {
+				return lbTimeout(ctx, c, name, err)
+			}
+		}
+	}
+	pool, err := lb.Pool(ctx, c.ID)
+	if err != nil {
+		return err
+	}
+	if c.IdentifyHeader == "" {
+		s.progress("waiting %s for load balancer %s's health checks to pass on %s", pool.HealthyAfter, c.ID, name)
+		if err := s.r.clock().Sleep(ctx, pool.HealthyAfter); err != nil {
+			return err
+		}
+		return nil
+	}
+	u := s.serviceURL()
+	direct, err := verify.Pinned(s.addrOf(ip), s.sw.Verify.CAFile, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	_, h, _, err := verify.Do(ctx, direct, u.String())
+	if err != nil {
+		return fmt.Errorf("ask %s who it is: %w", name, err)
+	}
+	want := h.Get(c.IdentifyHeader)
+	if want == "" {
+		return fmt.Errorf("%s answers without a %s header: set cutover.loadbalancer.identify_header to a header that names the server, or remove it", name, c.IdentifyHeader)
+	}
+	addr := pool.Address
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		addr = net.JoinHostPort(addr, portOf(u))
+	}
+	through, err := verify.Pinned(addr, s.sw.Verify.CAFile, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	hits := 0
+	for hits < 3 {
+		if _, h, _, err := verify.Do(ctx, through, u.String()); err == nil && h.Get(c.IdentifyHeader) == want {
+			hits++
+			continue
+		}
+		s.progress("waiting for load balancer %s to route to %s (%s)", c.ID, name, time.Since(start).Round(time.Second))
+		if err := s.r.clock().Sleep(ctx, s.r.poll()); err != nil {
+			return lbTimeout(ctx, c, name, err)
+		}
+	}
+	s.progress("load balancer %s routes to %s", c.ID, name)
+	return nil
+}
+
+func lbTimeout(ctx context.Context, c *LBCutover, name string, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return errors.Join(ErrNeverRoutes, fmt.Errorf("load balancer %s never sent traffic to %s", c.ID, name))
+	}
+	return err
+}
+
+func cutoverDNS(ctx context.Context, s *swapRun, c *DNSCutover) error {
+	d := s.r.Drivers[c.Provider].DNS
+	typ := recordType(c)
+	want := dns.Record{Name: c.Record, Type: typ, Values: []string{s.st.NewIP}}
+	if !s.st.has("dns_set") {
+		s.progress("pointing %s %s at %s (%s)", c.Record, typ, s.st.NewName, s.st.NewIP)
+		if _, err := d.SetRecord(ctx, want); err != nil {
+			return err
+		}
+		if err := s.mark("dns_set"); err != nil {
+			return err
+		}
+	}
+	if err := d.WaitServed(ctx, want); err != nil {
+		return err
+	}
+	if s.st.DrainUntil.IsZero() {
+		// Resolvers may cache the old answer for its TTL after the change is
+		// served: the old server keeps serving that long, plus the grace.
+		s.st.DrainUntil = s.r.clock().Now().Add(time.Duration(s.st.OldTTL)*time.Second + orDur(c.Grace, 30*time.Second))
+		return s.r.save()
+	}
+	return nil
+}
+
+func observe(ctx context.Context, s *swapRun) error {
+	if err := s.startProbe(ctx); err != nil {
+		return err
+	}
+	clk := s.r.clock()
+	if s.st.ObserveFrom.IsZero() {
+		s.st.ObserveFrom = clk.Now()
+		if err := s.r.save(); err != nil {
+			return err
+		}
+	}
+	until := s.st.ObserveFrom.Add(s.sw.Observe.D())
+	var budget Budget
+	if s.sw.Probe != nil {
+		budget = s.sw.Probe.ErrorBudget
+	}
+	lastNote := time.Time{}
+	for {
+		if s.probe != nil {
+			failed, total := s.probe.Failed(), s.probe.Requests()
+			if budget.Breached(failed, total) {
+				return errors.Join(ErrBudget, fmt.Errorf("%d of %d probe requests failed (budget %s)", failed, total, budget))
+			}
+			if time.Since(lastNote) >= 2*time.Second {
+				s.progress("observing %s under traffic: %d requests, %d failed, %s left", s.st.NewName, total, failed, until.Sub(clk.Now()).Round(time.Second))
+				lastNote = time.Now()
+			}
+		}
+		left := until.Sub(clk.Now())
+		if left <= 0 {
+			return nil
+		}
+		if err := clk.Sleep(ctx, min(left, s.r.poll())); err != nil {
+			return err
+		}
+	}
+}
+
+func retire(ctx context.Context, s *swapRun) error {
+	clk := s.r.clock()
+	if !s.st.has("old_retired") {
+		if left := s.st.DrainUntil.Sub(clk.Now()); left > 0 {
+			s.progress("keeping %s serving for %s more (drain / cached DNS answers)", s.st.SourceName, left.Round(time.Second))
+			if err := clk.Sleep(ctx, left); err != nil {
+				return err
+			}
+		}
+		switch s.sw.Retire.Action {
+		case "delete":
+			s.progress("deleting %s", s.st.SourceName)
+			if err := s.comp.DeleteServer(ctx, s.st.SourceID); err != nil {
+				return err
+			}
+		default:
+			s.progress("powering off %s", s.st.SourceName)
+			if err := s.comp.PowerOff(ctx, s.st.SourceID, orDur(s.sw.Retire.ShutdownTimeout, 2*time.Minute)); err != nil {
+				return err
+			}
+			if s.sw.Retire.KeepFor > 0 {
+				s.st.KeepUntil = clk.Now().Add(s.sw.Retire.KeepFor.D())
+			}
+		}
+		if err := s.mark("old_retired"); err != nil {
+			return err
+		}
+	}
+	if !s.sw.Retire.KeepImage && s.st.ImageID != "" && !s.st.has("image_deleted") {
+		if err := s.comp.DeleteImage(ctx, s.st.ImageID); err != nil {
+			return err
+		}
+		if err := s.mark("image_deleted"); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,203 @@
+package plans
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"strings"
+
+	"github.com/vmswap/vmswap/verify"
+)
+
+var planIDSyntax = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
+
+// Validate checks everything that can be checked without touching a cloud:
+// versions, references between blocks, capabilities of the referenced
+// driver types, syntax of sizes, URLs and addresses. Every problem is
+// reported at once, at its place in the file.
+func (d *Document) Validate() error {
+	p := d.Plan
+	var errs Errors
+	add := func(path, format string, args ...any) { errs = append(errs, d.at(path, format, args...)) }
+
+	switch {
+	case p.Version == 0:
+		add("version", "missing version: the first line of a plan is `version: %d`", Version)
+	case p.Version != Version:
+		add("version", "plan format version %d is not supported by this vmswap (it reads version %d): use the vmswap release that wrote it, or write a new plan with `vmswap plan`", p.Version, Version)
+	}
+	if p.ID != "" && !planIDSyntax.MatchString(p.ID) {
+		add("id", "plan id %q: use 1-32 lowercase letters, digits and dashes", p.ID)
+	}
+	if len(p.Providers) == 0 {
+		add("providers", "no providers: add one, e.g. `providers: {do: {type: digitalocean}}`")
+	}
+	for name, pb := range p.Providers {
+		path := "providers." + name
+		if _, ok := driverTypes[pb.Type]; !ok {
+			add(path+".type", "unknown provider type %q (known: %s)", pb.Type, strings.Join(DriverTypes(), ", "))
+		}
+		if pb.Endpoint != "" {
+			if u, err := url.Parse(pb.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				add(path+".endpoint", "endpoint %q: want an http:// or https:// URL", pb.Endpoint)
+			}
+		}
+		if pb.Nameserver != "" {
+			if _, _, err := net.SplitHostPort(pb.Nameserver); err != nil {
+				add(path+".nameserver", "nameserver %q: want host:port, like ns1.digitalocean.com:53", pb.Nameserver)
+			}
+		}
+		if strings.Contains(strings.ToLower(name+pb.TokenEnv), "token=") {
+			add(path, "provider blocks name credentials' environment variables, never hold them")
+		}
+	}
+	if len(p.Swaps) == 0 {
+		add("swaps", "no swaps: add one under `swaps:`")
+	}
+	sources := map[string]int{}
+	for i, sw := range p.Swaps {
+		d.validateSwap(i, sw, add)
+		key := sw.Source.Provider + "/" + sw.Source.Server
+		if j, ok := sources[key]; ok {
+			add(fmt.Sprintf("swaps[%d].source", i), "source %s is already swapped by swaps[%d]", sw.Source.Server, j)
+		}
+		sources[key] = i
+	}
+	if len(errs) > 0 {
+		sortErrors(errs)
+		return errs
+	}
+	return nil
+}
+
+// providerRef checks that a block named in path exists and has capability c.
+func (d *Document) providerRef(path, name string, c Capability, add func(string, string, ...any)) {
+	if name == "" {
+		add(path, "missing provider: name one of the providers blocks")
+		return
+	}
+	pb, ok := d.Plan.Providers[name]
+	if !ok {
+		var known []string
+		for k := range d.Plan.Providers {
+			known = append(known, k)
+		}
+		add(path, "unknown provider %q%s", name, suggest(name, known))
+		return
+	}
+	if _, ok := driverTypes[pb.Type]; ok && !hasCap(pb.Type, c) {
+		add(path, "provider %q (%s) cannot do %s", name, pb.Type, c)
+	}
+}
+
+func (d *Document) validateSwap(i int, sw Swap, add func(string, string, ...any)) {
+	at := func(s string) string { return fmt.Sprintf("swaps[%d].%s", i, s) }
+	d.providerRef(at("source.provider"), sw.Source.Provider, CapCompute, add)
+	if sw.Source.Server == "" {
+		add(at("source"), "missing source.server: the name or ID of the server to upgrade")
+	}
+	switch pb, ok := d.Plan.Providers[sw.Source.Provider]; {
+	case sw.Target.Size == "":
+		add(at("target"), "missing target.size")
+	case ok && driverTypes[pb.Type].sizeSyntax != nil && !driverTypes[pb.Type].sizeSyntax.MatchString(sw.Target.Size):
+		add(at("target.size"), "size %q is not %s", sw.Target.Size, driverTypes[pb.Type].sizeHint)
+	}
+
+	n := 0
+	if c := sw.Cutover.LoadBalancer; c != nil {
+		n++
+		d.providerRef(at("cutover.loadbalancer.provider"), c.Provider, CapLB, add)
+		if c.ID == "" {
+			add(at("cutover.loadbalancer"), "missing id: the load balancer's ID")
+		}
+	}
+	if c := sw.Cutover.DNS; c != nil {
+		n++
+		d.providerRef(at("cutover.dns.provider"), c.Provider, CapDNS, add)
+		if c.Record == "" || !strings.Contains(c.Record, ".") {
+			add(at("cutover.dns.record"), "record %q: want a fully qualified name like www.example.com", c.Record)
+		}
+		if t := strings.ToUpper(c.Type); t != "" && t != "A" && t != "AAAA" {
+			add(at("cutover.dns.type"), "record type %q: vmswap moves A or AAAA records", c.Type)
+		}
+	}
+	if c := sw.Cutover.ReservedIP; c != nil {
+		n++
+		d.providerRef(at("cutover.reserved_ip.provider"), c.Provider, CapReservedIP, add)
+		if net.ParseIP(c.IP) == nil {
+			add(at("cutover.reserved_ip.ip"), "ip %q is not an IP address", c.IP)
+		}
+	}
+	switch {
+	case n == 0:
+		add(at("cutover"), "missing cutover: set one of loadbalancer, dns or reserved_ip")
+	case n > 1:
+		add(at("cutover"), "cutover sets %d ways to move traffic: choose one of loadbalancer, dns or reserved_ip", n)
+	}
+
+	if pr := sw.Probe; pr != nil {
+		if u, err := url.Parse(pr.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			add(at("probe.url"), "probe url %q: want an http:// or https:// URL", pr.URL)
+		}
+		if pr.Rate < 0 || pr.Rate > 20000 {
+			add(at("probe.rate"), "probe rate %d: want 1 to 20000 requests per second", pr.Rate)
+		}
+		if pr.Resolver != "" {
+			if _, _, err := net.SplitHostPort(pr.Resolver); err != nil {
+				add(at("probe.resolver"), "resolver %q: want host:port", pr.Resolver)
+			}
+		}
+	} else if sw.Cutover.DNS != nil {
+		add(at("cutover.dns"), "a DNS cutover needs a probe url with the record's name, so that vmswap can watch traffic")
+	}
+	for j, h := range sw.Verify.HTTP {
+		if u, err := url.Parse(h.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			add(at(fmt.Sprintf("verify.http[%d].url", j)), "url %q: want an http:// or https:// URL", h.URL)
+		}
+		if h.Status != 0 && (h.Status < 100 || h.Status > 599) {
+			add(at(fmt.Sprintf("verify.http[%d].status", j)), "status %d is not an HTTP status", h.Status)
+		}
+	}
+	if len(sw.Verify.Compare) > 0 && sw.Verify.CompareBase == "" && len(sw.Verify.HTTP) == 0 && sw.Probe == nil {
+		add(at("verify.compare"), "compare needs a base URL: set verify.compare_base, an http check or a probe")
+	}
+	if s := sw.Verify.SSH; s != nil {
+		if s.User == "" {
+			add(at("verify.ssh"), "missing ssh user")
+		}
+		if s.KnownHosts != "" && s.KnownHosts != verify.HostKeyStrict && s.KnownHosts != verify.HostKeyAcceptNew {
+			add(at("verify.ssh.known_hosts"), "host key policy %q: use strict or accept-new", s.KnownHosts)
+		}
+		if s.Port < 0 || s.Port > 65535 {
+			add(at("verify.ssh.port"), "port %d out of range", s.Port)
+		}
+	}
+	if (sw.Verify.Memory != nil || sw.Verify.Disk != nil || sw.Verify.CPUs != nil) && sw.Verify.SSH == nil {
+		add(at("verify"), "memory, disk and cpus are read over SSH: add verify.ssh")
+	}
+	switch sw.Retire.Action {
+	case "", "power_off", "delete":
+	default:
+		add(at("retire.action"), "retire action %q: use power_off or delete", sw.Retire.Action)
+	}
+	if sw.Retire.Action == "delete" && sw.Retire.KeepFor > 0 {
+		add(at("retire.keep_for"), "keep_for applies to power_off; a deleted server cannot be kept")
+	}
+}
+
+// PlanID returns the plan's ID: its id field, or a hash of the file.
+func (d *Document) PlanID() string {
+	if d.Plan.ID != "" {
+		return d.Plan.ID
+	}
+	return d.Hash()[:8]
+}
+
+// Hash identifies the plan file's content.
+func (d *Document) Hash() string {
+	h := sha256.Sum256(d.Raw)
+	return hex.EncodeToString(h[:])
+}

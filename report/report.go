@@ -1,0 +1,158 @@
+// Package report renders the HTML report of a swap: one self-contained file
+// (inline SVG and CSS, no scripts, nothing fetched) with the steps as bands on
+// a timeline, requests per second, errors, p50 and p99 latency from the
+// probe, the checks and their results, and the summary.
+package report
+
+import (
+	"fmt"
+	"html/template"
+	"io"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/verify/probe"
+)
+
+// Write renders the report of run j of plan p.
+func Write(w io.Writer, p *plans.Plan, j *plans.Journal, res *plans.Result) error {
+	data := struct {
+		Status string
+		RunID  string
+		Swaps  []swapView
+	}{Status: res.Status, RunID: j.RunID}
+	for i, st := range j.Swaps {
+		var sr plans.SwapResult
+		if i < len(res.Swaps) {
+			sr = res.Swaps[i]
+		}
+		data.Swaps = append(data.Swaps, view(p.Swaps[i], st, sr))
+	}
+	return page.Execute(w, data)
+}
+
+type swapView struct {
+	Title  string
+	Result plans.SwapResult
+	Checks []plans.CheckResult
+	Chart  template.HTML
+	Steps  []stepView
+}
+
+type stepView struct {
+	Name, Status string
+	Seconds      float64
+}
+
+var bandColors = map[string]string{"preflight": "#e8e8e8", "snapshot": "#cfe3ff", "launch": "#d7f0d2", "ready": "#fff2c4",
+	"verify": "#ffd9c4", "cutover": "#f3c6ff", "observe": "#c4f2ef", "retire": "#e0e0f8", "rollback": "#ffc4c4"}
+
+func view(sw plans.Swap, st *plans.SwapState, sr plans.SwapResult) swapView {
+	v := swapView{Title: fmt.Sprintf("%s → %s (%s, %s)", sr.Source, dash(sr.New), sw.Target.Size, sw.Cutover.Kind()), Result: sr, Checks: st.Checks}
+	var t0, t1 time.Time
+	for _, name := range append(append([]string{}, plans.Steps...), "rollback") {
+		l := st.Steps[name]
+		if l == nil {
+			continue
+		}
+		end := l.End
+		if end.IsZero() {
+			end = l.Start
+		}
+		v.Steps = append(v.Steps, stepView{name, l.Status, end.Sub(l.Start).Seconds()})
+		if t0.IsZero() || l.Start.Before(t0) {
+			t0 = l.Start
+		}
+		if end.After(t1) {
+			t1 = end
+		}
+	}
+	v.Chart = chart(st, st.Probe, t0, t1)
+	return v
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// chart draws the step bands and, over them, the probe's requests per
+// second, failures and latency percentiles, on one time axis.
+func chart(st *plans.SwapState, pr *probe.Summary, t0, t1 time.Time) template.HTML {
+	const W, H, left, right, top, bottom = 960.0, 360.0, 60.0, 60.0, 20.0, 40.0
+	if t0.IsZero() || !t1.After(t0) {
+		return ""
+	}
+	span := t1.Sub(t0).Seconds()
+	x := func(t time.Time) float64 { return left + (W-left-right)*t.Sub(t0).Seconds()/span }
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 %.0f %.0f" width="100%%" role="img">`, W, H)
+	for _, name := range append(append([]string{}, plans.Steps...), "rollback") {
+		l := st.Steps[name]
+		if l == nil || l.End.IsZero() {
+			continue
+		}
+		x0, x1 := x(l.Start), x(l.End)
+		fmt.Fprintf(&b, `<rect x="%.1f" y="%.0f" width="%.1f" height="%.0f" fill="%s"><title>%s %.1fs</title></rect>`, x0, top, math.Max(x1-x0, 1), H-top-bottom, bandColors[name], name, l.End.Sub(l.Start).Seconds())
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" font-size="11" fill="#333">%s</text>`, x0+2, H-bottom+14, name)
+	}
+	fmt.Fprintf(&b, `<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="#444"/>`, left, H-bottom, W-right, H-bottom)
+	fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" font-size="11">0s</text><text x="%.0f" y="%.0f" font-size="11" text-anchor="end">%.1fs</text>`, left, H-8, W-right, H-8, span)
+	if pr != nil && len(pr.Buckets) > 0 {
+		maxRPS, maxLat := 1.0, 1.0
+		for _, bk := range pr.Buckets {
+			maxRPS = math.Max(maxRPS, float64(bk.Requests)*10)
+			maxLat = math.Max(maxLat, float64(bk.P99.Microseconds())/1000)
+		}
+		y := func(v, maxV float64) float64 { return H - bottom - (H-top-bottom)*v/maxV }
+		var rps, p50, p99 []string
+		for _, bk := range pr.Buckets {
+			xx := x(pr.Start.Add(bk.Offset))
+			rps = append(rps, fmt.Sprintf("%.1f,%.1f", xx, y(float64(bk.Requests)*10, maxRPS*1.1)))
+			if bk.Requests > 0 {
+				p50 = append(p50, fmt.Sprintf("%.1f,%.1f", xx, y(float64(bk.P50.Microseconds())/1000, maxLat*1.1)))
+				p99 = append(p99, fmt.Sprintf("%.1f,%.1f", xx, y(float64(bk.P99.Microseconds())/1000, maxLat*1.1)))
+			}
+			if bk.Failed > 0 {
+				fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="3" height="%.1f" fill="#d00"><title>%d failed</title></rect>`, xx, y(float64(bk.Failed)*10, maxRPS*1.1), float64(bk.Failed)*10/(maxRPS*1.1)*(H-top-bottom), bk.Failed)
+			}
+		}
+		fmt.Fprintf(&b, `<polyline points="%s" fill="none" stroke="#1f5fbf" stroke-width="1.5"><title>requests/s</title></polyline>`, strings.Join(rps, " "))
+		fmt.Fprintf(&b, `<polyline points="%s" fill="none" stroke="#2a9d3a" stroke-width="1"><title>p50 ms</title></polyline>`, strings.Join(p50, " "))
+		fmt.Fprintf(&b, `<polyline points="%s" fill="none" stroke="#e07b00" stroke-width="1"><title>p99 ms</title></polyline>`, strings.Join(p99, " "))
+		fmt.Fprintf(&b, `<text x="4" y="%.0f" font-size="11" fill="#1f5fbf">%.0f req/s</text>`, top+10, maxRPS*1.1)
+		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" font-size="11" fill="#e07b00" text-anchor="end">%.1f ms</text>`, W-2, top+10, maxLat*1.1)
+	}
+	b.WriteString(`</svg>`)
+	return template.HTML(b.String())
+}
+
+var page = template.Must(template.New("report").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>vmswap report {{.RunID}}</title>
+<style>
+body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1000px}
+h1{font-size:20px} h2{font-size:16px;margin-top:28px}
+table{border-collapse:collapse;margin:8px 0} td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
+.ok{color:#1a7f2a}.failed{color:#c00} .num{text-align:right}
+.legend span{display:inline-block;margin-right:14px}
+</style></head><body>
+<h1>vmswap: {{.Status}} <small>(run {{.RunID}})</small></h1>
+{{range .Swaps}}
+<h2>{{.Title}}</h2>
+<table><tr><th>status</th><th>requests</th><th>failed</th><th>p50</th><th>p99</th><th>duration</th></tr>
+<tr><td class="{{.Result.Status}}">{{.Result.Status}}</td><td class="num">{{.Result.Requests}}</td><td class="num">{{.Result.Failed}}</td>
+<td class="num">{{printf "%.1f" .Result.P50ms}} ms</td><td class="num">{{printf "%.1f" .Result.P99ms}} ms</td><td class="num">{{printf "%.1f" .Result.DurationS}} s</td></tr></table>
+{{if .Result.Error}}<p class="failed">{{.Result.Error}}</p>{{end}}
+<div class="legend"><span style="color:#1f5fbf">— requests/s</span><span style="color:#2a9d3a">— p50</span><span style="color:#e07b00">— p99</span><span style="color:#d00">▮ failed</span></div>
+{{.Chart}}
+<table><tr><th>step</th><th>status</th><th>seconds</th></tr>
+{{range .Steps}}<tr><td>{{.Name}}</td><td class="{{.Status}}">{{.Status}}</td><td class="num">{{printf "%.1f" .Seconds}}</td></tr>{{end}}</table>
+<table><tr><th>check</th><th>result</th><th>detail</th></tr>
+{{range .Checks}}<tr><td>{{.Name}}</td><td class="{{if .OK}}ok{{else}}failed{{end}}">{{if .OK}}ok{{else}}FAILED{{end}}</td><td>{{.Detail}}</td></tr>{{end}}</table>
+{{end}}
+</body></html>
+`))

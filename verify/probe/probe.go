@@ -1,0 +1,262 @@
+// Package probe sends steady traffic through a service's public entry point
+// for the whole of a cutover and its observation, and counts what failed. It
+// uses vegeta's attacker at a constant rate over keep-alive connections, as
+// browsers connect, and can resolve the entry point's name through a given
+// DNS server, caching each answer for exactly its TTL.
+package probe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+	vegeta "github.com/tsenart/vegeta/v12/lib"
+)
+
+// BucketWidth is the resolution of a probe's timeline.
+const BucketWidth = 100 * time.Millisecond
+
+// Config holds every setting of a probe.
+type Config struct {
+	// URL is requested with GET; any status other than 2xx/3xx is a failure.
+	URL string
+	// Rate is requests per second. Zero: 50.
+	Rate int
+	// Resolver is a DNS server (host:port) that resolves the URL's host,
+	// honouring TTL. Empty: the system resolver (or the URL is an IP).
+	Resolver string
+	// ConnectTo, when set, sends every connection to this address instead of
+	// resolving the URL (a port-forward or bastion).
+	ConnectTo string
+	// Timeout of one request. Zero: 5s.
+	Timeout time.Duration
+	// Workers is the attacker's initial worker count. Zero: vegeta's default.
+	Workers uint64
+}
+
+// Bucket is the traffic of one BucketWidth.
+type Bucket struct {
+	Offset   time.Duration `json:"offset_ms"`
+	Requests int           `json:"requests"`
+	Failed   int           `json:"failed"`
+	P50      time.Duration `json:"p50_ns"`
+	P99      time.Duration `json:"p99_ns"`
+}
+
+// Summary is what a probe saw.
+type Summary struct {
+	URL      string         `json:"url"`
+	Start    time.Time      `json:"start"`
+	End      time.Time      `json:"end"`
+	Requests int            `json:"requests"`
+	Failed   int            `json:"failed"`
+	P50      time.Duration  `json:"p50_ns"`
+	P99      time.Duration  `json:"p99_ns"`
+	Max      time.Duration  `json:"max_ns"`
+	Rate     float64        `json:"rate"` // achieved requests per second
+	Errors   map[string]int `json:"errors,omitempty"`
+	Buckets  []Bucket       `json:"buckets,omitempty"`
+}
+
+// Probe is a running probe.
+type Probe struct {
+	cfg      Config
+	attacker *vegeta.Attacker
+	start    time.Time
+	done     chan struct{}
+	requests atomic.Int64
+	failed   atomic.Int64
+
+	mu      sync.Mutex
+	metrics vegeta.Metrics
+	lat     map[int][]time.Duration // bucket index -> latencies
+	fails   map[int]int
+	errs    map[string]int
+	end     time.Time
+}
+
+// Start starts sending requests. It returns an error for a bad URL.
+func Start(cfg Config) (*Probe, error) {
+	u, err := url.Parse(cfg.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("probe: URL %q: want http:// or https:// and a host", cfg.URL)
+	}
+	if cfg.Rate <= 0 {
+		cfg.Rate = 50
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	tr := &http.Transport{
+		MaxIdleConnsPerHost: 10000,
+		IdleConnTimeout:     90 * time.Second,
+		Proxy:               nil,
+	}
+	dialer := &net.Dialer{Timeout: cfg.Timeout, KeepAlive: 30 * time.Second}
+	switch {
+	case cfg.ConnectTo != "":
+		tr.DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return dialer.DialContext(ctx, network, cfg.ConnectTo)
+		}
+	case cfg.Resolver != "":
+		r := &resolver{server: cfg.Resolver, cache: map[string]answer{}, onChange: tr.CloseIdleConnections}
+		tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			host, port, err := net.SplitHostPort(addr)
+			if err != nil {
+				return nil, err
+			}
+			ip, err := r.lookup(ctx, host)
+			if err != nil {
+				return nil, err
+			}
+			return dialer.DialContext(ctx, network, net.JoinHostPort(ip, port))
+		}
+	}
+	client := &http.Client{Transport: tr, Timeout: cfg.Timeout}
+	opts := []func(*vegeta.Attacker){vegeta.Client(client), vegeta.KeepAlive(true), vegeta.Redirects(0)}
+	if cfg.Workers > 0 {
+		opts = append(opts, vegeta.Workers(cfg.Workers))
+	}
+	p := &Probe{cfg: cfg, attacker: vegeta.NewAttacker(opts...), start: time.Now(), done: make(chan struct{}),
+		lat: map[int][]time.Duration{}, fails: map[int]int{}, errs: map[string]int{}}
+	target := vegeta.NewStaticTargeter(vegeta.Target{Method: http.MethodGet, URL: cfg.URL, Header: http.Header{"User-Agent": {"vmswap-probe"}}})
+	results := p.attacker.Attack(target, vegeta.Rate{Freq: cfg.Rate, Per: time.Second}, 0, "probe")
+	go p.collect(results)
+	return p, nil
+}
+
+func (p *Probe) collect(results <-chan *vegeta.Result) {
+	defer close(p.done)
+	for r := range results {
+		failed := r.Code < 200 || r.Code >= 400 || r.Error != ""
+		p.requests.Add(1)
+		if failed {
+			p.failed.Add(1)
+		}
+		idx := int(r.Timestamp.Sub(p.start) / BucketWidth)
+		p.mu.Lock()
+		p.metrics.Add(r)
+		p.lat[idx] = append(p.lat[idx], r.Latency)
+		if failed {
+			p.fails[idx]++
+			reason := r.Error
+			if reason == "" {
+				reason = "HTTP " + strconv.Itoa(int(r.Code))
+			}
+			p.errs[shorten(reason)]++
+		}
+		p.mu.Unlock()
+	}
+}
+
+// shorten drops the request details vegeta puts before an error's cause.
+func shorten(s string) string {
+	if i := strings.LastIndex(s, ": "); i >= 0 {
+		return s[i+2:]
+	}
+	return s
+}
+
+// Failed returns the failures so far.
+func (p *Probe) Failed() int64 { return p.failed.Load() }
+
+// Requests returns the requests answered so far.
+func (p *Probe) Requests() int64 { return p.requests.Load() }
+
+// Stop stops the probe, waits for requests in flight, and summarises.
+func (p *Probe) Stop() Summary {
+	p.attacker.Stop()
+	<-p.done
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.end.IsZero() {
+		p.end = time.Now()
+		p.metrics.Close()
+	}
+	s := Summary{URL: p.cfg.URL, Start: p.start, End: p.end, Requests: int(p.metrics.Requests), Failed: int(p.failed.Load()),
+		Errors: p.errs, Max: p.metrics.Latencies.Max}
+	if s.Requests > 0 {
+		s.P50, s.P99 = p.metrics.Latencies.P50, p.metrics.Latencies.P99
+		s.Rate = float64(s.Requests) / p.end.Sub(p.start).Seconds()
+	}
+	last := int(p.end.Sub(p.start) / BucketWidth)
+	for i := 0; i <= last; i++ {
+		lat := slices.Clone(p.lat[i])
+		b := Bucket{Offset: time.Duration(i) * BucketWidth, Requests: len(lat), Failed: p.fails[i]}
+		if len(lat) > 0 {
+			slices.Sort(lat)
+			b.P50, b.P99 = lat[len(lat)*50/100], lat[min(len(lat)-1, len(lat)*99/100)]
+		}
+		s.Buckets = append(s.Buckets, b)
+	}
+	return s
+}
+
+// resolver resolves names through one DNS server and caches each answer for
+// its TTL. When an answer changes it closes idle connections, so the next
+// requests connect to the new address as a browser would.
+type resolver struct {
+	server   string
+	onChange func()
+
+	mu    sync.Mutex
+	cache map[string]answer
+}
+
+type answer struct {
+	ips     []string
+	expires time.Time
+	next    int
+}
+
+func (r *resolver) lookup(ctx context.Context, host string) (string, error) {
+	if ip := net.ParseIP(host); ip != nil {
+		return host, nil
+	}
+	r.mu.Lock()
+	a, ok := r.cache[host]
+	if ok && time.Now().Before(a.expires) && len(a.ips) > 0 {
+		a.next++
+		r.cache[host] = a
+		r.mu.Unlock()
+		return a.ips[a.next%len(a.ips)], nil
+	}
+	r.mu.Unlock()
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(host), dns.TypeA)
+	c := &dns.Client{Timeout: 2 * time.Second}
+	resp, _, err := c.ExchangeContext(ctx, m, r.server)
+	if err != nil {
+		return "", fmt.Errorf("probe: resolve %s at %s: %w", host, r.server, err)
+	}
+	var ips []string
+	ttl := uint32(0)
+	for _, rr := range resp.Answer {
+		if v, ok := rr.(*dns.A); ok {
+			ips = append(ips, v.A.String())
+			ttl = v.Hdr.Ttl
+		}
+	}
+	if len(ips) == 0 {
+		return "", errors.New("probe: " + host + ": no A record at " + r.server)
+	}
+	slices.Sort(ips)
+	r.mu.Lock()
+	changed := ok && !slices.Equal(a.ips, ips)
+	r.cache[host] = answer{ips: ips, expires: time.Now().Add(time.Duration(ttl) * time.Second)}
+	r.mu.Unlock()
+	if changed && r.onChange != nil {
+		r.onChange()
+	}
+	return ips[0], nil
+}
