@@ -15,12 +15,15 @@ import (
 // operator's existing setup would have: the demo and tests use it to build
 // the world vmswap then works on. Every call is validated like any other.
 type Seeder struct {
-	l *Lab
-	c *http.Client
+	ep Endpoints
+	c  *http.Client
 }
 
 // Seeder returns a Seeder for the lab.
-func (l *Lab) Seeder() *Seeder { return &Seeder{l: l, c: &http.Client{Timeout: 30 * time.Second}} }
+func (l *Lab) Seeder() *Seeder { return NewSeeder(l.Endpoints()) }
+
+// NewSeeder returns a Seeder for a lab running anywhere (its endpoints.json).
+func NewSeeder(ep Endpoints) *Seeder { return &Seeder{ep: ep, c: &http.Client{Timeout: 30 * time.Second}} }
 
 func (s *Seeder) do(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
@@ -28,7 +31,7 @@ func (s *Seeder) do(ctx context.Context, method, path string, in, out any) error
 		b, _ := json.Marshal(in)
 		body = bytes.NewReader(b)
 	}
-	ep := s.l.Endpoints()
+	ep := s.ep
 	req, err := http.NewRequestWithContext(ctx, method, ep.DigitalOceanAPI+path, body)
 	if err != nil {
 		return err
@@ -87,7 +90,7 @@ func (s *Seeder) Droplet(ctx context.Context, name, size string, keyIDs []int, f
 		}
 		if got.Droplet.Status == "active" {
 			for p, c := range files {
-				if err := s.l.WriteFile(id, webRoot+"/"+p, c); err != nil {
+				if err := s.WriteFile(ctx, id, webRoot+"/"+p, c); err != nil {
 					return 0, "", err
 				}
 			}
@@ -107,7 +110,7 @@ func (s *Seeder) LoadBalancer(ctx context.Context, name string, dropletIDs []int
 	var out struct {
 		LB struct{ ID, IP string } `json:"load_balancer"`
 	}
-	port := s.l.cfg.HTTPPort
+	port := s.ep.HTTPPort
 	err := s.do(ctx, "POST", "v2/load_balancers", map[string]any{"name": name, "region": "nyc3", "droplet_ids": dropletIDs,
 		"forwarding_rules": []any{map[string]any{"entry_protocol": "http", "entry_port": port, "target_protocol": "http", "target_port": port}},
 		"health_check":     map[string]any{"protocol": "http", "port": port, "path": "/health", "check_interval_seconds": 10, "response_timeout_seconds": 5, "healthy_threshold": 3, "unhealthy_threshold": 5}}, &out)
@@ -131,4 +134,33 @@ func (s *Seeder) ReservedIP(ctx context.Context, dropletID int) (string, error) 
 	}
 	err := s.do(ctx, "POST", "v2/reserved_ips", map[string]any{"droplet_id": dropletID}, &out)
 	return out.RIP.IP, err
+}
+
+// WriteFile puts a file on a droplet's disk (path relative to the disk root).
+func (s *Seeder) WriteFile(ctx context.Context, dropletID int, path, content string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, fmt.Sprintf("%slab/droplets/%d/files/%s", s.ep.DigitalOceanAPI, dropletID, path), bytes.NewReader([]byte(content)))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+s.ep.Token)
+	resp, err := s.c.Do(req)
+	if err != nil {
+		return fmt.Errorf("lab seed: write file: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("lab seed: write %s on droplet %d: HTTP %d", path, dropletID, resp.StatusCode)
+	}
+	return nil
+}
+
+// Inject arms a fault in the lab (see Fault).
+func (s *Seeder) Inject(ctx context.Context, f Fault) error {
+	return s.do(ctx, "POST", "lab/faults", f, nil)
+}
+
+// Requests returns the lab's request log.
+func (s *Seeder) Requests(ctx context.Context) ([]Request, error) {
+	var out []Request
+	return out, s.do(ctx, "GET", "lab/requests", nil, &out)
 }

@@ -1,0 +1,38 @@
+# vmswap. `make test` installs what the tests need (Debian packages with
+# apt-get, Go tools with go install), then vets and runs every test with the
+# race detector. Servers the tests need are started by the tests on loopback.
+GO      ?= go
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT     := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -y -qq -o Dpkg::Use-Pty=0
+DEB_PKGS := openssh-server openssh-client
+
+.PHONY: build test deps vet fmt bench demo fuzz clean
+
+build:
+	$(GO) build -o bin/vmswap ./cmd/vmswap
+
+# deps installs the real servers the tests run against, once.
+deps:
+	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "make deps: installing$$missing"; \
+		$(APT) update >/dev/null && $(APT) install --no-install-recommends $$missing >/dev/null; \
+	fi
+
+fmt:
+	@out=$$(gofmt -l . 2>&1); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+test: deps fmt vet
+	$(GO) test -race -count=1 -timeout 40m ./...
+
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./bench/...
+
+demo:
+	$(GO) run ./cmd/vmswap demo
+
+clean:
+	rm -rf bin
