@@ -71,18 +71,42 @@ func Load(file string) (*Document, error) {
 	if err != nil {
 		return nil, Errors{{File: file, Msg: err.Error()}}
 	}
-	doc, err := Parse(file, b)
-	if err != nil {
-		return nil, err
+	return Check(file, b)
+}
+
+// Check parses and validates a plan, reporting the problems of both at
+// once. A line with a decoding problem gets no second message from the
+// validation of the value it left empty.
+func Check(file string, data []byte) (*Document, error) {
+	doc, perr := Parse(file, data)
+	if doc == nil {
+		return nil, perr
 	}
-	if err := doc.Validate(); err != nil {
-		return nil, err
+	var all Errors
+	errors.As(perr, &all)
+	seen := map[int]bool{}
+	for _, e := range all {
+		seen[e.Line] = true
+	}
+	var verrs Errors
+	if errors.As(doc.Validate(), &verrs) {
+		for _, e := range verrs {
+			if !seen[e.Line] {
+				all = append(all, e)
+			}
+		}
+	}
+	if len(all) > 0 {
+		sortErrors(all)
+		return nil, all
 	}
 	return doc, nil
 }
 
 // Parse decodes a plan, reporting every unknown field and every value of the
-// wrong kind at once, each as file:line:col.
+// wrong kind at once, each as file:line:col. Unless the YAML itself is
+// broken, it returns the document decoded as far as possible along with the
+// errors, so that Check can validate the rest.
 func Parse(file string, data []byte) (*Document, error) {
 	d := &Document{File: file, Plan: &Plan{}, Raw: data, pos: map[string]pos{}}
 	var root yaml.Node
@@ -96,7 +120,7 @@ func Parse(file string, data []byte) (*Document, error) {
 	d.decode(root.Content[0], reflect.ValueOf(d.Plan).Elem(), "", &errs)
 	if len(errs) > 0 {
 		sortErrors(errs)
-		return nil, errs
+		return d, errs
 	}
 	return d, nil
 }
@@ -184,7 +208,10 @@ func (d *Document) decode(n *yaml.Node, v reflect.Value, path string, errs *Erro
 			}
 			seen[k.Value] = true
 			d.decode(val, v.Field(idx), join(path, k.Value), errs)
-			d.pos[join(path, k.Value)] = pos{k.Line, k.Column}
+			if val.Kind != yaml.ScalarNode {
+				// A problem with a block is shown at its key; with a value, at the value.
+				d.pos[join(path, k.Value)] = pos{k.Line, k.Column}
+			}
 		}
 	case reflect.Map:
 		if n.Kind != yaml.MappingNode {
@@ -196,7 +223,9 @@ func (d *Document) decode(n *yaml.Node, v reflect.Value, path string, errs *Erro
 			k, val := n.Content[i], n.Content[i+1]
 			ev := reflect.New(v.Type().Elem()).Elem()
 			d.decode(val, ev, join(path, k.Value), errs)
-			d.pos[join(path, k.Value)] = pos{k.Line, k.Column}
+			if val.Kind != yaml.ScalarNode {
+				d.pos[join(path, k.Value)] = pos{k.Line, k.Column}
+			}
 			m.SetMapIndex(reflect.ValueOf(k.Value), ev)
 		}
 		v.Set(m)

@@ -314,11 +314,7 @@ func planRun(ctx context.Context, o *PlanOptions) error {
 		return err
 	}
 	// The plan must parse back: it is what apply will read.
-	doc, err := plans.Parse(orStdout(out), b)
-	if err == nil {
-		err = doc.Validate()
-	}
-	if err != nil {
+	if _, err := plans.Check(orStdout(out), b); err != nil {
 		return exitf(plans.ExitBadInput, "the plan from these flags is not valid:\n%v", err)
 	}
 	if out == "" || out == "-" {

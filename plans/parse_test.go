@@ -1,0 +1,165 @@
+package plans
+
+import (
+	"encoding/json"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestExamplesValidate(t *testing.T) {
+	files, err := filepath.Glob("../examples/*.yaml")
+	if err != nil || len(files) < 3 {
+		t.Fatalf("examples: %v %v", files, err)
+	}
+	for _, f := range files {
+		doc, err := Load(f)
+		if err != nil {
+			t.Errorf("%s: %v", f, err)
+			continue
+		}
+		if len(doc.Plan.Swaps) == 0 || doc.Plan.Swaps[0].Cutover.Kind() == "" {
+			t.Errorf("%s: parsed without a swap or cutover: %+v", f, doc.Plan)
+		}
+	}
+	doc, _ := Load("../examples/digitalocean-lb.yaml")
+	sw := doc.Plan.Swaps[0]
+	if sw.Observe.D() != 2*time.Minute || sw.Verify.Memory.Value != 7.5*(1<<30) || sw.Verify.Memory.Op != ">=" || sw.Retire.KeepFor.D() != 24*time.Hour {
+		t.Fatalf("decoded wrong: observe %v memory %+v keep %v", sw.Observe.D(), sw.Verify.Memory, sw.Retire.KeepFor.D())
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		desc string
+		plan string
+		want []string
+	}{
+		{
+			desc: "every kind of mistake at once, each at its place",
+			plan: `version: 1
+providers:
+  do: {type: digitalocean}
+  aws: {type: amazon}
+swaps:
+  - source: {provider: do, server: web-1}
+    target: {size: S_4VCPU}
+    verify:
+      memory: "about 8 gigs"
+      ssh: {user: root}
+    cutover:
+      loadbalancer: {provider: dx, id: abc}
+    observe: 2 minutes
+    retier: {action: delete}
+`,
+			want: []string{
+				"p.yaml:4:15: unknown provider type \"amazon\" (known: digitalocean)",
+				"p.yaml:7:20: size \"S_4VCPU\" is not a DigitalOcean size slug like s-4vcpu-8gb",
+				"p.yaml:9:15: threshold \"about 8 gigs\": want an operator and a number, like \">= 7.5GiB\" or \">= 4\"",
+				"p.yaml:12:32: unknown provider \"dx\" (did you mean \"do\"?)",
+				"p.yaml:13:14: bad duration \"2 minutes\": write a number and a unit, like 90s, 2m or 1h30m",
+				"p.yaml:14:5: unknown field \"retier\" in swaps[0] (did you mean \"retire\"?)",
+			},
+		},
+		{
+			desc: "unsupported version",
+			plan: "version: 2\nproviders: {do: {type: digitalocean}}\nswaps: [{source: {provider: do, server: a}, target: {size: s-1vcpu-1gb}, cutover: {reserved_ip: {provider: do, ip: 203.0.113.1}}}]\n",
+			want: []string{"p.yaml:1:10: plan format version 2 is not supported by this vmswap (it reads version 1): use the vmswap release that wrote it, or write a new plan with `vmswap plan`"},
+		},
+		{
+			desc: "missing version and two cutovers",
+			plan: "providers: {do: {type: digitalocean}}\nswaps:\n  - source: {provider: do, server: a}\n    target: {size: s-1vcpu-1gb}\n    cutover:\n      reserved_ip: {provider: do, ip: 203.0.113.1}\n      dns: {provider: do, record: www.example.com}\n    probe: {url: 'http://www.example.com/'}\n",
+			want: []string{
+				"p.yaml:1:1: missing version: the first line of a plan is `version: 1`",
+				"p.yaml:5:5: cutover sets 2 ways to move traffic: choose one of loadbalancer, dns or reserved_ip",
+			},
+		},
+		{
+			desc: "wrong kinds of values",
+			plan: "version: one\nproviders: [do]\nswaps: {}\n",
+			want: []string{
+				"p.yaml:1:10: version: want a whole number, got \"one\"",
+				"p.yaml:2:12: providers: want a mapping, got a list",
+				"p.yaml:3:8: swaps: want a list, got a mapping",
+			},
+		},
+		{
+			desc: "YAML syntax",
+			plan: "version: 1\nswaps: [\n",
+			want: []string{"p.yaml:2:1: YAML syntax: did not find expected node content"},
+		},
+		{
+			desc: "checks that need ssh, a DNS cutover without a probe",
+			plan: "version: 1\nproviders: {do: {type: digitalocean}}\nswaps:\n  - source: {provider: do, server: a}\n    target: {size: s-1vcpu-1gb}\n    verify: {cpus: '>= 2'}\n    cutover: {dns: {provider: do, record: www.example.com}}\n",
+			want: []string{
+				"p.yaml:6:5: memory, disk and cpus are read over SSH: add verify.ssh",
+				"p.yaml:7:15: a DNS cutover needs a probe url with the record's name, so that vmswap can watch traffic",
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.desc, func(t *testing.T) {
+			_, err := Check("p.yaml", []byte(tt.plan))
+			var es Errors
+			if !errors.As(err, &es) {
+				t.Fatalf("want Errors, got %v", err)
+			}
+			got := strings.Split(es.Error(), "\n")
+			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+				t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
+			}
+		})
+	}
+}
+
+func TestBudget(t *testing.T) {
+	tests := []struct {
+		desc          string
+		text          string
+		failed, total int64
+		breached      bool
+	}{
+		{"zero count, none failed", "0", 0, 1000, false},
+		{"zero count, one failed", "0", 1, 1000, true},
+		{"ratio under", "1%", 9, 1000, false},
+		{"ratio over", "1%", 11, 1000, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.desc, func(t *testing.T) {
+			doc, err := Parse("p.yaml", []byte("version: 1\nswaps:\n - probe: {url: 'http://x/', error_budget: '"+tt.text+"'}\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := doc.Plan.Swaps[0].Probe.ErrorBudget
+			if got := b.Breached(tt.failed, tt.total); got != tt.breached {
+				t.Fatalf("Breached(%d, %d) with %s = %v", tt.failed, tt.total, tt.text, got)
+			}
+		})
+	}
+}
+
+func TestSchema(t *testing.T) {
+	b, err := json.Marshal(Schema())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s struct {
+		Properties map[string]json.RawMessage
+		Required   []string
+	}
+	if err := json.Unmarshal(b, &s); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"version", "providers", "swaps", "observed"} {
+		if _, ok := s.Properties[k]; !ok {
+			t.Errorf("schema lacks %q", k)
+		}
+	}
+	for _, want := range []string{`"identify_header"`, `"error_budget"`, `"keep_for"`, `"additionalProperties":false`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("schema lacks %s", want)
+		}
+	}
+}
