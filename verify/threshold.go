@@ -56,7 +56,7 @@ func ParseThreshold(s string) (Threshold, error) {
 	}
 	mult, ok := units[unit]
 	if !ok {
-		return Threshold{}, fmt.Errorf("threshold %q: unknown unit %q (use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB)", s, rest[i:])
+		return Threshold{}, fmt.Errorf("threshold %q: unknown unit %q (use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB)", s, strings.TrimSpace(rest[i:]))
 	}
 	t.Value = v * mult
 	return t, nil
