@@ -96,3 +96,25 @@ func (l *Lab) takeFault(kind, op string) *Fault {
 	}
 	return nil
 }
+
+// BreakDroplet makes a running droplet start answering as the fault kind
+// says (FaultServe500 or FaultServeContent), as an application that fails
+// under live traffic after passing its checks.
+func (l *Lab) BreakDroplet(id int, kind string) error {
+	if kind != FaultServe500 && kind != FaultServeContent {
+		return fmt.Errorf("lab: BreakDroplet: kind %q: use %s or %s", kind, FaultServe500, FaultServeContent)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	d := l.st.Droplets[id]
+	if d == nil {
+		return fmt.Errorf("lab: droplet %d not found", id)
+	}
+	d.Fault = kind
+	if m := l.machines[id]; m != nil {
+		m.mu.Lock()
+		m.fault = kind
+		m.mu.Unlock()
+	}
+	return nil
+}

@@ -23,7 +23,9 @@ type Seeder struct {
 func (l *Lab) Seeder() *Seeder { return NewSeeder(l.Endpoints()) }
 
 // NewSeeder returns a Seeder for a lab running anywhere (its endpoints.json).
-func NewSeeder(ep Endpoints) *Seeder { return &Seeder{ep: ep, c: &http.Client{Timeout: 30 * time.Second}} }
+func NewSeeder(ep Endpoints) *Seeder {
+	return &Seeder{ep: ep, c: &http.Client{Timeout: 30 * time.Second}}
+}
 
 func (s *Seeder) do(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader

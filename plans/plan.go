@@ -82,10 +82,10 @@ type Target struct {
 
 // Verify lists the checks run against the new server before cutover.
 type Verify struct {
-	SSH    *SSH              `yaml:"ssh,omitempty" json:"ssh,omitempty"`
-	Memory *verify.Threshold `yaml:"memory,omitempty" json:"memory,omitempty" doc:"Memory seen inside the server, e.g. \">= 7.5GiB\"."`
-	Disk   *verify.Threshold `yaml:"disk,omitempty" json:"disk,omitempty" doc:"Root filesystem size, e.g. \">= 150GB\"."`
-	CPUs   *verify.Threshold `yaml:"cpus,omitempty" json:"cpus,omitempty" doc:"CPU count, e.g. \">= 4\"."`
+	SSH    *SSH               `yaml:"ssh,omitempty" json:"ssh,omitempty"`
+	Memory *verify.Threshold  `yaml:"memory,omitempty" json:"memory,omitempty" doc:"Memory seen inside the server, e.g. \">= 7.5GiB\"."`
+	Disk   *verify.Threshold  `yaml:"disk,omitempty" json:"disk,omitempty" doc:"Root filesystem size, e.g. \">= 150GB\"."`
+	CPUs   *verify.Threshold  `yaml:"cpus,omitempty" json:"cpus,omitempty" doc:"CPU count, e.g. \">= 4\"."`
 	HTTP   []verify.HTTPCheck `yaml:"http,omitempty" json:"http,omitempty" doc:"Requests sent to the new server with the URL's Host header and SNI."`
 	// Compare lists paths requested from old and new; status and body must match.
 	Compare []string `yaml:"compare,omitempty" json:"compare,omitempty" doc:"Paths whose status and body must be the same on old and new."`

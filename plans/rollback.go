@@ -139,12 +139,12 @@ func failedStep(st *SwapState) string {
 	return "the swap"
 }
 
-// trimSentinel drops the sentinel's own line from a joined error.
+// trimSentinel puts a joined sentinel and its detail on one line.
 func trimSentinel(err error) string {
 	msg := err.Error()
 	for _, s := range []error{ErrPreflight, ErrStale, ErrVerify, ErrNeverRoutes, ErrBudget} {
-		if errors.Is(err, s) {
-			msg = strings.TrimPrefix(msg, s.Error()+"\n")
+		if errors.Is(err, s) && strings.HasPrefix(msg, s.Error()+"\n") {
+			msg = s.Error() + ": " + strings.TrimPrefix(msg, s.Error()+"\n")
 		}
 	}
 	return msg

@@ -97,7 +97,7 @@ func (r retryLogger) Debug(msg string, kv ...any) {
 	if r.progress == nil || !strings.HasPrefix(msg, "retrying request") {
 		return
 	}
-	var req, wait, status string
+	var req, wait string
 	for i := 0; i+1 < len(kv); i += 2 {
 		switch kv[i] {
 		case "request":
@@ -106,7 +106,13 @@ func (r retryLogger) Debug(msg string, kv ...any) {
 			wait = fmt.Sprint(kv[i+1])
 		}
 	}
-	r.progress("digitalocean: API busy (%s%s), retrying in %s", req, status, wait)
+	// req is "METHOD URL (status: N)"; show the path only.
+	if i := strings.Index(req, "://"); i >= 0 {
+		if j := strings.Index(req[i+3:], "/"); j >= 0 {
+			req = req[:strings.Index(req, " ")+1] + req[i+3+j:]
+		}
+	}
+	r.progress("digitalocean: API busy: %s, retrying in %s", req, wait)
 }
 
 // Driver implements provider.Compute and provider.IPAssigner.

@@ -1,0 +1,386 @@
+package plans_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"gopkg.in/yaml.v3"
+
+	"github.com/vmswap/vmswap/dns/authority"
+	"github.com/vmswap/vmswap/lab"
+	"github.com/vmswap/vmswap/lab/labtest"
+	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/verify"
+	"github.com/vmswap/vmswap/verify/probe"
+)
+
+// world is a lab with a site on web-1 behind a load balancer, a DNS record
+// and a reserved IP, as an operator's account would be before a swap.
+type world struct {
+	t      *testing.T
+	key    string
+	l      *lab.Lab
+	srcID  int
+	srcIP  string
+	lbID   string
+	lbIP   string
+	ripIP  string
+	dir    string
+	events []plans.Event
+	mu     sync.Mutex
+}
+
+var site = map[string]string{"index.html": "<h1>shop</h1>\n", "about.html": "<p>about</p>\n"}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	l := labtest.Start(t, lab.Config{})
+	w := &world{t: t, l: l, dir: t.TempDir()}
+	ctx := context.Background()
+	sd := l.Seeder()
+	var pub string
+	w.key, pub = newKeyFile(t, w.dir)
+	keyID, err := sd.AddKey(ctx, "ops", pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.srcID, w.srcIP, err = sd.Droplet(ctx, "web-1", "s-1vcpu-1gb", []int{keyID}, site); err != nil {
+		t.Fatal(err)
+	}
+	if w.lbID, w.lbIP, err = sd.LoadBalancer(ctx, "lb", []int{w.srcID}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sd.Record(ctx, "shop.test", "www", w.srcIP, 30); err != nil {
+		t.Fatal(err)
+	}
+	if w.ripIP, err = sd.ReservedIP(ctx, w.srcID); err != nil {
+		t.Fatal(err)
+	}
+	// The lab's nameserver serves a change a moment after it is made.
+	if err := authority.WaitServed(ctx, l.Endpoints().DNS, "www.shop.test", "A", []string{w.srcIP}, 20*time.Millisecond, nil); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+func newKeyFile(t *testing.T, dir string) (file, pub string) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := ssh.MarshalPrivateKey(priv, "")
+	file = filepath.Join(dir, "id_ed25519")
+	if err := os.WriteFile(file, pem.EncodeToMemory(blk), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := ssh.NewSignerFromKey(priv)
+	return file, string(ssh.MarshalAuthorizedKey(s.PublicKey()))
+}
+
+func (w *world) url(host string) string {
+	return fmt.Sprintf("http://%s:%d/", host, w.l.HTTPPort())
+}
+
+// swap returns a plan swapping web-1 to s-2vcpu-4gb through the cutover.
+func (w *world) swap(cutover string) plans.Swap {
+	sw := plans.Swap{
+		Source: plans.Source{Provider: "lab", Server: "web-1"}, Target: plans.Target{Size: "s-2vcpu-4gb"},
+		Verify: plans.Verify{
+			SSH:     &plans.SSH{User: "root", Key: w.key, Port: w.l.SSHPort(), KnownHosts: "accept-new", KnownHostsFile: filepath.Join(w.dir, "known_hosts")},
+			HTTP:    []verify.HTTPCheck{{URL: fmt.Sprintf("http://www.shop.test:%d/health", w.l.HTTPPort()), Status: 200, BodyContains: "ok"}},
+			Compare: []string{"/", "/about.html"},
+		},
+		Observe:      plans.Duration(time.Second),
+		Retire:       plans.Retire{Action: "power_off", ShutdownTimeout: plans.Duration(5 * time.Second)},
+		ReadyTimeout: plans.Duration(20 * time.Second),
+	}
+	switch cutover {
+	case "loadbalancer":
+		sw.Cutover.LoadBalancer = &plans.LBCutover{Provider: "lab", ID: w.lbID, IdentifyHeader: "X-Served-By", Drain: plans.Duration(200 * time.Millisecond)}
+		sw.Probe = &plans.Probe{URL: w.url(w.lbIP), Rate: 100}
+	case "dns":
+		sw.Cutover.DNS = &plans.DNSCutover{Provider: "lab", Record: "www.shop.test", Grace: plans.Duration(time.Second)}
+		sw.Probe = &plans.Probe{URL: w.url("www.shop.test"), Rate: 100, Resolver: w.l.Endpoints().DNS}
+	case "reserved_ip":
+		sw.Cutover.ReservedIP = &plans.IPCutover{Provider: "lab", IP: w.ripIP, Drain: plans.Duration(200 * time.Millisecond)}
+		sw.Probe = &plans.Probe{URL: w.url(w.ripIP), Rate: 100}
+	}
+	return sw
+}
+
+func (w *world) plan(sw plans.Swap) *plans.Document {
+	ep := w.l.Endpoints()
+	p := &plans.Plan{Version: 1, ID: "test", Providers: map[string]plans.Provider{"lab": {Type: "digitalocean", Endpoint: ep.DigitalOceanAPI, Nameserver: ep.DNS}}, Swaps: []plans.Swap{sw}}
+	b, err := yaml.Marshal(p)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	doc, err := plans.Check(filepath.Join(w.dir, "plan.yaml"), b)
+	if err != nil {
+		w.t.Fatalf("test plan does not validate: %v", err)
+	}
+	return doc
+}
+
+func (w *world) getenv(k string) string {
+	if k == "DIGITALOCEAN_TOKEN" {
+		return w.l.Token()
+	}
+	return ""
+}
+
+// run applies doc with a fresh journal and returns the result.
+func (w *world) run(doc *plans.Document, onEvent func(plans.Event)) (*plans.Result, *plans.Journal) {
+	drivers, err := plans.Build(doc.Plan, plans.BuildOptions{Getenv: w.getenv, PollInterval: 50 * time.Millisecond})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	j := plans.NewJournal(plans.JournalPath(doc.File), doc, "run"+strconv.FormatInt(time.Now().UnixNano()%1e6, 10))
+	r := &plans.Runner{Doc: doc, Drivers: drivers, Journal: j, Poll: 50 * time.Millisecond, Emit: func(e plans.Event) {
+		w.mu.Lock()
+		w.events = append(w.events, e)
+		w.mu.Unlock()
+		if onEvent != nil {
+			onEvent(e)
+		}
+	}}
+	return r.Run(context.Background()), j
+}
+
+// droplets returns the lab's droplets by name prefix.
+func (w *world) droplets() []lab.InventoryDroplet { return w.l.Inventory().Droplets }
+
+func TestSwapEachCutover(t *testing.T) {
+	for _, cut := range []string{"loadbalancer", "reserved_ip", "dns"} {
+		t.Run(cut, func(t *testing.T) {
+			t.Parallel()
+			w := newWorld(t)
+			res, j := w.run(w.plan(w.swap(cut)), nil)
+			if res.ExitCode != 0 || res.Status != plans.StatusSucceeded {
+				t.Fatalf("exit %d %s: %s", res.ExitCode, res.Status, res.Next)
+			}
+			sr := res.Swaps[0]
+			t.Logf("%s: %d requests, %d failed, p99 %.1fms, %.1fs", cut, sr.Requests, sr.Failed, sr.P99ms, sr.DurationS)
+			if sr.Failed != 0 || sr.Requests < 100 {
+				t.Fatalf("probe: %d requests, %d failed", sr.Requests, sr.Failed)
+			}
+			st := j.Swaps[0]
+			inv := w.l.Inventory()
+			if len(inv.Droplets) != 2 || len(inv.Snapshots) != 0 {
+				t.Fatalf("inventory: %+v", inv)
+			}
+			for _, d := range inv.Droplets {
+				switch strconv.Itoa(d.ID) {
+				case st.SourceID:
+					if d.Status != "off" {
+						t.Fatalf("source is %s after retire", d.Status)
+					}
+				case st.NewID:
+					if d.Status != "active" || d.Size != "s-2vcpu-4gb" || !contains(d.Tags, "vmswap:test") || !contains(d.Tags, "web") {
+						t.Fatalf("new droplet: %+v", d)
+					}
+				default:
+					t.Fatalf("unexpected droplet %+v", d)
+				}
+			}
+			switch cut {
+			case "loadbalancer":
+				if got := inv.LBs[0].Droplets; len(got) != 1 || strconv.Itoa(got[0]) != st.NewID {
+					t.Fatalf("LB members %v", got)
+				}
+			case "dns":
+				if inv.Records["www.shop.test A"] != st.NewIP {
+					t.Fatalf("record %v", inv.Records)
+				}
+			case "reserved_ip":
+				if strconv.Itoa(inv.ReservedIPs[w.ripIP]) != st.NewID {
+					t.Fatalf("reserved IP %v", inv.ReservedIPs)
+				}
+			}
+		})
+	}
+}
+
+func contains(xs []string, x string) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+// TestFaultsRollBack runs each provider or application fault and checks
+// that the run ends rolled back (exit 1), the source still serves through
+// the entry point with no failed request, nothing the run created is left,
+// and the message names the step and the cause.
+func TestFaultsRollBack(t *testing.T) {
+	tests := []struct {
+		desc     string
+		cutover  string
+		arm      func(w *world)
+		edit     func(sw *plans.Swap)
+		onEvent  func(w *world) func(plans.Event)
+		step     string
+		cause    string
+		budgeted bool // failures caused by the fault after cutover are allowed within the budget
+	}{
+		{desc: "snapshot action errored", cutover: "loadbalancer", step: "snapshot", cause: "errored",
+			arm: func(w *world) { w.l.Inject(lab.Fault{Kind: lab.FaultActionErrored, Operation: "snapshot"}) }},
+		{desc: "droplet never active", cutover: "loadbalancer", step: "ready", cause: "did not become running",
+			arm:  func(w *world) { w.l.Inject(lab.Fault{Kind: lab.FaultNeverActive}) },
+			edit: func(sw *plans.Swap) { sw.ReadyTimeout = plans.Duration(3 * time.Second) }},
+		{desc: "too little memory", cutover: "loadbalancer", step: "verify", cause: "memory",
+			edit: func(sw *plans.Swap) {
+				th, _ := verify.ParseThreshold(">= 16GiB")
+				sw.Verify.Memory = &th
+			}},
+		{desc: "new droplet serves 500", cutover: "loadbalancer", step: "verify", cause: "status 500, want 200",
+			arm: func(w *world) { w.l.Inject(lab.Fault{Kind: lab.FaultServe500}) }},
+		{desc: "new droplet serves other content", cutover: "reserved_ip", step: "verify", cause: "bodies differ",
+			arm: func(w *world) { w.l.Inject(lab.Fault{Kind: lab.FaultServeContent}) }},
+		{desc: "load balancer never routes to the new droplet", cutover: "loadbalancer", step: "cutover", cause: "never sent traffic",
+			arm:  func(w *world) { w.l.Inject(lab.Fault{Kind: lab.FaultLBIgnoreNew}) },
+			edit: func(sw *plans.Swap) { sw.ReadyTimeout = plans.Duration(3 * time.Second) }},
+		{desc: "DNS update rejected", cutover: "dns", step: "cutover", cause: "rejected",
+			arm: func(w *world) { w.l.Inject(lab.Fault{Kind: lab.FaultDNSReject}) }},
+		{desc: "error budget breached during observe", cutover: "loadbalancer", step: "observe", cause: "error budget breached", budgeted: true,
+			edit: func(sw *plans.Swap) {
+				sw.Observe = plans.Duration(5 * time.Second)
+				sw.Probe.ErrorBudget = plans.Budget{Count: 5}
+			},
+			onEvent: func(w *world) func(plans.Event) {
+				var once sync.Once
+				return func(e plans.Event) {
+					if e.Event == "step" && e.Step == "observe" && e.Status == "started" {
+						once.Do(func() {
+							for _, d := range w.droplets() {
+								if d.ID != w.srcID {
+									w.l.BreakDroplet(d.ID, lab.FaultServe500)
+								}
+							}
+						})
+					}
+				}
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.desc, func(t *testing.T) {
+			t.Parallel()
+			w := newWorld(t)
+			sw := w.swap(tt.cutover)
+			if tt.edit != nil {
+				tt.edit(&sw)
+			}
+			if tt.arm != nil {
+				tt.arm(w)
+			}
+			// Our own traffic through the entry point for the whole run.
+			entry := sw.Probe.URL
+			ext, err := probe.Start(probe.Config{URL: entry, Rate: 50, Resolver: sw.Probe.Resolver})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var on func(plans.Event)
+			if tt.onEvent != nil {
+				on = tt.onEvent(w)
+			}
+			res, j := w.run(w.plan(sw), on)
+			sum := ext.Stop()
+			inv := w.l.Inventory()
+			left := len(inv.Droplets) - 1 + len(inv.Snapshots)
+			t.Logf("%s -> exit %d, %s; outside probe %d requests, %d failed; leftovers %d", tt.desc, res.ExitCode, res.Status, sum.Requests, sum.Failed, left)
+			if res.ExitCode != plans.ExitRolledBack || res.Status != plans.StatusRolledBack {
+				t.Fatalf("exit %d %s: %s", res.ExitCode, res.Status, res.Next)
+			}
+			if !strings.Contains(res.Next, tt.step+" failed and was rolled back") || !strings.Contains(res.Next, tt.cause) || !strings.Contains(res.Next, "web-1 serves as before") {
+				t.Fatalf("message does not name step %q and cause %q: %s", tt.step, tt.cause, res.Next)
+			}
+			if left != 0 {
+				t.Fatalf("left behind: %+v", inv)
+			}
+			if tt.budgeted {
+				if max := int(sw.Probe.ErrorBudget.Count) + 50; sum.Failed > max {
+					t.Fatalf("outside probe saw %d failures (budget %s)", sum.Failed, sw.Probe.ErrorBudget)
+				}
+			} else if sum.Failed != 0 {
+				t.Fatalf("outside probe saw %d failed requests: %v", sum.Failed, sum.Errors)
+			}
+			if sum.Requests == 0 {
+				t.Fatal("outside probe sent nothing")
+			}
+			// The source serves through the entry point afterwards.
+			switch {
+			case sw.Cutover.LoadBalancer != nil:
+				if m := inv.LBs[0].Droplets; len(m) != 1 || m[0] != w.srcID {
+					t.Fatalf("LB members after rollback: %v", m)
+				}
+			case sw.Cutover.DNS != nil:
+				if inv.Records["www.shop.test A"] != w.srcIP {
+					t.Fatalf("record after rollback: %v", inv.Records)
+				}
+			}
+			if j.Swaps[0].Status != plans.StatusRolledBack {
+				t.Fatalf("journal: %s", j.Swaps[0].Status)
+			}
+		})
+	}
+}
+
+// TestProviderTroubleIsRetried: 429s and 5xx on mutations are retried with
+// backoff (godo's retrying transport, honouring Retry-After) and the swap
+// succeeds, showing the waits.
+func TestProviderTroubleIsRetried(t *testing.T) {
+	w := newWorld(t)
+	w.l.Inject(lab.Fault{Kind: lab.FaultRateLimit, Operation: "droplets_create", Count: 2, RetryAfter: time.Second})
+	w.l.Inject(lab.Fault{Kind: lab.FaultHTTPError, Operation: "dropletActions_post", Status: 503, Count: 2})
+	var mu sync.Mutex
+	var waits []string
+	doc := w.plan(w.swap("reserved_ip"))
+	drivers, err := plans.Build(doc.Plan, plans.BuildOptions{Getenv: w.getenv, PollInterval: 50 * time.Millisecond, Progress: func(f string, a ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		if m := fmt.Sprintf(f, a...); strings.Contains(m, "retrying") {
+			waits = append(waits, m)
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &plans.Runner{Doc: doc, Drivers: drivers, Journal: plans.NewJournal(filepath.Join(w.dir, "j.json"), doc, "retry1"), Poll: 50 * time.Millisecond}
+	start := time.Now()
+	res := r.Run(context.Background())
+	if res.ExitCode != 0 {
+		t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
+	}
+	for _, f := range w.l.Faults() {
+		if f.Hits != f.Count {
+			t.Fatalf("fault %+v fired %d times", f, f.Hits)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("succeeded in %s after %d retries: %v", time.Since(start).Round(time.Millisecond), len(waits), waits)
+	if len(waits) < 4 {
+		t.Fatalf("want 4 retry waits shown, got %v", waits)
+	}
+	if creates := w.l.OperationCounts()["droplets_create"]; creates != 4 {
+		t.Fatalf("droplets_create called %d times, want 4 (web-1's seeding, 2 rate-limited, 1 accepted)", creates)
+	}
+	if n := len(w.droplets()); n != 2 {
+		t.Fatalf("%d droplets", n)
+	}
+}
+
+func TestMain(m *testing.M) { os.Exit(m.Run()) }
