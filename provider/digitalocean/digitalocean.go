@@ -147,11 +147,17 @@ func New(cfg Config) (*Driver, error) {
 // Client returns the godo client, for the other DigitalOcean drivers.
 func (d *Driver) Client() *godo.Client { return d.c }
 
-// wrap prefixes err and maps 404 to provider.ErrNotFound.
+// wrap prefixes err, maps 404 to provider.ErrNotFound, and says what to do
+// about a refused token.
 func wrap(err error, format string, args ...any) error {
 	var er *godo.ErrorResponse
-	if errors.As(err, &er) && er.Response != nil && er.Response.StatusCode == 404 {
-		return fmt.Errorf("digitalocean: %s: %w", fmt.Sprintf(format, args...), provider.ErrNotFound)
+	if errors.As(err, &er) && er.Response != nil {
+		switch er.Response.StatusCode {
+		case 404:
+			return fmt.Errorf("digitalocean: %s: %w", fmt.Sprintf(format, args...), provider.ErrNotFound)
+		case 401:
+			return fmt.Errorf("digitalocean: %s: the API refused the token (401 %s): check %s, or the token_env the provider block names", fmt.Sprintf(format, args...), er.Message, TokenVars[0])
+		}
 	}
 	return fmt.Errorf("digitalocean: %s: %w", fmt.Sprintf(format, args...), err)
 }

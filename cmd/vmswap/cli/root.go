@@ -83,6 +83,12 @@ func Main(args []string, f *Factory) int {
 		return 0
 	}
 	var ee *ExitError
+	var pe plans.Errors
+	if errors.As(err, &pe) {
+		// file:line:col: message lines, as compilers print them.
+		fmt.Fprintln(f.IO.ErrOut, pe.Error())
+		return plans.ExitBadInput
+	}
 	if errors.As(err, &ee) {
 		if ee.Err != nil && ee.Err.Error() != "" {
 			fmt.Fprintln(f.IO.ErrOut, "Error:", ee.Err)
