@@ -2,6 +2,7 @@ package plans
 
 import (
 	"fmt"
+	"net/http"
 	"regexp"
 	"sort"
 	"strings"
@@ -43,6 +44,9 @@ type BuildOptions struct {
 	Progress provider.Progress
 	// PollInterval for provider operations. Zero: the driver's default.
 	PollInterval time.Duration
+	// HTTPClient is the transport under the drivers' own auth and retries.
+	// Nil: the drivers' default.
+	HTTPClient *http.Client
 }
 
 // driverType is one registered provider type. Registration is explicit:
@@ -105,7 +109,7 @@ func buildDigitalOcean(name string, p Provider, o BuildOptions) (*Drivers, error
 	if err != nil {
 		return nil, err
 	}
-	c, err := docompute.New(docompute.Config{Token: tok, BaseURL: p.Endpoint, PollInterval: o.PollInterval, Progress: o.Progress})
+	c, err := docompute.New(docompute.Config{Token: tok, BaseURL: p.Endpoint, PollInterval: o.PollInterval, Progress: o.Progress, HTTPClient: o.HTTPClient})
 	if err != nil {
 		return nil, err
 	}

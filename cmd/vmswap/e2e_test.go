@@ -261,7 +261,7 @@ swaps:
 	env := []string{"DIGITALOCEAN_TOKEN=" + ep.Token}
 	for _, args := range [][]string{{"validate", bad}, {"apply", bad}} {
 		r := vmswap(t, env, args...)
-		errs := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(bad) + `:\d+:\d+: .+$`).FindAllString(r.stderr, -1)
+		errs := regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(bad)+`:\d+:\d+: .+$`).FindAllString(r.stderr, -1)
 		if r.code != plans.ExitBadInput || len(errs) != 3 {
 			t.Fatalf("%s: exit %d, %d located errors:\n%s", args[0], r.code, len(errs), r.stderr)
 		}
@@ -302,4 +302,3 @@ func TestLabServeErrors(t *testing.T) {
 		t.Fatalf("no token: %+v", r)
 	}
 }
-

@@ -333,6 +333,25 @@ func (d *Driver) waitAction(ctx context.Context, dropletID, actionID int, what s
 	})
 }
 
+// waitPending waits for any action in progress on the droplet: DigitalOcean
+// runs one at a time and refuses another ("pending event"), and a resumed
+// run may find the one it started before it was stopped.
+func (d *Driver) waitPending(ctx context.Context, id int) error {
+	acts, _, err := d.c.Droplets.Actions(ctx, id, &godo.ListOptions{PerPage: 20})
+	if err != nil {
+		return wrap(err, "list actions of droplet %d", id)
+	}
+	for _, a := range acts {
+		if a.Status == "in-progress" {
+			d.prog("digitalocean: droplet %d has %s action %d in progress; waiting for it", id, a.Type, a.ID)
+			if err := d.waitAction(ctx, id, a.ID, a.Type); err != nil && ctx.Err() != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // DeleteImage implements provider.Snapshotter.
 // https://docs.digitalocean.com/reference/api/api-reference/#operation/images_delete
 func (d *Driver) DeleteImage(ctx context.Context, id string) error {
@@ -446,6 +465,12 @@ func (d *Driver) PowerOff(ctx context.Context, id string, timeout time.Duration)
 	if err != nil {
 		return wrap(err, "get droplet %d", n)
 	}
+	if err := d.waitPending(ctx, n); err != nil {
+		return err
+	}
+	if dr, _, err = d.c.Droplets.Get(ctx, n); err != nil {
+		return wrap(err, "get droplet %d", n)
+	}
 	if dr.Status == "off" {
 		return nil
 	}
@@ -477,6 +502,12 @@ func (d *Driver) PowerOn(ctx context.Context, id string) error {
 	}
 	dr, _, err := d.c.Droplets.Get(ctx, n)
 	if err != nil {
+		return wrap(err, "get droplet %d", n)
+	}
+	if err := d.waitPending(ctx, n); err != nil {
+		return err
+	}
+	if dr, _, err = d.c.Droplets.Get(ctx, n); err != nil {
 		return wrap(err, "get droplet %d", n)
 	}
 	if dr.Status == "active" {

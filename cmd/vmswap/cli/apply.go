@@ -89,7 +89,14 @@ func loadForApply(opts *ApplyOptions, pr *printer, command string) (*plans.Docum
 	if j != nil && j.PlanHash != doc.Hash() {
 		return fail(exitf(plans.ExitBadInput, "%s changed since the run in %s started: finish that run with the original plan, or undo it with `vmswap rollback`", opts.PlanFile, jpath))
 	}
-	drivers, err := plans.Build(doc.Plan, plans.BuildOptions{Getenv: opts.Getenv, Progress: pr.progress, PollInterval: opts.Poll})
+	cp, err := parseCrash(opts.Getenv)
+	if err != nil {
+		return fail(exitf(plans.ExitBadInput, "%v", err))
+	}
+	if cp != nil {
+		opts.AfterSave = cp.afterSave()
+	}
+	drivers, err := plans.Build(doc.Plan, plans.BuildOptions{Getenv: opts.Getenv, Progress: pr.progress, PollInterval: opts.Poll, HTTPClient: cp.httpClient()})
 	if err != nil {
 		return fail(exitf(plans.ExitBadInput, "%v", err))
 	}

@@ -185,7 +185,7 @@ func demoWorld(ctx context.Context, l *lab.Lab, dir string, pr *printer) (string
 			},
 		},
 	}
-	if err := observe(ctx, p, plans.BuildOptions{Getenv: func(k string) string {
+	if err := plans.ObserveWorld(ctx, p, plans.BuildOptions{Getenv: func(k string) string {
 		if k == "DIGITALOCEAN_TOKEN" {
 			return ep.Token
 		}

@@ -180,99 +180,6 @@ func buildPlan(o *PlanOptions) (*plans.Plan, error) {
 	}, nil
 }
 
-// observe reads the world for every swap of p and records it, with the
-// mutations apply will make. Problems (a source that does not exist, a
-// record that does not point at it) are all reported.
-func observe(ctx context.Context, p *plans.Plan, o plans.BuildOptions) error {
-	drivers, err := plans.Build(p, o)
-	if err != nil {
-		return err
-	}
-	obs := &plans.Observed{At: time.Now().UTC().Truncate(time.Second)}
-	var muts, errs []string
-	for i, sw := range p.Swaps {
-		comp := drivers[sw.Source.Provider].Compute
-		src, err := comp.GetServer(ctx, sw.Source.Server)
-		if err != nil {
-			errs = append(errs, err.Error())
-			continue
-		}
-		os := plans.ObservedSwap{Source: *src}
-		if sz, err := comp.GetSize(ctx, sw.Target.Size); err != nil {
-			errs = append(errs, err.Error())
-		} else {
-			os.TargetSize = *sz
-			if sz.DiskGB < src.DiskGB {
-				errs = append(errs, fmt.Sprintf("size %s has a %d GB disk, smaller than %s's %d GB: choose a larger size", sz.Slug, sz.DiskGB, src.Name, src.DiskGB))
-			}
-		}
-		name := src.Name
-		muts = append(muts, fmt.Sprintf("swaps[%d]: snapshot %s (%s, live) as vmswap-%s-<time>-%s", i, name, src.ID, name, p.ID))
-		muts = append(muts, fmt.Sprintf("swaps[%d]: create a %s server from it in %s, tagged vmswap:%s", i, sw.Target.Size, src.Region, p.ID))
-		c := sw.Cutover
-		switch {
-		case c.LoadBalancer != nil:
-			pool, err := drivers[c.LoadBalancer.Provider].LB.Pool(ctx, c.LoadBalancer.ID)
-			if err != nil {
-				errs = append(errs, err.Error())
-				break
-			}
-			os.Pool = pool
-			if !contains(pool.Members, src.ID) {
-				errs = append(errs, fmt.Sprintf("load balancer %s does not route to %s (members %v)", pool.ID, name, pool.Members))
-			}
-			muts = append(muts, fmt.Sprintf("swaps[%d]: add the new server to load balancer %s, then remove %s (%s) from it", i, pool.ID, name, src.ID))
-		case c.DNS != nil:
-			rec, err := drivers[c.DNS.Provider].DNS.GetRecord(ctx, c.DNS.Record, "A")
-			if err != nil {
-				errs = append(errs, err.Error())
-				break
-			}
-			os.Record = rec
-			if !contains(rec.Values, src.PublicIP) {
-				errs = append(errs, fmt.Sprintf("record %s is %v and does not point at %s (%s)", rec.Name, rec.Values, name, src.PublicIP))
-			}
-			muts = append(muts, fmt.Sprintf("swaps[%d]: change %s A from %v to the new server's IP (TTL %ds: %s keeps serving %ds + grace)", i, rec.Name, rec.Values, rec.TTL, name, rec.TTL))
-		case c.ReservedIP != nil:
-			cur, err := drivers[c.ReservedIP.Provider].IP.AssignedTo(ctx, c.ReservedIP.IP)
-			if err != nil {
-				errs = append(errs, err.Error())
-				break
-			}
-			os.IPTarget = cur
-			if cur != src.ID {
-				errs = append(errs, fmt.Sprintf("reserved IP %s points at %q, not %s (%s)", c.ReservedIP.IP, cur, name, src.ID))
-			}
-			muts = append(muts, fmt.Sprintf("swaps[%d]: move reserved IP %s from %s to the new server", i, c.ReservedIP.IP, name))
-		}
-		action := "power off " + name
-		if sw.Retire.Action == "delete" {
-			action = "delete " + name
-		} else if sw.Retire.KeepFor > 0 {
-			action += fmt.Sprintf(" and keep it %s for rollback", sw.Retire.KeepFor.D())
-		}
-		muts = append(muts, fmt.Sprintf("swaps[%d]: after %s of observation, %s", i, sw.Observe.D(), action))
-		if !sw.Retire.KeepImage {
-			muts = append(muts, fmt.Sprintf("swaps[%d]: delete the snapshot", i))
-		}
-		obs.Swaps = append(obs.Swaps, os)
-	}
-	if len(errs) > 0 {
-		return errors.New(strings.Join(errs, "\n"))
-	}
-	p.Observed, p.Mutations = obs, muts
-	return nil
-}
-
-func contains(xs []string, x string) bool {
-	for _, v := range xs {
-		if v == x {
-			return true
-		}
-	}
-	return false
-}
-
 // encodePlan renders a plan with a header a reader understands.
 func encodePlan(p *plans.Plan) ([]byte, error) {
 	var b bytes.Buffer
@@ -306,7 +213,7 @@ func planRun(ctx context.Context, o *PlanOptions) error {
 			return exitf(plans.ExitBadInput, "%v", err)
 		}
 	}
-	if err := observe(ctx, p, plans.BuildOptions{Getenv: o.Getenv}); err != nil {
+	if err := plans.ObserveWorld(ctx, p, plans.BuildOptions{Getenv: o.Getenv}); err != nil {
 		return exitf(plans.ExitBadInput, "%v", err)
 	}
 	b, err := encodePlan(p)

@@ -1,0 +1,77 @@
+package cli
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// CrashEnv names the crash-test hook: "journal:N" kills the process with
+// SIGKILL right after its Nth journal write, "api:N" right after the
+// response to its Nth mutating API request. The kill-point tests use it to
+// prove a run resumes from any point; it has no other use.
+const CrashEnv = "VMSWAP_CRASH_AT"
+
+type crashPoint struct {
+	kind string
+	n    int64
+}
+
+func parseCrash(getenv func(string) string) (*crashPoint, error) {
+	v := getenv(CrashEnv)
+	if v == "" {
+		return nil, nil
+	}
+	kind, num, ok := strings.Cut(v, ":")
+	n, err := strconv.ParseInt(num, 10, 64)
+	if !ok || err != nil || n < 1 || (kind != "journal" && kind != "api") {
+		return nil, fmt.Errorf("%s=%q: want journal:N or api:N", CrashEnv, v)
+	}
+	return &crashPoint{kind, n}, nil
+}
+
+func crash() {
+	syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	select {}
+}
+
+// afterSave returns the journal hook for the crash point.
+func (c *crashPoint) afterSave() func(int) {
+	if c == nil || c.kind != "journal" {
+		return nil
+	}
+	return func(n int) {
+		if int64(n) == c.n {
+			crash()
+		}
+	}
+}
+
+// httpClient returns an HTTP client that crashes after the Nth mutation.
+func (c *crashPoint) httpClient() *http.Client {
+	if c == nil || c.kind != "api" {
+		return nil
+	}
+	return &http.Client{Timeout: 60 * time.Second, Transport: &crashTransport{next: http.DefaultTransport, at: c.n}}
+}
+
+type crashTransport struct {
+	next  http.RoundTripper
+	at    int64
+	count atomic.Int64
+}
+
+func (t *crashTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(r)
+	if r.Method != http.MethodGet && r.Method != http.MethodHead && err == nil && resp.StatusCode < 300 {
+		if t.count.Add(1) == t.at {
+			crash()
+		}
+	}
+	return resp, err
+}
