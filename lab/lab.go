@@ -506,3 +506,15 @@ func FetchInventory(ctx context.Context, ep Endpoints) (*Inventory, error) {
 	var inv Inventory
 	return &inv, json.NewDecoder(resp.Body).Decode(&inv)
 }
+
+// ActionCounts returns how many actions of each type were started (snapshot,
+// shutdown, assign, ...), as the cloud saw them.
+func (l *Lab) ActionCounts() map[string]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string]int{}
+	for _, a := range l.st.Actions {
+		out[a.Type]++
+	}
+	return out
+}

@@ -31,19 +31,20 @@ const (
 // state change. The IDs of created resources are recorded before any wait
 // on them, so a run killed at any point resumes without creating twins.
 type Journal struct {
-	Version  int          `json:"version"`
-	Plan     string       `json:"plan"`
-	PlanHash string       `json:"plan_hash"`
-	PlanID   string       `json:"plan_id"`
-	RunID    string       `json:"run_id"`
-	Started  time.Time    `json:"started"`
-	Updated  time.Time    `json:"updated"`
-	Status   string       `json:"status"`
-	Swaps    []*SwapState `json:"swaps"`
+	Version  int       `json:"version"`
+	Plan     string    `json:"plan"`
+	PlanHash string    `json:"plan_hash"`
+	PlanID   string    `json:"plan_id"`
+	RunID    string    `json:"run_id"`
+	Started  time.Time `json:"started"`
+	Updated  time.Time `json:"updated"`
+	Status   string    `json:"status"`
+	// Seq counts the journal's writes, over every run of the plan.
+	Seq   int          `json:"seq"`
+	Swaps []*SwapState `json:"swaps"`
 
 	path string
-	// Hook, if set, is called after every save with the journal's
-	// sequence number; the kill-point tests use it.
+	// saves counts this process's writes (for Runner.AfterSave).
 	saves int
 }
 
@@ -74,11 +75,10 @@ type SwapState struct {
 	ObserveFrom time.Time `json:"observe_from,omitempty"`
 	KeepUntil   time.Time `json:"keep_until,omitempty"`
 
-	Checks []CheckResult   `json:"checks,omitempty"`
-	Probe  *probe.Summary  `json:"probe,omitempty"`
-	Error  string          `json:"error,omitempty"`
-	Left   []string        `json:"left,omitempty"` // resources left behind
-	Extra  map[string]bool `json:"-"`
+	Checks []CheckResult  `json:"checks,omitempty"`
+	Probe  *probe.Summary `json:"probe,omitempty"`
+	Error  string         `json:"error,omitempty"`
+	Left   []string       `json:"left,omitempty"` // resources left behind
 }
 
 // StepLog is when a step ran.
@@ -129,6 +129,7 @@ func LoadJournal(path string) (*Journal, error) {
 // an fsync of the directory so the rename itself survives a crash.
 func (j *Journal) Save() error {
 	j.Updated = time.Now().UTC()
+	j.Seq++
 	b, err := json.MarshalIndent(j, "", "  ")
 	if err != nil {
 		return err

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/digitalocean/godo"
+	"github.com/hashicorp/go-retryablehttp"
 	"golang.org/x/oauth2"
 
 	"github.com/vmswap/vmswap/provider"
@@ -51,7 +52,11 @@ func ConfigFromEnv() (Config, error) {
 	return Config{}, fmt.Errorf("digitalocean: no API token: set %s (or %s)", TokenVars[0], TokenVars[1])
 }
 
-// NewClient builds a godo client from cfg, with godo's retrying transport.
+// NewClient builds a godo client from cfg. Requests go through
+// go-retryablehttp (the retrier godo itself uses), built here so that
+// cfg.HTTPClient is honoured: 429 and 5xx are retried with backoff that
+// honours Retry-After, except a POST answered 5xx that may have created
+// something; the driver looks for that before trying again.
 func NewClient(cfg Config) (*godo.Client, error) {
 	if cfg.Token == "" {
 		return nil, fmt.Errorf("digitalocean: no API token: set %s", TokenVars[0])
@@ -60,18 +65,27 @@ func NewClient(cfg Config) (*godo.Client, error) {
 	if base == nil {
 		base = &http.Client{Timeout: 60 * time.Second}
 	}
-	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, base)
-	hc := oauth2.NewClient(ctx, oauth2.StaticTokenSource(&oauth2.Token{AccessToken: cfg.Token}))
-	hc.Timeout = base.Timeout
 	retries := cfg.RetryMax
 	if retries == 0 {
 		retries = 5
 	}
-	waitMin, waitMax := 0.5, 30.0
-	opts := []godo.ClientOpt{
-		godo.SetUserAgent("vmswap"),
-		godo.WithRetryAndBackoffs(godo.RetryConfig{RetryMax: retries, RetryWaitMin: &waitMin, RetryWaitMax: &waitMax, Logger: retryLogger{cfg.Progress}}),
+	rc := retryablehttp.NewClient()
+	rc.HTTPClient = base
+	rc.RetryMax = retries
+	rc.RetryWaitMin, rc.RetryWaitMax = 500*time.Millisecond, 30*time.Second
+	rc.Logger = retryLogger{cfg.Progress}
+	rc.ErrorHandler = retryablehttp.PassthroughErrorHandler // godo reads the last answer's error body
+	rc.CheckRetry = func(ctx context.Context, resp *http.Response, err error) (bool, error) {
+		if resp != nil && resp.StatusCode >= 500 && resp.Request != nil && resp.Request.Method == http.MethodPost && !idempotentPost(resp.Request.URL.Path) {
+			return false, nil
+		}
+		return retryablehttp.DefaultRetryPolicy(ctx, resp, err)
 	}
+	hc := &http.Client{Timeout: base.Timeout, Transport: &oauth2.Transport{
+		Source: oauth2.StaticTokenSource(&oauth2.Token{AccessToken: cfg.Token}),
+		Base:   &retryablehttp.RoundTripper{Client: rc},
+	}}
+	opts := []godo.ClientOpt{godo.SetUserAgent("vmswap")}
 	if cfg.BaseURL != "" {
 		u := cfg.BaseURL
 		if !strings.HasSuffix(u, "/") {
@@ -85,6 +99,24 @@ func NewClient(cfg Config) (*godo.Client, error) {
 	}
 	return c, nil
 }
+
+// idempotentPost reports whether repeating a POST to path cannot create a
+// second resource: adding droplets to a load balancer, (re)assigning a
+// reserved IP.
+func idempotentPost(path string) bool {
+	return strings.HasPrefix(path, "/v2/load_balancers/") && strings.HasSuffix(path, "/droplets") ||
+		strings.HasPrefix(path, "/v2/reserved_ips/") && strings.HasSuffix(path, "/actions")
+}
+
+// isServerError reports whether err is a 5xx answer.
+func isServerError(err error) bool {
+	var er *godo.ErrorResponse
+	return errors.As(err, &er) && er.Response != nil && er.Response.StatusCode >= 500
+}
+
+// createAttempts bounds how often a create answered 5xx is tried again,
+// after looking for its silent success.
+const createAttempts = 4
 
 // retryLogger shows the retrying transport's waits as progress. It
 // implements go-retryablehttp's LeveledLogger.
@@ -272,6 +304,31 @@ func (d *Driver) FindImage(ctx context.Context, name string) (*provider.Image, e
 // time, and a snapshot already in progress is waited on, not repeated.
 // https://docs.digitalocean.com/reference/api/api-reference/#operation/dropletActions_post
 func (d *Driver) Snapshot(ctx context.Context, s *provider.Server, name string, started func(op string)) (*provider.Image, error) {
+	for attempt := 1; ; attempt++ {
+		img, err := d.snapshot(ctx, s, name, started)
+		if err == nil || !isServerError(err) || attempt == createAttempts {
+			return img, err
+		}
+		wait := time.Duration(attempt) * time.Second
+		d.prog("digitalocean: snapshot request failed (%v); looking for its effect, retrying in %s", err, wait)
+		if err := sleepCtx(ctx, wait); err != nil {
+			return nil, err
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func (d *Driver) snapshot(ctx context.Context, s *provider.Server, name string, started func(op string)) (*provider.Image, error) {
 	if img, err := d.FindImage(ctx, name); err != nil || img != nil {
 		return img, err
 	}
@@ -418,16 +475,25 @@ func (d *Driver) Launch(ctx context.Context, spec provider.LaunchSpec) (*provide
 		Tags:       tags,
 		VPCUUID:    src.VPCUUID,
 	}
-	dr, _, err := d.c.Droplets.Create(ctx, req)
-	if err != nil {
+	for attempt := 1; ; attempt++ {
+		dr, _, err := d.c.Droplets.Create(ctx, req)
+		if err == nil {
+			return toServer(dr), nil
+		}
 		// The create may have succeeded before the error (a timeout, a 5xx
-		// after the fact): look for it before reporting failure.
+		// after the fact): look for it before anything else.
 		if s, ferr := d.FindLaunched(ctx, spec.Token); ferr == nil && s != nil {
 			return s, nil
 		}
-		return nil, wrap(err, "create droplet %q", spec.Name)
+		if !isServerError(err) || attempt == createAttempts {
+			return nil, wrap(err, "create droplet %q", spec.Name)
+		}
+		wait := time.Duration(attempt) * time.Second
+		d.prog("digitalocean: create droplet %q failed (%v) and made nothing; retrying in %s", spec.Name, err, wait)
+		if err := sleepCtx(ctx, wait); err != nil {
+			return nil, err
+		}
 	}
-	return toServer(dr), nil
 }
 
 // WaitRunning implements provider.Launcher.
