@@ -1,6 +1,7 @@
 # vmswap. `make test` installs what the tests need (Debian packages with
 # apt-get, Go tools with go install), then vets and runs every test with the
 # race detector. Servers the tests need are started by the tests on loopback.
+SHELL   := /bin/bash
 GO      ?= go
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT     := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -y -qq -o Dpkg::Use-Pty=0

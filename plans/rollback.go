@@ -117,7 +117,7 @@ func (r *Runner) rollback(s *swapRun, cause error) (int, string) {
 		st.Status, st.Left = StatusFailed, left
 		st.Steps["rollback"].Status = "failed"
 		r.save()
-		next := fmt.Sprintf("%s failed (%v) and the rollback did not finish:\n  - %s", step, cause, strings.Join(left, "\n  - "))
+		next := fmt.Sprintf("%s failed (%s) and the rollback did not finish:\n  - %s", step, trimSentinel(cause), strings.Join(left, "\n  - "))
 		if len(cmds) > 0 {
 			next += "\nFinish it with: " + cmds[0]
 		}

@@ -616,9 +616,9 @@ func (d *Driver) FindTagged(ctx context.Context, tag string) ([]provider.Server,
 		return nil, nil, wrap(err, "list images")
 	}
 	var images []provider.Image
-	marker := strings.TrimPrefix(tag, "vmswap:")
+	planID := strings.TrimPrefix(tag, "vmswap:")
 	for _, im := range imgs {
-		if strings.HasPrefix(im.Name, "vmswap-") && strings.Contains(im.Name, marker) {
+		if strings.HasPrefix(im.Name, "vmswap-") && strings.HasSuffix(im.Name, "-"+planID) {
 			images = append(images, provider.Image{ID: strconv.Itoa(im.ID), Name: im.Name, MinDiskGB: im.MinDiskSize})
 		}
 	}

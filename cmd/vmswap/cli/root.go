@@ -70,7 +70,8 @@ plan (nothing changed); 3 failed and needs attention (the message says what to r
 	root.SetOut(f.IO.Out)
 	root.SetErr(f.IO.ErrOut)
 	root.AddCommand(NewCmdApply(f, nil), NewCmdPlan(f, nil), NewCmdUpgrade(f, nil), NewCmdValidate(f, nil),
-		NewCmdStatus(f, nil), NewCmdSchema(f, nil), NewCmdVersion(f), NewCmdDemo(f, nil), NewCmdLab(f))
+		NewCmdStatus(f, nil), NewCmdSchema(f, nil), NewCmdVersion(f), NewCmdDemo(f, nil), NewCmdLab(f),
+		NewCmdRollback(f, nil), NewCmdCleanup(f, nil))
 	return root
 }
 

@@ -1,0 +1,89 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vmswap/vmswap/plans"
+)
+
+// CleanupOptions are the inputs of `vmswap cleanup`.
+type CleanupOptions struct {
+	IO       *IOStreams
+	Getenv   func(string) string
+	PlanFile string
+	Yes      bool
+}
+
+// NewCmdCleanup builds `vmswap cleanup PLAN`.
+func NewCmdCleanup(f *Factory, runF func(*CleanupOptions) error) *cobra.Command {
+	opts := &CleanupOptions{IO: f.IO, Getenv: f.Getenv}
+	cmd := &cobra.Command{
+		Use:   "cleanup PLAN",
+		Short: "Find and delete servers and snapshots a plan's runs left behind",
+		Long: `Cleanup finds every server carrying the plan's tag (vmswap:<plan id>) and every snapshot
+named after the plan that nothing uses (a succeeded swap's new server is in use, and so is
+its snapshot when the plan keeps it), lists them, and deletes them after confirmation.
+Without a terminal it never asks: pass --yes.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts.PlanFile = args[0]
+			if runF != nil {
+				return runF(opts)
+			}
+			return cleanupRun(cmd.Context(), opts)
+		},
+	}
+	cmd.Flags().BoolVarP(&opts.Yes, "yes", "y", false, "delete without asking")
+	return cmd
+}
+
+func cleanupRun(ctx context.Context, o *CleanupOptions) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	doc, err := plans.Load(o.PlanFile)
+	if err != nil {
+		return planErrors(err)
+	}
+	j, err := plans.LoadJournal(plans.JournalPath(o.PlanFile))
+	if err != nil {
+		return exitf(plans.ExitAttention, "%v", err)
+	}
+	drivers, err := plans.Build(doc.Plan, plans.BuildOptions{Getenv: o.Getenv})
+	if err != nil {
+		return exitf(plans.ExitBadInput, "%v", err)
+	}
+	orphans, err := plans.FindOrphans(ctx, doc, j, drivers)
+	if err != nil {
+		return exitf(plans.ExitAttention, "%v", err)
+	}
+	if len(orphans) == 0 {
+		fmt.Fprintln(o.IO.Out, "nothing to clean up")
+		return nil
+	}
+	fmt.Fprintf(o.IO.Out, "found %d resource(s) left by %s:\n", len(orphans), o.PlanFile)
+	for _, or := range orphans {
+		fmt.Fprintf(o.IO.Out, "  %s\n", or)
+	}
+	if !o.Yes {
+		if !o.IO.IsTerminal {
+			return exitf(plans.ExitBadInput, "not deleting without confirmation: run `vmswap cleanup --yes %s`", o.PlanFile)
+		}
+		fmt.Fprintf(o.IO.ErrOut, "delete them? [y/N] ")
+		line, _ := bufio.NewReader(o.IO.In).ReadString('\n')
+		if a := strings.ToLower(strings.TrimSpace(line)); a != "y" && a != "yes" {
+			return exitf(plans.ExitBadInput, "nothing deleted")
+		}
+	}
+	if errs := plans.DeleteOrphans(ctx, orphans, drivers); len(errs) > 0 {
+		return &ExitError{Code: plans.ExitAttention, Err: fmt.Errorf("%w\nrun `vmswap cleanup --yes %s` again to retry", errors.Join(errs...), o.PlanFile)}
+	}
+	fmt.Fprintf(o.IO.Out, "deleted %d resource(s)\n", len(orphans))
+	return nil
+}

@@ -1,0 +1,176 @@
+package plans_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/digitalocean/godo"
+
+	"github.com/vmswap/vmswap/lab"
+	"github.com/vmswap/vmswap/lab/labtest"
+	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/verify/probe"
+)
+
+func (w *world) drivers(doc *plans.Document) map[string]*plans.Drivers {
+	d, err := plans.Build(doc.Plan, plans.BuildOptions{Getenv: w.getenv, PollInterval: 50 * time.Millisecond})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return d
+}
+
+// TestRollbackAfterSuccess switches a finished swap back: the old server is
+// powered on, checked, put back in the pool, and the new one powered off,
+// with traffic flowing and nothing failing.
+func TestRollbackAfterSuccess(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	sw := w.swap("loadbalancer")
+	sw.Retire.KeepFor = plans.Duration(time.Hour)
+	doc := w.plan(sw)
+	res, j := w.run(doc, nil)
+	if res.ExitCode != 0 {
+		t.Fatalf("swap: %s", res.Next)
+	}
+	newID, _ := strconv.Atoi(j.Swaps[0].NewID)
+	ext, _ := probe.Start(probe.Config{URL: w.url(w.lbIP), Rate: 50})
+	r := &plans.Runner{Doc: doc, Drivers: w.drivers(doc), Journal: j, Poll: 50 * time.Millisecond}
+	rev := r.Revert(context.Background())
+	sum := ext.Stop()
+	t.Logf("rollback: %s; outside probe %d requests, %d failed", rev.Status, sum.Requests, sum.Failed)
+	if rev.ExitCode != 0 || rev.Status != plans.StatusReverted || j.Swaps[0].Status != plans.StatusReverted {
+		t.Fatalf("revert: exit %d %s: %s", rev.ExitCode, rev.Status, rev.Next)
+	}
+	if sum.Failed != 0 || sum.Requests == 0 {
+		t.Fatalf("probe during rollback: %d of %d failed: %v", sum.Failed, sum.Requests, sum.Errors)
+	}
+	inv := w.l.Inventory()
+	if m := inv.LBs[0].Droplets; len(m) != 1 || m[0] != w.srcID {
+		t.Fatalf("LB after rollback: %v", m)
+	}
+	for _, d := range inv.Droplets {
+		if d.ID == w.srcID && d.Status != "active" || d.ID == newID && d.Status != "off" {
+			t.Fatalf("after rollback: %+v", inv.Droplets)
+		}
+	}
+}
+
+// TestStalePlanRefused: the world changes after `plan` observed it; apply
+// refuses, listing each difference, and changes nothing.
+func TestStalePlanRefused(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	sw := w.swap("loadbalancer")
+	doc := w.plan(sw)
+	if err := plans.ObserveWorld(context.Background(), doc.Plan, plans.BuildOptions{Getenv: w.getenv}); err != nil {
+		t.Fatal(err)
+	}
+	// Someone adds a droplet to the pool and resizes the source.
+	c := labtest.Godo(t, w.l)
+	ctx := context.Background()
+	otherID, _, err := w.l.Seeder().Droplet(ctx, "web-9", "s-1vcpu-1gb", nil, site)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.LoadBalancers.AddDroplets(ctx, w.lbID, otherID); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []func() (*godo.Action, *godo.Response, error){
+		func() (*godo.Action, *godo.Response, error) { return c.DropletActions.PowerOff(ctx, w.srcID) },
+		func() (*godo.Action, *godo.Response, error) { return c.DropletActions.Resize(ctx, w.srcID, "s-1vcpu-2gb", false) },
+		func() (*godo.Action, *godo.Response, error) { return c.DropletActions.PowerOn(ctx, w.srcID) },
+	} {
+		a, _, err := step()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for a.Status == "in-progress" {
+			time.Sleep(50 * time.Millisecond)
+			a, _, _ = c.DropletActions.Get(ctx, w.srcID, a.ID)
+		}
+	}
+	before := len(w.l.Requests())
+	res, _ := w.run(doc, nil)
+	if res.ExitCode != plans.ExitBadInput {
+		t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
+	}
+	msg := res.Swaps[0].Error
+	for _, want := range []string{"the world changed since the plan was written", "source web-1 was resized: s-1vcpu-1gb when planned, s-1vcpu-2gb now", "load balancer " + w.lbID + " members changed"} {
+		if !strings.Contains(msg, want) {
+			t.Fatalf("stale message lacks %q:\n%s", want, msg)
+		}
+	}
+	if !strings.Contains(res.Next, "vmswap plan --refresh") {
+		t.Fatalf("next: %s", res.Next)
+	}
+	for _, q := range w.l.Requests()[before:] {
+		if q.Mutating() {
+			t.Fatalf("a stale plan changed something: %+v", q)
+		}
+	}
+	t.Logf("refused:\n%s", msg)
+}
+
+// TestFailedDeletionNeedsAttention: when the rollback cannot delete what it
+// created, the run ends with exit 3 and the exact command that finishes the
+// job; cleanup then finds and deletes the orphans.
+func TestFailedDeletionNeedsAttention(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.l.Inject(lab.Fault{Kind: lab.FaultServe500})
+	// The retrying client tries a DELETE 6 times; all of them fail.
+	w.l.Inject(lab.Fault{Kind: lab.FaultHTTPError, Operation: "droplets_destroy", Status: 500, Count: 6})
+	doc := w.plan(w.swap("reserved_ip"))
+	res, j := w.run(doc, nil)
+	if res.ExitCode != plans.ExitAttention || !strings.Contains(res.Next, "Finish it with: vmswap cleanup --yes "+doc.File) {
+		t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
+	}
+	t.Logf("needs attention: %s", res.Next)
+	orphans, err := plans.FindOrphans(context.Background(), doc, j, w.drivers(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(orphans) != 1 || orphans[0].Kind != "server" {
+		t.Fatalf("orphans: %v", orphans)
+	}
+	if errs := plans.DeleteOrphans(context.Background(), orphans, w.drivers(doc)); len(errs) != 0 {
+		t.Fatal(errs)
+	}
+	if inv := w.l.Inventory(); len(inv.Droplets) != 1 || len(inv.Snapshots) != 0 {
+		t.Fatalf("after cleanup: %+v", inv)
+	}
+}
+
+func TestLock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "p.yaml.lock")
+	l1, err := plans.AcquireLock(path, "apply p.yaml", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = plans.AcquireLock(path, "apply p.yaml", false)
+	var le *plans.LockedError
+	host, _ := os.Hostname()
+	if !errors.As(err, &le) || le.Stale || !strings.Contains(err.Error(), fmt.Sprintf("%s pid %d since", host, os.Getpid())) {
+		t.Fatalf("second lock: %v", err)
+	}
+	l1.Release()
+	// A lock whose process is gone: reported, broken only when asked.
+	os.WriteFile(path, []byte(fmt.Sprintf(`{"host":%q,"pid":999999,"started":"2026-01-01T00:00:00Z","command":"apply p.yaml"}`, host)), 0o644)
+	_, err = plans.AcquireLock(path, "apply p.yaml", false)
+	if !errors.As(err, &le) || !le.Stale || !strings.Contains(err.Error(), "--break-lock") {
+		t.Fatalf("stale lock: %v", err)
+	}
+	l2, err := plans.AcquireLock(path, "apply p.yaml", true)
+	if err != nil {
+		t.Fatalf("break stale lock: %v", err)
+	}
+	l2.Release()
+}
