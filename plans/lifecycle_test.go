@@ -85,7 +85,9 @@ func TestStalePlanRefused(t *testing.T) {
 	}
 	for _, step := range []func() (*godo.Action, *godo.Response, error){
 		func() (*godo.Action, *godo.Response, error) { return c.DropletActions.PowerOff(ctx, w.srcID) },
-		func() (*godo.Action, *godo.Response, error) { return c.DropletActions.Resize(ctx, w.srcID, "s-1vcpu-2gb", false) },
+		func() (*godo.Action, *godo.Response, error) {
+			return c.DropletActions.Resize(ctx, w.srcID, "s-1vcpu-2gb", false)
+		},
 		func() (*godo.Action, *godo.Response, error) { return c.DropletActions.PowerOn(ctx, w.srcID) },
 	} {
 		a, _, err := step()
