@@ -28,6 +28,14 @@ vet:
 
 test: deps fmt vet
 	$(GO) test -race -count=1 -v -timeout 40m ./... 2>&1 | tee test.log; exit $${PIPESTATUS[0]}
+	$(MAKE) --no-print-directory fuzz
+
+# fuzz runs each fuzz target for a bounded time (CI: 10s each).
+FUZZTIME ?= 10s
+fuzz:
+	$(GO) test ./plans/ -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./plans/ -run '^$$' -fuzz '^FuzzDurationAndBudget$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./verify/ -run '^$$' -fuzz '^FuzzParseThreshold$$' -fuzztime $(FUZZTIME)
 
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./bench/...
