@@ -16,8 +16,19 @@ import (
 	"github.com/vmswap/vmswap/verify/probe"
 )
 
-// Write renders the report of run j of plan p.
-func Write(w io.Writer, p *plans.Plan, j *plans.Journal, res *plans.Result) error {
+// Comparison is another way of doing the same change, drawn beside the
+// swaps: `vmswap demo --compare` adds the classic in-place resize.
+type Comparison struct {
+	Title  string
+	Result plans.SwapResult
+	Probe  *probe.Summary
+	Steps  map[string]*plans.StepLog
+	// Outage is the time during which requests failed.
+	Outage time.Duration
+}
+
+// Write renders the report of run j of plan p, with any comparisons.
+func Write(w io.Writer, p *plans.Plan, j *plans.Journal, res *plans.Result, cmp ...Comparison) error {
 	data := struct {
 		Status string
 		RunID  string
@@ -30,8 +41,30 @@ func Write(w io.Writer, p *plans.Plan, j *plans.Journal, res *plans.Result) erro
 		}
 		data.Swaps = append(data.Swaps, view(p.Swaps[i], st, sr))
 	}
+	for _, c := range cmp {
+		st := &plans.SwapState{Steps: c.Steps, Probe: c.Probe}
+		v := swapView{Title: c.Title, Result: c.Result}
+		var t0, t1 time.Time
+		for _, name := range classicSteps {
+			if l := c.Steps[name]; l != nil {
+				v.Steps = append(v.Steps, stepView{name, l.Status, l.End.Sub(l.Start).Seconds()})
+				if t0.IsZero() {
+					t0 = l.Start
+				}
+				t1 = l.End
+			}
+		}
+		if c.Probe != nil {
+			t0, t1 = c.Probe.Start, c.Probe.End
+		}
+		v.Chart = chartSteps(st, classicSteps, c.Probe, t0, t1)
+		v.Outage = c.Outage.Seconds()
+		data.Swaps = append(data.Swaps, v)
+	}
 	return page.Execute(w, data)
 }
+
+var classicSteps = []string{"shutdown", "resize", "power_on"}
 
 type swapView struct {
 	Title  string
@@ -39,6 +72,7 @@ type swapView struct {
 	Checks []plans.CheckResult
 	Chart  template.HTML
 	Steps  []stepView
+	Outage float64
 }
 
 type stepView struct {
@@ -47,7 +81,8 @@ type stepView struct {
 }
 
 var bandColors = map[string]string{"preflight": "#e8e8e8", "snapshot": "#cfe3ff", "launch": "#d7f0d2", "ready": "#fff2c4",
-	"verify": "#ffd9c4", "cutover": "#f3c6ff", "observe": "#c4f2ef", "retire": "#e0e0f8", "rollback": "#ffc4c4"}
+	"verify": "#ffd9c4", "cutover": "#f3c6ff", "observe": "#c4f2ef", "retire": "#e0e0f8", "rollback": "#ffc4c4",
+	"shutdown": "#ffd0d0", "resize": "#ffb0b0", "power_on": "#ffe0c0"}
 
 func view(sw plans.Swap, st *plans.SwapState, sr plans.SwapResult) swapView {
 	v := swapView{Title: fmt.Sprintf("%s → %s (%s, %s)", sr.Source, dash(sr.New), sw.Target.Size, sw.Cutover.Kind()), Result: sr, Checks: st.Checks}
@@ -69,7 +104,7 @@ func view(sw plans.Swap, st *plans.SwapState, sr plans.SwapResult) swapView {
 			t1 = end
 		}
 	}
-	v.Chart = chart(st, st.Probe, t0, t1)
+	v.Chart = chartSteps(st, append(append([]string{}, plans.Steps...), "rollback"), st.Probe, t0, t1)
 	return v
 }
 
@@ -82,7 +117,7 @@ func dash(s string) string {
 
 // chart draws the step bands and, over them, the probe's requests per
 // second, failures and latency percentiles, on one time axis.
-func chart(st *plans.SwapState, pr *probe.Summary, t0, t1 time.Time) template.HTML {
+func chartSteps(st *plans.SwapState, steps []string, pr *probe.Summary, t0, t1 time.Time) template.HTML {
 	const W, H, left, right, top, bottom = 960.0, 360.0, 60.0, 60.0, 20.0, 40.0
 	if t0.IsZero() || !t1.After(t0) {
 		return ""
@@ -91,7 +126,7 @@ func chart(st *plans.SwapState, pr *probe.Summary, t0, t1 time.Time) template.HT
 	x := func(t time.Time) float64 { return left + (W-left-right)*t.Sub(t0).Seconds()/span }
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 %.0f %.0f" width="100%%" role="img">`, W, H)
-	for _, name := range append(append([]string{}, plans.Steps...), "rollback") {
+	for _, name := range steps {
 		l := st.Steps[name]
 		if l == nil || l.End.IsZero() {
 			continue
@@ -146,6 +181,7 @@ table{border-collapse:collapse;margin:8px 0} td,th{border:1px solid #ccc;padding
 <table><tr><th>status</th><th>requests</th><th>failed</th><th>p50</th><th>p99</th><th>duration</th></tr>
 <tr><td class="{{.Result.Status}}">{{.Result.Status}}</td><td class="num">{{.Result.Requests}}</td><td class="num">{{.Result.Failed}}</td>
 <td class="num">{{printf "%.1f" .Result.P50ms}} ms</td><td class="num">{{printf "%.1f" .Result.P99ms}} ms</td><td class="num">{{printf "%.1f" .Result.DurationS}} s</td></tr></table>
+{{if .Outage}}<p class="failed">Outage: {{printf "%.1f" .Outage}} s during which requests failed.</p>{{end}}
 {{if .Result.Error}}<p class="failed">{{.Result.Error}}</p>{{end}}
 <div class="legend"><span style="color:#1f5fbf">— requests/s</span><span style="color:#2a9d3a">— p50</span><span style="color:#e07b00">— p99</span><span style="color:#d00">▮ failed</span></div>
 {{.Chart}}

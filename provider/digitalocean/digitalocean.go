@@ -663,3 +663,35 @@ func (d *Driver) AssignIP(ctx context.Context, ip, serverID string) error {
 		return got.Status == "completed", nil
 	})
 }
+
+// ResizeInPlace resizes a droplet the classic way, which vmswap exists to
+// avoid: shut it down, resize it, power it on. It serves nothing in
+// between. `vmswap demo --compare` uses it to measure that outage. step is
+// called with each phase's name and times.
+// https://docs.digitalocean.com/reference/api/api-reference/#operation/dropletActions_post
+func (d *Driver) ResizeInPlace(ctx context.Context, id, size string, step func(name string, start, end time.Time)) error {
+	n, err := dropletID(id)
+	if err != nil {
+		return err
+	}
+	t := time.Now()
+	if err := d.PowerOff(ctx, id, 2*time.Minute); err != nil {
+		return err
+	}
+	step("shutdown", t, time.Now())
+	t = time.Now()
+	a, _, err := d.c.DropletActions.Resize(ctx, n, size, false)
+	if err != nil {
+		return wrap(err, "resize droplet %d", n)
+	}
+	if err := d.waitAction(ctx, n, a.ID, "resize"); err != nil {
+		return err
+	}
+	step("resize", t, time.Now())
+	t = time.Now()
+	if err := d.PowerOn(ctx, id); err != nil {
+		return err
+	}
+	step("power_on", t, time.Now())
+	return nil
+}

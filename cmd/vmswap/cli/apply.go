@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/report"
 )
 
 // ApplyOptions are the inputs of `vmswap apply`.
@@ -29,6 +30,10 @@ type ApplyOptions struct {
 	Clock plans.Clock
 	// AfterSave is passed to the runner (crash tests).
 	AfterSave func(int)
+	// Comparisons are drawn in the report beside the swaps (demo --compare).
+	Comparisons []report.Comparison
+	// Summary, if set, receives the result before it is printed.
+	Summary func(*plans.Result)
 }
 
 // NewCmdApply builds `vmswap apply PLAN`.
@@ -130,9 +135,12 @@ func applyRun(ctx context.Context, opts *ApplyOptions) error {
 	}
 	res := run(ctx, opts, doc, j, drivers, pr)
 	if opts.Report != "" {
-		if err := writeReport(opts.Report, doc, j, res); err != nil {
+		if err := writeReport(opts.Report, doc, j, res, opts.Comparisons...); err != nil {
 			pr.emit(plans.Event{Event: "warning", Message: "report: " + err.Error()})
 		}
+	}
+	if opts.Summary != nil {
+		opts.Summary(res)
 	}
 	pr.summary(res)
 	if res.ExitCode != 0 {

@@ -4,10 +4,13 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -15,7 +18,9 @@ import (
 
 	"github.com/vmswap/vmswap/lab"
 	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/report"
 	"github.com/vmswap/vmswap/verify"
+	"github.com/vmswap/vmswap/verify/probe"
 )
 
 // DemoOptions are the inputs of `vmswap demo`.
@@ -27,6 +32,7 @@ type DemoOptions struct {
 	Specs   string
 	NoSpecs bool
 	Dir     string
+	Compare bool
 }
 
 // NewCmdDemo builds `vmswap demo`.
@@ -53,6 +59,7 @@ as a real swap, and ends with the summary. Nothing leaves this machine.`,
 	cmd.Flags().StringVar(&opts.Specs, "specs", "", "validate the lab against these OpenAPI specs (default: shared/specs if found)")
 	cmd.Flags().BoolVar(&opts.NoSpecs, "no-specs", false, "do not validate the lab's API traffic")
 	cmd.Flags().StringVar(&opts.Dir, "dir", "", "keep the demo's plan, journal and key here (default: a temporary directory)")
+	cmd.Flags().BoolVar(&opts.Compare, "compare", false, "also resize an identical droplet the classic way (shutdown, resize, power on) under the same probe, and show both")
 	return cmd
 }
 
@@ -94,20 +101,37 @@ func demoRun(ctx context.Context, o *DemoOptions) error {
 		pr.progress("lab: started (no specs found: API calls are not validated)")
 	}
 
-	planFile, err := demoWorld(ctx, l, dir, pr)
+	planFile, classicIP, err := demoWorld(ctx, l, dir, pr, o.Compare)
 	if err != nil {
 		return exitf(plans.ExitAttention, "demo setup: %v", err)
 	}
-	pr.progress("plan written to %s; applying it", planFile)
 	ep := l.Endpoints()
-	ao := &ApplyOptions{IO: o.IO, Signals: o.Signals, PlanFile: planFile, Output: o.Output, Report: o.Report, Poll: 100 * time.Millisecond,
-		Getenv: func(k string) string {
-			if k == "DIGITALOCEAN_TOKEN" {
-				return ep.Token
-			}
-			return ""
-		}}
+	getenv := func(k string) string {
+		if k == "DIGITALOCEAN_TOKEN" {
+			return ep.Token
+		}
+		return ""
+	}
+	ao := &ApplyOptions{IO: o.IO, Signals: o.Signals, PlanFile: planFile, Output: o.Output, Report: o.Report, Poll: 100 * time.Millisecond, Getenv: getenv}
+	var classic *report.Comparison
+	if o.Compare {
+		if classic, err = classicResize(ctx, l, getenv, classicIP, pr); err != nil {
+			return exitf(plans.ExitAttention, "classic resize: %v", err)
+		}
+		ao.Comparisons = []report.Comparison{*classic}
+		if pr.json {
+			b, _ := json.Marshal(map[string]any{"event": "compare", "method": "classic_resize", "requests": classic.Result.Requests,
+				"failed": classic.Result.Failed, "outage_s": classic.Outage.Seconds(), "p99_ms": classic.Result.P99ms, "duration_s": classic.Result.DurationS})
+			fmt.Fprintln(o.IO.Out, string(b))
+		}
+	}
+	var res *plans.Result
+	ao.Summary = func(r *plans.Result) { res = r }
+	pr.progress("plan written to %s; applying it", planFile)
 	err = applyRun(ctx, ao)
+	if classic != nil && res != nil && len(res.Swaps) > 0 && !pr.json {
+		printComparison(o.IO, res.Swaps[0], classic)
+	}
 	if v := l.Violations(); len(v) > 0 {
 		pr.emit(plans.Event{Event: "warning", Message: fmt.Sprintf("lab saw %d spec violation(s), first: %s", len(v), v[0])})
 	}
@@ -117,43 +141,51 @@ func demoRun(ctx context.Context, o *DemoOptions) error {
 	return err
 }
 
-// demoWorld builds the demo's servers and writes its plan.
-func demoWorld(ctx context.Context, l *lab.Lab, dir string, pr *printer) (string, error) {
+// demoWorld builds the demo's servers and writes its plan. With compare it
+// also makes web-3, served at its own IP, for the classic resize, and the
+// plan holds only the load-balancer swap.
+func demoWorld(ctx context.Context, l *lab.Lab, dir string, pr *printer, compare bool) (string, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	blk, err := ssh.MarshalPrivateKey(priv, "vmswap demo")
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	keyFile := filepath.Join(dir, "id_ed25519")
 	if err := os.WriteFile(keyFile, pem.EncodeToMemory(blk), 0o600); err != nil {
-		return "", err
+		return "", "", err
 	}
 	signer, _ := ssh.NewSignerFromKey(priv)
 	sd := l.Seeder()
 	keyID, err := sd.AddKey(ctx, "demo", string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	pr.progress("lab: creating web-1 and web-2 (s-1vcpu-1gb) serving the demo shop, a load balancer and www.demo.test")
 	id1, _, err := sd.Droplet(ctx, "web-1", "s-1vcpu-1gb", []int{keyID}, demoSite)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	_, ip2, err := sd.Droplet(ctx, "web-2", "s-1vcpu-1gb", []int{keyID}, demoSite)
 	if err != nil {
-		return "", err
+		return "", "", err
+	}
+	var ip3 string
+	if compare {
+		if _, ip3, err = sd.Droplet(ctx, "web-3", "s-1vcpu-1gb", []int{keyID}, demoSite); err != nil {
+			return "", "", err
+		}
 	}
 	lbID, lbIP, err := sd.LoadBalancer(ctx, "shop-lb", []int{id1})
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	if err := sd.Record(ctx, "demo.test", "www", ip2, 30); err != nil {
-		return "", err
+		return "", "", err
 	}
 	ep := l.Endpoints()
 	port := l.HTTPPort()
@@ -185,18 +217,88 @@ func demoWorld(ctx context.Context, l *lab.Lab, dir string, pr *printer) (string
 			},
 		},
 	}
+	if compare {
+		p.Swaps = p.Swaps[:1]
+	}
 	if err := plans.ObserveWorld(ctx, p, plans.BuildOptions{Getenv: func(k string) string {
 		if k == "DIGITALOCEAN_TOKEN" {
 			return ep.Token
 		}
 		return ""
 	}}); err != nil {
-		return "", err
+		return "", "", err
 	}
 	b, err := encodePlan(p)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	planFile := filepath.Join(dir, "demo-plan.yaml")
-	return planFile, os.WriteFile(planFile, b, 0o644)
+	return planFile, ip3, os.WriteFile(planFile, b, 0o644)
+}
+
+// classicResize resizes web-3 the classic way under a probe like vmswap's.
+func classicResize(ctx context.Context, l *lab.Lab, getenv func(string) string, ip string, pr *printer) (*report.Comparison, error) {
+	p := &plans.Plan{Version: 1, Providers: map[string]plans.Provider{"lab": {Type: "digitalocean", Endpoint: l.Endpoints().DigitalOceanAPI}}}
+	drivers, err := plans.Build(p, plans.BuildOptions{Getenv: getenv, PollInterval: 100 * time.Millisecond})
+	if err != nil {
+		return nil, err
+	}
+	r, ok := drivers["lab"].Compute.(interface {
+		ResizeInPlace(ctx context.Context, id, size string, step func(string, time.Time, time.Time)) error
+	})
+	if !ok {
+		return nil, fmt.Errorf("the driver cannot resize in place")
+	}
+	srv, err := drivers["lab"].Compute.GetServer(ctx, "web-3")
+	if err != nil {
+		return nil, err
+	}
+	pr.progress("classic: resizing web-3 in place (shutdown, resize, power on) with a probe at 200 req/s on %s", ip)
+	pb, err := probe.Start(probe.Config{URL: fmt.Sprintf("http://%s:%d/", ip, l.HTTPPort()), Rate: 200})
+	if err != nil {
+		return nil, err
+	}
+	time.Sleep(500 * time.Millisecond)
+	steps := map[string]*plans.StepLog{}
+	start := time.Now()
+	err = r.ResizeInPlace(ctx, srv.ID, "s-2vcpu-4gb", func(name string, s, e time.Time) {
+		steps[name] = &plans.StepLog{Start: s, End: e, Status: "ok"}
+		pr.progress("classic: %s took %.1fs", name, e.Sub(s).Seconds())
+	})
+	// Until the droplet answers again, then a moment more.
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if c, derr := net.DialTimeout("tcp", net.JoinHostPort(ip, strconv.Itoa(l.HTTPPort())), time.Second); derr == nil {
+			c.Close()
+			break
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	sum := pb.Stop()
+	if err != nil {
+		return nil, err
+	}
+	var outage time.Duration
+	for _, b := range sum.Buckets {
+		if b.Failed > 0 {
+			outage += probe.BucketWidth
+		}
+	}
+	res := plans.SwapResult{Name: "classic resize", Source: "web-3", New: "web-3", Cutover: "in place", Status: "succeeded",
+		Requests: sum.Requests, Failed: sum.Failed, P50ms: float64(sum.P50.Microseconds()) / 1000, P99ms: float64(sum.P99.Microseconds()) / 1000,
+		DurationS: time.Since(start).Seconds()}
+	pr.progress("classic: %d of %d requests failed; %.1fs of outage", sum.Failed, sum.Requests, outage.Seconds())
+	return &report.Comparison{Title: "web-3 → s-2vcpu-4gb, classic resize (shutdown, resize, power on)", Result: res, Probe: &sum, Steps: steps, Outage: outage}, nil
+}
+
+func printComparison(io *IOStreams, v plans.SwapResult, c *report.Comparison) {
+	w := io.Out
+	outage := "0.0"
+	if v.Failed > 0 {
+		outage = "see the report"
+	}
+	fmt.Fprintf(w, "\n%-22s %-26s %-26s\n", "", "vmswap ("+v.Cutover+")", "classic resize")
+	fmt.Fprintf(w, "%-22s %-26d %-26d\n", "failed requests", v.Failed, c.Result.Failed)
+	fmt.Fprintf(w, "%-22s %-26s %-26s\n", "seconds of outage", outage, fmt.Sprintf("%.1f", c.Outage.Seconds()))
+	fmt.Fprintf(w, "%-22s %-26s %-26s\n", "p99", fmt.Sprintf("%.1fms", v.P99ms), fmt.Sprintf("%.1fms", c.Result.P99ms))
+	fmt.Fprintf(w, "%-22s %-26d %-26d\n", "requests", v.Requests, c.Result.Requests)
 }

@@ -8,12 +8,12 @@ import (
 )
 
 // writeReport writes the HTML report of a run.
-func writeReport(path string, doc *plans.Document, j *plans.Journal, res *plans.Result) error {
+func writeReport(path string, doc *plans.Document, j *plans.Journal, res *plans.Result, cmp ...report.Comparison) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
 	}
-	if err := report.Write(f, doc.Plan, j, res); err != nil {
+	if err := report.Write(f, doc.Plan, j, res, cmp...); err != nil {
 		f.Close()
 		return err
 	}
