@@ -7,7 +7,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT     := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -y -qq -o Dpkg::Use-Pty=0
 DEB_PKGS := openssh-server openssh-client
 
-.PHONY: build test deps vet fmt bench demo fuzz clean
+.PHONY: build test deps vet fmt bench demo fuzz clean report-png
 
 build:
 	$(GO) build -o bin/vmswap ./cmd/vmswap
@@ -42,6 +42,16 @@ bench: deps
 
 demo:
 	$(GO) run ./cmd/vmswap demo
+
+# report-png renders a demo report (with the classic resize beside the swap)
+# in headless Chromium from Debian, to look at it as a person would.
+report-png:
+	@command -v chromium >/dev/null || { $(APT) update >/dev/null && $(APT) install --no-install-recommends chromium >/dev/null; }
+	$(GO) run ./cmd/vmswap demo --compare --report swap.html
+	chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking \
+		--disable-component-update --disable-sync --user-data-dir=$$(mktemp -d) --window-size=1100,1900 \
+		--screenshot=swap.png file://$(CURDIR)/swap.html
+	@echo "wrote swap.html and swap.png"
 
 clean:
 	rm -rf bin

@@ -118,7 +118,7 @@ func dash(s string) string {
 // chart draws the step bands and, over them, the probe's requests per
 // second, failures and latency percentiles, on one time axis.
 func chartSteps(st *plans.SwapState, steps []string, pr *probe.Summary, t0, t1 time.Time) template.HTML {
-	const W, H, left, right, top, bottom = 960.0, 360.0, 60.0, 60.0, 20.0, 40.0
+	const W, H, left, right, top, bottom = 960.0, 370.0, 60.0, 60.0, 20.0, 50.0
 	if t0.IsZero() || !t1.After(t0) {
 		return ""
 	}
@@ -126,6 +126,7 @@ func chartSteps(st *plans.SwapState, steps []string, pr *probe.Summary, t0, t1 t
 	x := func(t time.Time) float64 { return left + (W-left-right)*t.Sub(t0).Seconds()/span }
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 %.0f %.0f" width="100%%" role="img">`, W, H)
+	lastLabel, row := -1e9, 0
 	for _, name := range steps {
 		l := st.Steps[name]
 		if l == nil || l.End.IsZero() {
@@ -133,10 +134,17 @@ func chartSteps(st *plans.SwapState, steps []string, pr *probe.Summary, t0, t1 t
 		}
 		x0, x1 := x(l.Start), x(l.End)
 		fmt.Fprintf(&b, `<rect x="%.1f" y="%.0f" width="%.1f" height="%.0f" fill="%s"><title>%s %.1fs</title></rect>`, x0, top, math.Max(x1-x0, 1), H-top-bottom, bandColors[name], name, l.End.Sub(l.Start).Seconds())
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" font-size="11" fill="#333">%s</text>`, x0+2, H-bottom+14, name)
+		// Labels of short steps would overlap: put them on alternate rows.
+		if x0-lastLabel < 60 {
+			row = 1 - row
+		} else {
+			row = 0
+		}
+		lastLabel = x0
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" font-size="11" fill="#333">%s</text>`, x0+2, H-bottom+13+float64(row)*12, name)
 	}
 	fmt.Fprintf(&b, `<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="#444"/>`, left, H-bottom, W-right, H-bottom)
-	fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" font-size="11">0s</text><text x="%.0f" y="%.0f" font-size="11" text-anchor="end">%.1fs</text>`, left, H-8, W-right, H-8, span)
+	fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" font-size="11">0s</text><text x="%.0f" y="%.0f" font-size="11" text-anchor="end">%.1fs</text>`, left, H-3, W-right, H-3, span)
 	if pr != nil && len(pr.Buckets) > 0 {
 		maxRPS, maxLat := 1.0, 1.0
 		for _, bk := range pr.Buckets {
@@ -153,7 +161,8 @@ func chartSteps(st *plans.SwapState, steps []string, pr *probe.Summary, t0, t1 t
 				p99 = append(p99, fmt.Sprintf("%.1f,%.1f", xx, y(float64(bk.P99.Microseconds())/1000, maxLat*1.1)))
 			}
 			if bk.Failed > 0 {
-				fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="3" height="%.1f" fill="#d00"><title>%d failed</title></rect>`, xx, y(float64(bk.Failed)*10, maxRPS*1.1), float64(bk.Failed)*10/(maxRPS*1.1)*(H-top-bottom), bk.Failed)
+				bw := math.Max(x(pr.Start.Add(bk.Offset+probe.BucketWidth))-xx, 2)
+				fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="#d00" fill-opacity="0.8"><title>%d failed</title></rect>`, xx, y(float64(bk.Failed)*10, maxRPS*1.1), bw, float64(bk.Failed)*10/(maxRPS*1.1)*(H-top-bottom), bk.Failed)
 			}
 		}
 		fmt.Fprintf(&b, `<polyline points="%s" fill="none" stroke="#1f5fbf" stroke-width="1.5"><title>requests/s</title></polyline>`, strings.Join(rps, " "))
@@ -187,8 +196,8 @@ table{border-collapse:collapse;margin:8px 0} td,th{border:1px solid #ccc;padding
 {{.Chart}}
 <table><tr><th>step</th><th>status</th><th>seconds</th></tr>
 {{range .Steps}}<tr><td>{{.Name}}</td><td class="{{.Status}}">{{.Status}}</td><td class="num">{{printf "%.1f" .Seconds}}</td></tr>{{end}}</table>
-<table><tr><th>check</th><th>result</th><th>detail</th></tr>
-{{range .Checks}}<tr><td>{{.Name}}</td><td class="{{if .OK}}ok{{else}}failed{{end}}">{{if .OK}}ok{{else}}FAILED{{end}}</td><td>{{.Detail}}</td></tr>{{end}}</table>
+{{if .Checks}}<table><tr><th>check</th><th>result</th><th>detail</th></tr>
+{{range .Checks}}<tr><td>{{.Name}}</td><td class="{{if .OK}}ok{{else}}failed{{end}}">{{if .OK}}ok{{else}}FAILED{{end}}</td><td>{{.Detail}}</td></tr>{{end}}</table>{{end}}
 {{end}}
 </body></html>
 `))

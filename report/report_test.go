@@ -1,0 +1,59 @@
+package report
+
+import (
+	"bytes"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/verify/probe"
+)
+
+// TestReportIsSelfContained renders a run with a probe timeline and a
+// comparison, and checks what a reader needs is there and nothing is
+// fetched from the network.
+func TestReportIsSelfContained(t *testing.T) {
+	t0 := time.Date(2026, 11, 22, 3, 0, 0, 0, time.UTC)
+	step := func(s, e float64) *plans.StepLog {
+		return &plans.StepLog{Start: t0.Add(time.Duration(s * float64(time.Second))), End: t0.Add(time.Duration(e * float64(time.Second))), Status: "ok"}
+	}
+	var buckets []probe.Bucket
+	for i := 0; i < 40; i++ {
+		b := probe.Bucket{Offset: time.Duration(i) * probe.BucketWidth, Requests: 20, P50: time.Millisecond, P99: 3 * time.Millisecond}
+		if i == 17 {
+			b.Failed = 2
+		}
+		buckets = append(buckets, b)
+	}
+	pr := &probe.Summary{Start: t0.Add(2 * time.Second), End: t0.Add(6 * time.Second), Requests: 800, Failed: 2, Buckets: buckets}
+	st := &plans.SwapState{Status: "succeeded", Steps: map[string]*plans.StepLog{
+		"preflight": step(0, 0.1), "snapshot": step(0.1, 1), "launch": step(1, 1.1), "ready": step(1.1, 1.8),
+		"verify": step(1.8, 2), "cutover": step(2, 2.5), "observe": step(2.5, 5.5), "retire": step(5.5, 6)},
+		Checks: []plans.CheckResult{{Name: "memory", OK: true, Detail: "3.88GiB (want >= 3.5GiB)"}, {Name: "compare", OK: false, Detail: "bodies differ"}},
+		Probe:  pr}
+	p := &plans.Plan{Swaps: []plans.Swap{{Target: plans.Target{Size: "s-2vcpu-4gb"}, Cutover: plans.Cutover{LoadBalancer: &plans.LBCutover{}}}}}
+	j := &plans.Journal{RunID: "abc123", Swaps: []*plans.SwapState{st}}
+	res := &plans.Result{Status: "succeeded", Swaps: []plans.SwapResult{{Source: "web-1", New: "web-1-abc", Requests: 800, Failed: 2, P50ms: 1, P99ms: 3, DurationS: 6, Status: "succeeded"}}}
+	cmp := Comparison{Title: "classic", Result: plans.SwapResult{Failed: 200}, Probe: pr, Outage: 1100 * time.Millisecond,
+		Steps: map[string]*plans.StepLog{"shutdown": step(2, 2.3), "resize": step(2.3, 2.8), "power_on": step(2.8, 3.3)}}
+	var b bytes.Buffer
+	if err := Write(&b, p, j, res, cmp); err != nil {
+		t.Fatal(err)
+	}
+	html := b.String()
+	for _, want := range []string{"vmswap: succeeded", "web-1 → web-1-abc", "<svg", ">snapshot<", ">observe<", ">shutdown<", "requests/s", "p99 ms",
+		"2 failed", "Outage: 1.1 s", "3.88GiB (want &gt;= 3.5GiB)", "FAILED"} {
+		if !strings.Contains(html, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	if n := strings.Count(html, "<polyline"); n != 6 {
+		t.Errorf("%d series, want 6 (rps, p50, p99 for each chart)", n)
+	}
+	// Self-contained: no scripts, nothing loaded from anywhere.
+	if regexp.MustCompile(`(?i)<script|<link|\bsrc=|@import|url\(`).MatchString(html) {
+		t.Error("report loads something from outside itself")
+	}
+}
