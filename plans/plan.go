@@ -173,8 +173,11 @@ type Probe struct {
 	// Resolver is a DNS server (host:port) the probe resolves through.
 	Resolver string `yaml:"resolver,omitempty" json:"resolver,omitempty" doc:"DNS server (host:port) to resolve the URL through, honouring TTL."`
 	// ConnectTo sends probe connections here (a port-forward).
-	ConnectTo   string `yaml:"connect_to,omitempty" json:"connect_to,omitempty"`
-	ErrorBudget Budget `yaml:"error_budget,omitempty" json:"error_budget,omitempty" doc:"Failures allowed during observe before rollback: a count (0) or a ratio (\"0.1%\")."`
+	ConnectTo string `yaml:"connect_to,omitempty" json:"connect_to,omitempty"`
+	// Baseline is how long the probe measures before the first change of
+	// the cutover, to compare latency before and during. Zero: 1s.
+	Baseline    Duration `yaml:"baseline,omitempty" json:"baseline,omitempty" doc:"Probe time before the first cutover change, as a latency baseline. Default 1s."`
+	ErrorBudget Budget   `yaml:"error_budget,omitempty" json:"error_budget,omitempty" doc:"Failures allowed during observe before rollback: a count (0) or a ratio (\"0.1%\")."`
 }
 
 // Retire says what happens to the old server.

@@ -737,9 +737,26 @@ func (s *swapRun) mark(sub string) error {
 }
 
 func cutover(ctx context.Context, s *swapRun) error {
+	fresh := s.probe == nil
 	if err := s.startProbe(ctx); err != nil {
 		return err
 	}
+	if fresh && s.probe != nil {
+		// A baseline before anything moves, to compare latency with.
+		base := time.Second
+		if s.sw.Probe != nil && s.sw.Probe.Baseline > 0 {
+			base = s.sw.Probe.Baseline.D()
+		}
+		if err := s.r.clock().Sleep(ctx, base); err != nil {
+			return err
+		}
+		s.probe.Mark("cutover")
+	}
+	defer func() {
+		if s.probe != nil {
+			s.probe.Mark("observe")
+		}
+	}()
 	c := s.sw.Cutover
 	wctx, cancel := context.WithTimeout(ctx, s.timeout())
 	defer cancel()
@@ -950,6 +967,9 @@ func observe(ctx context.Context, s *swapRun) error {
 
 func retire(ctx context.Context, s *swapRun) error {
 	clk := s.r.clock()
+	if s.probe != nil {
+		s.probe.Mark("retire")
+	}
 	if !s.st.has("old_retired") {
 		if left := s.st.DrainUntil.Sub(clk.Now()); left > 0 {
 			s.progress("keeping %s serving for %s more (drain / cached DNS answers)", s.st.SourceName, left.Round(time.Second))

@@ -71,8 +71,15 @@ type swapView struct {
 	Result plans.SwapResult
 	Checks []plans.CheckResult
 	Chart  template.HTML
-	Steps  []stepView
-	Outage float64
+	Steps   []stepView
+	Outage  float64
+	Windows []windowView
+}
+
+type windowView struct {
+	Name             string
+	Requests, Failed int
+	P50, P99         float64
 }
 
 type stepView struct {
@@ -105,6 +112,11 @@ func view(sw plans.Swap, st *plans.SwapState, sr plans.SwapResult) swapView {
 		}
 	}
 	v.Chart = chartSteps(st, append(append([]string{}, plans.Steps...), "rollback"), st.Probe, t0, t1)
+	if st.Probe != nil {
+		for _, w := range st.Probe.Windows {
+			v.Windows = append(v.Windows, windowView{w.Name, w.Requests, w.Failed, float64(w.P50.Microseconds()) / 1000, float64(w.P99.Microseconds()) / 1000})
+		}
+	}
 	return v
 }
 
@@ -194,6 +206,8 @@ table{border-collapse:collapse;margin:8px 0} td,th{border:1px solid #ccc;padding
 {{if .Result.Error}}<p class="failed">{{.Result.Error}}</p>{{end}}
 <div class="legend"><span style="color:#1f5fbf">— requests/s</span><span style="color:#2a9d3a">— p50</span><span style="color:#e07b00">— p99</span><span style="color:#d00">▮ failed</span></div>
 {{.Chart}}
+{{if .Windows}}<table><tr><th>traffic during</th><th>requests</th><th>failed</th><th>p50</th><th>p99</th></tr>
+{{range .Windows}}<tr><td>{{.Name}}</td><td class="num">{{.Requests}}</td><td class="num">{{.Failed}}</td><td class="num">{{printf "%.2f" .P50}} ms</td><td class="num">{{printf "%.2f" .P99}} ms</td></tr>{{end}}</table>{{end}}
 <table><tr><th>step</th><th>status</th><th>seconds</th></tr>
 {{range .Steps}}<tr><td>{{.Name}}</td><td class="{{.Status}}">{{.Status}}</td><td class="num">{{printf "%.1f" .Seconds}}</td></tr>{{end}}</table>
 {{if .Checks}}<table><tr><th>check</th><th>result</th><th>detail</th></tr>

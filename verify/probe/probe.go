@@ -66,6 +66,20 @@ type Summary struct {
 	Rate     float64        `json:"rate"` // achieved requests per second
 	Errors   map[string]int `json:"errors,omitempty"`
 	Buckets  []Bucket       `json:"buckets,omitempty"`
+	// Windows are the stretches between marks (see Probe.Mark), in order:
+	// "baseline" from the start to the first mark, then one per mark.
+	Windows []Window `json:"windows,omitempty"`
+}
+
+// Window is the traffic between two marks.
+type Window struct {
+	Name     string        `json:"name"`
+	Start    time.Time     `json:"start"`
+	End      time.Time     `json:"end"`
+	Requests int           `json:"requests"`
+	Failed   int           `json:"failed"`
+	P50      time.Duration `json:"p50_ns"`
+	P99      time.Duration `json:"p99_ns"`
 }
 
 // Probe is a running probe.
@@ -83,6 +97,27 @@ type Probe struct {
 	fails   map[int]int
 	errs    map[string]int
 	end     time.Time
+	marks   []mark
+	samples []sample
+}
+
+type mark struct {
+	name string
+	at   time.Time
+}
+
+type sample struct {
+	at      time.Time
+	latency time.Duration
+	failed  bool
+}
+
+// Mark starts a new named window of the summary at this moment (for
+// example "cutover" when traffic starts to move).
+func (p *Probe) Mark(name string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.marks = append(p.marks, mark{name, time.Now()})
 }
 
 // Start starts sending requests. It returns an error for a bad URL.
@@ -147,6 +182,7 @@ func (p *Probe) collect(results <-chan *vegeta.Result) {
 		p.mu.Lock()
 		p.metrics.Add(r)
 		p.lat[idx] = append(p.lat[idx], r.Latency)
+		p.samples = append(p.samples, sample{r.Timestamp, r.Latency, failed})
 		if failed {
 			p.fails[idx]++
 			reason := r.Error
@@ -198,6 +234,29 @@ func (p *Probe) Stop() Summary {
 			b.P50, b.P99 = lat[len(lat)*50/100], lat[min(len(lat)-1, len(lat)*99/100)]
 		}
 		s.Buckets = append(s.Buckets, b)
+	}
+	bounds := append([]mark{{"baseline", p.start}}, p.marks...)
+	for i, m := range bounds {
+		end := p.end
+		if i+1 < len(bounds) {
+			end = bounds[i+1].at
+		}
+		w := Window{Name: m.name, Start: m.at, End: end}
+		var lat []time.Duration
+		for _, smp := range p.samples {
+			if !smp.at.Before(m.at) && smp.at.Before(end) {
+				lat = append(lat, smp.latency)
+				if smp.failed {
+					w.Failed++
+				}
+			}
+		}
+		w.Requests = len(lat)
+		if len(lat) > 0 {
+			slices.Sort(lat)
+			w.P50, w.P99 = lat[len(lat)*50/100], lat[min(len(lat)-1, len(lat)*99/100)]
+		}
+		s.Windows = append(s.Windows, w)
 	}
 	return s
 }
