@@ -38,7 +38,7 @@ fuzz:
 	$(GO) test ./verify/ -run '^$$' -fuzz '^FuzzParseThreshold$$' -fuzztime $(FUZZTIME)
 
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./bench/...
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./cmd/vmswap/
 
 demo:
 	$(GO) run ./cmd/vmswap demo

@@ -161,20 +161,25 @@ type IPAssigner interface {
 // It may be nil.
 type Progress func(format string, args ...any)
 
-// Poll calls check every interval until it reports done, returns an error,
-// or ctx ends. It is how drivers wait on provider operations.
+// Poll calls check until it reports done, returns an error, or ctx ends.
+// It is how drivers wait on provider operations. The wait between calls
+// starts at interval and grows by half each time up to ten intervals, as
+// the SDKs' waiters back off: short operations are seen promptly, long ones
+// do not spend the API rate limit.
 func Poll(ctx context.Context, interval time.Duration, check func() (done bool, err error)) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
+	wait := interval
 	for {
 		done, err := check()
 		if err != nil || done {
 			return err
 		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return ctx.Err()
 		case <-t.C:
 		}
+		wait = min(wait*3/2, 10*interval)
 	}
 }

@@ -67,10 +67,10 @@ func Write(w io.Writer, p *plans.Plan, j *plans.Journal, res *plans.Result, cmp 
 var classicSteps = []string{"shutdown", "resize", "power_on"}
 
 type swapView struct {
-	Title  string
-	Result plans.SwapResult
-	Checks []plans.CheckResult
-	Chart  template.HTML
+	Title   string
+	Result  plans.SwapResult
+	Checks  []plans.CheckResult
+	Chart   template.HTML
 	Steps   []stepView
 	Outage  float64
 	Windows []windowView

@@ -8,7 +8,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"slices"
 	"strconv"
 	"time"
 
@@ -70,34 +69,36 @@ func (p *Provider) Pool(ctx context.Context, id string) (*loadbalancer.Pool, err
 	return pool, nil
 }
 
+// change adds or removes a member. Both calls are idempotent on
+// DigitalOcean (adding a member twice or removing one that is not there
+// changes nothing), so no read comes first.
 func (p *Provider) change(ctx context.Context, pool, serverID string, add bool) error {
 	n, err := strconv.Atoi(serverID)
 	if err != nil {
 		return fmt.Errorf("digitalocean: %q is not a droplet ID", serverID)
 	}
-	lb, err := p.get(ctx, pool)
-	if err != nil {
-		return err
+	var resp *godo.Response
+	if add {
+		resp, err = p.c.LoadBalancers.AddDroplets(ctx, pool, n)
+	} else {
+		resp, err = p.c.LoadBalancers.RemoveDroplets(ctx, pool, n)
 	}
-	if lb.Tag != "" {
-		return fmt.Errorf("digitalocean: load balancer %s selects droplets by tag %q: vmswap cannot add or remove droplets by ID; add the tag to the new droplet instead", pool, lb.Tag)
-	}
-	if slices.Contains(lb.DropletIDs, n) == add {
+	if err == nil {
 		return nil
 	}
+	verb := "remove droplet %d from"
 	if add {
-		_, err = p.c.LoadBalancers.AddDroplets(ctx, pool, n)
-	} else {
-		_, err = p.c.LoadBalancers.RemoveDroplets(ctx, pool, n)
+		verb = "add droplet %d to"
 	}
-	if err != nil {
-		verb := "remove droplet %d from"
-		if add {
-			verb = "add droplet %d to"
+	switch {
+	case resp != nil && resp.StatusCode == 404:
+		return fmt.Errorf("digitalocean: load balancer %s: %w", pool, provider.ErrNotFound)
+	case resp != nil && resp.StatusCode == 422:
+		if lb, gerr := p.get(ctx, pool); gerr == nil && lb.Tag != "" {
+			return fmt.Errorf("digitalocean: load balancer %s selects droplets by tag %q: vmswap cannot add or remove droplets by ID; add the tag to the new droplet instead", pool, lb.Tag)
 		}
-		return fmt.Errorf("digitalocean: "+verb+" load balancer %s: %w", n, pool, err)
 	}
-	return nil
+	return fmt.Errorf("digitalocean: "+verb+" load balancer %s: %w", n, pool, err)
 }
 
 // AddMember implements loadbalancer.MemberAdder.

@@ -527,14 +527,11 @@ func (d *Driver) PowerOff(ctx context.Context, id string, timeout time.Duration)
 	if err != nil {
 		return err
 	}
-	dr, _, err := d.c.Droplets.Get(ctx, n)
-	if err != nil {
-		return wrap(err, "get droplet %d", n)
-	}
 	if err := d.waitPending(ctx, n); err != nil {
 		return err
 	}
-	if dr, _, err = d.c.Droplets.Get(ctx, n); err != nil {
+	dr, _, err := d.c.Droplets.Get(ctx, n)
+	if err != nil {
 		return wrap(err, "get droplet %d", n)
 	}
 	if dr.Status == "off" {
@@ -566,14 +563,11 @@ func (d *Driver) PowerOn(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	dr, _, err := d.c.Droplets.Get(ctx, n)
-	if err != nil {
-		return wrap(err, "get droplet %d", n)
-	}
 	if err := d.waitPending(ctx, n); err != nil {
 		return err
 	}
-	if dr, _, err = d.c.Droplets.Get(ctx, n); err != nil {
+	dr, _, err := d.c.Droplets.Get(ctx, n)
+	if err != nil {
 		return wrap(err, "get droplet %d", n)
 	}
 	if dr.Status == "active" {

@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/influxdata/tdigest"
 	"github.com/miekg/dns"
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 )
@@ -91,33 +92,48 @@ type Probe struct {
 	requests atomic.Int64
 	failed   atomic.Int64
 
+	// Memory stays bounded however long the probe runs: a bucket's
+	// latencies are kept only until it is closed into its summary, and each
+	// window keeps a t-digest, not its samples.
 	mu      sync.Mutex
 	metrics vegeta.Metrics
-	lat     map[int][]time.Duration // bucket index -> latencies
+	open    map[int][]time.Duration // open bucket index -> latencies
 	fails   map[int]int
+	closed  map[int]Bucket
 	errs    map[string]int
 	end     time.Time
-	marks   []mark
-	samples []sample
+	windows []*window
 }
 
-type mark struct {
-	name string
-	at   time.Time
+type window struct {
+	Window
+	digest *tdigest.TDigest
 }
 
-type sample struct {
-	at      time.Time
-	latency time.Duration
-	failed  bool
-}
+// openBuckets is how many buckets stay open for results that arrive late.
+const openBuckets = 50
 
 // Mark starts a new named window of the summary at this moment (for
 // example "cutover" when traffic starts to move).
 func (p *Probe) Mark(name string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.marks = append(p.marks, mark{name, time.Now()})
+	now := time.Now()
+	p.windows[len(p.windows)-1].End = now
+	p.windows = append(p.windows, &window{Window: Window{Name: name, Start: now}, digest: tdigest.NewWithCompression(100)})
+}
+
+// closeBucket summarises bucket i and frees its samples. Callers hold p.mu.
+func (p *Probe) closeBucket(i int) {
+	lat := p.open[i]
+	b := Bucket{Offset: time.Duration(i) * BucketWidth, Requests: len(lat), Failed: p.fails[i]}
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		b.P50, b.P99 = lat[len(lat)*50/100], lat[min(len(lat)-1, len(lat)*99/100)]
+	}
+	p.closed[i] = b
+	delete(p.open, i)
+	delete(p.fails, i)
 }
 
 // Start starts sending requests. It returns an error for a bad URL.
@@ -158,12 +174,14 @@ func Start(cfg Config) (*Probe, error) {
 		}
 	}
 	client := &http.Client{Transport: tr, Timeout: cfg.Timeout}
-	opts := []func(*vegeta.Attacker){vegeta.Client(client), vegeta.KeepAlive(true), vegeta.Redirects(0)}
+	opts := []func(*vegeta.Attacker){vegeta.Client(client), vegeta.KeepAlive(true), vegeta.Redirects(0), vegeta.MaxBody(0)}
 	if cfg.Workers > 0 {
 		opts = append(opts, vegeta.Workers(cfg.Workers))
 	}
-	p := &Probe{cfg: cfg, attacker: vegeta.NewAttacker(opts...), start: time.Now(), done: make(chan struct{}),
-		lat: map[int][]time.Duration{}, fails: map[int]int{}, errs: map[string]int{}}
+	start := time.Now()
+	p := &Probe{cfg: cfg, attacker: vegeta.NewAttacker(opts...), start: start, done: make(chan struct{}),
+		open: map[int][]time.Duration{}, fails: map[int]int{}, closed: map[int]Bucket{}, errs: map[string]int{},
+		windows: []*window{{Window: Window{Name: "baseline", Start: start}, digest: tdigest.NewWithCompression(100)}}}
 	target := vegeta.NewStaticTargeter(vegeta.Target{Method: http.MethodGet, URL: cfg.URL, Header: http.Header{"User-Agent": {"vmswap-probe"}}})
 	results := p.attacker.Attack(target, vegeta.Rate{Freq: cfg.Rate, Per: time.Second}, 0, "probe")
 	go p.collect(results)
@@ -181,8 +199,23 @@ func (p *Probe) collect(results <-chan *vegeta.Result) {
 		idx := int(r.Timestamp.Sub(p.start) / BucketWidth)
 		p.mu.Lock()
 		p.metrics.Add(r)
-		p.lat[idx] = append(p.lat[idx], r.Latency)
-		p.samples = append(p.samples, sample{r.Timestamp, r.Latency, failed})
+		if _, done := p.closed[idx]; !done {
+			p.open[idx] = append(p.open[idx], r.Latency)
+		}
+		for i := range p.open {
+			if i < idx-openBuckets {
+				p.closeBucket(i)
+			}
+		}
+		w := p.windows[len(p.windows)-1]
+		for k := len(p.windows) - 1; k > 0 && r.Timestamp.Before(w.Start); k-- {
+			w = p.windows[k-1]
+		}
+		w.digest.Add(float64(r.Latency), 1)
+		w.Requests++
+		if failed {
+			w.Failed++
+		}
 		if failed {
 			p.fails[idx]++
 			reason := r.Error
@@ -225,38 +258,26 @@ func (p *Probe) Stop() Summary {
 		s.P50, s.P99 = p.metrics.Latencies.P50, p.metrics.Latencies.P99
 		s.Rate = float64(s.Requests) / p.end.Sub(p.start).Seconds()
 	}
+	for i := range p.open {
+		p.closeBucket(i)
+	}
 	last := int(p.end.Sub(p.start) / BucketWidth)
 	for i := 0; i <= last; i++ {
-		lat := slices.Clone(p.lat[i])
-		b := Bucket{Offset: time.Duration(i) * BucketWidth, Requests: len(lat), Failed: p.fails[i]}
-		if len(lat) > 0 {
-			slices.Sort(lat)
-			b.P50, b.P99 = lat[len(lat)*50/100], lat[min(len(lat)-1, len(lat)*99/100)]
+		b, ok := p.closed[i]
+		if !ok {
+			b = Bucket{Offset: time.Duration(i) * BucketWidth}
 		}
 		s.Buckets = append(s.Buckets, b)
 	}
-	bounds := append([]mark{{"baseline", p.start}}, p.marks...)
-	for i, m := range bounds {
-		end := p.end
-		if i+1 < len(bounds) {
-			end = bounds[i+1].at
+	for k, w := range p.windows {
+		out := w.Window
+		if k == len(p.windows)-1 {
+			out.End = p.end
 		}
-		w := Window{Name: m.name, Start: m.at, End: end}
-		var lat []time.Duration
-		for _, smp := range p.samples {
-			if !smp.at.Before(m.at) && smp.at.Before(end) {
-				lat = append(lat, smp.latency)
-				if smp.failed {
-					w.Failed++
-				}
-			}
+		if out.Requests > 0 {
+			out.P50, out.P99 = time.Duration(w.digest.Quantile(0.5)), time.Duration(w.digest.Quantile(0.99))
 		}
-		w.Requests = len(lat)
-		if len(lat) > 0 {
-			slices.Sort(lat)
-			w.P50, w.P99 = lat[len(lat)*50/100], lat[min(len(lat)-1, len(lat)*99/100)]
-		}
-		s.Windows = append(s.Windows, w)
+		s.Windows = append(s.Windows, out)
 	}
 	return s
 }
