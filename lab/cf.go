@@ -143,9 +143,13 @@ func (l *Lab) cfRecordsList(c *call) (result, *apiError) {
 		return result{}, cfNotFound("zone")
 	}
 	q := c.r.URL.Query()
+	name := q.Get("name")
+	if name == "" {
+		name = q.Get("name.exact")
+	}
 	var rs []*cfRecord
 	for _, r := range z.Records {
-		if n := q.Get("name"); n != "" && r.Name != strings.TrimSuffix(n, ".") {
+		if name != "" && !strings.EqualFold(r.Name, strings.TrimSuffix(name, ".")) {
 			continue
 		}
 		if t := q.Get("type"); t != "" && r.Type != t {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vmswap/vmswap/dns"
+	cfdns "github.com/vmswap/vmswap/dns/cloudflare"
 	dodns "github.com/vmswap/vmswap/dns/digitalocean"
 	"github.com/vmswap/vmswap/loadbalancer"
 	dolb "github.com/vmswap/vmswap/loadbalancer/digitalocean"
@@ -60,6 +61,10 @@ type driverType struct {
 }
 
 var driverTypes = map[string]driverType{
+	"cloudflare": {
+		caps:  []Capability{CapDNS},
+		build: buildCloudflare,
+	},
 	"digitalocean": {
 		caps:       []Capability{CapCompute, CapDNS, CapLB, CapReservedIP},
 		sizeSyntax: regexp.MustCompile(`^[a-z0-9]+(-[a-z0-9]+)*$`),
@@ -119,6 +124,18 @@ func buildDigitalOcean(name string, p Provider, o BuildOptions) (*Drivers, error
 		LB:      dolb.New(dolb.Config{Client: c.Client()}),
 		DNS:     dodns.New(dodns.Config{Client: c.Client(), Nameserver: p.Nameserver, PollInterval: o.PollInterval, Progress: o.Progress}),
 	}, nil
+}
+
+func buildCloudflare(name string, p Provider, o BuildOptions) (*Drivers, error) {
+	tok, err := tokenFor(name, p, []string{cfdns.TokenVar}, o.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	d, err := cfdns.New(cfdns.Config{Token: tok, BaseURL: p.Endpoint, HTTPClient: o.HTTPClient, Nameserver: p.Nameserver, PollInterval: o.PollInterval, Progress: o.Progress})
+	if err != nil {
+		return nil, err
+	}
+	return &Drivers{DNS: d}, nil
 }
 
 // Build builds the drivers of every provider block. Every missing

@@ -465,6 +465,11 @@ func preflight(ctx context.Context, s *swapRun) error {
 			stale = append(stale, fmt.Sprintf("record %s changed: %v when planned, %v now", rec.Name, obs.Record.Values, rec.Values))
 		}
 		s.st.OldValues, s.st.OldTTL = rec.Values, int(rec.TTL)
+		if rec.Proxied {
+			// Clients of a proxied record reach Cloudflare's edge, never the
+			// origin address: nothing caches the old value, only the grace applies.
+			s.st.OldTTL = 0
+		}
 	case c.ReservedIP != nil:
 		cur, err := s.r.Drivers[c.ReservedIP.Provider].IP.AssignedTo(ctx, c.ReservedIP.IP)
 		if err != nil {
