@@ -8,6 +8,7 @@ package loadbalancer
 
 import (
 	"context"
+	"slices"
 	"time"
 )
 
@@ -16,12 +17,56 @@ type Pool struct {
 	ID string `json:"id" yaml:"id"`
 	// Address is the public entry point (host or host:port) the probe uses.
 	Address string `json:"address" yaml:"address"`
-	// Members are server IDs.
-	Members []string `json:"members" yaml:"members"`
+	// Members are the servers the pool sends to.
+	Members []Member `json:"members" yaml:"members"`
 	// HealthyAfter is how long the pool's health checks take to find a new
 	// member healthy (interval x healthy threshold), for providers that do
 	// not report per-member health.
 	HealthyAfter time.Duration `json:"healthy_after,omitempty" yaml:"healthy_after,omitempty"`
+}
+
+// Member is a server in a pool: by the provider's server ID where the load
+// balancer knows servers by ID (DigitalOcean, ELBv2 instance targets), by
+// address where it knows them by address (HAProxy).
+type Member struct {
+	ServerID string `json:"server_id,omitempty" yaml:"server_id,omitempty"`
+	Address  string `json:"address,omitempty" yaml:"address,omitempty"`
+}
+
+// Is reports whether m is the server with this ID and address.
+func (m Member) Is(serverID, address string) bool {
+	if m.ServerID != "" {
+		return m.ServerID == serverID
+	}
+	return m.Address == address
+}
+
+// Key identifies the member for comparisons.
+func (m Member) Key() string {
+	if m.ServerID != "" {
+		return "id:" + m.ServerID
+	}
+	return "addr:" + m.Address
+}
+
+// Has reports whether the pool has the server with this ID and address.
+func (p *Pool) Has(serverID, address string) bool {
+	for _, m := range p.Members {
+		if m.Is(serverID, address) {
+			return true
+		}
+	}
+	return false
+}
+
+// Keys returns the members' keys, sorted.
+func (p *Pool) Keys() []string {
+	out := make([]string, len(p.Members))
+	for i, m := range p.Members {
+		out[i] = m.Key()
+	}
+	slices.Sort(out)
+	return out
 }
 
 // MemberLister reads a pool.
@@ -36,7 +81,7 @@ type MemberAdder interface {
 	// AddMember adds the server to the pool. Adding a member already in the
 	// pool is a no-op. It returns once the provider accepted the change, not
 	// when the member is healthy.
-	AddMember(ctx context.Context, pool, serverID string) error
+	AddMember(ctx context.Context, pool string, m Member) error
 }
 
 // MemberRemover removes members.
@@ -44,7 +89,7 @@ type MemberRemover interface {
 	// RemoveMember takes the server out of the pool: it gets no new
 	// requests, and requests in flight complete (the provider drains it).
 	// Removing a member not in the pool is a no-op.
-	RemoveMember(ctx context.Context, pool, serverID string) error
+	RemoveMember(ctx context.Context, pool string, m Member) error
 }
 
 // HealthReporter is implemented by load balancers that report per-member
@@ -52,7 +97,7 @@ type MemberRemover interface {
 // by sending requests through the pool.
 type HealthReporter interface {
 	// MemberHealthy reports whether the pool routes to the member.
-	MemberHealthy(ctx context.Context, pool, serverID string) (bool, error)
+	MemberHealthy(ctx context.Context, pool string, m Member) (bool, error)
 }
 
 // Provider is everything a load-balancer cutover needs.

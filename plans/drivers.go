@@ -13,6 +13,7 @@ import (
 	dodns "github.com/vmswap/vmswap/dns/digitalocean"
 	"github.com/vmswap/vmswap/loadbalancer"
 	dolb "github.com/vmswap/vmswap/loadbalancer/digitalocean"
+	"github.com/vmswap/vmswap/loadbalancer/haproxy"
 	"github.com/vmswap/vmswap/provider"
 	docompute "github.com/vmswap/vmswap/provider/digitalocean"
 )
@@ -61,6 +62,10 @@ type driverType struct {
 }
 
 var driverTypes = map[string]driverType{
+	"haproxy": {
+		caps:  []Capability{CapLB},
+		build: buildHAProxy,
+	},
 	"cloudflare": {
 		caps:  []Capability{CapDNS},
 		build: buildCloudflare,
@@ -124,6 +129,14 @@ func buildDigitalOcean(name string, p Provider, o BuildOptions) (*Drivers, error
 		LB:      dolb.New(dolb.Config{Client: c.Client()}),
 		DNS:     dodns.New(dodns.Config{Client: c.Client(), Nameserver: p.Nameserver, PollInterval: o.PollInterval, Progress: o.Progress}),
 	}, nil
+}
+
+func buildHAProxy(name string, p Provider, o BuildOptions) (*Drivers, error) {
+	lb, err := haproxy.New(haproxy.Config{Socket: p.Endpoint, PollInterval: o.PollInterval, Progress: o.Progress})
+	if err != nil {
+		return nil, fmt.Errorf("provider %q: %w", name, err)
+	}
+	return &Drivers{LB: lb}, nil
 }
 
 func buildCloudflare(name string, p Provider, o BuildOptions) (*Drivers, error) {

@@ -47,8 +47,8 @@ func ObserveWorld(ctx context.Context, p *Plan, o BuildOptions) error {
 				break
 			}
 			seen.Pool = pool
-			if !slices.Contains(pool.Members, src.ID) {
-				errs = append(errs, fmt.Sprintf("load balancer %s does not route to %s (members %v)", pool.ID, name, pool.Members))
+			if !pool.Has(src.ID, src.PublicIP) {
+				errs = append(errs, fmt.Sprintf("load balancer %s does not route to %s (members %v)", pool.ID, name, pool.Keys()))
 			}
 			muts = append(muts, fmt.Sprintf("swaps[%d]: add the new server to load balancer %s, then remove %s (%s) from it", i, pool.ID, name, src.ID))
 		case c.DNS != nil:

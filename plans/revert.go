@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/go-multierror"
 
 	"github.com/vmswap/vmswap/dns"
+	"github.com/vmswap/vmswap/loadbalancer"
 	"github.com/vmswap/vmswap/verify"
 )
 
@@ -131,7 +132,7 @@ func (r *Runner) revertSwap(ctx context.Context, s *swapRun) (int, string) {
 		lb := r.Drivers[c.LoadBalancer.Provider].LB
 		if !st.has("revert_lb_added") {
 			s.progress("adding %s back to load balancer %s", st.SourceName, c.LoadBalancer.ID)
-			if err := lb.AddMember(wctx, c.LoadBalancer.ID, st.SourceID); err != nil {
+			if err := lb.AddMember(wctx, c.LoadBalancer.ID, loadbalancer.Member{ServerID: st.SourceID, Address: st.SourceIP}); err != nil {
 				return fail(err)
 			}
 			if err := s.mark("revert_lb_added"); err != nil {
@@ -143,7 +144,7 @@ func (r *Runner) revertSwap(ctx context.Context, s *swapRun) (int, string) {
 		}
 		if !st.has("revert_lb_removed") {
 			s.progress("removing %s from load balancer %s", st.NewName, c.LoadBalancer.ID)
-			if err := lb.RemoveMember(wctx, c.LoadBalancer.ID, st.NewID); err != nil {
+			if err := lb.RemoveMember(wctx, c.LoadBalancer.ID, loadbalancer.Member{ServerID: st.NewID, Address: st.NewIP}); err != nil {
 				return fail(err)
 			}
 			if err := s.mark("revert_lb_removed"); err != nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vmswap/vmswap/dns"
+	"github.com/vmswap/vmswap/loadbalancer"
 )
 
 // rollbackTimeout bounds a rollback; it runs to completion even after the
@@ -63,14 +64,14 @@ func (r *Runner) rollback(s *swapRun, cause error) (int, string) {
 		lb := r.Drivers[c.LoadBalancer.Provider].LB
 		if st.has("lb_old_removed") {
 			s.progress("rollback: adding %s back to load balancer %s", st.SourceName, c.LoadBalancer.ID)
-			if err := lb.AddMember(ctx, c.LoadBalancer.ID, st.SourceID); err != nil {
+			if err := lb.AddMember(ctx, c.LoadBalancer.ID, loadbalancer.Member{ServerID: st.SourceID, Address: st.SourceIP}); err != nil {
 				note("source not back in load balancer "+c.LoadBalancer.ID, "", err)
 			} else if err := proveRoutes(ctx, s, c.LoadBalancer, st.SourceID, st.SourceIP, st.SourceName); err != nil {
 				note("load balancer does not route to the source yet", "", err)
 			}
 		}
 		s.progress("rollback: removing %s from load balancer %s", st.NewName, c.LoadBalancer.ID)
-		if err := lb.RemoveMember(ctx, c.LoadBalancer.ID, st.NewID); err != nil {
+		if err := lb.RemoveMember(ctx, c.LoadBalancer.ID, loadbalancer.Member{ServerID: st.NewID, Address: st.NewIP}); err != nil {
 			note("new server still in load balancer "+c.LoadBalancer.ID, "", err)
 		}
 		keepNewUntil = r.clock().Now().Add(orDur(c.LoadBalancer.Drain, 10*time.Second))

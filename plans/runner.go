@@ -446,11 +446,11 @@ func preflight(ctx context.Context, s *swapRun) error {
 			errs = multierror.Append(errs, fmt.Errorf("load balancer: %w", err))
 			break
 		}
-		if !slices.Contains(pool.Members, src.ID) {
-			errs = multierror.Append(errs, fmt.Errorf("load balancer %s does not route to %s (members: %s): the cutover target must point at the source today", pool.ID, src.Name, strings.Join(pool.Members, ", ")))
+		if !pool.Has(src.ID, src.PublicIP) {
+			errs = multierror.Append(errs, fmt.Errorf("load balancer %s does not route to %s (members: %s): the cutover target must point at the source today", pool.ID, src.Name, strings.Join(pool.Keys(), ", ")))
 		}
-		if obs != nil && obs.Pool != nil && !sameSet(obs.Pool.Members, pool.Members) {
-			stale = append(stale, fmt.Sprintf("load balancer %s members changed: %v when planned, %v now", pool.ID, obs.Pool.Members, pool.Members))
+		if obs != nil && obs.Pool != nil && !slices.Equal(obs.Pool.Keys(), pool.Keys()) {
+			stale = append(stale, fmt.Sprintf("load balancer %s members changed: %v when planned, %v now", pool.ID, obs.Pool.Keys(), pool.Keys()))
 		}
 	case c.DNS != nil:
 		rec, err := s.r.Drivers[c.DNS.Provider].DNS.GetRecord(ctx, c.DNS.Record, recordType(c.DNS))
@@ -804,7 +804,7 @@ func cutoverLB(ctx context.Context, s *swapRun, c *LBCutover) error {
 	lb := s.r.Drivers[c.Provider].LB
 	if !s.st.has("lb_added") {
 		s.progress("adding %s to load balancer %s", s.st.NewName, c.ID)
-		if err := lb.AddMember(ctx, c.ID, s.st.NewID); err != nil {
+		if err := lb.AddMember(ctx, c.ID, loadbalancer.Member{ServerID: s.st.NewID, Address: s.st.NewIP}); err != nil {
 			return err
 		}
 		if err := s.mark("lb_added"); err != nil {
@@ -821,7 +821,7 @@ func cutoverLB(ctx context.Context, s *swapRun, c *LBCutover) error {
 	}
 	if !s.st.has("lb_old_removed") {
 		s.progress("removing %s from load balancer %s (draining)", s.st.SourceName, c.ID)
-		if err := lb.RemoveMember(ctx, c.ID, s.st.SourceID); err != nil {
+		if err := lb.RemoveMember(ctx, c.ID, loadbalancer.Member{ServerID: s.st.SourceID, Address: s.st.SourceIP}); err != nil {
 			return err
 		}
 		s.st.DrainUntil = s.r.clock().Now().Add(orDur(c.Drain, 10*time.Second))
@@ -840,7 +840,7 @@ func proveRoutes(ctx context.Context, s *swapRun, c *LBCutover, id, ip, name str
 	start := time.Now()
 	if hr, ok := lb.(loadbalancer.HealthReporter); ok {
 		for {
-			okk, err := hr.MemberHealthy(ctx, c.ID, id)
+			okk, err := hr.MemberHealthy(ctx, c.ID, loadbalancer.Member{ServerID: id, Address: ip})
 			if err != nil {
 				return err
 			}

@@ -119,9 +119,28 @@ func (w *world) swap(cutover string) plans.Swap {
 	return sw
 }
 
-func (w *world) plan(sw plans.Swap) *plans.Document {
+func (w *world) plan(sw plans.Swap) *plans.Document { return w.planWith(sw, nil) }
+
+// planWith adds provider blocks beside the lab's.
+func (w *world) planWith(sw plans.Swap, extra map[string]plans.Provider) *plans.Document {
 	ep := w.l.Endpoints()
 	p := &plans.Plan{Version: 1, ID: "test", Providers: map[string]plans.Provider{"lab": {Type: "digitalocean", Endpoint: ep.DigitalOceanAPI, Nameserver: ep.DNS}}, Swaps: []plans.Swap{sw}}
+	for k, v := range extra {
+		p.Providers[k] = v
+	}
+	b, err := yaml.Marshal(p)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	doc, err := plans.Check(filepath.Join(w.dir, "plan.yaml"), b)
+	if err != nil {
+		w.t.Fatalf("test plan does not validate: %v", err)
+	}
+	return doc
+}
+
+// reparse validates an edited plan again.
+func (w *world) reparse(p *plans.Plan) *plans.Document {
 	b, err := yaml.Marshal(p)
 	if err != nil {
 		w.t.Fatal(err)

@@ -40,7 +40,12 @@ func (d *Document) Validate() error {
 		if _, ok := driverTypes[pb.Type]; !ok {
 			add(path+".type", "unknown provider type %q (known: %s)", pb.Type, strings.Join(DriverTypes(), ", "))
 		}
-		if pb.Endpoint != "" {
+		switch {
+		case pb.Type == "haproxy":
+			if !strings.HasPrefix(pb.Endpoint, "unix://") && !strings.HasPrefix(pb.Endpoint, "tcp://") && !strings.HasPrefix(pb.Endpoint, "/") {
+				add(path+".endpoint", "haproxy endpoint %q: the runtime API socket, unix:///run/haproxy/admin.sock or tcp://127.0.0.1:9999", pb.Endpoint)
+			}
+		case pb.Endpoint != "":
 			if u, err := url.Parse(pb.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 				add(path+".endpoint", "endpoint %q: want an http:// or https:// URL", pb.Endpoint)
 			}

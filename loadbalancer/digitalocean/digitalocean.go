@@ -57,14 +57,14 @@ func (p *Provider) Pool(ctx context.Context, id string) (*loadbalancer.Pool, err
 			break
 		}
 	}
-	pool := &loadbalancer.Pool{ID: lb.ID, Address: addr, Members: []string{}}
+	pool := &loadbalancer.Pool{ID: lb.ID, Address: addr, Members: []loadbalancer.Member{}}
 	if hc := lb.HealthCheck; hc != nil {
 		// One interval more than the threshold: the first check may come
 		// up to an interval after the droplet joins.
 		pool.HealthyAfter = time.Duration(hc.CheckIntervalSeconds*(hc.HealthyThreshold+1)) * time.Second
 	}
 	for _, d := range lb.DropletIDs {
-		pool.Members = append(pool.Members, strconv.Itoa(d))
+		pool.Members = append(pool.Members, loadbalancer.Member{ServerID: strconv.Itoa(d)})
 	}
 	return pool, nil
 }
@@ -72,10 +72,10 @@ func (p *Provider) Pool(ctx context.Context, id string) (*loadbalancer.Pool, err
 // change adds or removes a member. Both calls are idempotent on
 // DigitalOcean (adding a member twice or removing one that is not there
 // changes nothing), so no read comes first.
-func (p *Provider) change(ctx context.Context, pool, serverID string, add bool) error {
-	n, err := strconv.Atoi(serverID)
+func (p *Provider) change(ctx context.Context, pool string, m loadbalancer.Member, add bool) error {
+	n, err := strconv.Atoi(m.ServerID)
 	if err != nil {
-		return fmt.Errorf("digitalocean: %q is not a droplet ID", serverID)
+		return fmt.Errorf("digitalocean: %q is not a droplet ID", m.ServerID)
 	}
 	var resp *godo.Response
 	if add {
@@ -103,12 +103,12 @@ func (p *Provider) change(ctx context.Context, pool, serverID string, add bool) 
 
 // AddMember implements loadbalancer.MemberAdder.
 // https://docs.digitalocean.com/reference/api/api-reference/#operation/loadBalancers_add_droplets
-func (p *Provider) AddMember(ctx context.Context, pool, serverID string) error {
-	return p.change(ctx, pool, serverID, true)
+func (p *Provider) AddMember(ctx context.Context, pool string, m loadbalancer.Member) error {
+	return p.change(ctx, pool, m, true)
 }
 
 // RemoveMember implements loadbalancer.MemberRemover.
 // https://docs.digitalocean.com/reference/api/api-reference/#operation/loadBalancers_remove_droplets
-func (p *Provider) RemoveMember(ctx context.Context, pool, serverID string) error {
-	return p.change(ctx, pool, serverID, false)
+func (p *Provider) RemoveMember(ctx context.Context, pool string, m loadbalancer.Member) error {
+	return p.change(ctx, pool, m, false)
 }
