@@ -34,14 +34,22 @@ const nameserver = "ns1.lab.vmswap.test."
 
 func startDNS(l *Lab, addr string) (*dnsServer, error) {
 	s := &dnsServer{zones: map[string]*servedZone{}, serial: uint32(time.Now().Unix())}
-	pc, err := net.ListenPacket("udp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("lab: DNS listener: %w", err)
-	}
-	tl, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
+	var pc net.PacketConn
+	var tl net.Listener
+	// UDP and TCP share one port; when the port is chosen for us, the TCP
+	// one may be taken, so try a few.
+	for attempt := 0; ; attempt++ {
+		var err error
+		if pc, err = net.ListenPacket("udp", addr); err != nil {
+			return nil, fmt.Errorf("lab: DNS listener: %w", err)
+		}
+		if tl, err = net.Listen("tcp", pc.LocalAddr().String()); err == nil {
+			break
+		}
 		pc.Close()
-		return nil, fmt.Errorf("lab: DNS listener: %w", err)
+		if _, port, _ := net.SplitHostPort(addr); port != "0" || attempt == 20 {
+			return nil, fmt.Errorf("lab: DNS listener: %w", err)
+		}
 	}
 	s.addr = pc.LocalAddr().String()
 	h := dns.HandlerFunc(s.serve)
@@ -115,7 +123,11 @@ func (l *Lab) buildZones() map[string]*servedZone {
 	}
 	for _, z := range l.st.Zones {
 		for _, r := range z.Records {
-			add(z.Name, r.Name, r.Type, r.TTL, r.Content, nil)
+			content := r.Content
+			if r.Proxied && r.Type == "A" {
+				content = l.hostIP(edgeHost) // proxied: clients reach the edge
+			}
+			add(z.Name, r.Name, r.Type, r.TTL, content, nil)
 		}
 		if out[dns.Fqdn(z.Name)] == nil {
 			out[dns.Fqdn(z.Name)] = &servedZone{name: dns.Fqdn(z.Name)}

@@ -116,6 +116,7 @@ type Lab struct {
 
 	apiSrv *http.Server
 	apiLn  net.Listener
+	edge   *http.Server
 	dnsSrv *dnsServer
 	specs  *specs
 }
@@ -184,6 +185,11 @@ func Start(cfg Config) (*Lab, error) {
 		return nil, err
 	}
 	l.dnsSrv = ds
+	if err := l.startEdge(); err != nil {
+		l.apiSrv.Close()
+		ds.close()
+		return nil, fmt.Errorf("lab: Cloudflare edge: %w", err)
+	}
 
 	// Bring back whatever was running when the state was saved.
 	l.mu.Lock()
@@ -304,6 +310,9 @@ func (l *Lab) closeLocked() {
 	}
 	if l.apiSrv != nil {
 		l.apiSrv.Close()
+	}
+	if l.edge != nil {
+		l.edge.Close()
 	}
 	if l.dnsSrv != nil {
 		l.dnsSrv.close()

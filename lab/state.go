@@ -202,8 +202,8 @@ func (l *Lab) allocIP() (string, error) {
 		l.st.FreeHosts = l.st.FreeHosts[1:]
 		return l.hostIP(h), nil
 	}
-	if l.st.NextHost > 254 {
-		return "", errors.New("lab: out of loopback addresses (253 in use)")
+	if l.st.NextHost >= edgeHost {
+		return "", errors.New("lab: out of loopback addresses (252 in use)")
 	}
 	h := l.st.NextHost
 	l.st.NextHost++

@@ -11,6 +11,7 @@ import (
 	"github.com/vmswap/vmswap/dns"
 	cfdns "github.com/vmswap/vmswap/dns/cloudflare"
 	dodns "github.com/vmswap/vmswap/dns/digitalocean"
+	"github.com/vmswap/vmswap/dns/rfc2136"
 	"github.com/vmswap/vmswap/loadbalancer"
 	dolb "github.com/vmswap/vmswap/loadbalancer/digitalocean"
 	"github.com/vmswap/vmswap/loadbalancer/haproxy"
@@ -62,6 +63,10 @@ type driverType struct {
 }
 
 var driverTypes = map[string]driverType{
+	"rfc2136": {
+		caps:  []Capability{CapDNS},
+		build: buildRFC2136,
+	},
 	"haproxy": {
 		caps:  []Capability{CapLB},
 		build: buildHAProxy,
@@ -137,6 +142,18 @@ func buildHAProxy(name string, p Provider, o BuildOptions) (*Drivers, error) {
 		return nil, fmt.Errorf("provider %q: %w", name, err)
 	}
 	return &Drivers{LB: lb}, nil
+}
+
+func buildRFC2136(name string, p Provider, o BuildOptions) (*Drivers, error) {
+	secret, err := tokenFor(name, p, []string{rfc2136.SecretVar}, o.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	d, err := rfc2136.New(rfc2136.Config{Server: p.Endpoint, TSIGKey: p.TSIGKey, TSIGSecret: secret, TSIGAlgorithm: p.TSIGAlgorithm, PollInterval: o.PollInterval, Progress: o.Progress})
+	if err != nil {
+		return nil, fmt.Errorf("provider %q: %w", name, err)
+	}
+	return &Drivers{DNS: d}, nil
 }
 
 func buildCloudflare(name string, p Provider, o BuildOptions) (*Drivers, error) {

@@ -159,9 +159,23 @@ func (w *world) getenv(k string) string {
 	return ""
 }
 
+// runEnv applies doc with more credentials in the environment it sees.
+func (w *world) runEnv(doc *plans.Document, env map[string]string) (*plans.Result, *plans.Journal) {
+	return w.runWith(doc, nil, func(k string) string {
+		if v, ok := env[k]; ok {
+			return v
+		}
+		return w.getenv(k)
+	})
+}
+
 // run applies doc with a fresh journal and returns the result.
 func (w *world) run(doc *plans.Document, onEvent func(plans.Event)) (*plans.Result, *plans.Journal) {
-	drivers, err := plans.Build(doc.Plan, plans.BuildOptions{Getenv: w.getenv, PollInterval: 50 * time.Millisecond})
+	return w.runWith(doc, onEvent, w.getenv)
+}
+
+func (w *world) runWith(doc *plans.Document, onEvent func(plans.Event), getenv func(string) string) (*plans.Result, *plans.Journal) {
+	drivers, err := plans.Build(doc.Plan, plans.BuildOptions{Getenv: getenv, PollInterval: 50 * time.Millisecond})
 	if err != nil {
 		w.t.Fatal(err)
 	}

@@ -1,10 +1,16 @@
 package plans_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"testing"
+	"time"
 
+	"github.com/vmswap/vmswap/dns/authority"
+	"github.com/vmswap/vmswap/dns/rfc2136/bindtest"
 	"github.com/vmswap/vmswap/loadbalancer/haproxy/haproxytest"
 	"github.com/vmswap/vmswap/plans"
 )
@@ -36,4 +42,75 @@ func TestSwapThroughHAProxy(t *testing.T) {
 	if k := pool.Keys(); len(k) != 1 || k[0] != "addr:"+j.Swaps[0].NewIP {
 		t.Fatalf("haproxy members after the swap: %v", k)
 	}
+}
+
+// TestSwapThroughRFC2136: the record lives on a real BIND 9, changed with a
+// TSIG-signed dynamic update; the probe resolves through BIND, honouring TTL.
+func TestSwapThroughRFC2136(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	b := bindtest.Start(t, "bind.test", map[string]string{"www": w.srcIP}, 5)
+	sw := w.swap("dns")
+	sw.Cutover.DNS = &plans.DNSCutover{Provider: "bind", Record: "www.bind.test", Grace: plans.Duration(time.Second)}
+	sw.Probe = &plans.Probe{URL: w.url("www.bind.test"), Rate: 200, Resolver: b.Addr}
+	doc := w.planWith(sw, map[string]plans.Provider{"bind": {Type: "rfc2136", Endpoint: b.Addr, TSIGKey: b.Key}})
+	res, j := w.runEnv(doc, map[string]string{"RFC2136_TSIG_SECRET": b.Secret})
+	if res.ExitCode != 0 {
+		t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
+	}
+	sr := res.Swaps[0]
+	t.Logf("rfc2136 swap: %d requests, %d failed, p99 %.1fms, %.1fs", sr.Requests, sr.Failed, sr.P99ms, sr.DurationS)
+	if sr.Failed != 0 || sr.Requests < 200 {
+		t.Fatalf("probe: %+v", sr)
+	}
+	vals, _, err := authority.Lookup(context.Background(), b.Addr, "www.bind.test", "A")
+	if err != nil || len(vals) != 1 || vals[0] != j.Swaps[0].NewIP {
+		t.Fatalf("BIND answers %v, %v", vals, err)
+	}
+}
+
+// TestSwapThroughCloudflare: the record is a proxied Cloudflare record
+// (the lab's Cloudflare API), moved with PATCH; the old server is kept for
+// the grace only, as no client caches a proxied record's origin.
+func TestSwapThroughCloudflare(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	zid, err := w.l.AddZone("cf.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfRecord(t, w, zid, map[string]any{"type": "A", "name": "www.cf.test", "content": w.srcIP, "ttl": 1, "proxied": true, "comment": "shop"})
+	// A proxied record resolves to the (lab's) Cloudflare edge, not the origin.
+	time.Sleep(w.l.Durations().DNSApply + 100*time.Millisecond)
+	if vals, _, err := authority.Lookup(context.Background(), w.l.Endpoints().DNS, "www.cf.test", "A"); err != nil || len(vals) != 1 || vals[0] == w.srcIP {
+		t.Fatalf("proxied record resolves to %v, %v", vals, err)
+	}
+	sw := w.swap("dns")
+	sw.Cutover.DNS = &plans.DNSCutover{Provider: "cf", Record: "www.cf.test", Grace: plans.Duration(2 * time.Second)}
+	sw.Probe = &plans.Probe{URL: w.url("www.cf.test"), Rate: 200, Resolver: w.l.Endpoints().DNS}
+	doc := w.planWith(sw, map[string]plans.Provider{"cf": {Type: "cloudflare", Endpoint: w.l.Endpoints().CloudflareAPI, Nameserver: w.l.Endpoints().DNS}})
+	res, _ := w.runEnv(doc, map[string]string{"CLOUDFLARE_API_TOKEN": w.l.Token()})
+	if res.ExitCode != 0 {
+		t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
+	}
+	sr := res.Swaps[0]
+	t.Logf("cloudflare swap: %d requests, %d failed, p99 %.1fms, %.1fs", sr.Requests, sr.Failed, sr.P99ms, sr.DurationS)
+	if sr.Failed != 0 || sr.Requests < 200 {
+		t.Fatalf("probe: %+v", sr)
+	}
+	if n := w.l.OperationCounts()["dns-records-for-a-zone-patch-dns-record"]; n != 1 {
+		t.Fatalf("%d PATCH calls", n)
+	}
+}
+
+func cfRecord(t *testing.T, w *world, zoneID string, body map[string]any) {
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequest("POST", w.l.Endpoints().CloudflareAPI+"/zones/"+zoneID+"/dns_records", bytes.NewReader(b))
+	req.Header.Set("Authorization", "Bearer "+w.l.Token())
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("create record: %v %v", resp, err)
+	}
+	resp.Body.Close()
 }

@@ -41,6 +41,13 @@ func (d *Document) Validate() error {
 			add(path+".type", "unknown provider type %q (known: %s)", pb.Type, strings.Join(DriverTypes(), ", "))
 		}
 		switch {
+		case pb.Type == "rfc2136":
+			if _, _, err := net.SplitHostPort(pb.Endpoint); err != nil {
+				add(path+".endpoint", "rfc2136 endpoint %q: the primary nameserver as host:port, like ns1.example.com:53", pb.Endpoint)
+			}
+			if pb.TSIGKey == "" {
+				add(path, "rfc2136 updates are signed: set tsig_key (the secret comes from RFC2136_TSIG_SECRET)")
+			}
 		case pb.Type == "haproxy":
 			if !strings.HasPrefix(pb.Endpoint, "unix://") && !strings.HasPrefix(pb.Endpoint, "tcp://") && !strings.HasPrefix(pb.Endpoint, "/") {
 				add(path+".endpoint", "haproxy endpoint %q: the runtime API socket, unix:///run/haproxy/admin.sock or tcp://127.0.0.1:9999", pb.Endpoint)
