@@ -12,12 +12,20 @@ DEB_PKGS := openssh-server openssh-client haproxy bind9 bind9-utils
 build:
 	$(GO) build -o bin/vmswap ./cmd/vmswap
 
-# deps installs the real servers the tests run against, once.
+MOTO    := moto[server]==5.2.5
+VENV    := .tools/venv
+
+# deps installs the real servers the tests run against, once: OpenSSH,
+# haproxy and BIND from Debian, and moto's AWS emulator from PyPI into a venv.
 deps:
-	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(DEB_PKGS) python3-venv; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "make deps: installing$$missing"; \
 		$(APT) update >/dev/null && $(APT) install --no-install-recommends $$missing >/dev/null; \
+	fi
+	@if ! $(VENV)/bin/pip show moto 2>/dev/null | grep -q '^Version: 5.2.5$$'; then \
+		echo "make deps: installing $(MOTO) into $(VENV)"; \
+		python3 -m venv $(VENV) && $(VENV)/bin/pip install -q '$(MOTO)'; \
 	fi
 
 fmt:

@@ -1,6 +1,7 @@
 package plans
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"regexp"
@@ -8,14 +9,20 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/smithy-go/middleware"
+
 	"github.com/vmswap/vmswap/dns"
 	cfdns "github.com/vmswap/vmswap/dns/cloudflare"
 	dodns "github.com/vmswap/vmswap/dns/digitalocean"
 	"github.com/vmswap/vmswap/dns/rfc2136"
+	"github.com/vmswap/vmswap/dns/route53"
 	"github.com/vmswap/vmswap/loadbalancer"
+	"github.com/vmswap/vmswap/loadbalancer/awselb"
 	dolb "github.com/vmswap/vmswap/loadbalancer/digitalocean"
 	"github.com/vmswap/vmswap/loadbalancer/haproxy"
 	"github.com/vmswap/vmswap/provider"
+	awscompute "github.com/vmswap/vmswap/provider/aws"
 	docompute "github.com/vmswap/vmswap/provider/digitalocean"
 )
 
@@ -47,6 +54,9 @@ type BuildOptions struct {
 	Progress provider.Progress
 	// PollInterval for provider operations. Zero: the driver's default.
 	PollInterval time.Duration
+	// AWSAPIOptions are added to the AWS clients' middleware stacks (the
+	// tests record the operations called with one).
+	AWSAPIOptions []func(*middleware.Stack) error
 	// HTTPClient is the transport under the drivers' own auth and retries.
 	// Nil: the drivers' default.
 	HTTPClient *http.Client
@@ -63,6 +73,12 @@ type driverType struct {
 }
 
 var driverTypes = map[string]driverType{
+	"aws": {
+		caps:       []Capability{CapCompute, CapDNS, CapLB, CapReservedIP},
+		sizeSyntax: regexp.MustCompile(`^[a-z][a-z0-9-]*\.[a-z0-9]+$`),
+		sizeHint:   "an EC2 instance type like m7i.xlarge",
+		build:      buildAWS,
+	},
 	"rfc2136": {
 		caps:  []Capability{CapDNS},
 		build: buildRFC2136,
@@ -134,6 +150,29 @@ func buildDigitalOcean(name string, p Provider, o BuildOptions) (*Drivers, error
 		LB:      dolb.New(dolb.Config{Client: c.Client()}),
 		DNS:     dodns.New(dodns.Config{Client: c.Client(), Nameserver: p.Nameserver, PollInterval: o.PollInterval, Progress: o.Progress}),
 	}, nil
+}
+
+func buildAWS(name string, p Provider, o BuildOptions) (*Drivers, error) {
+	cfg := awscompute.Config{Region: p.Region, Endpoint: p.Endpoint, APIOptions: o.AWSAPIOptions, PollInterval: o.PollInterval, Progress: o.Progress}
+	if o.Getenv != nil {
+		// Credentials from the environment the CLI was given (the default
+		// chain reads the process's own too, and profiles and roles).
+		if id, secret := o.Getenv("AWS_ACCESS_KEY_ID"), o.Getenv("AWS_SECRET_ACCESS_KEY"); id != "" && secret != "" {
+			cfg.Credentials = credentials.NewStaticCredentialsProvider(id, secret, o.Getenv("AWS_SESSION_TOKEN"))
+		}
+		if cfg.Region == "" {
+			cfg.Region = o.Getenv("AWS_REGION")
+		}
+		if cfg.Endpoint == "" {
+			cfg.Endpoint = o.Getenv("AWS_ENDPOINT_URL")
+		}
+	}
+	sc, err := awscompute.LoadConfig(context.Background(), cfg)
+	if err != nil {
+		return nil, fmt.Errorf("provider %q: %w", name, err)
+	}
+	c := awscompute.New(sc, cfg)
+	return &Drivers{Compute: c, IP: c, LB: awselb.New(sc, o.PollInterval, o.Progress), DNS: route53.New(sc, p.Nameserver, o.PollInterval, o.Progress)}, nil
 }
 
 func buildHAProxy(name string, p Provider, o BuildOptions) (*Drivers, error) {

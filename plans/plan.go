@@ -44,7 +44,7 @@ type Plan struct {
 
 // Provider is a provider block. Credentials come from the environment.
 type Provider struct {
-	Type string `yaml:"type" json:"type" doc:"Driver type: digitalocean, cloudflare, haproxy or rfc2136."`
+	Type string `yaml:"type" json:"type" doc:"Driver type: digitalocean, aws, cloudflare, haproxy or rfc2136."`
 	// Endpoint overrides the API base URL (the lab, a proxy).
 	Endpoint string `yaml:"endpoint,omitempty" json:"endpoint,omitempty" doc:"API base URL override (the lab, a proxy)."`
 	// Nameserver is the authoritative DNS server (host:port) asked whether a
@@ -53,6 +53,8 @@ type Provider struct {
 	// TokenEnv names the environment variable holding the token, when not the
 	// ecosystem's usual one.
 	TokenEnv string `yaml:"token_env,omitempty" json:"token_env,omitempty" doc:"Name of the environment variable that holds the API token."`
+	// Region is the AWS region; empty: AWS_REGION or the profile's.
+	Region string `yaml:"region,omitempty" json:"region,omitempty" doc:"aws: the region; default AWS_REGION or the profile's."`
 	// TSIGKey and TSIGAlgorithm name the RFC 2136 key; its secret comes from
 	// RFC2136_TSIG_SECRET (or token_env).
 	TSIGKey       string `yaml:"tsig_key,omitempty" json:"tsig_key,omitempty" doc:"rfc2136: TSIG key name; the secret comes from RFC2136_TSIG_SECRET."`

@@ -57,7 +57,7 @@ func (d *Document) Validate() error {
 				add(path+".endpoint", "endpoint %q: want an http:// or https:// URL", pb.Endpoint)
 			}
 		}
-		if pb.Nameserver != "" {
+		if pb.Nameserver != "" && !(pb.Type == "aws" && pb.Nameserver == "none") {
 			if _, _, err := net.SplitHostPort(pb.Nameserver); err != nil {
 				add(path+".nameserver", "nameserver %q: want host:port, like ns1.digitalocean.com:53", pb.Nameserver)
 			}
