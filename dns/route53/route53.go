@@ -162,11 +162,12 @@ func (p *Provider) WaitServed(ctx context.Context, rec dns.Record) error {
 		if err != nil {
 			return err
 		}
-		hz, err := p.c.GetHostedZone(ctx, &r53.GetHostedZoneInput{Id: z.Id})
-		if err != nil || hz.DelegationSet == nil || len(hz.DelegationSet.NameServers) == 0 {
+		// The apex NS record set is the zone's delegation.
+		out, err := p.c.ListResourceRecordSets(ctx, &r53.ListResourceRecordSetsInput{HostedZoneId: z.Id, StartRecordName: z.Name, StartRecordType: types.RRTypeNs, MaxItems: sdk.Int32(1)})
+		if err != nil || len(out.ResourceRecordSets) == 0 || out.ResourceRecordSets[0].Type != types.RRTypeNs || len(out.ResourceRecordSets[0].ResourceRecords) == 0 {
 			return fmt.Errorf("aws: cannot read the nameservers of %s: set nameserver in the provider block: %v", sdk.ToString(z.Name), err)
 		}
-		ns = net.JoinHostPort(hz.DelegationSet.NameServers[0], "53")
+		ns = net.JoinHostPort(strings.TrimSuffix(sdk.ToString(out.ResourceRecordSets[0].ResourceRecords[0].Value), "."), "53")
 	}
 	if err := authority.WaitServed(ctx, ns, rec.Name, rec.Type, rec.Values, p.poll, p.progress); err != nil {
 		return fmt.Errorf("aws: %w", err)

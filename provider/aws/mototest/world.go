@@ -84,6 +84,14 @@ func NewWorld(t testing.TB, s *Server) *World {
 	_, err = l.RegisterTargets(ctx, &elb.RegisterTargetsInput{TargetGroupArn: sdk.String(w.TargetGroup), Targets: []elbtypes.TargetDescription{{Id: sdk.String(w.InstanceID)}}})
 	must(err)
 
+	addr, err := e.AllocateAddress(ctx, &ec2.AllocateAddressInput{Domain: ec2types.DomainTypeVpc})
+	must(err)
+	w.EIP = *addr.PublicIp
+	_, err = e.AssociateAddress(ctx, &ec2.AssociateAddressInput{AllocationId: addr.AllocationId, InstanceId: sdk.String(w.InstanceID)})
+	must(err)
+	// The Elastic IP is now the instance's public address: the record names it.
+	w.InstanceIP = w.EIP
+
 	r := r53.NewFromConfig(w.Config)
 	hz, err := r.CreateHostedZone(ctx, &r53.CreateHostedZoneInput{Name: sdk.String(w.Zone), CallerReference: sdk.String("vmswap-test")})
 	must(err)
@@ -92,10 +100,5 @@ func NewWorld(t testing.TB, s *Server) *World {
 			ResourceRecords: []r53types.ResourceRecord{{Value: sdk.String(w.InstanceIP)}}}}}}})
 	must(err)
 
-	addr, err := e.AllocateAddress(ctx, &ec2.AllocateAddressInput{Domain: ec2types.DomainTypeVpc})
-	must(err)
-	w.EIP = *addr.PublicIp
-	_, err = e.AssociateAddress(ctx, &ec2.AssociateAddressInput{AllocationId: addr.AllocationId, InstanceId: sdk.String(w.InstanceID)})
-	must(err)
 	return w
 }
