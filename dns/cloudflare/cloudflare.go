@@ -2,6 +2,11 @@
 // v6 (the current major version, generated from Cloudflare's OpenAPI spec;
 // the v0 line is the legacy client). The SDK stays inside this package.
 //
+// Only the dns and zones services are linked: importing the SDK's root
+// package would link every Cloudflare service (some 100 MB of code), which
+// is why lego dropped the SDK; constructing the two services directly keeps
+// vmswap's binary and memory small.
+//
 // A record's content is changed with PATCH, so proxying, TTL, comment and
 // tags are kept. A proxied record takes effect at Cloudflare's edge (clients
 // never see or cache the origin address), so the change is served when the
@@ -16,11 +21,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
 
-	cf "github.com/cloudflare/cloudflare-go/v6"
 	cfdns "github.com/cloudflare/cloudflare-go/v6/dns"
 	"github.com/cloudflare/cloudflare-go/v6/option"
 	"github.com/cloudflare/cloudflare-go/v6/zones"
@@ -62,8 +67,9 @@ func ConfigFromEnv() (Config, error) {
 
 // Provider implements dns.Provider.
 type Provider struct {
-	cfg Config
-	c   *cf.Client
+	cfg       Config
+	recordSvc *cfdns.RecordService
+	zones     *zones.ZoneService
 }
 
 var _ dns.Provider = (*Provider)(nil)
@@ -76,8 +82,10 @@ func New(cfg Config) (*Provider, error) {
 	if cfg.PollInterval == 0 {
 		cfg.PollInterval = 2 * time.Second
 	}
-	// The SDK retries 429 and 5xx itself, honouring Retry-After.
-	opts := []option.RequestOption{option.WithAPIToken(cfg.Token), option.WithMaxRetries(5)}
+	// The SDK retries 429 and 5xx itself, honouring Retry-After. Its
+	// defaults (which read CLOUDFLARE_* variables) are not used: the
+	// Config says everything.
+	opts := []option.RequestOption{option.WithEnvironmentProduction(), option.WithAPIToken(cfg.Token), option.WithMaxRetries(5)}
 	if cfg.BaseURL != "" {
 		u := cfg.BaseURL
 		if !strings.HasSuffix(u, "/") {
@@ -88,26 +96,40 @@ func New(cfg Config) (*Provider, error) {
 	if cfg.HTTPClient != nil {
 		opts = append(opts, option.WithHTTPClient(cfg.HTTPClient))
 	}
-	return &Provider{cfg: cfg, c: cf.NewClient(opts...)}, nil
+	return &Provider{cfg: cfg, recordSvc: cfdns.NewRecordService(opts...), zones: zones.NewZoneService(opts...)}, nil
+}
+
+// statusOf returns the HTTP status of an SDK API error (0 for others). The
+// SDK's error type lives in its root package, which this driver does not
+// link; its StatusCode field is read instead.
+func statusOf(err error) int {
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		v := reflect.ValueOf(e)
+		if v.Kind() == reflect.Pointer && v.Elem().Kind() == reflect.Struct {
+			if f := v.Elem().FieldByName("StatusCode"); f.IsValid() && f.Kind() == reflect.Int {
+				return int(f.Int())
+			}
+		}
+	}
+	return 0
 }
 
 // apiError turns an SDK error into one a person can act on, without
 // echoing the request's headers.
 func apiError(err error, format string, args ...any) error {
 	what := fmt.Sprintf(format, args...)
-	var ae *cf.Error
-	if errors.As(err, &ae) {
-		switch ae.StatusCode {
+	if code := statusOf(err); code != 0 {
+		switch code {
 		case 401, 403:
-			return fmt.Errorf("cloudflare: %s: the API refused the token (%d): check %s (it needs Zone:Read and DNS:Edit)", what, ae.StatusCode, TokenVar)
+			return fmt.Errorf("cloudflare: %s: the API refused the token (%d): check %s (it needs Zone:Read and DNS:Edit)", what, code, TokenVar)
 		case 404:
 			return fmt.Errorf("cloudflare: %s: %w", what, provider.ErrNotFound)
 		}
-		msg := ae.Error()
+		msg := err.Error()
 		if i := strings.Index(msg, "\n"); i > 0 {
 			msg = msg[:i]
 		}
-		return fmt.Errorf("cloudflare: %s: HTTP %d: %s", what, ae.StatusCode, msg)
+		return fmt.Errorf("cloudflare: %s: HTTP %d: %s", what, code, msg)
 	}
 	return fmt.Errorf("cloudflare: %s: %w", what, err)
 }
@@ -119,7 +141,9 @@ func (p *Provider) zone(ctx context.Context, name string) (*zones.Zone, error) {
 	labels := strings.Split(name, ".")
 	for i := 0; i < len(labels)-1; i++ {
 		cand := strings.Join(labels[i:], ".")
-		page, err := p.c.Zones.List(ctx, zones.ZoneListParams{Name: cf.F(cand)})
+		var q zones.ZoneListParams
+		q.Name.Value, q.Name.Present = cand, true
+		page, err := p.zones.List(ctx, q)
 		if err != nil {
 			return nil, apiError(err, "find the zone of %s", name)
 		}
@@ -138,11 +162,15 @@ func (p *Provider) records(ctx context.Context, name, typ string) (*zones.Zone, 
 	if err != nil {
 		return nil, nil, err
 	}
-	page, err := p.c.DNS.Records.List(ctx, cfdns.RecordListParams{
-		ZoneID: cf.F(z.ID),
-		Name:   cf.F(cfdns.RecordListParamsName{Exact: cf.F(name)}),
-		Type:   cf.F(cfdns.RecordListParamsType(typ)),
-	})
+	// The params' fields are the SDK's param.Field (an internal type): set
+	// Value and Present, as its F helper does.
+	var q cfdns.RecordListParams
+	q.ZoneID.Value, q.ZoneID.Present = z.ID, true
+	var n cfdns.RecordListParamsName
+	n.Exact.Value, n.Exact.Present = name, true
+	q.Name.Value, q.Name.Present = n, true
+	q.Type.Value, q.Type.Present = cfdns.RecordListParamsType(typ), true
+	page, err := p.recordSvc.List(ctx, q)
 	if err != nil {
 		return nil, nil, apiError(err, "list %s records of %s", typ, name)
 	}
@@ -204,21 +232,33 @@ func (p *Provider) SetRecord(ctx context.Context, rec dns.Record) (*dns.Record, 
 		}
 	}
 	for _, v := range want {
+		var body cfdns.ARecordParam
+		body.Content.Value, body.Content.Present = v, true
 		if len(stale) > 0 {
-			if _, err := p.c.DNS.Records.Edit(ctx, stale[0].ID, cfdns.RecordEditParams{ZoneID: cf.F(z.ID),
-				Body: cfdns.ARecordParam{Content: cf.F(v)}}); err != nil {
+			var e cfdns.RecordEditParams
+			e.ZoneID.Value, e.ZoneID.Present = z.ID, true
+			e.Body = body // PATCH: only the content; proxied, TTL, comment, tags stay
+			if _, err := p.recordSvc.Edit(ctx, stale[0].ID, e); err != nil {
 				return nil, apiError(err, "update %s %s", rec.Type, rec.Name)
 			}
 			stale = stale[1:]
 			continue
 		}
-		if _, err := p.c.DNS.Records.New(ctx, cfdns.RecordNewParams{ZoneID: cf.F(z.ID), Body: cfdns.ARecordParam{
-			Name: cf.F(first.Name), Type: cf.F(cfdns.ARecordTypeA), Content: cf.F(v), TTL: cf.F(first.TTL), Proxied: cf.F(first.Proxied)}}); err != nil {
+		body.Name.Value, body.Name.Present = first.Name, true
+		body.Type.Value, body.Type.Present = cfdns.ARecordTypeA, true
+		body.TTL.Value, body.TTL.Present = first.TTL, true
+		body.Proxied.Value, body.Proxied.Present = first.Proxied, true
+		var np cfdns.RecordNewParams
+		np.ZoneID.Value, np.ZoneID.Present = z.ID, true
+		np.Body = body
+		if _, err := p.recordSvc.New(ctx, np); err != nil {
 			return nil, apiError(err, "create %s %s", rec.Type, rec.Name)
 		}
 	}
 	for _, r := range stale {
-		if _, err := p.c.DNS.Records.Delete(ctx, r.ID, cfdns.RecordDeleteParams{ZoneID: cf.F(z.ID)}); err != nil {
+		var dp cfdns.RecordDeleteParams
+		dp.ZoneID.Value, dp.ZoneID.Present = z.ID, true
+		if _, err := p.recordSvc.Delete(ctx, r.ID, dp); err != nil {
 			return nil, apiError(err, "delete %s %s (%s)", rec.Type, rec.Name, r.Content)
 		}
 	}
