@@ -42,20 +42,7 @@ func (l *Lab) startBalancerLocked(lb *lbState) error {
 		return fmt.Errorf("lab: load balancer %s: %w", lb.ID, err)
 	}
 	b := &balancer{lab: l, id: lb.ID, stop: make(chan struct{}), done: make(chan struct{}), members: map[int]*member{}}
-	transport := &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 30 * time.Second}
-	proxy := &httputil.ReverseProxy{
-		Transport: transport,
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.Out.URL.Scheme = "http"
-			pr.Out.URL.Host = pr.In.Context().Value(memberKey{}).(string)
-			pr.Out.Host = pr.In.Host
-			pr.SetXForwarded()
-		},
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			http.Error(w, "502 Bad Gateway", http.StatusBadGateway)
-		},
-		ErrorLog: log.New(io.Discard, "", 0),
-	}
+	proxy := newProxy("502 Bad Gateway")
 	b.srv = &http.Server{
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          log.New(io.Discard, "", 0),
@@ -75,7 +62,27 @@ func (l *Lab) startBalancerLocked(lb *lbState) error {
 	return nil
 }
 
+// memberKey carries the chosen backend (host:port) in a request's context.
 type memberKey struct{}
+
+// newProxy is the reverse proxy of the lab's load balancers and Cloudflare
+// edge: it forwards to the backend in the request's context (memberKey),
+// keeping the Host, with keep-alive connections to backends.
+func newProxy(badGateway string) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Transport: &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 30 * time.Second},
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme = "http"
+			pr.Out.URL.Host = pr.In.Context().Value(memberKey{}).(string)
+			pr.Out.Host = pr.In.Host
+			pr.SetXForwarded()
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			http.Error(w, badGateway, http.StatusBadGateway)
+		},
+		ErrorLog: log.New(io.Discard, "", 0),
+	}
+}
 
 // pick chooses the next healthy member, round robin.
 func (b *balancer) pick() string {

@@ -6,7 +6,6 @@ import (
 	"log"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"strconv"
 	"strings"
 	"time"
@@ -24,19 +23,7 @@ func (l *Lab) startEdge() error {
 	if err != nil {
 		return err
 	}
-	proxy := &httputil.ReverseProxy{
-		Transport: &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 30 * time.Second},
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.Out.URL.Scheme = "http"
-			pr.Out.URL.Host = pr.In.Context().Value(memberKey{}).(string)
-			pr.Out.Host = pr.In.Host
-			pr.SetXForwarded()
-		},
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			http.Error(w, "502 Bad Gateway (origin unreachable)", http.StatusBadGateway)
-		},
-		ErrorLog: log.New(io.Discard, "", 0),
-	}
+	proxy := newProxy("502 Bad Gateway (origin unreachable)")
 	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(io.Discard, "", 0),
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			host := strings.ToLower(r.Host)

@@ -183,3 +183,15 @@ func Poll(ctx context.Context, interval time.Duration, check func() (done bool, 
 		wait = min(wait*3/2, 10*interval)
 	}
 }
+
+// Sleep waits d or until ctx ends, returning ctx's error if it ended first.
+func Sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

@@ -311,20 +311,9 @@ func (d *Driver) Snapshot(ctx context.Context, s *provider.Server, name string, 
 		}
 		wait := time.Duration(attempt) * time.Second
 		d.prog("digitalocean: snapshot request failed (%v); looking for its effect, retrying in %s", err, wait)
-		if err := sleepCtx(ctx, wait); err != nil {
+		if err := provider.Sleep(ctx, wait); err != nil {
 			return nil, err
 		}
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }
 
@@ -490,7 +479,7 @@ func (d *Driver) Launch(ctx context.Context, spec provider.LaunchSpec) (*provide
 		}
 		wait := time.Duration(attempt) * time.Second
 		d.prog("digitalocean: create droplet %q failed (%v) and made nothing; retrying in %s", spec.Name, err, wait)
-		if err := sleepCtx(ctx, wait); err != nil {
+		if err := provider.Sleep(ctx, wait); err != nil {
 			return nil, err
 		}
 	}
