@@ -44,10 +44,14 @@ func TestErrorShapes(t *testing.T) {
 			func(m map[string]any) bool { return m["id"] == "not_found" && m["message"] != "" }},
 		{"DO unknown path", "GET", do + "v2/nothing-here", ep.Token, "", 404, func(m map[string]any) bool { return m["id"] == "not_found" }},
 		{"DO body the spec rejects", "POST", do + "v2/droplets", ep.Token, `{"name": "x", "region": "nyc3"}`, 400,
-			func(m map[string]any) bool { return m["id"] == "bad_request" && strings.Contains(m["message"].(string), "size") }},
+			func(m map[string]any) bool {
+				return m["id"] == "bad_request" && strings.Contains(m["message"].(string), "size")
+			}},
 		{"DO body that is not JSON", "POST", do + "v2/droplets", ep.Token, `{"name": `, 400, func(m map[string]any) bool { return m["id"] == "bad_request" }},
 		{"DO bad token", "GET", do + "v2/account", "nope", "", 401,
-			func(m map[string]any) bool { return m["id"] == "Unauthorized" && m["message"] == "Unable to authenticate you" }},
+			func(m map[string]any) bool {
+				return m["id"] == "Unauthorized" && m["message"] == "Unable to authenticate you"
+			}},
 		{"Cloudflare bad token", "GET", cf + "/zones", "nope", "", 401, func(m map[string]any) bool {
 			errs, _ := m["errors"].([]any)
 			return m["success"] == false && len(errs) == 1 && errs[0].(map[string]any)["code"] == float64(10000)

@@ -63,7 +63,7 @@ type Clock interface {
 
 type realClock struct{}
 
-func (realClock) Now() time.Time { return time.Now() }
+func (realClock) Now() time.Time                                   { return time.Now() }
 func (realClock) Sleep(ctx context.Context, d time.Duration) error { return provider.Sleep(ctx, d) }
 
 // RealClock is the wall clock.
