@@ -18,7 +18,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -492,10 +491,6 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	return os.Rename(f.Name(), path)
 }
 
-var errClosed = errors.New("lab: closed")
-
-// ctxDone reports whether ctx is finished.
-func ctxDone(ctx context.Context) bool { return ctx.Err() != nil }
 
 // FetchInventory reads a running lab's inventory over its control API.
 func FetchInventory(ctx context.Context, ep Endpoints) (*Inventory, error) {
