@@ -491,7 +491,6 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	return os.Rename(f.Name(), path)
 }
 
-
 // FetchInventory reads a running lab's inventory over its control API.
 func FetchInventory(ctx context.Context, ep Endpoints) (*Inventory, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ep.DigitalOceanAPI+"lab/inventory", nil)
