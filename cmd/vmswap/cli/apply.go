@@ -34,6 +34,9 @@ type ApplyOptions struct {
 	Comparisons []report.Comparison
 	// Summary, if set, receives the result before it is printed.
 	Summary func(*plans.Result)
+	// printer, if set, is used instead of a new one (the demo's, so the
+	// elapsed times run on).
+	printer *printer
 }
 
 // NewCmdApply builds `vmswap apply PLAN`.
@@ -109,9 +112,12 @@ func loadForApply(opts *ApplyOptions, pr *printer, command string) (*plans.Docum
 }
 
 func applyRun(ctx context.Context, opts *ApplyOptions) error {
-	pr, err := newPrinter(opts.IO, opts.Output)
-	if err != nil {
-		return err
+	pr := opts.printer
+	if pr == nil {
+		var err error
+		if pr, err = newPrinter(opts.IO, opts.Output); err != nil {
+			return err
+		}
 	}
 	doc, j, lock, drivers, err := loadForApply(opts, pr, "apply "+opts.PlanFile)
 	if err != nil {

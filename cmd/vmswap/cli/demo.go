@@ -112,7 +112,7 @@ func demoRun(ctx context.Context, o *DemoOptions) error {
 		}
 		return ""
 	}
-	ao := &ApplyOptions{IO: o.IO, Signals: o.Signals, PlanFile: planFile, Output: o.Output, Report: o.Report, Poll: 100 * time.Millisecond, Getenv: getenv}
+	ao := &ApplyOptions{IO: o.IO, Signals: o.Signals, PlanFile: planFile, Output: o.Output, Report: o.Report, Poll: 100 * time.Millisecond, Getenv: getenv, printer: pr}
 	var classic *report.Comparison
 	if o.Compare {
 		if classic, err = classicResize(ctx, l, getenv, classicIP, pr); err != nil {
@@ -127,10 +127,24 @@ func demoRun(ctx context.Context, o *DemoOptions) error {
 	}
 	var res *plans.Result
 	ao.Summary = func(r *plans.Result) { res = r }
-	pr.progress("plan written to %s; applying it", planFile)
+	if o.Dir == "" {
+		pr.progress("plan written to %s (a temporary directory, removed at the end; keep it with --dir DIR); applying it", planFile)
+	} else {
+		pr.progress("plan written to %s; applying it", planFile)
+	}
 	err = applyRun(ctx, ao)
 	if classic != nil && res != nil && len(res.Swaps) > 0 && !pr.json {
 		printComparison(o.IO, res.Swaps[0], classic)
+	}
+	if res != nil && res.Status == plans.StatusSucceeded && !pr.json {
+		total, failed := 0, 0
+		for _, s := range res.Swaps {
+			total, failed = total+s.Requests, failed+s.Failed
+		}
+		fmt.Fprintf(o.IO.ErrOut, "\ndemo: %d server(s) upgraded while a probe sent %d requests through the load balancer and DNS; %d failed.\n", len(res.Swaps), total, failed)
+		if !o.Compare {
+			fmt.Fprintln(o.IO.ErrOut, "      See the old way beside it: vmswap demo --compare --report swap.html")
+		}
 	}
 	if v := l.Violations(); len(v) > 0 {
 		pr.emit(plans.Event{Event: "warning", Message: fmt.Sprintf("lab saw %d spec violation(s), first: %s", len(v), v[0])})
