@@ -25,7 +25,7 @@ var scalarSchemas = map[string]map[string]any{
 	"plans.Budget":     {"type": []string{"integer", "string"}, "pattern": `^[0-9]+(\.[0-9]+)?%$`, "description": "A count of failed requests, or a percentage."},
 	"verify.Threshold": {"type": "string", "pattern": `^\s*(>=|<=|==|=|>|<)?\s*[0-9.]+\s*([KMGT]i?B|[KMGT]|B)?\s*$`, "description": "A comparison: \">= 7.5GiB\", \">= 4\"."},
 	"time.Time":        {"type": "string", "format": "date-time"},
-	"time.Duration":    {"type": "integer"},
+	"time.Duration":    {"type": "string", "pattern": `^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`, "description": "A duration as written: 30s, 1m0s."},
 	"dns.Seconds":      {"type": "integer"},
 }
 
