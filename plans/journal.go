@@ -258,3 +258,19 @@ func (l *Lock) Release() error {
 	}
 	return os.Remove(l.path)
 }
+
+// NextRun starts a new run of doc after old ended without finishing (rolled
+// back, or refused in preflight). Swaps old completed stay completed: a
+// plan's later swap failing does not make its earlier ones run again.
+func NextRun(old *Journal, path string, doc *Document, runID string) *Journal {
+	j := NewJournal(path, doc, runID)
+	if old == nil {
+		return j
+	}
+	for i, st := range old.Swaps {
+		if i < len(j.Swaps) && (st.Status == StatusSucceeded || st.Status == StatusReverted) {
+			j.Swaps[i] = st
+		}
+	}
+	return j
+}

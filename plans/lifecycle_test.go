@@ -176,3 +176,48 @@ func TestLock(t *testing.T) {
 	}
 	l2.Release()
 }
+
+// TestNextRunKeepsCompletedSwaps: a two-swap plan whose second swap rolled
+// back is applied again: the first swap is not run a second time, the
+// second is.
+func TestNextRunKeepsCompletedSwaps(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	id2, _, err := w.l.Seeder().Droplet(ctx, "web-2", "s-1vcpu-1gb", nil, site)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rip2, err := w.l.Seeder().ReservedIP(ctx, id2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := w.swap("reserved_ip")
+	second.Source.Server = "web-2"
+	second.Verify.SSH = nil
+	second.Cutover.ReservedIP = &plans.IPCutover{Provider: "lab", IP: rip2, Drain: plans.Duration(200 * time.Millisecond)}
+	second.Probe = &plans.Probe{URL: w.url(rip2), Rate: 50}
+	p := w.plan(w.swap("reserved_ip")).Plan
+	p.Swaps = append(p.Swaps, second)
+	doc := w.reparse(p)
+	// The second swap's new droplet serves 500s: it rolls back.
+	res, j := w.run(doc, func(e plans.Event) {
+		if e.Event == "step" && e.Step == "launch" && e.Status == "started" && e.Swap == "web-2" {
+			w.l.Inject(lab.Fault{Kind: lab.FaultServe500})
+		}
+	})
+	if res.ExitCode != plans.ExitRolledBack || j.Swaps[0].Status != plans.StatusSucceeded || j.Swaps[1].Status != plans.StatusRolledBack {
+		t.Fatalf("first run: exit %d, swaps %s/%s", res.ExitCode, j.Swaps[0].Status, j.Swaps[1].Status)
+	}
+	firstNew := j.Swaps[0].NewID
+	next := plans.NextRun(j, filepath.Join(w.dir, "next.json"), doc, "nextrun12345")
+	r := &plans.Runner{Doc: doc, Drivers: w.drivers(doc), Journal: next, Poll: 50 * time.Millisecond}
+	res = r.Run(context.Background())
+	if res.ExitCode != 0 || next.Swaps[0].NewID != firstNew || next.Swaps[1].Status != plans.StatusSucceeded {
+		t.Fatalf("second run: exit %d %s; first swap's new server %s -> %s", res.ExitCode, res.Next, firstNew, next.Swaps[0].NewID)
+	}
+	// web-1, web-2 seeded; one launch for the first swap, two for the second.
+	if n := w.l.OperationCounts()["droplets_create"]; n != 5 {
+		t.Fatalf("%d droplet creates, want 5", n)
+	}
+}

@@ -133,9 +133,10 @@ func applyRun(ctx context.Context, opts *ApplyOptions) error {
 		pr.summary(&plans.Result{Status: plans.StatusSucceeded})
 		return nil
 	case j.Status == plans.StatusRolledBack || allPreflightFailed(j):
-		// The last run changed nothing that is still there: start afresh.
+		// The last run left nothing half-done: start a new one, keeping the
+		// swaps it completed.
 		os.Rename(jpath, jpath+".prev")
-		j = plans.NewJournal(jpath, doc, newRunID())
+		j = plans.NextRun(j, jpath, doc, newRunID())
 	default:
 		pr.emit(plans.Event{Event: "progress", Message: fmt.Sprintf("resuming run %s from %s", j.RunID, jpath)})
 	}
