@@ -134,6 +134,8 @@ type swapRun struct {
 	size  *provider.Size
 	probe *probe.Probe
 	start time.Time
+	// pool is the load balancer's pool as preflight read it.
+	pool *loadbalancer.Pool
 }
 
 func (r *Runner) clock() Clock {
@@ -437,6 +439,7 @@ func preflight(ctx context.Context, s *swapRun) error {
 			errs = multierror.Append(errs, fmt.Errorf("load balancer: %w", err))
 			break
 		}
+		s.pool = pool
 		if !pool.Has(src.ID, src.PublicIP) {
 			errs = multierror.Append(errs, fmt.Errorf("load balancer %s does not route to %s (members: %s): the cutover target must point at the source today", pool.ID, src.Name, strings.Join(pool.Keys(), ", ")))
 		}
@@ -844,9 +847,13 @@ func proveRoutes(ctx context.Context, s *swapRun, c *LBCutover, id, ip, name str
 			}
 		}
 	}
-	pool, err := lb.Pool(ctx, c.ID)
-	if err != nil {
-		return err
+	pool := s.pool
+	if pool == nil { // a resumed run
+		var err error
+		if pool, err = lb.Pool(ctx, c.ID); err != nil {
+			return err
+		}
+		s.pool = pool
 	}
 	if c.IdentifyHeader == "" {
 		s.progress("waiting %s for load balancer %s's health checks to pass on %s", pool.HealthyAfter, c.ID, name)

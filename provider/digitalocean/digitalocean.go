@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/digitalocean/godo"
@@ -152,6 +153,18 @@ type Driver struct {
 	c    *godo.Client
 	poll time.Duration
 	prog provider.Progress
+
+	mu   sync.Mutex
+	seen map[int]*godo.Droplet // droplets GetServer read, for Launch to copy
+}
+
+func (d *Driver) remember(dr *godo.Droplet) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.seen == nil {
+		d.seen = map[int]*godo.Droplet{}
+	}
+	d.seen[dr.ID] = dr
 }
 
 var (
@@ -234,6 +247,7 @@ func (d *Driver) GetServer(ctx context.Context, ref string) (*provider.Server, e
 		if err != nil {
 			return nil, wrap(err, "get droplet %d", id)
 		}
+		d.remember(dr)
 		return toServer(dr), nil
 	}
 	drs, _, err := d.c.Droplets.ListByName(ctx, ref, &godo.ListOptions{PerPage: 200})
@@ -244,6 +258,7 @@ func (d *Driver) GetServer(ctx context.Context, ref string) (*provider.Server, e
 	case 0:
 		return nil, fmt.Errorf("digitalocean: droplet %q: %w", ref, provider.ErrNotFound)
 	case 1:
+		d.remember(&drs[0])
 		return toServer(&drs[0]), nil
 	}
 	ids := make([]string, len(drs))
@@ -379,6 +394,25 @@ func (d *Driver) waitAction(ctx context.Context, dropletID, actionID int, what s
 	})
 }
 
+// settled returns the droplet once no action is pending on it. Only a
+// locked droplet has one, so the action list is read only then.
+func (d *Driver) settled(ctx context.Context, id int) (*godo.Droplet, error) {
+	dr, _, err := d.c.Droplets.Get(ctx, id)
+	if err != nil {
+		return nil, wrap(err, "get droplet %d", id)
+	}
+	if !dr.Locked {
+		return dr, nil
+	}
+	if err := d.waitPending(ctx, id); err != nil {
+		return nil, err
+	}
+	if dr, _, err = d.c.Droplets.Get(ctx, id); err != nil {
+		return nil, wrap(err, "get droplet %d", id)
+	}
+	return dr, nil
+}
+
 // waitPending waits for any action in progress on the droplet: DigitalOcean
 // runs one at a time and refuses another ("pending event"), and a resumed
 // run may find the one it started before it was stopped.
@@ -440,9 +474,15 @@ func (d *Driver) Launch(ctx context.Context, spec provider.LaunchSpec) (*provide
 	if err != nil {
 		return nil, err
 	}
-	src, _, err := d.c.Droplets.Get(ctx, srcID)
-	if err != nil {
-		return nil, wrap(err, "get source droplet %d", srcID)
+	// What to copy from the source: the droplet as GetServer read it in
+	// this process, or a fresh read (a resumed run).
+	d.mu.Lock()
+	src := d.seen[srcID]
+	d.mu.Unlock()
+	if src == nil {
+		if src, _, err = d.c.Droplets.Get(ctx, srcID); err != nil {
+			return nil, wrap(err, "get source droplet %d", srcID)
+		}
 	}
 	imgID, err := strconv.Atoi(spec.Image.ID)
 	if err != nil {
@@ -516,12 +556,9 @@ func (d *Driver) PowerOff(ctx context.Context, id string, timeout time.Duration)
 	if err != nil {
 		return err
 	}
-	if err := d.waitPending(ctx, n); err != nil {
-		return err
-	}
-	dr, _, err := d.c.Droplets.Get(ctx, n)
+	dr, err := d.settled(ctx, n)
 	if err != nil {
-		return wrap(err, "get droplet %d", n)
+		return err
 	}
 	if dr.Status == "off" {
 		return nil
@@ -552,12 +589,9 @@ func (d *Driver) PowerOn(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if err := d.waitPending(ctx, n); err != nil {
-		return err
-	}
-	dr, _, err := d.c.Droplets.Get(ctx, n)
+	dr, err := d.settled(ctx, n)
 	if err != nil {
-		return wrap(err, "get droplet %d", n)
+		return err
 	}
 	if dr.Status == "active" {
 		return nil
