@@ -221,3 +221,24 @@ func TestNextRunKeepsCompletedSwaps(t *testing.T) {
 		t.Fatalf("%d droplet creates, want 5", n)
 	}
 }
+
+// TestQuiesce: with quiesce, sync runs on the source over SSH just before
+// its snapshot, and the swap goes on.
+func TestQuiesce(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	sw := w.swap("reserved_ip")
+	sw.Quiesce = true
+	var order []string
+	res, _ := w.run(w.plan(sw), func(e plans.Event) {
+		if strings.HasPrefix(e.Message, "quiesced web-1") || strings.HasPrefix(e.Message, "snapshotting web-1") {
+			order = append(order, e.Message)
+		}
+	})
+	if res.ExitCode != 0 {
+		t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
+	}
+	if len(order) != 2 || !strings.HasPrefix(order[0], "quiesced web-1: sync ran over SSH") || !strings.Contains(order[1], "crash-consistent") {
+		t.Fatalf("events: %q", order)
+	}
+}

@@ -36,7 +36,7 @@ func ObserveWorld(ctx context.Context, p *Plan, o BuildOptions) error {
 			}
 		}
 		name := src.Name
-		muts = append(muts, fmt.Sprintf("swaps[%d]: snapshot %s (%s, live) as vmswap-%s-<time>-%s", i, name, src.ID, name, p.ID))
+		muts = append(muts, fmt.Sprintf("swaps[%d]: snapshot %s (%s) live, so the image is crash-consistent%s, as vmswap-%s-<time>-%s", i, name, src.ID, quiesceNote(sw), name, p.ID))
 		muts = append(muts, fmt.Sprintf("swaps[%d]: create a %s server from it in %s, tagged vmswap:%s", i, sw.Target.Size, src.Region, p.ID))
 		c := sw.Cutover
 		switch {
@@ -100,4 +100,11 @@ func contains(xs []string, x string) bool {
 		}
 	}
 	return false
+}
+
+func quiesceNote(sw Swap) string {
+	if sw.Quiesce {
+		return " (sync over SSH first)"
+	}
+	return ""
 }

@@ -70,7 +70,11 @@ type Swap struct {
 	Cutover Cutover  `yaml:"cutover" json:"cutover"`
 	Probe   *Probe   `yaml:"probe,omitempty" json:"probe,omitempty"`
 	Observe Duration `yaml:"observe,omitempty" json:"observe,omitempty" doc:"Hold under live traffic before retiring the source, e.g. 2m."`
-	Retire  Retire   `yaml:"retire,omitempty" json:"retire,omitempty"`
+	// Quiesce runs `sync` on the source over SSH (verify.ssh) just before
+	// the snapshot. The image is taken live either way, so it is
+	// crash-consistent; this flushes the page cache to disk first.
+	Quiesce bool   `yaml:"quiesce,omitempty" json:"quiesce,omitempty" doc:"Run sync on the source over SSH (verify.ssh) just before the live, crash-consistent snapshot."`
+	Retire  Retire `yaml:"retire,omitempty" json:"retire,omitempty"`
 	// ReadyTimeout bounds each wait on the provider. Zero: 15m.
 	ReadyTimeout Duration `yaml:"ready_timeout,omitempty" json:"ready_timeout,omitempty" doc:"Bound on each wait for the provider (snapshot, boot, health). Default 15m."`
 }

@@ -523,7 +523,12 @@ func snapshot(ctx context.Context, s *swapRun) error {
 			return err
 		}
 	}
-	s.progress("snapshotting %s as %s (live: it keeps serving)", src.Name, s.st.ImageName)
+	if s.sw.Quiesce && s.st.SnapshotOp == "" {
+		if err := quiesce(ctx, s, src); err != nil {
+			return err
+		}
+	}
+	s.progress("snapshotting %s as %s (live: it keeps serving, and the image is crash-consistent)", src.Name, s.st.ImageName)
 	wctx, cancel := context.WithTimeout(ctx, s.timeout())
 	defer cancel()
 	img, err := s.comp.Snapshot(wctx, src, s.st.ImageName, func(op string) {
@@ -540,6 +545,26 @@ func snapshot(ctx context.Context, s *swapRun) error {
 	}
 	s.st.ImageID = img.ID
 	return s.r.save()
+}
+
+// quiesce flushes the source's page cache to disk (sync over SSH) just
+// before its live image is taken.
+func quiesce(ctx context.Context, s *swapRun, src *provider.Server) error {
+	k := s.sw.Verify.SSH
+	host := src.PublicIP
+	if k.Address != "" {
+		host = k.Address
+	}
+	c, err := verify.DialSSH(ctx, host, verify.SSHConfig{User: k.User, KeyFile: k.Key, Port: k.Port, KnownHosts: k.KnownHostsFile, HostKeyPolicy: k.KnownHosts})
+	if err != nil {
+		return fmt.Errorf("quiesce %s: %w", src.Name, err)
+	}
+	defer c.Close()
+	if _, err := c.Run(ctx, "sync"); err != nil {
+		return fmt.Errorf("quiesce %s: %w", src.Name, err)
+	}
+	s.progress("quiesced %s: sync ran over SSH", src.Name)
+	return nil
 }
 
 func launch(ctx context.Context, s *swapRun) error {

@@ -187,6 +187,9 @@ func (d *Document) validateSwap(i int, sw Swap, add func(string, string, ...any)
 			add(at("verify.ssh.port"), "port %d out of range", s.Port)
 		}
 	}
+	if sw.Quiesce && sw.Verify.SSH == nil {
+		add(at("quiesce"), "quiesce runs sync on the source over SSH: add verify.ssh")
+	}
 	if (sw.Verify.Memory != nil || sw.Verify.Disk != nil || sw.Verify.CPUs != nil) && sw.Verify.SSH == nil {
 		add(at("verify"), "memory, disk and cpus are read over SSH: add verify.ssh")
 	}

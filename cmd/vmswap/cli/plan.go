@@ -51,6 +51,7 @@ type PlanOptions struct {
 	Drain    time.Duration
 	Grace    time.Duration
 	Timeout  time.Duration
+	Quiesce  bool
 }
 
 // NewCmdPlan builds `vmswap plan`.
@@ -109,6 +110,7 @@ func addPlanFlags(cmd *cobra.Command, o *PlanOptions) {
 	fl.DurationVar(&o.Drain, "drain", 0, "time for requests in flight on the old server after cutover (default 10s)")
 	fl.DurationVar(&o.Grace, "grace", 0, "added to the old TTL before the old server stops (DNS; default 30s)")
 	fl.DurationVar(&o.Timeout, "ready-timeout", 0, "bound on each provider wait (default 15m)")
+	fl.BoolVar(&o.Quiesce, "quiesce", false, "run sync on the source over SSH (needs --ssh-user) just before its live, crash-consistent snapshot")
 }
 
 // buildPlan makes a plan from flags, reporting every missing or bad flag.
@@ -146,6 +148,7 @@ func buildPlan(o *PlanOptions) (*plans.Plan, error) {
 		Observe:      plans.Duration(o.Observe),
 		Retire:       plans.Retire{Action: o.Retire, KeepImage: o.KeepImg},
 		ReadyTimeout: plans.Duration(o.Timeout),
+		Quiesce:      o.Quiesce,
 		Verify: plans.Verify{Memory: th("memory", o.Memory), Disk: th("disk", o.Disk), CPUs: th("cpus", o.CPUs),
 			Compare: o.Compare},
 	}
