@@ -222,28 +222,20 @@ func (p *Provider) SetRecord(ctx context.Context, rec dns.Record) (*dns.Record, 
 		return nil, fmt.Errorf("cloudflare: no %s record %s to update: %w", rec.Type, rec.Name, provider.ErrNotFound)
 	}
 	first := rs[0]
-	want := slices.Clone(rec.Values)
-	var stale []cfdns.RecordResponse
-	for _, r := range rs {
-		if i := slices.Index(want, r.Content); i >= 0 {
-			want = slices.Delete(want, i, i+1)
-		} else {
-			stale = append(stale, r)
+	update, create, remove := dns.Diff(rs, func(r cfdns.RecordResponse) string { return r.Content }, rec.Values)
+	for _, c := range update {
+		var e cfdns.RecordEditParams
+		e.ZoneID.Value, e.ZoneID.Present = z.ID, true
+		var body cfdns.ARecordParam // PATCH: only the content; proxied, TTL, comment, tags stay
+		body.Content.Value, body.Content.Present = c.Value, true
+		e.Body = body
+		if _, err := p.recordSvc.Edit(ctx, c.Record.ID, e); err != nil {
+			return nil, apiError(err, "update %s %s", rec.Type, rec.Name)
 		}
 	}
-	for _, v := range want {
+	for _, v := range create {
 		var body cfdns.ARecordParam
 		body.Content.Value, body.Content.Present = v, true
-		if len(stale) > 0 {
-			var e cfdns.RecordEditParams
-			e.ZoneID.Value, e.ZoneID.Present = z.ID, true
-			e.Body = body // PATCH: only the content; proxied, TTL, comment, tags stay
-			if _, err := p.recordSvc.Edit(ctx, stale[0].ID, e); err != nil {
-				return nil, apiError(err, "update %s %s", rec.Type, rec.Name)
-			}
-			stale = stale[1:]
-			continue
-		}
 		body.Name.Value, body.Name.Present = first.Name, true
 		body.Type.Value, body.Type.Present = cfdns.ARecordTypeA, true
 		body.TTL.Value, body.TTL.Present = first.TTL, true
@@ -255,7 +247,7 @@ func (p *Provider) SetRecord(ctx context.Context, rec dns.Record) (*dns.Record, 
 			return nil, apiError(err, "create %s %s", rec.Type, rec.Name)
 		}
 	}
-	for _, r := range stale {
+	for _, r := range remove {
 		var dp cfdns.RecordDeleteParams
 		dp.ZoneID.Value, dp.ZoneID.Present = z.ID, true
 		if _, err := p.recordSvc.Delete(ctx, r.ID, dp); err != nil {

@@ -119,30 +119,22 @@ func (p *Provider) SetRecord(ctx context.Context, rec dns.Record) (*dns.Record, 
 		return nil, fmt.Errorf("digitalocean: no %s record %s to update: %w", rec.Type, rec.Name, provider.ErrNotFound)
 	}
 	ttl := recs[0].TTL
-	want := slices.Clone(rec.Values)
-	var stale []godo.DomainRecord
-	for _, r := range recs {
-		if i := slices.Index(want, r.Data); i >= 0 {
-			want = slices.Delete(want, i, i+1)
-		} else {
-			stale = append(stale, r)
+	update, create, remove := dns.Diff(recs, func(r godo.DomainRecord) string { return r.Data }, rec.Values)
+	rel := relName(strings.TrimSuffix(strings.ToLower(rec.Name), "."), zone)
+	edit := func(v string) *godo.DomainRecordEditRequest {
+		return &godo.DomainRecordEditRequest{Type: rec.Type, Name: rel, Data: v, TTL: ttl}
+	}
+	for _, c := range update {
+		if _, _, err := p.cfg.Client.Domains.EditRecord(ctx, zone, c.Record.ID, edit(c.Value)); err != nil {
+			return nil, fmt.Errorf("digitalocean: update %s record %s: %w", rec.Type, rec.Name, err)
 		}
 	}
-	rel := relName(strings.TrimSuffix(strings.ToLower(rec.Name), "."), zone)
-	for _, v := range want {
-		edit := &godo.DomainRecordEditRequest{Type: rec.Type, Name: rel, Data: v, TTL: ttl}
-		if len(stale) > 0 {
-			if _, _, err := p.cfg.Client.Domains.EditRecord(ctx, zone, stale[0].ID, edit); err != nil {
-				return nil, fmt.Errorf("digitalocean: update %s record %s: %w", rec.Type, rec.Name, err)
-			}
-			stale = stale[1:]
-			continue
-		}
-		if _, _, err := p.cfg.Client.Domains.CreateRecord(ctx, zone, edit); err != nil {
+	for _, v := range create {
+		if _, _, err := p.cfg.Client.Domains.CreateRecord(ctx, zone, edit(v)); err != nil {
 			return nil, fmt.Errorf("digitalocean: create %s record %s: %w", rec.Type, rec.Name, err)
 		}
 	}
-	for _, r := range stale {
+	for _, r := range remove {
 		if _, err := p.cfg.Client.Domains.DeleteRecord(ctx, zone, r.ID); err != nil {
 			return nil, fmt.Errorf("digitalocean: delete %s record %s (%s): %w", rec.Type, rec.Name, r.Data, err)
 		}
