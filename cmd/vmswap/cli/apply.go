@@ -59,13 +59,19 @@ never creates a second server or snapshot. Ctrl-C stops cleanly.`,
 			return applyRun(cmd.Context(), opts)
 		},
 	}
-	cmd.Flags().StringVarP(&opts.Output, "output", "o", "text", "text or json (one event per line on stdout)")
-	cmd.Flags().BoolVar(&opts.BreakLock, "break-lock", false, "remove a lock left by a vmswap that is no longer running")
+	addRunFlags(cmd, opts)
 	cmd.Flags().StringVar(&opts.Report, "report", "", "write an HTML report of the swap to this file")
 	cmd.Flags().BoolP("resume", "r", false, "continue from the journal (the default whenever one exists)")
+	return cmd
+}
+
+// addRunFlags adds the flags of every command that runs a plan's journal
+// (apply, rollback).
+func addRunFlags(cmd *cobra.Command, opts *ApplyOptions) {
+	cmd.Flags().StringVarP(&opts.Output, "output", "o", "text", "text or json (one event per line on stdout)")
+	cmd.Flags().BoolVar(&opts.BreakLock, "break-lock", false, "remove a lock left by a vmswap that is no longer running")
 	cmd.Flags().DurationVar(&opts.Poll, "poll", 0, "how often to poll the provider (default 2s)")
 	cmd.Flags().MarkHidden("poll")
-	return cmd
 }
 
 func newRunID() string {

@@ -29,10 +29,7 @@ part-way, it undoes what that run did and deletes what it created.`,
 			return rollbackRun(cmd.Context(), opts)
 		},
 	}
-	cmd.Flags().StringVarP(&opts.Output, "output", "o", "text", "text or json")
-	cmd.Flags().BoolVar(&opts.BreakLock, "break-lock", false, "remove a lock left by a vmswap that is no longer running")
-	cmd.Flags().DurationVar(&opts.Poll, "poll", 0, "how often to poll the provider (default 2s)")
-	cmd.Flags().MarkHidden("poll")
+	addRunFlags(cmd, opts)
 	return cmd
 }
 
