@@ -577,10 +577,30 @@ func (d *Driver) PowerOff(ctx context.Context, id string, timeout time.Duration)
 	}
 	d.prog("digitalocean: droplet %d did not shut down (%v); powering it off", n, err)
 	a, _, err = d.c.DropletActions.PowerOff(ctx, n)
+	if isPendingEvent(err) {
+		// The shutdown is still finishing and DigitalOcean runs one action
+		// at a time: let it end, then force only a droplet still on.
+		d.prog("digitalocean: droplet %d is still shutting down; waiting for it", n)
+		dr, serr := d.settled(ctx, n)
+		if serr != nil {
+			return serr
+		}
+		if dr.Status == "off" {
+			return nil
+		}
+		a, _, err = d.c.DropletActions.PowerOff(ctx, n)
+	}
 	if err != nil {
 		return wrap(err, "power off droplet %d", n)
 	}
 	return d.waitAction(ctx, n, a.ID, "power off")
+}
+
+// isPendingEvent reports whether DigitalOcean refused an action because
+// another one is running on the droplet.
+func isPendingEvent(err error) bool {
+	var er *godo.ErrorResponse
+	return errors.As(err, &er) && er.Response != nil && er.Response.StatusCode == 422 && strings.Contains(er.Message, "pending event")
 }
 
 // PowerOn implements provider.PowerController.

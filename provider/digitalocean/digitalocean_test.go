@@ -1,0 +1,39 @@
+package digitalocean_test
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/vmswap/vmswap/lab"
+	"github.com/vmswap/vmswap/lab/labtest"
+	"github.com/vmswap/vmswap/provider"
+	"github.com/vmswap/vmswap/provider/digitalocean"
+)
+
+// TestPowerOffOutlastingTimeout: a shutdown that takes longer than the
+// timeout is still running when the forced power-off is asked for, which
+// DigitalOcean refuses ("pending event"); the driver waits for it instead
+// of failing, and the droplet ends off.
+func TestPowerOffOutlastingTimeout(t *testing.T) {
+	d := lab.FastDurations()
+	d.Shutdown = 2 * time.Second
+	l := labtest.Start(t, lab.Config{Durations: d})
+	id, _, err := l.Seeder().Droplet(context.Background(), "web-1", "s-1vcpu-1gb", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep := l.Endpoints()
+	drv, err := digitalocean.New(digitalocean.Config{Token: ep.Token, BaseURL: ep.DigitalOceanAPI, PollInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := drv.PowerOff(context.Background(), strconv.Itoa(id), 300*time.Millisecond); err != nil {
+		t.Fatalf("PowerOff: %v", err)
+	}
+	s, err := drv.GetServer(context.Background(), strconv.Itoa(id))
+	if err != nil || s.Status != provider.StatusOff {
+		t.Fatalf("after PowerOff: %+v %v", s, err)
+	}
+}
