@@ -112,6 +112,8 @@ func (l *Lab) apiHandler() http.Handler {
 	do("POST /v2/tags", "tags_create", l.doTagsCreate)
 	do("GET /v2/tags/{tag_id}", "tags_get", l.doTagsGet)
 	do("DELETE /v2/tags/{tag_id}", "tags_delete", l.doTagsDelete)
+	do("POST /v2/tags/{tag_id}/resources", "tags_assign_resources", l.doTagsResources(true))
+	do("DELETE /v2/tags/{tag_id}/resources", "tags_unassign_resources", l.doTagsResources(false))
 
 	cf("GET /client/v4/zones", "zones-get", l.cfZonesList)
 	cf("GET /client/v4/zones/{zone_id}", "zones-0-get", l.cfZoneGet)

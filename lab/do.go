@@ -1128,6 +1128,45 @@ func (l *Lab) doTagsGet(c *call) (result, *apiError) {
 	return result{200, map[string]any{"tag": l.tagJSON(name)}}, nil
 }
 
+// doTagsResources tags (add) or untags droplets, as DigitalOcean does: the
+// tag must exist, unknown droplets are a 404, repeating either is a no-op.
+func (l *Lab) doTagsResources(add bool) func(c *call) (result, *apiError) {
+	return func(c *call) (result, *apiError) {
+		name := c.r.PathValue("tag_id")
+		var in struct {
+			Resources []struct {
+				ID   string `json:"resource_id"`
+				Type string `json:"resource_type"`
+			} `json:"resources"`
+		}
+		if e := c.decode(&in); e != nil {
+			return result{}, e
+		}
+		if !l.st.Tags[name] {
+			return result{}, notFound()
+		}
+		var ds []*droplet
+		for _, r := range in.Resources {
+			id, err := strconv.Atoi(r.ID)
+			d := l.st.Droplets[id]
+			if r.Type != "droplet" || err != nil || d == nil {
+				return result{}, notFound()
+			}
+			ds = append(ds, d)
+		}
+		for _, d := range ds {
+			has := slices.Contains(d.Tags, name)
+			switch {
+			case add && !has:
+				d.Tags = append(d.Tags, name)
+			case !add && has:
+				d.Tags = slices.DeleteFunc(d.Tags, func(t string) bool { return t == name })
+			}
+		}
+		return result{204, nil}, nil
+	}
+}
+
 func (l *Lab) doTagsDelete(c *call) (result, *apiError) {
 	name := c.r.PathValue("tag_id")
 	if !l.st.Tags[name] {

@@ -21,26 +21,33 @@ func (o Orphan) String() string {
 	return fmt.Sprintf("%s %s (%s) at %s", o.Kind, o.Name, o.ID, o.Provider)
 }
 
-// FindOrphans lists the servers and images carrying the plan's tag (or
-// image name) that are not in use: a succeeded swap's new server serves
-// traffic, and its image is kept when the plan says keep_image.
+// FindOrphans lists the servers and images carrying the tag (or image
+// name) of any run of the plan file that nothing uses. A new server is in
+// use unless its swap was rolled back or switched back (traffic moved off it); a
+// finished swap's image is in use when the plan keeps it; what a running
+// or interrupted swap holds is its own to finish or undo.
 func FindOrphans(ctx context.Context, doc *Document, j *Journal, drivers map[string]*Drivers) ([]Orphan, error) {
-	planID := doc.PlanID()
-	if j != nil {
-		planID = j.PlanID
-	}
+	planIDs := []string{doc.PlanID()}
 	inUse := map[string]bool{}
 	if j != nil {
+		planIDs = j.PlanIDs()
+		if !slices.Contains(planIDs, doc.PlanID()) {
+			planIDs = append(planIDs, doc.PlanID())
+		}
 		for i, st := range j.Swaps {
-			if st.Status == StatusSucceeded || st.Status == StatusRunning || st.Status == StatusInterrupted {
-				// A running or interrupted swap's resources are its to finish or
-				// undo (apply or rollback), not cleanup's.
+			switch {
+			case st.Status == StatusRolledBack || st.Status == StatusReverted || st.TrafficBack:
+				// Traffic is back on the source: what the run made serves nothing.
+			case st.Status == StatusSucceeded:
 				inUse[st.NewID] = true
-				if st.Status != StatusSucceeded || doc.Plan.Swaps[i].Retire.KeepImage {
+				if i < len(doc.Plan.Swaps) && doc.Plan.Swaps[i].Retire.KeepImage {
 					inUse[st.ImageID] = true
 				}
+			default:
+				inUse[st.NewID], inUse[st.ImageID] = true, true
 			}
 		}
+		delete(inUse, "")
 	}
 	var out []Orphan
 	seen := map[string]bool{}
@@ -54,9 +61,14 @@ func FindOrphans(ctx context.Context, doc *Document, j *Journal, drivers map[str
 		if d.Compute == nil {
 			continue
 		}
-		servers, images, err := d.Compute.FindTagged(ctx, "vmswap:"+planID)
-		if err != nil {
-			return nil, err
+		var servers []provider.Server
+		var images []provider.Image
+		for _, id := range planIDs {
+			ss, is, err := d.Compute.FindTagged(ctx, "vmswap:"+id)
+			if err != nil {
+				return nil, err
+			}
+			servers, images = append(servers, ss...), append(images, is...)
 		}
 		for _, s := range servers {
 			if !inUse[s.ID] && !seen["s"+s.ID] {

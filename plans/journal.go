@@ -15,46 +15,61 @@ import (
 	"github.com/vmswap/vmswap/verify/probe"
 )
 
-// JournalVersion is the journal format; other versions are refused.
-const JournalVersion = 1
+// JournalVersion is the journal format; version 1 journals are read and
+// converted, other versions are refused.
+const JournalVersion = 2
 
-// Run statuses.
-const (
-	StatusRunning     = "running"
-	StatusSucceeded   = "succeeded"
-	StatusRolledBack  = "rolled_back"
-	StatusFailed      = "failed" // needs attention
-	StatusInterrupted = "interrupted"
-)
-
-// Journal is the state of one run of a plan, written atomically after every
-// state change. The IDs of created resources are recorded before any wait
-// on them, so a run killed at any point resumes without creating twins.
+// Journal is the state of a plan file's runs: the last run in full, and a
+// line for each run before it. The IDs of created resources are recorded
+// before any wait on them, and every mutating call is recorded as intent
+// before it is made, so a run killed at any point resumes or rolls back
+// without creating twins or forgetting a change.
 type Journal struct {
-	Version  int       `json:"version"`
-	Plan     string    `json:"plan"`
-	PlanHash string    `json:"plan_hash"`
-	PlanID   string    `json:"plan_id"`
+	Version  int    `json:"version"`
+	Plan     string `json:"plan"`
+	PlanHash string `json:"plan_hash"`
+	PlanID   string `json:"plan_id"`
+	// PlanText is the plan this run executes, as it was read: finishing or
+	// undoing the run never depends on the plan file as it is now.
+	PlanText string    `json:"plan_text"`
 	RunID    string    `json:"run_id"`
 	Started  time.Time `json:"started"`
 	Updated  time.Time `json:"updated"`
-	Status   string    `json:"status"`
+	Status   State     `json:"status"`
 	// Seq counts the journal's writes, over every run of the plan.
 	Seq   int          `json:"seq"`
 	Swaps []*SwapState `json:"swaps"`
+	// History holds the plan file's earlier runs, oldest first.
+	History []RunRecord `json:"history,omitempty"`
 
 	path string
 	// saves counts this process's writes (for Runner.AfterSave).
 	saves int
+	// clock stamps Updated (the runner's clock).
+	clock func() time.Time
+}
+
+// RunRecord is an earlier run of a plan file, kept so that cleanup sees
+// what every run created and status can tell the story.
+type RunRecord struct {
+	RunID    string    `json:"run_id"`
+	PlanID   string    `json:"plan_id"`
+	PlanHash string    `json:"plan_hash"`
+	Status   State     `json:"status"`
+	Started  time.Time `json:"started"`
+	Ended    time.Time `json:"ended"`
 }
 
 // SwapState is one swap's progress.
 type SwapState struct {
-	Index  int    `json:"index"`
-	Status string `json:"status"`
+	Index  int   `json:"index"`
+	Status State `json:"status"`
 	// Done lists completed steps and cutover sub-steps, in order.
-	Done  []string            `json:"done"`
-	Steps map[string]*StepLog `json:"steps"`
+	Done []string `json:"done"`
+	// Intents lists the mutating sub-steps whose call was made (or was
+	// about to be): a rollback undoes each, whether or not it completed.
+	Intents []string            `json:"intents,omitempty"`
+	Steps   map[string]*StepLog `json:"steps"`
 
 	SourceID   string `json:"source_id,omitempty"`
 	SourceName string `json:"source_name,omitempty"`
@@ -67,19 +82,51 @@ type SwapState struct {
 	NewID      string `json:"new_id,omitempty"`
 	NewName    string `json:"new_name,omitempty"`
 	NewIP      string `json:"new_ip,omitempty"`
+	// Claim is the claim this run put on the source and the new server.
+	Claim string `json:"claim,omitempty"`
 
 	OldValues   []string  `json:"old_values,omitempty"`
 	OldTTL      int       `json:"old_ttl,omitempty"`
 	OldAssignee string    `json:"old_assignee,omitempty"`
-	DrainUntil  time.Time `json:"drain_until,omitempty"`
-	ObserveFrom time.Time `json:"observe_from,omitempty"`
 	KeepUntil   time.Time `json:"keep_until,omitempty"`
+	// TrafficBack is set once a rollback moved traffic back to the source:
+	// from then on the new server serves nothing and is cleanup's to delete.
+	TrafficBack bool `json:"traffic_back,omitempty"`
 
 	Checks []CheckResult  `json:"checks,omitempty"`
 	Probe  *probe.Summary `json:"probe,omitempty"`
 	Error  string         `json:"error,omitempty"`
 	Left   []string       `json:"left,omitempty"` // resources left behind
 }
+
+// cutoverStarted reports whether any cutover call was made or attempted.
+func (s *SwapState) cutoverStarted() bool { return len(s.Intents) > 0 }
+
+// RollbackOwed reports whether a swap's rollback started and did not
+// finish: only `vmswap rollback` may go on from there.
+func (j *Journal) RollbackOwed() bool {
+	for _, s := range j.Swaps {
+		if l := s.Steps["rollback"]; l != nil && l.Status != "ok" && s.Status == StatusNeedsAttention {
+			return true
+		}
+	}
+	return false
+}
+
+// Doc parses the plan the run recorded.
+func (j *Journal) Doc() (*Document, error) {
+	if j.PlanText == "" {
+		return nil, fmt.Errorf("journal %s does not record its plan (written by an older vmswap): use the plan file it ran", j.path)
+	}
+	doc, err := Check(j.Plan, []byte(j.PlanText))
+	if err != nil {
+		return nil, fmt.Errorf("the plan recorded in %s: %w", j.path, err)
+	}
+	return doc, nil
+}
+
+// Path is where the journal is written.
+func (j *Journal) Path() string { return j.path }
 
 // StepLog is when a step ran.
 type StepLog struct {
@@ -118,7 +165,22 @@ func LoadJournal(path string) (*Journal, error) {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return nil, fmt.Errorf("journal %s is damaged (%v): move it aside to start over, after checking what the run created", path, err)
 	}
-	if j.Version != JournalVersion {
+	switch j.Version {
+	case JournalVersion:
+	case 1:
+		// Version 1 called needs-attention "failed" and kept no plan text.
+		upgrade := func(s State) State {
+			if s == "failed" {
+				return StatusNeedsAttention
+			}
+			return s
+		}
+		j.Status = upgrade(j.Status)
+		for _, s := range j.Swaps {
+			s.Status = upgrade(s.Status)
+		}
+		j.Version = JournalVersion
+	default:
 		return nil, fmt.Errorf("journal %s has format version %d; this vmswap reads %d", path, j.Version, JournalVersion)
 	}
 	j.path = path
@@ -128,7 +190,11 @@ func LoadJournal(path string) (*Journal, error) {
 // Save writes the journal atomically: a temporary file, fsync, rename, and
 // an fsync of the directory so the rename itself survives a crash.
 func (j *Journal) Save() error {
-	j.Updated = time.Now().UTC()
+	now := time.Now
+	if j.clock != nil {
+		now = j.clock
+	}
+	j.Updated = now().UTC()
 	j.Seq++
 	b, err := json.MarshalIndent(j, "", "  ")
 	if err != nil {
@@ -234,6 +300,35 @@ func AcquireLock(path, command string, breakStale bool) (*Lock, error) {
 	return nil, fmt.Errorf("lock %s: could not acquire", path)
 }
 
+// LockHeld reports whether the lock file exists and its holder runs.
+func LockHeld(path string) bool {
+	info, err := ReadLock(path)
+	return err == nil && info != nil && !info.Stale()
+}
+
+// ReadLock returns who holds a lock (nil if nobody).
+func ReadLock(path string) (*LockInfo, error) {
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var li LockInfo
+	if err := json.Unmarshal(raw, &li); err != nil {
+		return nil, fmt.Errorf("lock %s is damaged: %w", path, err)
+	}
+	return &li, nil
+}
+
+// Stale reports whether the lock's holder is known to be gone: it ran on
+// this host and its process no longer exists.
+func (li LockInfo) Stale() bool {
+	host, _ := os.Hostname()
+	return li.Host == host && !processAlive(li.PID)
+}
+
 func processAlive(pid int) bool {
 	if pid <= 0 {
 		return false
@@ -259,18 +354,37 @@ func (l *Lock) Release() error {
 	return os.Remove(l.path)
 }
 
-// NextRun starts a new run of doc after old ended without finishing (rolled
-// back, or refused in preflight). Swaps old completed stay completed: a
-// plan's later swap failing does not make its earlier ones run again.
+// NextRun starts a new run of doc after old finished (rolled back, refused,
+// reverted, or succeeded with a different plan). old's runs move to the
+// history. When old ran the same plan and was rolled back or refused, the
+// swaps it completed stay completed: a plan's later swap failing does not
+// make its earlier ones run again. After a revert everything runs anew.
 func NextRun(old *Journal, path string, doc *Document, runID string) *Journal {
 	j := NewJournal(path, doc, runID)
 	if old == nil {
 		return j
 	}
+	j.Seq = old.Seq
+	j.History = append(append([]RunRecord{}, old.History...), RunRecord{RunID: old.RunID, PlanID: old.PlanID, PlanHash: old.PlanHash,
+		Status: old.Status, Started: old.Started, Ended: old.Updated})
+	if old.PlanHash != j.PlanHash || old.Status == StatusReverted {
+		return j
+	}
 	for i, st := range old.Swaps {
-		if i < len(j.Swaps) && (st.Status == StatusSucceeded || st.Status == StatusReverted) {
+		if i < len(j.Swaps) && st.Status == StatusSucceeded {
 			j.Swaps[i] = st
 		}
 	}
 	return j
+}
+
+// PlanIDs returns the plan IDs of every run in the journal, the last first.
+func (j *Journal) PlanIDs() []string {
+	ids := []string{j.PlanID}
+	for i := len(j.History) - 1; i >= 0; i-- {
+		if id := j.History[i].PlanID; !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	return ids
 }

@@ -3,6 +3,7 @@ package plans
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"reflect"
 	"sort"
@@ -66,12 +67,44 @@ func (d *Document) at(path, format string, args ...any) Error {
 }
 
 // Load reads and parses a plan file and checks it (Parse, then Validate).
+//
+// Only a regular file is read, and at most MaxPlanSize bytes of it: a plan
+// named /dev/zero or a FIFO is refused at once instead of read forever.
 func Load(file string) (*Document, error) {
-	b, err := os.ReadFile(file)
+	b, err := readPlanFile(file)
 	if err != nil {
 		return nil, Errors{{File: file, Msg: err.Error()}}
 	}
 	return Check(file, b)
+}
+
+// MaxPlanSize bounds a plan file. A plan of a thousand swaps is well under it.
+const MaxPlanSize = 4 << 20
+
+func readPlanFile(file string) ([]byte, error) {
+	fi, err := os.Stat(file)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("not a regular file (%s): a plan is a YAML file", fi.Mode().Type())
+	}
+	if fi.Size() > MaxPlanSize {
+		return nil, fmt.Errorf("%d bytes is over the %d MiB a plan may have", fi.Size(), MaxPlanSize>>20)
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxPlanSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxPlanSize {
+		return nil, fmt.Errorf("over the %d MiB a plan may have", MaxPlanSize>>20)
+	}
+	return b, nil
 }
 
 // Check parses and validates a plan, reporting the problems of both at

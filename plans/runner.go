@@ -13,7 +13,6 @@ import (
 
 	"github.com/hashicorp/go-multierror"
 
-	"github.com/vmswap/vmswap/dns"
 	"github.com/vmswap/vmswap/loadbalancer"
 	"github.com/vmswap/vmswap/provider"
 	"github.com/vmswap/vmswap/verify"
@@ -90,7 +89,7 @@ type Runner struct {
 
 // Result is the outcome of a run.
 type Result struct {
-	Status   string       `json:"status"`
+	Status   State        `json:"status"`
 	ExitCode int          `json:"-"`
 	Swaps    []SwapResult `json:"swaps"`
 	// Next says what to do, when there is something to do.
@@ -103,7 +102,7 @@ type SwapResult struct {
 	Source    string   `json:"source"`
 	New       string   `json:"new"`
 	Cutover   string   `json:"cutover"`
-	Status    string   `json:"status"`
+	Status    State    `json:"status"`
 	Requests  int      `json:"requests"`
 	Failed    int      `json:"failed"`
 	P50ms     float64  `json:"p50_ms"`
@@ -115,27 +114,36 @@ type SwapResult struct {
 
 // NewJournal starts the journal of a new run of doc.
 func NewJournal(path string, doc *Document, runID string) *Journal {
-	j := &Journal{Version: JournalVersion, Plan: doc.File, PlanHash: doc.Hash(), PlanID: doc.PlanID(), RunID: runID,
+	j := &Journal{Version: JournalVersion, Plan: doc.File, PlanHash: doc.Hash(), PlanID: doc.PlanID(), PlanText: string(doc.Raw), RunID: runID,
 		Started: time.Now().UTC(), Status: StatusRunning, path: path}
 	for i := range doc.Plan.Swaps {
-		j.Swaps = append(j.Swaps, &SwapState{Index: i, Status: "pending", Steps: map[string]*StepLog{}})
+		j.Swaps = append(j.Swaps, &SwapState{Index: i, Status: StatusPending, Steps: map[string]*StepLog{}})
 	}
 	return j
 }
 
-// swapRun is the working state of one swap.
+// swapRun is the working state of one swap in this process.
 type swapRun struct {
 	r     *Runner
 	i     int
 	sw    *Swap
 	st    *SwapState
 	comp  provider.Compute
+	kind  cutoverKind
 	src   *provider.Server
 	size  *provider.Size
 	probe *probe.Probe
-	start time.Time
 	// pool is the load balancer's pool as preflight read it.
 	pool *loadbalancer.Pool
+	// leftAt is when, in this process, the source stopped getting new
+	// traffic; zero after a restart, so its hold runs again in full.
+	leftAt        time.Time
+	warnedNoProbe bool
+}
+
+func (r *Runner) swapRun(i int) *swapRun {
+	sw := &r.Doc.Plan.Swaps[i]
+	return &swapRun{r: r, i: i, sw: sw, st: r.Journal.Swaps[i], comp: r.Drivers[sw.Source.Provider].Compute, kind: kindOf(sw.Cutover, r.Drivers)}
 }
 
 func (r *Runner) clock() Clock {
@@ -144,6 +152,8 @@ func (r *Runner) clock() Clock {
 	}
 	return r.Clock
 }
+
+func (r *Runner) now() time.Time { return r.clock().Now().UTC() }
 
 func (r *Runner) poll() time.Duration {
 	if r.Poll == 0 {
@@ -154,12 +164,13 @@ func (r *Runner) poll() time.Duration {
 
 func (r *Runner) emit(e Event) {
 	if r.Emit != nil {
-		e.Time = time.Now().UTC()
+		e.Time = r.now()
 		r.Emit(e)
 	}
 }
 
 func (r *Runner) save() error {
+	r.Journal.clock = r.clock().Now
 	if err := r.Journal.Save(); err != nil {
 		return err
 	}
@@ -187,16 +198,16 @@ func (r *Runner) Run(ctx context.Context) *Result {
 	res := &Result{Status: StatusSucceeded}
 	j.Status = StatusRunning
 	if err := r.save(); err != nil {
-		return &Result{Status: StatusFailed, ExitCode: ExitAttention, Next: err.Error()}
+		return &Result{Status: StatusNeedsAttention, ExitCode: ExitAttention, Next: err.Error()}
 	}
 	for i := range r.Doc.Plan.Swaps {
-		sr := &swapRun{r: r, i: i, sw: &r.Doc.Plan.Swaps[i], st: j.Swaps[i], start: time.Now()}
+		sr := r.swapRun(i)
 		if sr.st.Status != StatusSucceeded {
 			code, next := r.runSwap(ctx, sr)
 			if code != ExitOK {
 				res.ExitCode, res.Next = code, next
-				res.Status = map[int]string{ExitRolledBack: StatusRolledBack, ExitBadInput: StatusFailed, ExitAttention: StatusFailed}[code]
-				if errors.Is(ctx.Err(), context.Canceled) && sr.st.Status == StatusInterrupted {
+				res.Status = map[int]State{ExitRolledBack: StatusRolledBack, ExitBadInput: StatusRefused, ExitAttention: StatusNeedsAttention}[code]
+				if sr.st.Status == StatusInterrupted {
 					res.Status = StatusInterrupted
 				}
 				res.Swaps = append(res.Swaps, r.swapResult(sr))
@@ -206,9 +217,6 @@ func (r *Runner) Run(ctx context.Context) *Result {
 		res.Swaps = append(res.Swaps, r.swapResult(sr))
 	}
 	j.Status = res.Status
-	if res.ExitCode == ExitBadInput {
-		j.Status = StatusFailed
-	}
 	if err := r.save(); err != nil && res.ExitCode == ExitOK {
 		res.ExitCode, res.Next = ExitAttention, err.Error()
 	}
@@ -227,7 +235,7 @@ func (r *Runner) swapResult(sr *swapRun) SwapResult {
 		out.P99ms = float64(p.P99.Microseconds()) / 1000
 	}
 	if l := st.Steps["preflight"]; l != nil {
-		end := time.Now()
+		end := r.now()
 		if rl := st.Steps["retire"]; rl != nil && !rl.End.IsZero() {
 			end = rl.End
 		}
@@ -246,7 +254,6 @@ type step struct {
 func (r *Runner) runSwap(ctx context.Context, sr *swapRun) (int, string) {
 	st := sr.st
 	st.Status, st.Error, st.Left = StatusRunning, "", nil
-	sr.comp = r.Drivers[sr.sw.Source.Provider].Compute
 	steps := []step{{"preflight", preflight}, {"snapshot", snapshot}, {"launch", launch}, {"ready", ready},
 		{"verify", verifyStep}, {"cutover", cutover}, {"observe", observe}, {"retire", retire}}
 	for _, s := range steps {
@@ -256,16 +263,16 @@ func (r *Runner) runSwap(ctx context.Context, sr *swapRun) (int, string) {
 		if ctx.Err() != nil {
 			return r.interrupted(sr, s.name)
 		}
-		st.Steps[s.name] = &StepLog{Start: time.Now().UTC(), Status: "running"}
+		st.Steps[s.name] = &StepLog{Start: r.now(), Status: "running"}
 		r.emit(Event{Event: "step", Swap: sr.name(), Step: s.name, Status: "started"})
 		if err := r.save(); err != nil {
 			return ExitAttention, err.Error()
 		}
 		err := s.fn(ctx, sr)
 		if err == nil {
-			st.Steps[s.name].End, st.Steps[s.name].Status = time.Now().UTC(), "ok"
+			st.Steps[s.name].End, st.Steps[s.name].Status = r.now(), "ok"
 			st.Done = append(st.Done, s.name)
-			r.emit(Event{Event: "step", Swap: sr.name(), Step: s.name, Status: "ok", Elapsed: time.Since(st.Steps[s.name].Start).Seconds()})
+			r.emit(Event{Event: "step", Swap: sr.name(), Step: s.name, Status: "ok", Elapsed: st.Steps[s.name].End.Sub(st.Steps[s.name].Start).Seconds()})
 			if err := r.save(); err != nil {
 				return ExitAttention, err.Error()
 			}
@@ -274,34 +281,45 @@ func (r *Runner) runSwap(ctx context.Context, sr *swapRun) (int, string) {
 		if ctx.Err() != nil {
 			return r.interrupted(sr, s.name)
 		}
-		st.Steps[s.name].End, st.Steps[s.name].Status = time.Now().UTC(), "failed"
+		st.Steps[s.name].End, st.Steps[s.name].Status = r.now(), "failed"
 		st.Error = fmt.Sprintf("%s: %v", s.name, err)
 		r.emit(Event{Event: "step", Swap: sr.name(), Step: s.name, Status: "failed", Message: err.Error()})
-		switch s.name {
-		case "preflight":
-			st.Status = StatusFailed
-			r.save()
+		switch {
+		case s.name == "preflight":
+			r.release(context.WithoutCancel(ctx), sr)
+			st.Status = StatusRefused
+			if serr := r.save(); serr != nil {
+				return ExitAttention, serr.Error()
+			}
+			if errors.Is(err, ErrClaimed) {
+				return ExitBadInput, "nothing was changed; " + err.Error()
+			}
 			next := "nothing was changed; fix the above and run apply again"
 			if errors.Is(err, ErrStale) {
 				next = fmt.Sprintf("nothing was changed; write a new plan: vmswap plan --refresh %s", r.planFile())
 			}
 			return ExitBadInput, next
-		case "retire":
+		case s.name == "retire" && (st.has("old_retired") || !errors.Is(err, ErrBudget)):
 			// Traffic is on the new server and it has been observed healthy:
 			// retiring is cleanup, not a reason to move traffic back.
 			stopProbe(sr)
-			st.Status = StatusFailed
+			st.Status = StatusNeedsAttention
 			st.Left = append(st.Left, fmt.Sprintf("retire of %s did not finish", st.SourceName))
-			r.save()
+			if serr := r.save(); serr != nil {
+				return ExitAttention, serr.Error()
+			}
 			return ExitAttention, fmt.Sprintf("the new server %s serves; retiring the old one failed: run `vmswap apply %s` again to finish", st.NewName, r.planFile())
 		}
 		return r.rollback(sr, err)
 	}
 	stopProbe(sr)
+	r.release(context.WithoutCancel(ctx), sr)
 	st.Status = StatusSucceeded
-	r.emit(Event{Event: "swap", Swap: sr.name(), Status: StatusSucceeded,
+	r.emit(Event{Event: "swap", Swap: sr.name(), Status: string(StatusSucceeded),
 		Message: fmt.Sprintf("%s replaced by %s (%s)", st.SourceName, st.NewName, sr.sw.Target.Size)})
-	r.save()
+	if err := r.save(); err != nil {
+		return ExitAttention, err.Error()
+	}
 	return ExitOK, ""
 }
 
@@ -319,8 +337,10 @@ func (r *Runner) interrupted(sr *swapRun, stepName string) (int, string) {
 		l.Status = "interrupted"
 	}
 	r.Journal.Status = StatusInterrupted
-	r.save()
 	next := fmt.Sprintf("interrupted during %s; nothing was rolled back. Continue with: vmswap apply %s (or undo with: vmswap rollback %s)", stepName, r.planFile(), r.planFile())
+	if err := r.save(); err != nil {
+		next = fmt.Sprintf("interrupted during %s, and the journal could not be written (%v): check what the run created before running vmswap again", stepName, err)
+	}
 	r.emit(Event{Event: "warning", Swap: sr.name(), Step: stepName, Message: next})
 	return ExitAttention, next
 }
@@ -431,53 +451,27 @@ func preflight(ctx context.Context, s *swapRun) error {
 			stale = append(stale, fmt.Sprintf("source %s's IP changed: %s when planned, %s now", src.Name, obs.Source.PublicIP, src.PublicIP))
 		}
 	}
-	c := s.sw.Cutover
-	switch {
-	case c.LoadBalancer != nil:
-		pool, err := s.r.Drivers[c.LoadBalancer.Provider].LB.Pool(ctx, c.LoadBalancer.ID)
-		if err != nil {
-			errs = multierror.Append(errs, fmt.Errorf("load balancer: %w", err))
-			break
-		}
-		s.pool = pool
-		if !pool.Has(src.ID, src.PublicIP) {
-			errs = multierror.Append(errs, fmt.Errorf("load balancer %s does not route to %s (members: %s): the cutover target must point at the source today", pool.ID, src.Name, strings.Join(pool.Keys(), ", ")))
-		}
-		if obs != nil && obs.Pool != nil && !slices.Equal(obs.Pool.Keys(), pool.Keys()) {
-			stale = append(stale, fmt.Sprintf("load balancer %s members changed: %v when planned, %v now", pool.ID, obs.Pool.Keys(), pool.Keys()))
-		}
-	case c.DNS != nil:
-		rec, err := s.r.Drivers[c.DNS.Provider].DNS.GetRecord(ctx, c.DNS.Record, recordType(c.DNS))
-		if err != nil {
-			errs = multierror.Append(errs, fmt.Errorf("dns: %w", err))
-			break
-		}
-		if !slices.Contains(rec.Values, src.PublicIP) {
-			errs = multierror.Append(errs, fmt.Errorf("record %s %s is %v and does not point at %s (%s)", rec.Name, rec.Type, rec.Values, src.Name, src.PublicIP))
-		}
-		if obs != nil && obs.Record != nil && !sameSet(obs.Record.Values, rec.Values) {
-			stale = append(stale, fmt.Sprintf("record %s changed: %v when planned, %v now", rec.Name, obs.Record.Values, rec.Values))
-		}
+	now := &ObservedSwap{Source: *src}
+	problems, err := s.kind.read(ctx, src, now)
+	if err != nil {
+		errs = multierror.Append(errs, err)
+	}
+	for _, p := range problems {
+		errs = multierror.Append(errs, errors.New(p))
+	}
+	if err == nil && obs != nil {
+		stale = append(stale, s.kind.stale(obs, now)...)
+	}
+	s.pool = now.Pool
+	if rec := now.Record; rec != nil {
 		s.st.OldValues, s.st.OldTTL = rec.Values, int(rec.TTL)
 		if rec.Proxied {
 			// Clients of a proxied record reach Cloudflare's edge, never the
 			// origin address: nothing caches the old value, only the grace applies.
 			s.st.OldTTL = 0
 		}
-	case c.ReservedIP != nil:
-		cur, err := s.r.Drivers[c.ReservedIP.Provider].IP.AssignedTo(ctx, c.ReservedIP.IP)
-		if err != nil {
-			errs = multierror.Append(errs, fmt.Errorf("reserved IP: %w", err))
-			break
-		}
-		if cur != src.ID {
-			errs = multierror.Append(errs, fmt.Errorf("reserved IP %s points at server %q, not the source %s (%s)", c.ReservedIP.IP, cur, src.Name, src.ID))
-		}
-		if obs != nil && obs.IPTarget != cur {
-			stale = append(stale, fmt.Sprintf("reserved IP %s moved: to %s when planned, to %s now", c.ReservedIP.IP, obs.IPTarget, cur))
-		}
-		s.st.OldAssignee = cur
 	}
+	s.st.OldAssignee = now.IPTarget
 	if len(stale) > 0 {
 		for _, d := range stale {
 			errs = multierror.Append(errs, errors.New(d))
@@ -490,7 +484,7 @@ func preflight(ctx context.Context, s *swapRun) error {
 		return errors.Join(ErrPreflight, errs)
 	}
 	s.st.SourceID, s.st.SourceName, s.st.SourceIP = src.ID, src.Name, src.PublicIP
-	return nil
+	return s.claim(ctx, src)
 }
 
 func listFormat(es []error) string {
@@ -586,7 +580,15 @@ func launch(ctx context.Context, s *swapRun) error {
 		return err
 	}
 	s.st.NewID = srv.ID
-	return s.r.save()
+	if err := s.r.save(); err != nil {
+		return err
+	}
+	if s.st.Claim != "" {
+		if err := s.comp.TagServer(ctx, srv.ID, s.st.Claim); err != nil {
+			return fmt.Errorf("claim %s: %w", s.st.NewName, err)
+		}
+	}
+	return nil
 }
 
 func ready(ctx context.Context, s *swapRun) error {
@@ -719,31 +721,20 @@ func (s *swapRun) probeConfig(ctx context.Context) (probe.Config, bool) {
 	if p := s.sw.Probe; p != nil {
 		return probe.Config{URL: p.URL, Rate: p.Rate, Resolver: p.Resolver, ConnectTo: p.ConnectTo}, true
 	}
-	port := portOf(s.serviceURL())
-	switch c := s.sw.Cutover; {
-	case c.LoadBalancer != nil:
-		pool, err := s.r.Drivers[c.LoadBalancer.Provider].LB.Pool(ctx, c.LoadBalancer.ID)
-		if err != nil {
-			return probe.Config{}, false
-		}
-		addr := pool.Address
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			addr = net.JoinHostPort(addr, port)
-		}
-		return probe.Config{URL: "http://" + addr + "/"}, true
-	case c.ReservedIP != nil:
-		return probe.Config{URL: "http://" + net.JoinHostPort(c.ReservedIP.IP, port) + "/"}, true
-	}
-	return probe.Config{}, false
+	return s.kind.entry(ctx, portOf(s.serviceURL()))
 }
 
+// startProbe starts the swap's probe unless it runs already.
 func (s *swapRun) startProbe(ctx context.Context) error {
 	if s.probe != nil {
 		return nil
 	}
 	cfg, ok := s.probeConfig(ctx)
 	if !ok {
-		s.r.emit(Event{Event: "warning", Swap: s.name(), Message: "no probe: set probe.url to watch live traffic through the cutover"})
+		if !s.warnedNoProbe {
+			s.warnedNoProbe = true
+			s.r.emit(Event{Event: "warning", Swap: s.name(), Message: "no probe: set probe.url to watch live traffic through the cutover; holds are plain waits without it"})
+		}
 		return nil
 	}
 	p, err := probe.Start(cfg)
@@ -751,13 +742,12 @@ func (s *swapRun) startProbe(ctx context.Context) error {
 		return err
 	}
 	s.probe = p
-	s.progress("probe: %d req/s to %s", max(cfg.Rate, 50), cfg.URL)
+	rate := cfg.Rate
+	if rate <= 0 {
+		rate = probe.DefaultRate
+	}
+	s.progress("probe: %d req/s to %s", rate, cfg.URL)
 	return nil
-}
-
-func (s *swapRun) mark(sub string) error {
-	s.st.Done = append(s.st.Done, sub)
-	return s.r.save()
 }
 
 func cutover(ctx context.Context, s *swapRun) error {
@@ -781,34 +771,13 @@ func cutover(ctx context.Context, s *swapRun) error {
 			s.probe.Mark("observe")
 		}
 	}()
-	c := s.sw.Cutover
 	wctx, cancel := context.WithTimeout(ctx, s.timeout())
 	defer cancel()
-	switch {
-	case c.LoadBalancer != nil:
-		return cutoverLB(wctx, s, c.LoadBalancer)
-	case c.DNS != nil:
-		return cutoverDNS(wctx, s, c.DNS)
-	case c.ReservedIP != nil:
-		ipd := s.r.Drivers[c.ReservedIP.Provider].IP
-		if !s.st.has("ip_assigned") {
-			s.progress("pointing reserved IP %s at %s", c.ReservedIP.IP, s.st.NewName)
-			if err := ipd.AssignIP(wctx, c.ReservedIP.IP, s.st.NewID); err != nil {
-				return err
-			}
-			s.st.DrainUntil = s.r.clock().Now().Add(orDur(c.ReservedIP.Drain, 10*time.Second))
-			if err := s.mark("ip_assigned"); err != nil {
-				return err
-			}
-		}
-		got, err := ipd.AssignedTo(wctx, c.ReservedIP.IP)
-		if err != nil {
-			return err
-		}
-		if got != s.st.NewID {
-			return fmt.Errorf("reserved IP %s points at %s after the assignment, not %s", c.ReservedIP.IP, got, s.st.NewID)
-		}
+	if err := s.kind.forward(wctx, s); err != nil {
+		return err
 	}
+	// The source gets no new traffic from here: its hold starts now.
+	s.leftAt = s.r.clock().Now()
 	return nil
 }
 
@@ -819,171 +788,41 @@ func orDur(d Duration, def time.Duration) time.Duration {
 	return def
 }
 
-func cutoverLB(ctx context.Context, s *swapRun, c *LBCutover) error {
-	lb := s.r.Drivers[c.Provider].LB
-	if !s.st.has("lb_added") {
-		s.progress("adding %s to load balancer %s", s.st.NewName, c.ID)
-		if err := lb.AddMember(ctx, c.ID, loadbalancer.Member{ServerID: s.st.NewID, Address: s.st.NewIP}); err != nil {
-			return err
-		}
-		if err := s.mark("lb_added"); err != nil {
-			return err
-		}
-	}
-	if !s.st.has("lb_routes_new") {
-		if err := proveRoutes(ctx, s, c, s.st.NewID, s.st.NewIP, s.st.NewName); err != nil {
-			return err
-		}
-		if err := s.mark("lb_routes_new"); err != nil {
-			return err
-		}
-	}
-	if !s.st.has("lb_old_removed") {
-		s.progress("removing %s from load balancer %s (draining)", s.st.SourceName, c.ID)
-		if err := lb.RemoveMember(ctx, c.ID, loadbalancer.Member{ServerID: s.st.SourceID, Address: s.st.SourceIP}); err != nil {
-			return err
-		}
-		s.st.DrainUntil = s.r.clock().Now().Add(orDur(c.Drain, 10*time.Second))
-		if err := s.mark("lb_old_removed"); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// proveRoutes waits until the load balancer sends traffic to a member: by
-// its health report, by responses that name the member (identify_header),
-// or by waiting out the health checks.
-func proveRoutes(ctx context.Context, s *swapRun, c *LBCutover, id, ip, name string) error {
-	lb := s.r.Drivers[c.Provider].LB
-	start := time.Now()
-	if hr, ok := lb.(loadbalancer.HealthReporter); ok {
-		for {
-			okk, err := hr.MemberHealthy(ctx, c.ID, loadbalancer.Member{ServerID: id, Address: ip})
-			if err != nil {
-				return err
-			}
-			if okk {
-				return nil
-			}
-			s.progress("waiting for load balancer %s to find %s healthy (%s)", c.ID, name, time.Since(start).Round(time.Second))
-			if err := s.r.clock().Sleep(ctx, s.r.poll()); err != nil {
-				return lbTimeout(ctx, c, name, err)
-			}
-		}
-	}
-	pool := s.pool
-	if pool == nil { // a resumed run
-		var err error
-		if pool, err = lb.Pool(ctx, c.ID); err != nil {
-			return err
-		}
-		s.pool = pool
-	}
-	if c.IdentifyHeader == "" {
-		s.progress("waiting %s for load balancer %s's health checks to pass on %s", pool.HealthyAfter, c.ID, name)
-		if err := s.r.clock().Sleep(ctx, pool.HealthyAfter); err != nil {
-			return err
-		}
-		return nil
-	}
-	u := s.serviceURL()
-	direct, err := verify.Pinned(s.addrOf(ip), s.sw.Verify.CAFile, 5*time.Second)
-	if err != nil {
-		return err
-	}
-	_, h, _, err := verify.Do(ctx, direct, u.String())
-	if err != nil {
-		return fmt.Errorf("ask %s who it is: %w", name, err)
-	}
-	want := h.Get(c.IdentifyHeader)
-	if want == "" {
-		return fmt.Errorf("%s answers without a %s header: set cutover.loadbalancer.identify_header to a header that names the server, or remove it", name, c.IdentifyHeader)
-	}
-	addr := pool.Address
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		addr = net.JoinHostPort(addr, portOf(u))
-	}
-	through, err := verify.Pinned(addr, s.sw.Verify.CAFile, 5*time.Second)
-	if err != nil {
-		return err
-	}
-	hits := 0
-	for hits < 3 {
-		if _, h, _, err := verify.Do(ctx, through, u.String()); err == nil && h.Get(c.IdentifyHeader) == want {
-			hits++
-			continue
-		}
-		s.progress("waiting for load balancer %s to route to %s (%s)", c.ID, name, time.Since(start).Round(time.Second))
-		if err := s.r.clock().Sleep(ctx, s.r.poll()); err != nil {
-			return lbTimeout(ctx, c, name, err)
-		}
-	}
-	s.progress("load balancer %s routes to %s", c.ID, name)
-	return nil
-}
-
-func lbTimeout(ctx context.Context, c *LBCutover, name string, err error) error {
-	if errors.Is(err, context.DeadlineExceeded) {
-		return errors.Join(ErrNeverRoutes, fmt.Errorf("load balancer %s never sent traffic to %s", c.ID, name))
-	}
-	return err
-}
-
-func cutoverDNS(ctx context.Context, s *swapRun, c *DNSCutover) error {
-	d := s.r.Drivers[c.Provider].DNS
-	typ := recordType(c)
-	want := dns.Record{Name: c.Record, Type: typ, Values: []string{s.st.NewIP}}
-	if !s.st.has("dns_set") {
-		s.progress("pointing %s %s at %s (%s)", c.Record, typ, s.st.NewName, s.st.NewIP)
-		if _, err := d.SetRecord(ctx, want); err != nil {
-			return err
-		}
-		if err := s.mark("dns_set"); err != nil {
-			return err
-		}
-	}
-	if err := d.WaitServed(ctx, want); err != nil {
-		return err
-	}
-	if s.st.DrainUntil.IsZero() {
-		// Resolvers may cache the old answer for its TTL after the change is
-		// served: the old server keeps serving that long, plus the grace.
-		s.st.DrainUntil = s.r.clock().Now().Add(time.Duration(s.st.OldTTL)*time.Second + orDur(c.Grace, 30*time.Second))
-		return s.r.save()
-	}
-	return nil
-}
-
+// observe holds the swap under live traffic for the plan's observe time,
+// counted in this process with the probe running: a run resumed after a
+// pause observes again in full.
 func observe(ctx context.Context, s *swapRun) error {
+	return s.holdUnderProbe(ctx, s.sw.Observe.D(), func(total, failed int64, left time.Duration) {
+		s.progress("observing %s under traffic: %d requests, %d failed, %s left", s.st.NewName, total, failed, left.Round(time.Second))
+	})
+}
+
+// holdUnderProbe waits d of continuous time in this process with the probe
+// running, checking the error budget as it goes. Time that passed before a
+// restart does not count: a safety window is evidence, not a deadline.
+func (s *swapRun) holdUnderProbe(ctx context.Context, d time.Duration, note func(total, failed int64, left time.Duration)) error {
 	if err := s.startProbe(ctx); err != nil {
 		return err
 	}
 	clk := s.r.clock()
-	if s.st.ObserveFrom.IsZero() {
-		s.st.ObserveFrom = clk.Now()
-		if err := s.r.save(); err != nil {
-			return err
-		}
-	}
-	until := s.st.ObserveFrom.Add(s.sw.Observe.D())
+	until := clk.Now().Add(d)
 	var budget Budget
 	if s.sw.Probe != nil {
 		budget = s.sw.Probe.ErrorBudget
 	}
 	lastNote := time.Time{}
 	for {
+		left := until.Sub(clk.Now())
 		if s.probe != nil {
 			failed, total := s.probe.Failed(), s.probe.Requests()
 			if budget.Breached(failed, total) {
 				return errors.Join(ErrBudget, fmt.Errorf("%d of %d probe requests failed (budget %s)", failed, total, budget))
 			}
 			if time.Since(lastNote) >= 2*time.Second {
-				s.progress("observing %s under traffic: %d requests, %d failed, %s left", s.st.NewName, total, failed, until.Sub(clk.Now()).Round(time.Second))
+				note(total, failed, max(left, 0))
 				lastNote = time.Now()
 			}
 		}
-		left := until.Sub(clk.Now())
 		if left <= 0 {
 			return nil
 		}
@@ -993,25 +832,30 @@ func observe(ctx context.Context, s *swapRun) error {
 	}
 }
 
+// retire waits until the source has been out of traffic for the cutover's
+// hold (drain, or TTL + grace), under the probe, then powers it off or
+// deletes it, and deletes the image unless the plan keeps it.
 func retire(ctx context.Context, s *swapRun) error {
 	clk := s.r.clock()
 	if s.probe != nil {
 		s.probe.Mark("retire")
 	}
 	if !s.st.has("old_retired") {
-		if left := s.st.DrainUntil.Sub(clk.Now()); left > 0 {
+		left := s.kind.hold(s.st)
+		if !s.leftAt.IsZero() {
+			left -= clk.Now().Sub(s.leftAt)
+		}
+		if left > 0 {
 			s.progress("keeping %s serving for %s more (drain / cached DNS answers)", s.st.SourceName, left.Round(time.Second))
-			if err := clk.Sleep(ctx, left); err != nil {
+			if err := s.holdUnderProbe(ctx, left, func(total, failed int64, left time.Duration) {}); err != nil {
 				return err
 			}
 		}
-		switch s.sw.Retire.Action {
-		case "delete":
-			s.progress("deleting %s", s.st.SourceName)
-			if err := s.comp.DeleteServer(ctx, s.st.SourceID); err != nil {
-				return err
+		if err := s.once("old_retired", func() error {
+			if s.sw.Retire.Action == "delete" {
+				s.progress("deleting %s", s.st.SourceName)
+				return s.comp.DeleteServer(ctx, s.st.SourceID)
 			}
-		default:
 			s.progress("powering off %s", s.st.SourceName)
 			if err := s.comp.PowerOff(ctx, s.st.SourceID, orDur(s.sw.Retire.ShutdownTimeout, 2*time.Minute)); err != nil {
 				return err
@@ -1019,18 +863,13 @@ func retire(ctx context.Context, s *swapRun) error {
 			if s.sw.Retire.KeepFor > 0 {
 				s.st.KeepUntil = clk.Now().Add(s.sw.Retire.KeepFor.D())
 			}
-		}
-		if err := s.mark("old_retired"); err != nil {
+			return nil
+		}); err != nil {
 			return err
 		}
 	}
-	if !s.sw.Retire.KeepImage && s.st.ImageID != "" && !s.st.has("image_deleted") {
-		if err := s.comp.DeleteImage(ctx, s.st.ImageID); err != nil {
-			return err
-		}
-		if err := s.mark("image_deleted"); err != nil {
-			return err
-		}
+	if !s.sw.Retire.KeepImage && s.st.ImageID != "" {
+		return s.once("image_deleted", func() error { return s.comp.DeleteImage(ctx, s.st.ImageID) })
 	}
 	return nil
 }

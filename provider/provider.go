@@ -36,6 +36,9 @@ const (
 	StatusRunning = "running"
 	StatusOff     = "off"
 	StatusPending = "pending"
+	// StatusGone is a server being deleted or deleted (EC2 shows terminated
+	// instances for a while).
+	StatusGone = "gone"
 )
 
 // Image is a machine image made from a server.
@@ -137,6 +140,17 @@ type TagFinder interface {
 	FindTagged(ctx context.Context, tag string) ([]Server, []Image, error)
 }
 
+// Tagger marks servers with tags that every vmswap, on any machine, sees
+// when it reads the server: how a run claims the servers it swaps.
+type Tagger interface {
+	// TagServer adds the tag to the server. A tag the server has is a no-op,
+	// so a repeated call is safe; a failed call may or may not have tagged.
+	TagServer(ctx context.Context, id, tag string) error
+	// UntagServer removes the tag. A tag the server lacks, or a server that
+	// is gone, is a no-op.
+	UntagServer(ctx context.Context, id, tag string) error
+}
+
 // Compute is everything a swap needs from a compute provider.
 type Compute interface {
 	ServerGetter
@@ -146,6 +160,7 @@ type Compute interface {
 	PowerController
 	Deleter
 	TagFinder
+	Tagger
 }
 
 // IPAssigner moves a reserved (floating, elastic) IP between servers.

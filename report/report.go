@@ -33,7 +33,7 @@ func Write(w io.Writer, p *plans.Plan, j *plans.Journal, res *plans.Result, cmp 
 		Status string
 		RunID  string
 		Swaps  []swapView
-	}{Status: res.Status, RunID: j.RunID}
+	}{Status: string(res.Status), RunID: j.RunID}
 	for i, st := range j.Swaps {
 		var sr plans.SwapResult
 		if i < len(res.Swaps) {

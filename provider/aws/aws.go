@@ -129,6 +129,8 @@ func toServer(in *types.Instance) *provider.Server {
 		s.Status = provider.StatusRunning
 	case types.InstanceStateNameStopped:
 		s.Status = provider.StatusOff
+	case types.InstanceStateNameShuttingDown, types.InstanceStateNameTerminated:
+		s.Status = provider.StatusGone
 	default:
 		s.Status = provider.StatusPending
 	}
@@ -396,7 +398,7 @@ func (d *Driver) Launch(ctx context.Context, spec provider.LaunchSpec) (*provide
 	tags := []types.Tag{{Key: sdk.String("Name"), Value: sdk.String(spec.Name)}, {Key: sdk.String(tokenKey), Value: sdk.String(spec.Token)}}
 	for _, t := range src.Tags {
 		k := sdk.ToString(t.Key)
-		if k != "Name" && k != tokenKey && !strings.HasPrefix(k, "aws:") {
+		if k != "Name" && !strings.HasPrefix(k, "vmswap") && !strings.HasPrefix(k, "aws:") {
 			tags = append(tags, t)
 		}
 	}
@@ -486,6 +488,25 @@ func (d *Driver) PowerOn(ctx context.Context, id string) error {
 func (d *Driver) DeleteServer(ctx context.Context, id string) error {
 	if _, err := d.c.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil && !errors.Is(apiErr(err, ""), provider.ErrNotFound) {
 		return apiErr(err, "terminate %s", id)
+	}
+	return nil
+}
+
+// TagServer implements provider.Tagger: the whole tag is the key, so that
+// two runs' claims are two tags, never one overwriting the other.
+// https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_CreateTags.html
+func (d *Driver) TagServer(ctx context.Context, id, tag string) error {
+	if _, err := d.c.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{id}, Tags: []types.Tag{{Key: sdk.String(tag), Value: sdk.String("")}}}); err != nil {
+		return apiErr(err, "tag %s with %s", id, tag)
+	}
+	return nil
+}
+
+// UntagServer implements provider.Tagger.
+// https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DeleteTags.html
+func (d *Driver) UntagServer(ctx context.Context, id, tag string) error {
+	if _, err := d.c.DeleteTags(ctx, &ec2.DeleteTagsInput{Resources: []string{id}, Tags: []types.Tag{{Key: sdk.String(tag)}}}); err != nil && !errors.Is(apiErr(err, ""), provider.ErrNotFound) {
+		return apiErr(err, "untag %s (%s)", id, tag)
 	}
 	return nil
 }

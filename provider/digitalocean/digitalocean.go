@@ -488,7 +488,9 @@ func (d *Driver) Launch(ctx context.Context, spec provider.LaunchSpec) (*provide
 	if err != nil {
 		return nil, fmt.Errorf("digitalocean: %q is not an image ID", spec.Image.ID)
 	}
-	tags := append([]string{}, src.Tags...)
+	// The source's own tags are copied (firewalls and load balancers select
+	// by them); vmswap's tags of earlier plans, launches and claims are not.
+	tags := slices.DeleteFunc(append([]string{}, src.Tags...), func(t string) bool { return strings.HasPrefix(t, "vmswap") })
 	for _, t := range append(spec.Tags, tokenTag(spec.Token)) {
 		if !slices.Contains(tags, t) {
 			tags = append(tags, t)
@@ -632,6 +634,34 @@ func (d *Driver) DeleteServer(ctx context.Context, id string) error {
 	}
 	if _, err := d.c.Droplets.Delete(ctx, n); err != nil && !isNotFound(err) {
 		return wrap(err, "delete droplet %d", n)
+	}
+	return nil
+}
+
+// TagServer implements provider.Tagger: it creates the tag (creating one
+// that exists is accepted by DigitalOcean) and tags the droplet with it.
+// https://docs.digitalocean.com/reference/api/api-reference/#operation/tags_assign_resources
+func (d *Driver) TagServer(ctx context.Context, id, tag string) error {
+	if _, err := dropletID(id); err != nil {
+		return err
+	}
+	if _, _, err := d.c.Tags.Create(ctx, &godo.TagCreateRequest{Name: tag}); err != nil {
+		return wrap(err, "create tag %s", tag)
+	}
+	if _, err := d.c.Tags.TagResources(ctx, tag, &godo.TagResourcesRequest{Resources: []godo.Resource{{ID: id, Type: godo.DropletResourceType}}}); err != nil {
+		return wrap(err, "tag droplet %s with %s", id, tag)
+	}
+	return nil
+}
+
+// UntagServer implements provider.Tagger.
+// https://docs.digitalocean.com/reference/api/api-reference/#operation/tags_unassign_resources
+func (d *Driver) UntagServer(ctx context.Context, id, tag string) error {
+	if _, err := dropletID(id); err != nil {
+		return err
+	}
+	if _, err := d.c.Tags.UntagResources(ctx, tag, &godo.UntagResourcesRequest{Resources: []godo.Resource{{ID: id, Type: godo.DropletResourceType}}}); err != nil && !isNotFound(err) {
+		return wrap(err, "untag droplet %s (%s)", id, tag)
 	}
 	return nil
 }

@@ -24,6 +24,9 @@ import (
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 )
 
+// DefaultRate is the probe's rate when its Config names none.
+const DefaultRate = 50
+
 // BucketWidth is the resolution of a probe's timeline.
 const BucketWidth = 100 * time.Millisecond
 
@@ -47,7 +50,7 @@ type Config struct {
 
 // Bucket is the traffic of one BucketWidth.
 type Bucket struct {
-	Offset   time.Duration `json:"offset_ms"`
+	Offset   time.Duration `json:"offset_ns"`
 	Requests int           `json:"requests"`
 	Failed   int           `json:"failed"`
 	P50      time.Duration `json:"p50_ns"`
@@ -143,7 +146,7 @@ func Start(cfg Config) (*Probe, error) {
 		return nil, fmt.Errorf("probe: URL %q: want http:// or https:// and a host", cfg.URL)
 	}
 	if cfg.Rate <= 0 {
-		cfg.Rate = 50
+		cfg.Rate = DefaultRate
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 5 * time.Second

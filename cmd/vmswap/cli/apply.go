@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -19,8 +18,9 @@ import (
 type ApplyOptions struct {
 	IO        *IOStreams
 	Getenv    func(string) string
-	Signals   <-chan os.Signal
 	PlanFile  string
+	// Finish finishes the last run with the plan it recorded.
+	Finish    bool
 	Output    string
 	BreakLock bool
 	Report    string
@@ -41,15 +41,20 @@ type ApplyOptions struct {
 
 // NewCmdApply builds `vmswap apply PLAN`.
 func NewCmdApply(f *Factory, runF func(*ApplyOptions) error) *cobra.Command {
-	opts := &ApplyOptions{IO: f.IO, Getenv: f.Getenv, Signals: f.Signals}
+	opts := &ApplyOptions{IO: f.IO, Getenv: f.Getenv}
 	cmd := &cobra.Command{
 		Use:   "apply PLAN",
 		Short: "Run a plan: snapshot, launch, verify, cut over, observe, retire",
 		Long: `Apply runs a plan file. It re-reads the world first and refuses a plan whose world
 has changed since it was written. Progress is journalled beside the plan after every
 state change: running apply again on the same plan continues where it stopped, and
-never creates a second server or snapshot. Ctrl-C stops cleanly.`,
-		Example: "  vmswap apply web-1.yaml\n  vmswap apply --output json web-1.yaml",
+never creates a second server or snapshot. Ctrl-C stops cleanly.
+
+What apply does depends on the plan's last run: none, or one that ended (rolled
+back, refused, switched back by rollback): a new run; interrupted: resume it (if
+the plan file changed since, refuse; --finish resumes with the plan the run
+recorded); succeeded with this plan: nothing to do.`,
+		Example: "  vmswap apply web-1.yaml\n  vmswap apply --output json web-1.yaml\n  vmswap apply --finish web-1.yaml",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.PlanFile = args[0]
@@ -62,6 +67,7 @@ never creates a second server or snapshot. Ctrl-C stops cleanly.`,
 	addRunFlags(cmd, opts)
 	cmd.Flags().StringVar(&opts.Report, "report", "", "write an HTML report of the swap to this file")
 	cmd.Flags().BoolP("resume", "r", false, "continue from the journal (the default whenever one exists)")
+	cmd.Flags().BoolVar(&opts.Finish, "finish", false, "finish the interrupted run with the plan it recorded, even if the plan file changed since")
 	return cmd
 }
 
@@ -80,41 +86,43 @@ func newRunID() string {
 	return hex.EncodeToString(b)
 }
 
-// loadForApply loads a plan and its journal under the lock, and builds the
-// drivers: everything apply, rollback and upgrade need before a run.
-func loadForApply(opts *ApplyOptions, pr *printer, command string) (*plans.Document, *plans.Journal, *plans.Lock, map[string]*plans.Drivers, error) {
-	doc, err := plans.Load(opts.PlanFile)
+// openSession opens the plan file's runs for cmd and builds the drivers of
+// the plan the session acts on: everything apply, rollback and upgrade need
+// before a run. A decision to do nothing or to refuse comes back with no
+// drivers and no lock.
+func openSession(opts *ApplyOptions, pr *printer, cmd plans.Command) (*plans.Session, map[string]*plans.Drivers, error) {
+	sess, err := plans.OpenSession(opts.PlanFile, cmd, opts.BreakLock, newRunID)
 	if err != nil {
-		return nil, nil, nil, nil, planErrors(err)
+		var pe plans.Errors
+		if errors.As(err, &pe) {
+			return nil, nil, planErrors(err)
+		}
+		var le *plans.LockedError
+		if errors.As(err, &le) {
+			return nil, nil, exitf(plans.ExitBadInput, "%v", err)
+		}
+		return nil, nil, exitf(plans.ExitAttention, "%v", err)
 	}
-	lock, err := plans.AcquireLock(plans.LockPath(opts.PlanFile), command, opts.BreakLock)
-	if err != nil {
-		return nil, nil, nil, nil, exitf(plans.ExitBadInput, "%v", err)
+	if err := sess.Decision.Refusal(); err != nil {
+		return nil, nil, exitf(plans.ExitBadInput, "%v", err)
 	}
-	fail := func(e error) (*plans.Document, *plans.Journal, *plans.Lock, map[string]*plans.Drivers, error) {
-		lock.Release()
-		return nil, nil, nil, nil, e
-	}
-	jpath := plans.JournalPath(opts.PlanFile)
-	j, err := plans.LoadJournal(jpath)
-	if err != nil {
-		return fail(exitf(plans.ExitAttention, "%v", err))
-	}
-	if j != nil && j.PlanHash != doc.Hash() {
-		return fail(exitf(plans.ExitBadInput, "%s changed since the run in %s started: finish that run with the original plan, or undo it with `vmswap rollback`", opts.PlanFile, jpath))
+	if sess.Lock == nil {
+		return sess, nil, nil
 	}
 	cp, err := parseCrash(opts.Getenv)
 	if err != nil {
-		return fail(exitf(plans.ExitBadInput, "%v", err))
+		sess.Close()
+		return nil, nil, exitf(plans.ExitBadInput, "%v", err)
 	}
 	if cp != nil {
 		opts.AfterSave = cp.afterSave()
 	}
-	drivers, err := plans.Build(doc.Plan, plans.BuildOptions{Getenv: opts.Getenv, Progress: pr.progress, PollInterval: opts.Poll, HTTPClient: cp.httpClient()})
+	drivers, err := plans.Build(sess.Doc.Plan, plans.BuildOptions{Getenv: opts.Getenv, Progress: pr.progress, PollInterval: opts.Poll, HTTPClient: cp.httpClient()})
 	if err != nil {
-		return fail(exitf(plans.ExitBadInput, "%v", err))
+		sess.Close()
+		return nil, nil, exitf(plans.ExitBadInput, "%v", err)
 	}
-	return doc, j, lock, drivers, nil
+	return sess, drivers, nil
 }
 
 func applyRun(ctx context.Context, opts *ApplyOptions) error {
@@ -125,30 +133,29 @@ func applyRun(ctx context.Context, opts *ApplyOptions) error {
 			return err
 		}
 	}
-	doc, j, lock, drivers, err := loadForApply(opts, pr, "apply "+opts.PlanFile)
+	cmd := plans.CmdApply
+	if opts.Finish {
+		cmd = plans.CmdFinish
+	}
+	sess, drivers, err := openSession(opts, pr, cmd)
 	if err != nil {
-		return err
+		return pr.fail(err)
 	}
-	defer lock.Release()
-	jpath := plans.JournalPath(opts.PlanFile)
-	switch {
-	case j == nil:
-		j = plans.NewJournal(jpath, doc, newRunID())
-	case j.Status == plans.StatusSucceeded:
-		pr.emit(plans.Event{Event: "warning", Message: fmt.Sprintf("%s was already applied (run %s, %s); nothing to do", opts.PlanFile, j.RunID, j.Updated.Format(time.RFC3339))})
-		pr.summary(&plans.Result{Status: plans.StatusSucceeded})
+	if sess.Lock == nil { // nothing to do
+		pr.emit(plans.Event{Event: "progress", Message: sess.Decision.Why})
+		pr.summary(&plans.Result{Status: sess.Journal.Status})
 		return nil
-	case j.Status == plans.StatusRolledBack || allPreflightFailed(j):
-		// The last run left nothing half-done: start a new one, keeping the
-		// swaps it completed.
-		os.Rename(jpath, jpath+".prev")
-		j = plans.NextRun(j, jpath, doc, newRunID())
-	default:
-		pr.emit(plans.Event{Event: "progress", Message: fmt.Sprintf("resuming run %s from %s", j.RunID, jpath)})
 	}
-	res := run(ctx, opts, doc, j, drivers, pr)
+	defer sess.Close()
+	j := sess.Journal
+	if sess.Decision.Action == plans.ActResume {
+		pr.emit(plans.Event{Event: "progress", Message: fmt.Sprintf("resuming run %s (%s) from %s", j.RunID, j.Status, j.Path())})
+	} else if len(j.History) > 0 {
+		pr.emit(plans.Event{Event: "progress", Message: fmt.Sprintf("starting run %s (the last run, %s, is %s)", j.RunID, j.History[len(j.History)-1].RunID, j.History[len(j.History)-1].Status)})
+	}
+	res := run(ctx, opts, sess.Doc, j, drivers, pr)
 	if opts.Report != "" {
-		if err := writeReport(opts.Report, doc, j, res, opts.Comparisons...); err != nil {
+		if err := writeReport(opts.Report, sess.Doc, j, res, opts.Comparisons...); err != nil {
 			pr.emit(plans.Event{Event: "warning", Message: "report: " + err.Error()})
 		}
 	}
@@ -162,40 +169,16 @@ func applyRun(ctx context.Context, opts *ApplyOptions) error {
 	return nil
 }
 
-func allPreflightFailed(j *plans.Journal) bool {
-	for _, s := range j.Swaps {
-		if l := s.Steps["preflight"]; l != nil && l.Status != "failed" {
-			return false
-		}
-		if len(s.Done) > 0 {
-			return false
-		}
-	}
-	return j.Status == plans.StatusFailed
-}
-
-// run runs the runner with Ctrl-C wired to a clean stop.
+// run runs the runner; the first interrupt (ctx) stops it at the next safe
+// point, a second quits at once (root.go).
 func run(ctx context.Context, opts *ApplyOptions, doc *plans.Document, j *plans.Journal, drivers map[string]*plans.Drivers, pr *printer) *plans.Result {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	if opts.Signals != nil {
-		go func() {
-			select {
-			case <-opts.Signals:
-				pr.emit(plans.Event{Event: "warning", Message: "interrupt: stopping at the next safe point (press Ctrl-C again to quit at once)"})
-				cancel()
-				select {
-				case <-opts.Signals:
-					os.Exit(plans.ExitAttention)
-				case <-ctx.Done():
-				}
-			case <-ctx.Done():
-			}
-		}()
-	}
+	stop := context.AfterFunc(ctx, func() {
+		pr.emit(plans.Event{Event: "warning", Message: "interrupt: stopping at the next safe point (press Ctrl-C again to quit at once)"})
+	})
+	defer stop()
 	r := &plans.Runner{Doc: doc, Drivers: drivers, Journal: j, Emit: pr.emit, Clock: opts.Clock, Poll: opts.Poll, AfterSave: opts.AfterSave, PlanFile: opts.PlanFile}
 	return r.Run(ctx)
 }

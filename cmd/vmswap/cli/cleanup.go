@@ -47,14 +47,19 @@ func cleanupRun(ctx context.Context, o *CleanupOptions) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	doc, err := plans.Load(o.PlanFile)
+	sess, err := plans.OpenSession(o.PlanFile, plans.CmdCleanup, false, newRunID)
 	if err != nil {
-		return planErrors(err)
+		var pe plans.Errors
+		if errors.As(err, &pe) {
+			return planErrors(err)
+		}
+		return exitf(plans.ExitBadInput, "%v", err)
 	}
-	j, err := plans.LoadJournal(plans.JournalPath(o.PlanFile))
-	if err != nil {
-		return exitf(plans.ExitAttention, "%v", err)
+	if err := sess.Decision.Refusal(); err != nil {
+		return exitf(plans.ExitBadInput, "%v", err)
 	}
+	defer sess.Close()
+	doc, j := sess.Doc, sess.Journal
 	drivers, err := plans.Build(doc.Plan, plans.BuildOptions{Getenv: o.Getenv})
 	if err != nil {
 		return exitf(plans.ExitBadInput, "%v", err)

@@ -26,7 +26,6 @@ import (
 // DemoOptions are the inputs of `vmswap demo`.
 type DemoOptions struct {
 	IO      *IOStreams
-	Signals <-chan os.Signal
 	Output  string
 	Report  string
 	Specs   string
@@ -37,7 +36,7 @@ type DemoOptions struct {
 
 // NewCmdDemo builds `vmswap demo`.
 func NewCmdDemo(f *Factory, runF func(*DemoOptions) error) *cobra.Command {
-	opts := &DemoOptions{IO: f.IO, Signals: f.Signals}
+	opts := &DemoOptions{IO: f.IO}
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Upgrade two live servers on the embedded lab cloud, with traffic flowing",
@@ -112,7 +111,7 @@ func demoRun(ctx context.Context, o *DemoOptions) error {
 		}
 		return ""
 	}
-	ao := &ApplyOptions{IO: o.IO, Signals: o.Signals, PlanFile: planFile, Output: o.Output, Report: o.Report, Poll: 100 * time.Millisecond, Getenv: getenv, printer: pr}
+	ao := &ApplyOptions{IO: o.IO, PlanFile: planFile, Output: o.Output, Report: o.Report, Poll: 100 * time.Millisecond, Getenv: getenv, printer: pr}
 	var classic *report.Comparison
 	if o.Compare {
 		if classic, err = classicResize(ctx, l, getenv, classicIP, pr); err != nil {

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -16,7 +17,6 @@ import (
 // LabServeOptions are the inputs of `vmswap lab serve`.
 type LabServeOptions struct {
 	IO       *IOStreams
-	Signals  <-chan os.Signal
 	State    string
 	Listen   string
 	DNS      string
@@ -40,7 +40,7 @@ func NewCmdLab(f *Factory) *cobra.Command {
 
 // NewCmdLabServe builds `vmswap lab serve`.
 func NewCmdLabServe(f *Factory, runF func(*LabServeOptions) error) *cobra.Command {
-	opts := &LabServeOptions{IO: f.IO, Signals: f.Signals}
+	opts := &LabServeOptions{IO: f.IO}
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the lab until interrupted; its endpoints go to STATE/endpoints.json",
@@ -55,7 +55,7 @@ Point vmswap at it with the printed endpoint and token:
 			if runF != nil {
 				return runF(opts)
 			}
-			return labServeRun(opts)
+			return labServeRun(cmd.Context(), opts)
 		},
 	}
 	fl := cmd.Flags()
@@ -89,7 +89,7 @@ func labConfig(state, specs string, noSpecs bool, profile string) (lab.Config, e
 	return cfg, nil
 }
 
-func labServeRun(o *LabServeOptions) error {
+func labServeRun(ctx context.Context, o *LabServeOptions) error {
 	start := time.Now()
 	cfg, err := labConfig(o.State, o.Specs, o.NoSpecs, o.Profile)
 	if err != nil {
@@ -126,11 +126,7 @@ func labServeRun(o *LabServeOptions) error {
 	if o.Ready != nil {
 		o.Ready(l)
 	}
-	if o.Signals != nil {
-		<-o.Signals
-	} else {
-		select {}
-	}
+	<-ctx.Done()
 	fmt.Fprintln(o.IO.ErrOut, "lab: stopping; state kept in", o.State)
 	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"runtime/debug"
 	"time"
@@ -80,6 +79,18 @@ func NewCmdStatus(f *Factory, runF func(*StatusOptions) error) *cobra.Command {
 	return cmd
 }
 
+// StatusJSON is `vmswap status -o json`: the journal, and the lock.
+type StatusJSON struct {
+	*plans.Journal
+	Lock *LockStatus `json:"lock,omitempty"`
+}
+
+// LockStatus is who holds a plan's lock and whether that process still runs.
+type LockStatus struct {
+	plans.LockInfo
+	Stale bool `json:"stale"`
+}
+
 func statusRun(o *StatusOptions) error {
 	j, err := plans.LoadJournal(plans.JournalPath(o.PlanFile))
 	if err != nil {
@@ -88,16 +99,26 @@ func statusRun(o *StatusOptions) error {
 	if j == nil {
 		return exitf(plans.ExitBadInput, "%s has not been applied (no %s)", o.PlanFile, plans.JournalPath(o.PlanFile))
 	}
+	var lock *LockStatus
+	if li, err := plans.ReadLock(plans.LockPath(o.PlanFile)); err == nil && li != nil {
+		lock = &LockStatus{LockInfo: *li, Stale: li.Stale()}
+	}
+	if j.Status == plans.StatusRunning && (lock == nil || lock.Stale) {
+		j.Status = plans.StatusInterrupted // its process is gone
+	}
 	if o.Output == "json" {
-		b, _ := json.MarshalIndent(j, "", "  ")
+		b, _ := json.MarshalIndent(StatusJSON{Journal: j, Lock: lock}, "", "  ")
 		fmt.Fprintln(o.IO.Out, string(b))
 		return nil
 	}
 	w := o.IO.Out
 	fmt.Fprintf(w, "run %s of %s: %s (started %s, updated %s)\n", j.RunID, o.PlanFile, j.Status, j.Started.Format(time.RFC3339), j.Updated.Format(time.RFC3339))
-	if _, err := os.Stat(plans.LockPath(o.PlanFile)); err == nil {
-		b, _ := os.ReadFile(plans.LockPath(o.PlanFile))
-		fmt.Fprintf(w, "locked: %s\n", b)
+	if lock != nil {
+		if lock.Stale {
+			fmt.Fprintf(w, "lock: left by %s, which is no longer running (the next apply or rollback reports it; pass --break-lock)\n", lock.LockInfo)
+		} else {
+			fmt.Fprintf(w, "locked: %s\n", lock.LockInfo)
+		}
 	}
 	for _, s := range j.Swaps {
 		fmt.Fprintf(w, "swap %d: %s  source %s (%s)  new %s (%s %s)\n", s.Index, s.Status, dash(s.SourceName), dash(s.SourceID), dash(s.NewName), dash(s.NewID), s.NewIP)
@@ -115,9 +136,18 @@ func statusRun(o *StatusOptions) error {
 		if s.Error != "" {
 			fmt.Fprintf(w, "  error: %s\n", s.Error)
 		}
-		if !s.KeepUntil.IsZero() {
+		if !s.KeepUntil.IsZero() && s.Status == plans.StatusSucceeded {
 			fmt.Fprintf(w, "  old server kept powered off until %s (vmswap rollback %s switches back)\n", s.KeepUntil.Format(time.RFC3339), o.PlanFile)
 		}
+	}
+	if d := plans.Decide(plans.CmdApply, j, false, o.PlanFile); d.Action == plans.ActResume {
+		fmt.Fprintf(w, "next: vmswap apply %s continues it; vmswap rollback %s undoes it\n", o.PlanFile, o.PlanFile)
+	} else if d.Why != "" && d.Action == plans.ActRefuse {
+		fmt.Fprintf(w, "next: %s\n", d.Why)
+	}
+	for i := len(j.History) - 1; i >= 0; i-- {
+		h := j.History[i]
+		fmt.Fprintf(w, "earlier run %s: %s (%s to %s)\n", h.RunID, h.Status, h.Started.Format(time.RFC3339), h.Ended.Format(time.RFC3339))
 	}
 	return nil
 }
@@ -158,7 +188,7 @@ func NewCmdVersion(f *Factory) *cobra.Command {
 // NewCmdUpgrade builds `vmswap upgrade`: plan and apply in one go.
 func NewCmdUpgrade(f *Factory, runF func(*PlanOptions, *ApplyOptions) error) *cobra.Command {
 	po := &PlanOptions{IO: f.IO, Getenv: f.Getenv}
-	ao := &ApplyOptions{IO: f.IO, Getenv: f.Getenv, Signals: f.Signals}
+	ao := &ApplyOptions{IO: f.IO, Getenv: f.Getenv}
 	cmd := &cobra.Command{
 		Use:   "upgrade",
 		Short: "Plan and apply in one go (the plan is saved, so a stopped run can be continued)",

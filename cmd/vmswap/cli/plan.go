@@ -216,7 +216,16 @@ func planRun(ctx context.Context, o *PlanOptions) error {
 			return exitf(plans.ExitBadInput, "%v", err)
 		}
 	}
-	if err := plans.ObserveWorld(ctx, p, plans.BuildOptions{Getenv: o.Getenv}); err != nil {
+	if out != "" && out != "-" {
+		// Never write over a plan whose run is not finished: finishing or
+		// undoing it is the next step, and the file is what the user knows.
+		if err := plans.CheckReplan(out); err != nil {
+			return exitf(plans.ExitBadInput, "%v", err)
+		}
+	}
+	if err := plans.ObserveWorld(ctx, p, plans.BuildOptions{Getenv: o.Getenv, Progress: func(f string, a ...any) {
+		fmt.Fprintf(o.IO.ErrOut, f+"\n", a...)
+	}}); err != nil {
 		return exitf(plans.ExitBadInput, "%v", err)
 	}
 	b, err := encodePlan(p)

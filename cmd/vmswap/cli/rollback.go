@@ -12,14 +12,15 @@ import (
 
 // NewCmdRollback builds `vmswap rollback PLAN`.
 func NewCmdRollback(f *Factory, runF func(*ApplyOptions) error) *cobra.Command {
-	opts := &ApplyOptions{IO: f.IO, Getenv: f.Getenv, Signals: f.Signals}
+	opts := &ApplyOptions{IO: f.IO, Getenv: f.Getenv}
 	cmd := &cobra.Command{
 		Use:   "rollback PLAN",
 		Short: "Switch traffic back to the old server after a swap, or undo a stopped run",
 		Long: `After a swap succeeded, while the old server is kept powered off (retire: power_off,
 keep_for), rollback powers it on, checks it with the plan's HTTP checks, moves traffic back
 to it, and retires the new server as the plan retires servers. For a run that stopped
-part-way, it undoes what that run did and deletes what it created.`,
+part-way, it undoes what that run did and deletes what it created. It always works from
+the plan the run recorded in its journal, even if the plan file changed since.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.PlanFile = args[0]
@@ -41,28 +42,21 @@ func rollbackRun(ctx context.Context, opts *ApplyOptions) error {
 	if err != nil {
 		return err
 	}
-	doc, j, lock, drivers, err := loadForApply(opts, pr, "rollback "+opts.PlanFile)
+	sess, drivers, err := openSession(opts, pr, plans.CmdRollback)
 	if err != nil {
-		return err
+		return pr.fail(err)
 	}
-	defer lock.Release()
-	if j == nil {
-		return exitf(plans.ExitBadInput, "%s has not been applied (no journal): nothing to roll back", opts.PlanFile)
+	if sess.Lock == nil {
+		pr.emit(plans.Event{Event: "progress", Message: sess.Decision.Why})
+		return nil
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	if opts.Signals != nil {
-		go func() {
-			select {
-			case <-opts.Signals:
-				pr.emit(plans.Event{Event: "warning", Message: "interrupt: stopping at the next safe point"})
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
-	}
-	r := &plans.Runner{Doc: doc, Drivers: drivers, Journal: j, Emit: pr.emit, Poll: opts.Poll, PlanFile: opts.PlanFile}
-	res := r.Revert(ctx)
+	defer sess.Close()
+	stop := context.AfterFunc(ctx, func() {
+		pr.emit(plans.Event{Event: "warning", Message: "interrupt: the rollback runs to its end, since stopping half-way would leave traffic split (press Ctrl-C again to quit at once)"})
+	})
+	defer stop()
+	r := &plans.Runner{Doc: sess.Doc, Drivers: drivers, Journal: sess.Journal, Emit: pr.emit, Clock: opts.Clock, Poll: opts.Poll, PlanFile: opts.PlanFile}
+	res := r.Revert(context.WithoutCancel(ctx))
 	pr.summary(res)
 	if res.ExitCode != 0 {
 		return &ExitError{Code: res.ExitCode, Err: errors.New("")}

@@ -4,6 +4,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,7 +36,7 @@ type IOStreams struct {
 type Factory struct {
 	IO     *IOStreams
 	Getenv func(string) string
-	// Signals delivers interrupts (Ctrl-C). Nil: none.
+	// Signals delivers interrupts (Ctrl-C, SIGTERM) to Main. Nil: none.
 	Signals <-chan os.Signal
 }
 
@@ -76,10 +77,32 @@ plan (nothing changed); 3 failed and needs attention (the message says what to r
 }
 
 // Main runs the CLI and returns the process exit code.
+//
+// Every command runs under a context that the first SIGINT or SIGTERM
+// cancels: reads, provider calls and waits stop, and apply stops at its next
+// safe point. A second signal quits at once with exit 3.
 func Main(args []string, f *Factory) int {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if f.Signals != nil {
+		go func() {
+			select {
+			case <-f.Signals:
+			case <-ctx.Done():
+				return
+			}
+			cancel()
+			select {
+			case <-f.Signals:
+				fmt.Fprintln(f.IO.ErrOut, "vmswap: interrupted twice: quitting now; run the same command again to continue")
+				os.Exit(plans.ExitAttention)
+			case <-ctx.Done():
+			}
+		}()
+	}
 	root := NewRootCmd(f)
 	root.SetArgs(args)
-	err := root.Execute()
+	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0
 	}
@@ -181,6 +204,30 @@ func (p *printer) emit(e plans.Event) {
 	}
 }
 
+// fail reports an error that ends a command before or outside a run. With
+// --output json it is an event on stdout ({"event":"error",...}) so that a
+// machine reading the stream sees why; the exit code is the error's.
+func (p *printer) fail(err error) error {
+	if err == nil || !p.json {
+		return err
+	}
+	code := plans.ExitBadInput
+	var ee *ExitError
+	if errors.As(err, &ee) {
+		code = ee.Code
+	}
+	b, _ := json.Marshal(struct {
+		Event    string    `json:"event"`
+		Time     time.Time `json:"time"`
+		Message  string    `json:"message"`
+		ExitCode int       `json:"exit_code"`
+	}{"error", time.Now().UTC(), err.Error(), code})
+	p.mu.Lock()
+	fmt.Fprintln(p.io.Out, string(b))
+	p.mu.Unlock()
+	return &ExitError{Code: code, Err: errors.New("")}
+}
+
 // progress adapts the printer for drivers.
 func (p *printer) progress(format string, args ...any) {
 	p.emit(plans.Event{Event: "progress", Message: fmt.Sprintf(format, args...)})
@@ -202,7 +249,7 @@ func (p *printer) summary(res *plans.Result) {
 			Status string             `json:"status"`
 			Swaps  []plans.SwapResult `json:"swaps"`
 			Next   string             `json:"next,omitempty"`
-		}{"summary", res.Status, res.Swaps, res.Next})
+		}{"summary", string(res.Status), res.Swaps, res.Next})
 		fmt.Fprintln(p.io.Out, string(b))
 		return
 	}

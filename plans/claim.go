@@ -1,0 +1,90 @@
+package plans
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/vmswap/vmswap/provider"
+)
+
+// ErrClaimed is a preflight refusal because another run is swapping the
+// source.
+var ErrClaimed = errors.New("the source is claimed by another run")
+
+// claimPrefix starts the tag a run puts on the servers it swaps. Every
+// vmswap that reads the server sees it, whichever plan file and machine it
+// runs from.
+const claimPrefix = "vmswap-claim:"
+
+func claimTag(runID string) string { return claimPrefix + runID }
+
+// claimsOn returns the run IDs claiming a server, from its tags (AWS shows
+// a tag as key=value).
+func claimsOn(srv *provider.Server) []string {
+	var out []string
+	for _, t := range srv.Tags {
+		if rest, ok := strings.CutPrefix(t, claimPrefix); ok {
+			run, _, _ := strings.Cut(rest, "=")
+			out = append(out, run)
+		}
+	}
+	return out
+}
+
+// claim marks the source as swapped by this run, at the end of preflight
+// once everything else passed. Two runs claiming at the same moment both
+// see the other's tag when they read the server back, and both withdraw:
+// the refusal is safe, and running again succeeds for one of them.
+func (s *swapRun) claim(ctx context.Context, src *provider.Server) error {
+	run := s.r.Journal.RunID
+	refuse := func(others []string) error {
+		return errors.Join(ErrClaimed, fmt.Errorf("%s is being swapped by run %s (tag %s on the server): finish or roll back that run first; if its journal is lost for good, remove the tag from %s",
+			src.Name, strings.Join(others, ", "), claimTag(others[0]), src.Name))
+	}
+	others := slices.DeleteFunc(claimsOn(src), func(r string) bool { return r == run })
+	if len(others) > 0 {
+		return refuse(others)
+	}
+	// Intent first: a run killed between here and the tag call releases it.
+	s.st.Claim = claimTag(run)
+	if err := s.r.save(); err != nil {
+		return err
+	}
+	if err := s.comp.TagServer(ctx, src.ID, s.st.Claim); err != nil {
+		return fmt.Errorf("claim %s: %w", src.Name, err)
+	}
+	back, err := s.comp.GetServer(ctx, src.ID)
+	if err != nil {
+		return fmt.Errorf("claim %s: %w", src.Name, err)
+	}
+	if others := slices.DeleteFunc(claimsOn(back), func(r string) bool { return r == run }); len(others) > 0 {
+		s.unclaim(ctx, src.ID)
+		return refuse(others)
+	}
+	return nil
+}
+
+// unclaim removes this run's claim from a server; a failure is a warning:
+// the tag is only a marker, and the message says how to remove it.
+func (s *swapRun) unclaim(ctx context.Context, id string) {
+	if s.st.Claim == "" || id == "" {
+		return
+	}
+	if err := s.comp.UntagServer(ctx, id, s.st.Claim); err != nil {
+		s.r.emit(Event{Event: "warning", Swap: s.name(), Message: fmt.Sprintf("could not remove the claim tag %s from server %s (%v): remove it by hand, or other plans will refuse the server", s.st.Claim, id, err)})
+	}
+}
+
+// release removes this run's claims from the source and the new server,
+// once the swap has ended one way or the other.
+func (r *Runner) release(ctx context.Context, s *swapRun) {
+	if s.st.Claim == "" {
+		return
+	}
+	s.unclaim(ctx, s.st.SourceID)
+	s.unclaim(ctx, s.st.NewID)
+	s.st.Claim = ""
+}
