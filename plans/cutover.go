@@ -319,7 +319,9 @@ func (k *dnsCutover) hold(st *SwapState) time.Duration {
 	return time.Duration(st.OldTTL)*time.Second + orDur(k.c.Grace, 30*time.Second)
 }
 
-func (k *dnsCutover) entry(context.Context, string) (probe.Config, bool) { return probe.Config{}, false }
+func (k *dnsCutover) entry(context.Context, string) (probe.Config, bool) {
+	return probe.Config{}, false
+}
 
 // ipCutover points a reserved IP at the new server.
 type ipCutover struct {

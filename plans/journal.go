@@ -89,8 +89,9 @@ type SwapState struct {
 	OldTTL      int       `json:"old_ttl,omitempty"`
 	OldAssignee string    `json:"old_assignee,omitempty"`
 	KeepUntil   time.Time `json:"keep_until,omitempty"`
-	// TrafficBack is set once a rollback moved traffic back to the source:
-	// from then on the new server serves nothing and is cleanup's to delete.
+	// TrafficBack is set once a rollback knows traffic is on the source (it
+	// moved it back, or it never left): from then on what the run created
+	// serves nothing and is cleanup's to delete.
 	TrafficBack bool `json:"traffic_back,omitempty"`
 
 	Checks []CheckResult  `json:"checks,omitempty"`

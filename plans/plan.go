@@ -117,8 +117,9 @@ type SSH struct {
 	Port int    `yaml:"port,omitempty" json:"port,omitempty" doc:"Default 22."`
 	// KnownHosts is the host key policy: strict or accept-new.
 	KnownHosts string `yaml:"known_hosts,omitempty" json:"known_hosts,omitempty" doc:"Host key policy: strict (default) or accept-new."`
-	// KnownHostsFile defaults to ~/.ssh/known_hosts.
-	KnownHostsFile string `yaml:"known_hosts_file,omitempty" json:"known_hosts_file,omitempty" doc:"Default ~/.ssh/known_hosts."`
+	// KnownHostsFile defaults to vmswap's own file beside the plan
+	// (PLAN.known_hosts), never the user's ~/.ssh/known_hosts.
+	KnownHostsFile string `yaml:"known_hosts_file,omitempty" json:"known_hosts_file,omitempty" doc:"Default: vmswap's own PLAN.known_hosts beside the plan."`
 	// Address overrides the host SSH connects to.
 	Address string `yaml:"address,omitempty" json:"address,omitempty" doc:"Connect here instead of the new server's IP."`
 }

@@ -39,7 +39,10 @@ func (r *Runner) rollback(s *swapRun, cause error) (int, string) {
 		left = append(left, msg)
 		r.emit(Event{Event: "warning", Swap: s.name(), Step: "rollback", Message: msg})
 	}
-	if st.cutoverStarted() && !st.TrafficBack {
+	if !st.cutoverStarted() {
+		st.TrafficBack = true // traffic never left the source
+	}
+	if !st.TrafficBack {
 		s.progress("rollback: moving traffic back to %s", st.SourceName)
 		if err := s.kind.back(ctx, s); err != nil {
 			note("traffic is not back on "+st.SourceName, err)
@@ -101,7 +104,7 @@ func (r *Runner) rollback(s *swapRun, cause error) (int, string) {
 			st.ImageID = ""
 		}
 	}
-	if st.TrafficBack || !st.cutoverStarted() {
+	if st.TrafficBack {
 		r.release(ctx, s)
 	}
 	st.Steps["rollback"].End = r.now()
@@ -111,7 +114,7 @@ func (r *Runner) rollback(s *swapRun, cause error) (int, string) {
 		st.Steps["rollback"].Status = "failed"
 		r.save()
 		next := fmt.Sprintf("%s failed (%s) and the rollback did not finish:\n  - %s", step, trimSentinel(cause), strings.Join(left, "\n  - "))
-		if st.TrafficBack || !st.cutoverStarted() {
+		if st.TrafficBack {
 			next += "\nFinish it with: " + cleanup
 		} else {
 			next += fmt.Sprintf("\nOnce the cause is fixed, run `vmswap rollback %s` again to finish it.", r.planFile())

@@ -549,7 +549,7 @@ func quiesce(ctx context.Context, s *swapRun, src *provider.Server) error {
 	if k.Address != "" {
 		host = k.Address
 	}
-	c, err := verify.DialSSH(ctx, host, verify.SSHConfig{User: k.User, KeyFile: k.Key, Port: k.Port, KnownHosts: k.KnownHostsFile, HostKeyPolicy: k.KnownHosts})
+	c, err := verify.DialSSH(ctx, host, s.sshConfig(k))
 	if err != nil {
 		return fmt.Errorf("quiesce %s: %w", src.Name, err)
 	}
@@ -647,7 +647,7 @@ func verifyStep(ctx context.Context, s *swapRun) error {
 		if k.Address != "" {
 			host = k.Address
 		}
-		facts, err := sshFacts(ctx, host, k)
+		facts, err := sshFacts(ctx, host, s.sshConfig(k))
 		if err != nil {
 			record("ssh", []error{err}, "")
 		} else {
@@ -706,8 +706,20 @@ func (s *swapRun) addrOfSource() string {
 	return net.JoinHostPort(s.st.SourceIP, portOf(s.serviceURL()))
 }
 
-func sshFacts(ctx context.Context, host string, k *SSH) (*verify.Facts, error) {
-	c, err := verify.DialSSH(ctx, host, verify.SSHConfig{User: k.User, KeyFile: k.Key, Port: k.Port, KnownHosts: k.KnownHostsFile, HostKeyPolicy: k.KnownHosts})
+// sshConfig is how the swap's SSH checks connect. Host keys go to the
+// plan's known_hosts_file or, by default, to vmswap's own file beside the
+// plan's journal, never to the user's ~/.ssh/known_hosts: cloud IPs are
+// reused, and a swap's new server is a new host.
+func (s *swapRun) sshConfig(k *SSH) verify.SSHConfig {
+	kh := k.KnownHostsFile
+	if kh == "" {
+		kh = s.r.planFile() + ".known_hosts"
+	}
+	return verify.SSHConfig{User: k.User, KeyFile: k.Key, Port: k.Port, KnownHosts: kh, HostKeyPolicy: k.KnownHosts}
+}
+
+func sshFacts(ctx context.Context, host string, cfg verify.SSHConfig) (*verify.Facts, error) {
+	c, err := verify.DialSSH(ctx, host, cfg)
 	if err != nil {
 		return nil, err
 	}

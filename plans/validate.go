@@ -62,8 +62,13 @@ func (d *Document) Validate() error {
 				add(path+".nameserver", "nameserver %q: want host:port, like ns1.digitalocean.com:53", pb.Nameserver)
 			}
 		}
-		if strings.Contains(strings.ToLower(name+pb.TokenEnv), "token=") {
+		if strings.Contains(strings.ToLower(name), "token=") {
 			add(path, "provider blocks name credentials' environment variables, never hold them")
+		}
+		if pb.TokenEnv != "" && !envName.MatchString(pb.TokenEnv) {
+			// Never echo it: a value that is not a variable name may be a
+			// pasted token.
+			add(path+".token_env", "token_env must name an environment variable (letters, digits, _), like DO_TOKEN; it must not hold the token itself (its value is not shown here)")
 		}
 	}
 	if len(p.Swaps) == 0 {
@@ -104,6 +109,9 @@ func (d *Document) providerRef(path, name string, c Capability, add func(string,
 		add(path, "provider %q (%s) cannot do %s", name, pb.Type, c)
 	}
 }
+
+// envName is what an environment variable's name may be.
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 func (d *Document) validateSwap(i int, sw Swap, add func(string, string, ...any)) {
 	at := func(s string) string { return fmt.Sprintf("swaps[%d].%s", i, s) }
@@ -154,7 +162,7 @@ func (d *Document) validateSwap(i int, sw Swap, add func(string, string, ...any)
 		if u, err := url.Parse(pr.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			add(at("probe.url"), "probe url %q: want an http:// or https:// URL", pr.URL)
 		}
-		if pr.Rate < 0 || pr.Rate > 20000 {
+		if _, set := d.pos[at("probe.rate")]; (set && pr.Rate == 0) || pr.Rate < 0 || pr.Rate > 20000 {
 			add(at("probe.rate"), "probe rate %d: want 1 to 20000 requests per second", pr.Rate)
 		}
 		if pr.Resolver != "" {

@@ -145,7 +145,12 @@ func (r retryLogger) Debug(msg string, kv ...any) {
 			req = req[:strings.Index(req, " ")+1] + req[i+3+j:]
 		}
 	}
-	r.progress("digitalocean: API busy: %s, retrying in %s", req, wait)
+	if strings.Contains(req, "status:") {
+		r.progress("digitalocean: API busy: %s, retrying in %s", req, wait)
+		return
+	}
+	// No HTTP answer at all: refused, reset or timed out.
+	r.progress("digitalocean: API unreachable: %s, retrying in %s", req, wait)
 }
 
 // Driver implements provider.Compute and provider.IPAssigner.

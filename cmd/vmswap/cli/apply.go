@@ -16,9 +16,9 @@ import (
 
 // ApplyOptions are the inputs of `vmswap apply`.
 type ApplyOptions struct {
-	IO        *IOStreams
-	Getenv    func(string) string
-	PlanFile  string
+	IO       *IOStreams
+	Getenv   func(string) string
+	PlanFile string
 	// Finish finishes the last run with the plan it recorded.
 	Finish    bool
 	Output    string

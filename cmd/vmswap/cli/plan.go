@@ -83,7 +83,7 @@ apply will make. Nothing is changed. Review it, commit it, then run vmswap apply
 func addPlanFlags(cmd *cobra.Command, o *PlanOptions) {
 	fl := cmd.Flags()
 	fl.StringVar(&o.Provider, "provider", "digitalocean", "provider type")
-	fl.StringVar(&o.Endpoint, "endpoint", "", "API base URL override (the lab: see `vmswap lab serve`)")
+	fl.StringVar(&o.Endpoint, "endpoint", "", "API base `URL` override (the lab: see vmswap lab serve)")
 	fl.StringVar(&o.NS, "nameserver", "", "authoritative DNS server host:port for DNS cutovers")
 	fl.StringVar(&o.Source, "source", "", "source server name or ID (required)")
 	fl.StringVar(&o.Size, "size", "", "target size slug (required)")
