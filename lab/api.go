@@ -150,7 +150,18 @@ func (l *Lab) wrap(api, op string, h handler) http.Handler {
 		l.serve(c, h, rec)
 		l.mu.Lock()
 		l.reqlog = append(l.reqlog, Request{Time: time.Now(), API: api, Operation: op, Method: r.Method, Path: r.URL.Path, Status: rec.status})
+		drop := rec.status < 300 && l.takeFault(FaultDropAfterCommit, op) != nil
 		l.mu.Unlock()
+		if drop {
+			// Done, and the client never hears of it.
+			if hj, ok := w.(http.Hijacker); ok {
+				if conn, _, err := hj.Hijack(); err == nil {
+					conn.Close()
+					return
+				}
+			}
+			panic(http.ErrAbortHandler)
+		}
 		rec.flush(w)
 	})
 }

@@ -31,6 +31,10 @@ const (
 	// FaultLBIgnoreNew makes load balancers never find droplets added from now
 	// on healthy, so they never receive traffic.
 	FaultLBIgnoreNew = "lb_ignore_new"
+	// FaultDropAfterCommit carries out the next calls of Operation and then
+	// drops the connection before answering, as a proxy or network does
+	// when it fails at the wrong moment.
+	FaultDropAfterCommit = "drop_after_commit"
 )
 
 // Fault is one injected failure. Inject it with Lab.Inject or POST /lab/faults.
@@ -55,7 +59,7 @@ func (l *Lab) Inject(f Fault) error {
 
 func (l *Lab) injectLocked(f Fault) error {
 	switch f.Kind {
-	case FaultHTTPError, FaultRateLimit, FaultActionErrored:
+	case FaultHTTPError, FaultRateLimit, FaultActionErrored, FaultDropAfterCommit:
 		if f.Operation == "" {
 			return fmt.Errorf("lab: fault %s needs an operation", f.Kind)
 		}
@@ -65,7 +69,7 @@ func (l *Lab) injectLocked(f Fault) error {
 			lb.IgnoreAfter = true
 		}
 	default:
-		return fmt.Errorf("lab: unknown fault kind %q (known: %s)", f.Kind, strings.Join([]string{FaultHTTPError, FaultRateLimit, FaultActionErrored, FaultNeverActive, FaultServe500, FaultServeContent, FaultSlowBoot, FaultDNSReject, FaultLBIgnoreNew}, ", "))
+		return fmt.Errorf("lab: unknown fault kind %q (known: %s)", f.Kind, strings.Join([]string{FaultHTTPError, FaultRateLimit, FaultActionErrored, FaultNeverActive, FaultServe500, FaultServeContent, FaultSlowBoot, FaultDNSReject, FaultLBIgnoreNew, FaultDropAfterCommit}, ", "))
 	}
 	if f.Count <= 0 {
 		f.Count = 1

@@ -242,3 +242,46 @@ func TestQuiesce(t *testing.T) {
 		t.Fatalf("events: %q", order)
 	}
 }
+
+// TestDroppedCreateMakesNoTwin: the API carries out a droplet create and the
+// connection drops before the answer. The driver finds its own droplet by
+// its launch tag instead of creating a second one.
+func TestDroppedCreateMakesNoTwin(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.l.Inject(lab.Fault{Kind: lab.FaultDropAfterCommit, Operation: "droplets_create"})
+	res, _ := w.run(w.plan(w.swap("reserved_ip")), nil)
+	if res.ExitCode != 0 {
+		t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
+	}
+	if f := w.l.Faults(); len(f) != 1 || f[0].Hits != 1 {
+		t.Fatalf("the fault did not fire: %+v", f)
+	}
+	// web-1's seeding, and the swap's one create, which was dropped.
+	if n := w.l.OperationCounts()["droplets_create"]; n != 2 {
+		t.Fatalf("%d droplet creates, want 2", n)
+	}
+	if n := len(w.droplets()); n != 2 {
+		t.Fatalf("%d droplets, want 2: %+v", n, w.droplets())
+	}
+}
+
+// TestTokenEnvHoldingATokenIsRefused: a token pasted where the name of its
+// variable belongs is refused by validation, and not echoed.
+func TestTokenEnvHoldingATokenIsRefused(t *testing.T) {
+	secret := "dop_v1_4f2c9e1b7a"
+	_, err := plans.Check("p.yaml", []byte(`version: 1
+providers:
+  do: {type: digitalocean, token_env: "`+secret+`-x"}
+swaps:
+  - source: {provider: do, server: web-1}
+    target: {size: s-2vcpu-4gb}
+    cutover:
+      reserved_ip: {provider: do, ip: 192.0.2.1}
+    probe: {url: "http://192.0.2.1/", rate: 0}
+`))
+	if err == nil || strings.Contains(err.Error(), secret) || !strings.Contains(err.Error(), "token_env must name an environment variable") ||
+		!strings.Contains(err.Error(), "probe rate 0") {
+		t.Fatalf("got %v", err)
+	}
+}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
+
+	"github.com/vmswap/vmswap/provider"
+	"github.com/vmswap/vmswap/verify"
 )
 
 // ObserveWorld reads the world for every swap of p and records it, with the
@@ -31,48 +33,18 @@ func ObserveWorld(ctx context.Context, p *Plan, o BuildOptions) error {
 			errs = append(errs, err.Error())
 		} else {
 			seen.TargetSize = *sz
-			if sz.DiskGB < src.DiskGB {
-				errs = append(errs, fmt.Sprintf("size %s has a %d GB disk, smaller than %s's %d GB: choose a larger size", sz.Slug, sz.DiskGB, src.Name, src.DiskGB))
-			}
+			errs = append(errs, sizeProblems(sw, src, sz, o.Progress)...)
 		}
 		name := src.Name
 		muts = append(muts, fmt.Sprintf("swaps[%d]: snapshot %s (%s) live, so the image is crash-consistent%s, as vmswap-%s-<time>-%s", i, name, src.ID, quiesceNote(sw), name, p.ID))
 		muts = append(muts, fmt.Sprintf("swaps[%d]: create a %s server from it in %s, tagged vmswap:%s", i, sw.Target.Size, src.Region, p.ID))
-		c := sw.Cutover
-		switch {
-		case c.LoadBalancer != nil:
-			pool, err := drivers[c.LoadBalancer.Provider].LB.Pool(ctx, c.LoadBalancer.ID)
-			if err != nil {
-				errs = append(errs, err.Error())
-				break
-			}
-			seen.Pool = pool
-			if !pool.Has(src.ID, src.PublicIP) {
-				errs = append(errs, fmt.Sprintf("load balancer %s does not route to %s (members %v)", pool.ID, name, pool.Keys()))
-			}
-			muts = append(muts, fmt.Sprintf("swaps[%d]: add the new server to load balancer %s, then remove %s (%s) from it", i, pool.ID, name, src.ID))
-		case c.DNS != nil:
-			rec, err := drivers[c.DNS.Provider].DNS.GetRecord(ctx, c.DNS.Record, recordType(c.DNS))
-			if err != nil {
-				errs = append(errs, err.Error())
-				break
-			}
-			seen.Record = rec
-			if !slices.Contains(rec.Values, src.PublicIP) {
-				errs = append(errs, fmt.Sprintf("record %s is %v and does not point at %s (%s)", rec.Name, rec.Values, name, src.PublicIP))
-			}
-			muts = append(muts, fmt.Sprintf("swaps[%d]: change %s A from %v to the new server's IP (TTL %ds: %s keeps serving %ds + grace)", i, rec.Name, rec.Values, rec.TTL, name, rec.TTL))
-		case c.ReservedIP != nil:
-			cur, err := drivers[c.ReservedIP.Provider].IP.AssignedTo(ctx, c.ReservedIP.IP)
-			if err != nil {
-				errs = append(errs, err.Error())
-				break
-			}
-			seen.IPTarget = cur
-			if cur != src.ID {
-				errs = append(errs, fmt.Sprintf("reserved IP %s points at %q, not %s (%s)", c.ReservedIP.IP, cur, name, src.ID))
-			}
-			muts = append(muts, fmt.Sprintf("swaps[%d]: move reserved IP %s from %s to the new server", i, c.ReservedIP.IP, name))
+		kind := kindOf(sw.Cutover, drivers)
+		problems, err := kind.read(ctx, src, &seen)
+		if err != nil {
+			errs = append(errs, err.Error())
+		} else {
+			errs = append(errs, problems...)
+			muts = append(muts, fmt.Sprintf("swaps[%d]: %s", i, kind.mutation(src, &seen)))
 		}
 		action := "power off " + name
 		if sw.Retire.Action == "delete" {
@@ -107,4 +79,35 @@ func quiesceNote(sw Swap) string {
 		return " (sync over SSH first)"
 	}
 	return ""
+}
+
+// sizeProblems says why a target size cannot work for the swap: the disk
+// the image needs, the size the source has already, a threshold the size
+// cannot meet. A smaller size is only worth a warning.
+func sizeProblems(sw Swap, src *provider.Server, sz *provider.Size, warn provider.Progress) []string {
+	var out []string
+	if sz.DiskGB < src.DiskGB {
+		out = append(out, fmt.Sprintf("size %s has a %d GB disk, smaller than %s's %d GB: choose a larger size", sz.Slug, sz.DiskGB, src.Name, src.DiskGB))
+	}
+	if sz.Slug == src.Size {
+		out = append(out, fmt.Sprintf("%s is already %s: choose another size", src.Name, sz.Slug))
+	}
+	for _, c := range []struct {
+		name string
+		t    *verify.Threshold
+		v    float64
+		show string
+	}{
+		{"memory", sw.Verify.Memory, float64(sz.MemoryMB) * (1 << 20), verify.HumanBytes(float64(sz.MemoryMB) * (1 << 20))},
+		{"disk", sw.Verify.Disk, float64(sz.DiskGB) * (1 << 30), verify.HumanBytes(float64(sz.DiskGB) * (1 << 30))},
+		{"cpus", sw.Verify.CPUs, float64(sz.VCPUs), fmt.Sprint(sz.VCPUs)},
+	} {
+		if c.t != nil && c.v > 0 && !c.t.Holds(c.v) {
+			out = append(out, fmt.Sprintf("size %s has %s of %s, which can never pass the check %s %s: choose a larger size or change the check", sz.Slug, c.show, c.name, c.name, c.t.Text))
+		}
+	}
+	if warn != nil && (sz.MemoryMB < src.MemoryMB || sz.VCPUs < src.VCPUs) && sz.Slug != src.Size {
+		warn("warning: %s is smaller than %s's %s (%d MB, %d CPUs to %d MB, %d CPUs): this is a downsize", sz.Slug, src.Name, src.Size, src.MemoryMB, src.VCPUs, sz.MemoryMB, sz.VCPUs)
+	}
+	return out
 }

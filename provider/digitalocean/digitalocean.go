@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -77,14 +78,17 @@ func NewClient(cfg Config) (*godo.Client, error) {
 	rc.Logger = retryLogger{cfg.Progress}
 	rc.ErrorHandler = retryablehttp.PassthroughErrorHandler // godo reads the last answer's error body
 	rc.CheckRetry = func(ctx context.Context, resp *http.Response, err error) (bool, error) {
-		if resp != nil && resp.StatusCode >= 500 && resp.Request != nil && resp.Request.Method == http.MethodPost && !idempotentPost(resp.Request.URL.Path) {
+		// A create that was answered 5xx, or never answered, may have
+		// happened: the driver looks for it before trying again, so the
+		// transport must not repeat it blindly. A 429 made nothing.
+		if ctx.Value(createKey{}) != nil && (resp == nil && err != nil || resp != nil && resp.StatusCode >= 500) {
 			return false, nil
 		}
 		return retryablehttp.DefaultRetryPolicy(ctx, resp, err)
 	}
 	hc := &http.Client{Timeout: base.Timeout, Transport: &oauth2.Transport{
 		Source: oauth2.StaticTokenSource(&oauth2.Token{AccessToken: cfg.Token}),
-		Base:   &retryablehttp.RoundTripper{Client: rc},
+		Base:   markCreates{&retryablehttp.RoundTripper{Client: rc}},
 	}}
 	opts := []godo.ClientOpt{godo.SetUserAgent("vmswap")}
 	if cfg.BaseURL != "" {
@@ -101,6 +105,20 @@ func NewClient(cfg Config) (*godo.Client, error) {
 	return c, nil
 }
 
+// createKey marks the context of a POST that creates something.
+type createKey struct{}
+
+// markCreates marks POSTs that are not idempotent for CheckRetry, which
+// sees only the context, not the request.
+type markCreates struct{ next http.RoundTripper }
+
+func (m markCreates) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Method == http.MethodPost && !idempotentPost(r.URL.Path) {
+		r = r.WithContext(context.WithValue(r.Context(), createKey{}, true))
+	}
+	return m.next.RoundTrip(r)
+}
+
 // idempotentPost reports whether repeating a POST to path cannot create a
 // second resource: adding droplets to a load balancer, (re)assigning a
 // reserved IP.
@@ -109,10 +127,16 @@ func idempotentPost(path string) bool {
 		strings.HasPrefix(path, "/v2/reserved_ips/") && strings.HasSuffix(path, "/actions")
 }
 
-// isServerError reports whether err is a 5xx answer.
+// isServerError reports whether err is a 5xx answer, or no answer at all
+// (a connection dropped, a timeout): either way the request may have been
+// carried out.
 func isServerError(err error) bool {
 	var er *godo.ErrorResponse
-	return errors.As(err, &er) && er.Response != nil && er.Response.StatusCode >= 500
+	if errors.As(err, &er) {
+		return er.Response != nil && er.Response.StatusCode >= 500
+	}
+	var ue *url.Error
+	return errors.As(err, &ue) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
 }
 
 // createAttempts bounds how often a create answered 5xx is tried again,
@@ -525,7 +549,7 @@ func (d *Driver) Launch(ctx context.Context, spec provider.LaunchSpec) (*provide
 			return nil, wrap(err, "create droplet %q", spec.Name)
 		}
 		wait := time.Duration(attempt) * time.Second
-		d.prog("digitalocean: create droplet %q failed (%v) and made nothing; retrying in %s", spec.Name, err, wait)
+		d.prog("digitalocean: create droplet %q failed (%v) and made nothing (no droplet carries its launch tag); retrying in %s", spec.Name, err, wait)
 		if err := provider.Sleep(ctx, wait); err != nil {
 			return nil, err
 		}

@@ -131,6 +131,14 @@ func buildPlan(o *PlanOptions) (*plans.Plan, error) {
 	if n != 1 {
 		errs = append(errs, "give exactly one of --lb, --dns or --reserved-ip: where traffic reaches the server")
 	}
+	if o.Rate < 1 || o.Rate > 20000 {
+		errs = append(errs, fmt.Sprintf("--probe-rate %d: want 1 to 20000 requests per second", o.Rate))
+	}
+	if o.ProbeURL == "" && (o.Rate != 50 || o.Resolver != "") {
+		// Without a URL the probe is the cutover's entry point at the default
+		// rate; a setting for it would be dropped silently.
+		errs = append(errs, "--probe-rate and --probe-resolver need --probe-url: the public URL to probe")
+	}
 	th := func(flag, v string) *verify.Threshold {
 		if v == "" {
 			return nil
