@@ -149,7 +149,7 @@ func (l *Lab) wrap(api, op string, h handler) http.Handler {
 		rec := newRecorder()
 		l.serve(c, h, rec)
 		l.mu.Lock()
-		l.reqlog = append(l.reqlog, Request{Time: time.Now(), API: api, Operation: op, Method: r.Method, Path: r.URL.Path, Status: rec.status})
+		l.logRequest(Request{Time: time.Now(), API: api, Operation: op, Method: r.Method, Path: r.URL.Path, Status: rec.status})
 		drop := rec.status < 300 && l.takeFault(FaultDropAfterCommit, op) != nil
 		l.mu.Unlock()
 		if drop {

@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"maps"
 	"math/big"
 	"net"
 	"net/http"
@@ -107,6 +108,7 @@ type Lab struct {
 	rips     map[string]*forwarder
 	faults   []*Fault
 	reqlog   []Request
+	opCounts map[string]int
 	viol     []string
 	tempDir  bool
 	closed   bool
@@ -360,6 +362,22 @@ type Request struct {
 // Mutating reports whether the request could have changed anything.
 func (r Request) Mutating() bool { return r.Method != http.MethodGet && r.Method != http.MethodHead }
 
+// MaxRequestLog bounds the request log of a long-running lab: past it, the
+// older half is dropped (the per-operation counts are kept whole).
+const MaxRequestLog = 100_000
+
+// logRequest records a request. Callers hold l.mu.
+func (l *Lab) logRequest(r Request) {
+	if l.opCounts == nil {
+		l.opCounts = map[string]int{}
+	}
+	l.opCounts[r.Operation]++
+	l.reqlog = append(l.reqlog, r)
+	if len(l.reqlog) > MaxRequestLog {
+		l.reqlog = append([]Request(nil), l.reqlog[len(l.reqlog)-MaxRequestLog/2:]...)
+	}
+}
+
 // Requests returns the request log, oldest first.
 func (l *Lab) Requests() []Request {
 	l.mu.Lock()
@@ -369,11 +387,9 @@ func (l *Lab) Requests() []Request {
 
 // OperationCounts returns how many calls each operation received.
 func (l *Lab) OperationCounts() map[string]int {
-	out := map[string]int{}
-	for _, r := range l.Requests() {
-		out[r.Operation]++
-	}
-	return out
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return maps.Clone(l.opCounts)
 }
 
 // Inventory is what exists in the lab, for tests and `vmswap lab inventory`.

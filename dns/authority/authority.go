@@ -64,10 +64,14 @@ func WaitServed(ctx context.Context, server, name, typ string, want []string, in
 	want = slices.Sorted(slices.Values(want))
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	last := "nothing yet"
 	for {
 		got, _, err := Lookup(ctx, server, name, typ)
 		if err == nil && slices.Equal(got, want) {
 			return nil
+		}
+		if err == nil {
+			last = fmt.Sprint(got)
 		}
 		if progress != nil {
 			if err != nil {
@@ -78,7 +82,7 @@ func WaitServed(ctx context.Context, server, name, typ string, want []string, in
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("dns: waiting for %s to serve %s %s %v: %w", server, name, typ, want, ctx.Err())
+			return fmt.Errorf("dns: waiting for %s to serve %s %s %v (it answers %s): %w", server, name, typ, want, last, ctx.Err())
 		case <-t.C:
 		}
 	}

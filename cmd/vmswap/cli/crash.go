@@ -1,3 +1,5 @@
+//go:build crashhook
+
 package cli
 
 import (
@@ -14,7 +16,8 @@ import (
 // CrashEnv names the crash-test hook: "journal:N" kills the process with
 // SIGKILL right after its Nth journal write, "api:N" right after the
 // response to its Nth mutating API request. The kill-point tests use it to
-// prove a run resumes from any point; it has no other use.
+// prove a run resumes from any point; it has no other use, and is built
+// only with the crashhook build tag (the tests' binary).
 const CrashEnv = "VMSWAP_CRASH_AT"
 
 type crashPoint struct {

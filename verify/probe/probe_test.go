@@ -1,0 +1,58 @@
+package probe
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestProbeCountsFailuresPerWindow runs the probe against a real HTTP
+// server that fails for a while: failures are counted, in the window they
+// happened in, and the rate is the one asked for.
+func TestProbeCountsFailuresPerWindow(t *testing.T) {
+	var failing atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if failing.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok"))
+	}))
+	defer srv.Close()
+	p, err := Start(Config{URL: srv.URL + "/", Rate: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	p.Mark("cutover")
+	failing.Store(true)
+	time.Sleep(500 * time.Millisecond)
+	failing.Store(false)
+	p.Mark("observe")
+	time.Sleep(time.Second)
+	s := p.Stop()
+	t.Logf("%d requests, %d failed, %.0f req/s", s.Requests, s.Failed, s.Rate)
+	if s.Failed < 20 || s.Failed > 80 || s.Requests < 200 || s.Rate < 80 || s.Rate > 120 {
+		t.Fatalf("summary: %+v", s)
+	}
+	byName := map[string]Window{}
+	for _, w := range s.Windows {
+		byName[w.Name] = w
+	}
+	if byName["baseline"].Failed != 0 || byName["observe"].Failed > 2 || byName["cutover"].Failed < 20 {
+		t.Fatalf("windows: %+v", s.Windows)
+	}
+	if p.Failed() != int64(s.Failed) || p.Requests() != int64(s.Requests) {
+		t.Fatalf("live counts %d/%d, summary %d/%d", p.Failed(), p.Requests(), s.Failed, s.Requests)
+	}
+}
+
+func TestProbeRefusesBadURL(t *testing.T) {
+	for _, u := range []string{"", "ftp://x/", "http://"} {
+		if _, err := Start(Config{URL: u}); err == nil {
+			t.Fatalf("%q accepted", u)
+		}
+	}
+}
