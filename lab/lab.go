@@ -198,10 +198,14 @@ func Start(cfg Config) (*Lab, error) {
 	l.publishDNS()
 	for _, a := range l.st.Actions {
 		if a.Status == "in-progress" {
-			a.Status, a.CompletedAt = "completed", time.Now().UTC()
+			// Its timer died with the old process and what it would have
+			// made was never made: it failed, as an action DigitalOcean
+			// loses does, and frees its droplet.
+			a.Status, a.CompletedAt = "errored", time.Now().UTC()
 		}
 	}
 	for _, d := range l.st.Droplets {
+		d.Locked = false
 		if d.Status == "new" && d.Fault != FaultNeverActive {
 			d.Status = "active"
 		}

@@ -62,7 +62,9 @@ func (r *Runner) revertSwap(ctx context.Context, s *swapRun) (int, string) {
 		if l := st.Steps["rollback"]; l != nil {
 			l.Status = "failed"
 		}
-		r.save()
+		if serr := r.save(); serr != nil {
+			err = fmt.Errorf("%w (and the journal could not be written: %v)", err, serr)
+		}
 		return ExitAttention, fmt.Sprintf("switching %s back to %s failed: %v\nTraffic is where the message above says; run `vmswap rollback %s` again once the cause is fixed.", st.NewName, st.SourceName, err, r.planFile())
 	}
 	if sw.Retire.Action == "delete" && st.has("old_retired") {

@@ -48,7 +48,9 @@ func (r *Runner) rollback(s *swapRun, cause error) (int, string) {
 			note("traffic is not back on "+st.SourceName, err)
 		} else {
 			st.TrafficBack = true
-			r.save()
+			if err := r.save(); err != nil {
+				note("the journal could not record that traffic is back", err)
+			}
 			if wait := s.kind.hold(st); st.NewID != "" && wait > 0 {
 				s.progress("rollback: keeping %s up %s more for requests and cached answers still reaching it", st.NewName, wait.Round(time.Second))
 				r.clock().Sleep(ctx, wait)
@@ -112,7 +114,9 @@ func (r *Runner) rollback(s *swapRun, cause error) (int, string) {
 	if len(left) > 0 {
 		st.Status, st.Left = StatusNeedsAttention, left
 		st.Steps["rollback"].Status = "failed"
-		r.save()
+		if err := r.save(); err != nil {
+			left = append(left, fmt.Sprintf("the journal could not be written: %v", err))
+		}
 		next := fmt.Sprintf("%s failed (%s) and the rollback did not finish:\n  - %s", step, trimSentinel(cause), strings.Join(left, "\n  - "))
 		if st.TrafficBack {
 			next += "\nFinish it with: " + cleanup

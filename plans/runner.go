@@ -292,7 +292,7 @@ func (r *Runner) runSwap(ctx context.Context, sr *swapRun) (int, string) {
 				return ExitAttention, serr.Error()
 			}
 			if errors.Is(err, ErrClaimed) {
-				return ExitBadInput, "nothing was changed; " + err.Error()
+				return ExitBadInput, "nothing was changed: " + trimSentinel(err)
 			}
 			next := "nothing was changed; fix the above and run apply again"
 			if errors.Is(err, ErrStale) {
@@ -525,12 +525,20 @@ func snapshot(ctx context.Context, s *swapRun) error {
 	s.progress("snapshotting %s as %s (live: it keeps serving, and the image is crash-consistent)", src.Name, s.st.ImageName)
 	wctx, cancel := context.WithTimeout(ctx, s.timeout())
 	defer cancel()
+	var saveErr error
 	img, err := s.comp.Snapshot(wctx, src, s.st.ImageName, func(op string) {
 		if s.st.SnapshotOp != op {
 			s.st.SnapshotOp = op
-			s.r.save()
+			if err := s.r.save(); err != nil && saveErr == nil {
+				saveErr = err
+			}
 		}
 	})
+	if saveErr != nil {
+		// The image is found again by its unique name: nothing is lost,
+		// but a run that cannot write its journal must not go on.
+		return saveErr
+	}
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 			return fmt.Errorf("%w (no image within %s: raise ready_timeout in the plan)", err, s.timeout())

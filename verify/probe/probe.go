@@ -7,6 +7,7 @@ package probe
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -48,13 +49,37 @@ type Config struct {
 	Workers uint64
 }
 
-// Bucket is the traffic of one BucketWidth.
+// Bucket is the traffic of one BucketWidth. In JSON its offset is in
+// milliseconds (offset_ms), its percentiles in nanoseconds.
 type Bucket struct {
-	Offset   time.Duration `json:"offset_ns"`
+	Offset   time.Duration `json:"-"`
 	Requests int           `json:"requests"`
 	Failed   int           `json:"failed"`
 	P50      time.Duration `json:"p50_ns"`
 	P99      time.Duration `json:"p99_ns"`
+}
+
+type bucketJSON struct {
+	OffsetMS int64 `json:"offset_ms"`
+	bucketAlias
+}
+
+type bucketAlias Bucket
+
+// MarshalJSON writes the offset in milliseconds.
+func (b Bucket) MarshalJSON() ([]byte, error) {
+	return json.Marshal(bucketJSON{OffsetMS: b.Offset.Milliseconds(), bucketAlias: bucketAlias(b)})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (b *Bucket) UnmarshalJSON(data []byte) error {
+	var j bucketJSON
+	if err := json.Unmarshal(data, &j); err != nil {
+		return err
+	}
+	*b = Bucket(j.bucketAlias)
+	b.Offset = time.Duration(j.OffsetMS) * time.Millisecond
+	return nil
 }
 
 // Summary is what a probe saw.

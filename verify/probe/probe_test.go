@@ -1,8 +1,10 @@
 package probe
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -54,5 +56,17 @@ func TestProbeRefusesBadURL(t *testing.T) {
 		if _, err := Start(Config{URL: u}); err == nil {
 			t.Fatalf("%q accepted", u)
 		}
+	}
+}
+
+func TestBucketJSONInMilliseconds(t *testing.T) {
+	b := Bucket{Offset: 1500 * time.Millisecond, Requests: 3, P50: 2 * time.Millisecond}
+	out, err := json.Marshal(b)
+	if err != nil || !strings.Contains(string(out), `"offset_ms":1500`) {
+		t.Fatalf("%s %v", out, err)
+	}
+	var back Bucket
+	if err := json.Unmarshal(out, &back); err != nil || back != b {
+		t.Fatalf("round trip: %+v %v", back, err)
 	}
 }

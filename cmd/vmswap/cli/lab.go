@@ -34,7 +34,7 @@ func NewCmdLab(f *Factory) *cobra.Command {
 		Use:   "lab",
 		Short: "A local DigitalOcean- and Cloudflare-compatible cloud on loopback, for rehearsals",
 	}
-	cmd.AddCommand(NewCmdLabServe(f, nil), newCmdLabInventory(f))
+	cmd.AddCommand(NewCmdLabServe(f, nil), newCmdLabInventory(f), newCmdLabSeed(f))
 	return cmd
 }
 
