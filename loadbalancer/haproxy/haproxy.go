@@ -28,6 +28,10 @@ type Config struct {
 	// Port is the port new servers are added with. Zero: the port of the
 	// backend's first server.
 	Port int
+	// CheckInterval is the health-check interval of servers vmswap adds.
+	// Zero: HAProxy's default (2s). The runtime API does not show the
+	// backend's own interval.
+	CheckInterval time.Duration
 	// DrainTimeout bounds the wait for the old server's sessions to end.
 	// Zero: 30s.
 	DrainTimeout time.Duration
@@ -123,17 +127,20 @@ func (p *Provider) servers(ctx context.Context, backend string) ([]server, error
 	return list, nil
 }
 
-func (p *Provider) find(ctx context.Context, backend, addr string) (*server, []server, error) {
+// findAll returns the backend's server lines on addr (a server may be
+// declared more than once, on several ports or for weights), and all lines.
+func (p *Provider) findAll(ctx context.Context, backend, addr string) ([]server, []server, error) {
 	list, err := p.servers(ctx, backend)
 	if err != nil {
 		return nil, nil, err
 	}
-	for i := range list {
-		if list[i].addr == addr {
-			return &list[i], list, nil
+	var mine []server
+	for _, s := range list {
+		if s.addr == addr {
+			mine = append(mine, s)
 		}
 	}
-	return nil, list, nil
+	return mine, list, nil
 }
 
 // Pool implements loadbalancer.MemberLister. Members in maintenance are not
@@ -145,7 +152,9 @@ func (p *Provider) Pool(ctx context.Context, backend string) (*loadbalancer.Pool
 	}
 	pool := &loadbalancer.Pool{ID: backend, Members: []loadbalancer.Member{}}
 	for _, s := range list {
-		if s.adminMask&0x01 == 0 && s.adminMask&0x20 == 0 { // not forced or config maintenance
+		// Not in forced or configured maintenance; one member per address,
+		// however many lines declare it.
+		if s.adminMask&0x01 == 0 && s.adminMask&0x20 == 0 && !pool.Has("", s.addr) {
 			pool.Members = append(pool.Members, loadbalancer.Member{Address: s.addr})
 		}
 	}
@@ -169,13 +178,13 @@ func (p *Provider) AddMember(ctx context.Context, backend string, m loadbalancer
 	if m.Address == "" {
 		return fmt.Errorf("haproxy: member has no address")
 	}
-	cur, list, err := p.find(ctx, backend, m.Address)
+	mine, list, err := p.findAll(ctx, backend, m.Address)
 	if err != nil {
 		return err
 	}
 	name := serverName(m.Address)
-	if cur != nil {
-		name = cur.name
+	if len(mine) > 0 {
+		name = mine[0].name
 	} else {
 		port := p.cfg.Port
 		if port == 0 && len(list) > 0 {
@@ -184,7 +193,7 @@ func (p *Provider) AddMember(ctx context.Context, backend string, m loadbalancer
 		if port == 0 {
 			return fmt.Errorf("haproxy: backend %s has no server to copy the port from: set port", backend)
 		}
-		command := fmt.Sprintf("add server %s/%s %s:%d check", backend, name, m.Address, port)
+		command := fmt.Sprintf("add server %s/%s %s:%d check%s", backend, name, m.Address, port, p.checkSettings(ctx, backend, list))
 		out, err := p.cmd(ctx, command)
 		if err != nil {
 			return err
@@ -205,57 +214,133 @@ func (p *Provider) AddMember(ctx context.Context, backend string, m loadbalancer
 	return nil
 }
 
-// MemberHealthy implements loadbalancer.HealthReporter: the server's
-// health checks pass and it is not in maintenance or drain.
-func (p *Provider) MemberHealthy(ctx context.Context, backend string, m loadbalancer.Member) (bool, error) {
-	s, _, err := p.find(ctx, backend, m.Address)
-	if err != nil || s == nil {
-		return false, err
+// checkSettings returns the health-check settings a dynamic server needs to
+// be checked as the backend's servers are: a dynamic server inherits no
+// default-server line, so rise and fall are copied from the backend's first
+// server (show stat), and the interval is Config.CheckInterval.
+func (p *Provider) checkSettings(ctx context.Context, backend string, list []server) string {
+	out := ""
+	if p.cfg.CheckInterval > 0 {
+		out += fmt.Sprintf(" inter %dms", p.cfg.CheckInterval.Milliseconds())
 	}
-	return s.opState == 2 && s.adminMask == 0, nil
+	if len(list) == 0 {
+		return out
+	}
+	stats, err := p.stat(ctx)
+	if err != nil {
+		return out
+	}
+	row := stats[backend+"/"+list[0].name]
+	for _, k := range []string{"rise", "fall"} {
+		if v, err := strconv.Atoi(row["check_"+k]); err == nil && v > 0 {
+			out += fmt.Sprintf(" %s %d", k, v)
+		}
+	}
+	return out
 }
 
-// sessions returns the server's current sessions (scur in `show stat`).
-func (p *Provider) sessions(ctx context.Context, backend, name string) (int, error) {
+// MemberHealthy implements loadbalancer.HealthReporter: HAProxy's own
+// health check of the server completed and passed (check_status L4OK, L6OK
+// or L7OK in `show stat`), and the server is UP, not in maintenance or
+// drain. `enable server` alone marks a server UP before any check ran:
+// that proves nothing, so the state is not enough. With several lines on
+// the address, every one must pass.
+func (p *Provider) MemberHealthy(ctx context.Context, backend string, m loadbalancer.Member) (bool, error) {
+	mine, _, err := p.findAll(ctx, backend, m.Address)
+	if err != nil || len(mine) == 0 {
+		return false, err
+	}
+	stats, err := p.stat(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, s := range mine {
+		st := stats[backend+"/"+s.name]
+		if s.opState != 2 || s.adminMask != 0 || st["status"] != "UP" {
+			return false, nil
+		}
+		if c := st["check_status"]; !(c == "L4OK" || c == "L6OK" || c == "L7OK") {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// stat reads `show stat` as backend/server -> column -> value.
+func (p *Provider) stat(ctx context.Context) (map[string]map[string]string, error) {
 	out, err := p.cmd(ctx, "show stat")
+	if err != nil {
+		return nil, err
+	}
+	lines := strings.Split(out, "\n")
+	if len(lines) == 0 || !strings.HasPrefix(lines[0], "# ") {
+		return nil, fmt.Errorf("haproxy: show stat: unexpected answer %q", shorten(out))
+	}
+	header := strings.Split(strings.TrimPrefix(lines[0], "# "), ",")
+	rows := map[string]map[string]string{}
+	for _, l := range lines[1:] {
+		f := strings.Split(l, ",")
+		if len(f) < 2 {
+			continue
+		}
+		row := map[string]string{}
+		for i, h := range header {
+			if i < len(f) {
+				row[h] = f[i]
+			}
+		}
+		rows[f[0]+"/"+f[1]] = row
+	}
+	return rows, nil
+}
+
+func shorten(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "..."
+	}
+	return s
+}
+
+// sessions returns the current sessions (scur in `show stat`) of servers.
+func (p *Provider) sessions(ctx context.Context, backend string, names []string) (int, error) {
+	stats, err := p.stat(ctx)
 	if err != nil {
 		return 0, err
 	}
-	lines := strings.Split(out, "\n")
-	if len(lines) == 0 {
-		return 0, fmt.Errorf("haproxy: empty show stat")
-	}
-	header := strings.Split(strings.TrimPrefix(lines[0], "# "), ",")
-	col := -1
-	for i, h := range header {
-		if h == "scur" {
-			col = i
+	total := 0
+	for _, n := range names {
+		if v := stats[backend+"/"+n]["scur"]; v != "" {
+			c, err := strconv.Atoi(v)
+			if err != nil {
+				return 0, fmt.Errorf("haproxy: scur of %s/%s: %q", backend, n, v)
+			}
+			total += c
 		}
 	}
-	for _, l := range lines[1:] {
-		f := strings.Split(l, ",")
-		if len(f) > col && col >= 0 && f[0] == backend && f[1] == name {
-			return strconv.Atoi(f[col])
-		}
-	}
-	return 0, nil
+	return total, nil
 }
 
-// RemoveMember implements loadbalancer.MemberRemover: drain, wait for the
-// sessions to end (or DrainTimeout), maintenance, delete. A member already
-// gone is not an error.
+// RemoveMember implements loadbalancer.MemberRemover: every server line on
+// the member's address is set to drain, their sessions are waited out (or
+// DrainTimeout), then each is put in maintenance and deleted. A member
+// already gone is not an error.
 func (p *Provider) RemoveMember(ctx context.Context, backend string, m loadbalancer.Member) error {
-	s, _, err := p.find(ctx, backend, m.Address)
-	if err != nil || s == nil {
+	mine, _, err := p.findAll(ctx, backend, m.Address)
+	if err != nil || len(mine) == 0 {
 		return err
 	}
-	id := backend + "/" + s.name
-	if out, err := p.cmd(ctx, "set server "+id+" state drain"); err != nil || check(out, "drain") != nil {
-		return fmt.Errorf("haproxy: drain %s: %v %s", id, err, out)
+	var names []string
+	for _, s := range mine {
+		id := backend + "/" + s.name
+		if out, err := p.cmd(ctx, "set server "+id+" state drain"); err != nil || check(out, "drain") != nil {
+			return fmt.Errorf("haproxy: drain %s: %v %s", id, err, out)
+		}
+		names = append(names, s.name)
 	}
+	what := backend + "/" + strings.Join(names, ",")
 	deadline := time.Now().Add(p.cfg.DrainTimeout)
 	for {
-		n, err := p.sessions(ctx, backend, s.name)
+		n, err := p.sessions(ctx, backend, names)
 		if err != nil {
 			return err
 		}
@@ -263,29 +348,32 @@ func (p *Provider) RemoveMember(ctx context.Context, backend string, m loadbalan
 			break
 		}
 		if time.Now().After(deadline) {
-			p.cfg.Progress("haproxy: %s still has %d sessions after %s; putting it in maintenance", id, n, p.cfg.DrainTimeout)
+			p.cfg.Progress("haproxy: %s still has %d sessions after %s; putting it in maintenance", what, n, p.cfg.DrainTimeout)
 			break
 		}
-		p.cfg.Progress("haproxy: draining %s: %d sessions", id, n)
+		p.cfg.Progress("haproxy: draining %s: %d sessions", what, n)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(p.cfg.PollInterval):
 		}
 	}
-	for _, c := range []string{"set server " + id + " state maint", "shutdown sessions server " + id} {
-		if out, err := p.cmd(ctx, c); err != nil || check(out, c) != nil {
-			return fmt.Errorf("haproxy: %s: %v %s", c, err, out)
+	for _, name := range names {
+		id := backend + "/" + name
+		for _, c := range []string{"set server " + id + " state maint", "shutdown sessions server " + id} {
+			if out, err := p.cmd(ctx, c); err != nil || check(out, c) != nil {
+				return fmt.Errorf("haproxy: %s: %v %s", c, err, out)
+			}
 		}
-	}
-	out, err := p.cmd(ctx, "del server "+id)
-	if err != nil {
-		return err
-	}
-	if check(out, "del server") != nil {
-		// A server the configuration file declares cannot always be
-		// deleted at run time; in maintenance it gets no traffic.
-		p.cfg.Progress("haproxy: %s stays in maintenance (%s); remove it from the configuration file", id, out)
+		out, err := p.cmd(ctx, "del server "+id)
+		if err != nil {
+			return err
+		}
+		if check(out, "del server") != nil {
+			// A server the configuration file declares cannot always be
+			// deleted at run time; in maintenance it gets no traffic.
+			p.cfg.Progress("haproxy: %s stays in maintenance (%s); remove it from the configuration file", id, out)
+		}
 	}
 	return nil
 }
