@@ -205,6 +205,8 @@ func (r *Runner) Run(ctx context.Context) *Result {
 		if sr.st.Status != StatusSucceeded {
 			code, next := r.runSwap(ctx, sr)
 			if code != ExitOK {
+				// Every outcome has its swap event, not only success.
+				r.emit(Event{Event: "swap", Swap: sr.name(), Status: string(sr.st.Status), Message: next})
 				res.ExitCode, res.Next = code, next
 				res.Status = map[int]State{ExitRolledBack: StatusRolledBack, ExitBadInput: StatusRefused, ExitAttention: StatusNeedsAttention}[code]
 				if sr.st.Status == StatusInterrupted {

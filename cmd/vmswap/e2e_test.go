@@ -91,11 +91,26 @@ func TestDemoJSON(t *testing.T) {
 	if !slices.Equal([]string{sum.Swaps[0].Cutover, sum.Swaps[1].Cutover}, []string{"loadbalancer", "dns"}) {
 		t.Fatalf("cutovers %v", sum.Swaps)
 	}
-	for _, l := range lines[:len(lines)-1] {
+	driverEvents, swapEvents := 0, 0
+	for _, l := range lines {
 		var e map[string]any
-		if err := json.Unmarshal([]byte(l), &e); err != nil || e["event"] == nil {
-			t.Fatalf("not a JSON event: %q", l)
+		if err := json.Unmarshal([]byte(l), &e); err != nil || e["event"] == nil || e["time"] == nil {
+			t.Fatalf("not a JSON event with a time: %q", l)
 		}
+		msg, _ := e["message"].(string)
+		if strings.HasPrefix(msg, "digitalocean: ") {
+			// A driver's progress is about the swap running.
+			driverEvents++
+			if e["swap"] == nil {
+				t.Fatalf("driver progress without its swap: %q", l)
+			}
+		}
+		if e["event"] == "swap" {
+			swapEvents++
+		}
+	}
+	if driverEvents == 0 || swapEvents != 2 || r.stderr != "" {
+		t.Fatalf("%d driver events, %d swap events, stderr %q", driverEvents, swapEvents, r.stderr)
 	}
 	t.Logf("demo took %s", time.Since(start).Round(100*time.Millisecond))
 }

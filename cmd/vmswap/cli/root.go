@@ -142,6 +142,9 @@ type printer struct {
 	mu       sync.Mutex
 	lastProg string
 	lastAt   time.Time
+	// swap is the swap the last event was about: drivers' progress is
+	// about it too (swaps run one at a time).
+	swap string
 }
 
 func newPrinter(io *IOStreams, output string) (*printer, error) {
@@ -157,6 +160,9 @@ func newPrinter(io *IOStreams, output string) (*printer, error) {
 func (p *printer) emit(e plans.Event) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if e.Swap != "" {
+		p.swap = e.Swap
+	}
 	if p.json {
 		if e.Time.IsZero() {
 			e.Time = time.Now().UTC()
@@ -230,7 +236,10 @@ func (p *printer) fail(err error) error {
 
 // progress adapts the printer for drivers.
 func (p *printer) progress(format string, args ...any) {
-	p.emit(plans.Event{Event: "progress", Message: fmt.Sprintf(format, args...)})
+	p.mu.Lock()
+	swap := p.swap
+	p.mu.Unlock()
+	p.emit(plans.Event{Event: "progress", Swap: swap, Message: fmt.Sprintf(format, args...)})
 }
 
 func fmtElapsed(d time.Duration) string {
@@ -246,10 +255,11 @@ func (p *printer) summary(res *plans.Result) {
 	if p.json {
 		b, _ := json.Marshal(struct {
 			Event  string             `json:"event"`
+			Time   time.Time          `json:"time"`
 			Status string             `json:"status"`
 			Swaps  []plans.SwapResult `json:"swaps"`
 			Next   string             `json:"next,omitempty"`
-		}{"summary", string(res.Status), res.Swaps, res.Next})
+		}{"summary", time.Now().UTC(), string(res.Status), res.Swaps, res.Next})
 		fmt.Fprintln(p.io.Out, string(b))
 		return
 	}
