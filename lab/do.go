@@ -276,6 +276,7 @@ func (l *Lab) doDropletsCreate(c *call) (result, *apiError) {
 		}
 	}
 	l.st.Droplets[d.ID] = d
+	l.syncTaggedLBsLocked()
 	a := l.newAction("create", d.ID, "droplet", d.Region)
 	if d.Fault != FaultNeverActive {
 		l.after(boot, func() {
@@ -1128,6 +1129,29 @@ func (l *Lab) doTagsGet(c *call) (result, *apiError) {
 	return result{200, map[string]any{"tag": l.tagJSON(name)}}, nil
 }
 
+// syncTaggedLBsLocked makes each load balancer that selects droplets by
+// tag route to exactly the droplets carrying it, as DigitalOcean does when
+// a droplet is created with the tag or tagged or untagged later.
+func (l *Lab) syncTaggedLBsLocked() {
+	for _, lb := range l.st.LBs {
+		if lb.Tag == "" {
+			continue
+		}
+		var ids []int
+		for _, d := range sortedDroplets(l.st) {
+			if slices.Contains(d.Tags, lb.Tag) {
+				ids = append(ids, d.ID)
+			}
+		}
+		if !slices.Equal(ids, lb.DropletIDs) {
+			lb.DropletIDs = ids
+			if b := l.lbs[lb.ID]; b != nil {
+				b.syncMembersLocked(lb, false)
+			}
+		}
+	}
+}
+
 // doTagsResources tags (add) or untags droplets, as DigitalOcean does: the
 // tag must exist, unknown droplets are a 404, repeating either is a no-op.
 func (l *Lab) doTagsResources(add bool) func(c *call) (result, *apiError) {
@@ -1163,6 +1187,7 @@ func (l *Lab) doTagsResources(add bool) func(c *call) (result, *apiError) {
 				d.Tags = slices.DeleteFunc(d.Tags, func(t string) bool { return t == name })
 			}
 		}
+		l.syncTaggedLBsLocked()
 		return result{204, nil}, nil
 	}
 }

@@ -23,6 +23,10 @@ type Pool struct {
 	// member healthy (interval x healthy threshold), for providers that do
 	// not report per-member health.
 	HealthyAfter time.Duration `json:"healthy_after,omitempty" yaml:"healthy_after,omitempty"`
+	// SelectTag is set when the pool is every server carrying this tag
+	// (DigitalOcean's tag-selected load balancers): adding a member tags
+	// it, and a server launched with the tag joins the pool at once.
+	SelectTag string `json:"select_tag,omitempty" yaml:"select_tag,omitempty"`
 }
 
 // Member is a server in a pool: by the provider's server ID where the load

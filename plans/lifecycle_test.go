@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -285,3 +286,62 @@ swaps:
 		t.Fatalf("got %v", err)
 	}
 }
+
+// TestTagSelectedPool: a load balancer that selects droplets by the tag
+// web-1 carries. The new droplet stays out of the pool until it is verified,
+// joins it at cutover by the tag, and web-1 leaves it by losing the tag;
+// nothing fails through the load balancer.
+func TestTagSelectedPool(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	c := labtest.Godo(t, w.l)
+	lb, _, err := c.LoadBalancers.Create(ctx, &godo.LoadBalancerRequest{Name: "tagged", Region: "nyc3", Tag: "web",
+		ForwardingRules: []godo.ForwardingRule{{EntryProtocol: "http", EntryPort: 80, TargetProtocol: "http", TargetPort: w.l.HTTPPort()}},
+		HealthCheck:     &godo.HealthCheck{Protocol: "http", Port: w.l.HTTPPort(), Path: "/health", CheckIntervalSeconds: 3, ResponseTimeoutSeconds: 3, HealthyThreshold: 3, UnhealthyThreshold: 3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for len(w.l.Inventory().LBs) < 2 || !w.lbHas(lb.ID, w.srcID) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	sw := w.swap("loadbalancer")
+	sw.Cutover.LoadBalancer.ID = lb.ID
+	var lbIP string
+	for _, x := range w.l.Inventory().LBs {
+		if x.ID == lb.ID {
+			lbIP = x.IP
+		}
+	}
+	sw.Probe.URL = w.url(lbIP)
+	var beforeCutover []int
+	res, j := w.run(w.plan(sw), func(e plans.Event) {
+		if e.Event == "step" && e.Step == "verify" && e.Status == "ok" {
+			beforeCutover = w.lbMembers(lb.ID)
+		}
+	})
+	if res.ExitCode != 0 {
+		t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
+	}
+	newID, _ := strconv.Atoi(j.Swaps[0].NewID)
+	if len(beforeCutover) != 1 || beforeCutover[0] != w.srcID {
+		t.Fatalf("pool while the new droplet was verified: %v (source %d)", beforeCutover, w.srcID)
+	}
+	if got := w.lbMembers(lb.ID); len(got) != 1 || got[0] != newID {
+		t.Fatalf("pool after the swap: %v, want [%d]", got, newID)
+	}
+	if p := res.Swaps[0]; p.Failed != 0 || p.Requests < 50 {
+		t.Fatalf("probe through the tagged load balancer: %+v", p)
+	}
+}
+
+func (w *world) lbMembers(id string) []int {
+	for _, x := range w.l.Inventory().LBs {
+		if x.ID == id {
+			return x.Droplets
+		}
+	}
+	return nil
+}
+
+func (w *world) lbHas(id string, droplet int) bool { return slices.Contains(w.lbMembers(id), droplet) }

@@ -583,9 +583,23 @@ func launch(ctx context.Context, s *swapRun) error {
 			return err
 		}
 	}
+	spec := provider.LaunchSpec{Source: src, Image: &provider.Image{ID: s.st.ImageID, Name: s.st.ImageName},
+		Size: s.sw.Target.Size, Name: s.st.NewName, Token: s.st.Token, Tags: []string{"vmswap:" + s.r.Journal.PlanID}}
+	if c := s.sw.Cutover.LoadBalancer; c != nil {
+		// A pool that selects its members by tag must not get the new
+		// server before it is verified: the tag is its cutover.
+		if s.pool == nil {
+			if s.pool, err = s.r.Drivers[c.Provider].LB.Pool(ctx, c.ID); err != nil {
+				return err
+			}
+		}
+		if t := s.pool.SelectTag; t != "" {
+			spec.WithoutTags = []string{t}
+			s.progress("load balancer %s selects its members by tag %q: %s is launched without it, and tagged at cutover", c.ID, t, s.st.NewName)
+		}
+	}
 	s.progress("launching %s (%s) from %s", s.st.NewName, s.sw.Target.Size, s.st.ImageName)
-	srv, err := s.comp.Launch(ctx, provider.LaunchSpec{Source: src, Image: &provider.Image{ID: s.st.ImageID, Name: s.st.ImageName},
-		Size: s.sw.Target.Size, Name: s.st.NewName, Token: s.st.Token, Tags: []string{"vmswap:" + s.r.Journal.PlanID}})
+	srv, err := s.comp.Launch(ctx, spec)
 	if err != nil {
 		return err
 	}

@@ -102,6 +102,10 @@ type LaunchSpec struct {
 	Token string
 	// Tags are extra tags, e.g. the plan's tag for finding orphans.
 	Tags []string
+	// WithoutTags are source tags not to copy: a tag a load balancer
+	// selects its members by would put the new server in the pool before
+	// it is verified.
+	WithoutTags []string
 }
 
 // Launcher creates servers from images.

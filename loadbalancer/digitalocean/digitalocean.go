@@ -57,7 +57,7 @@ func (p *Provider) Pool(ctx context.Context, id string) (*loadbalancer.Pool, err
 			break
 		}
 	}
-	pool := &loadbalancer.Pool{ID: lb.ID, Address: addr, Members: []loadbalancer.Member{}}
+	pool := &loadbalancer.Pool{ID: lb.ID, Address: addr, Members: []loadbalancer.Member{}, SelectTag: lb.Tag}
 	if hc := lb.HealthCheck; hc != nil {
 		// One interval more than the threshold: the first check may come
 		// up to an interval after the droplet joins.
@@ -71,11 +71,19 @@ func (p *Provider) Pool(ctx context.Context, id string) (*loadbalancer.Pool, err
 
 // change adds or removes a member. Both calls are idempotent on
 // DigitalOcean (adding a member twice or removing one that is not there
-// changes nothing), so no read comes first.
+// changes nothing). A load balancer that selects droplets by tag refuses
+// changes by ID: its member is tagged or untagged instead.
 func (p *Provider) change(ctx context.Context, pool string, m loadbalancer.Member, add bool) error {
 	n, err := strconv.Atoi(m.ServerID)
 	if err != nil {
 		return fmt.Errorf("digitalocean: %q is not a droplet ID", m.ServerID)
+	}
+	lb, err := p.get(ctx, pool)
+	if err != nil {
+		return err
+	}
+	if lb.Tag != "" {
+		return p.tag(ctx, lb.Tag, m.ServerID, add)
 	}
 	var resp *godo.Response
 	if add {
@@ -90,15 +98,26 @@ func (p *Provider) change(ctx context.Context, pool string, m loadbalancer.Membe
 	if add {
 		verb = "add droplet %d to"
 	}
-	switch {
-	case resp != nil && resp.StatusCode == 404:
+	if resp != nil && resp.StatusCode == 404 {
 		return fmt.Errorf("digitalocean: load balancer %s: %w", pool, provider.ErrNotFound)
-	case resp != nil && resp.StatusCode == 422:
-		if lb, gerr := p.get(ctx, pool); gerr == nil && lb.Tag != "" {
-			return fmt.Errorf("digitalocean: load balancer %s selects droplets by tag %q: vmswap cannot add or remove droplets by ID; add the tag to the new droplet instead", pool, lb.Tag)
-		}
 	}
 	return fmt.Errorf("digitalocean: "+verb+" load balancer %s: %w", n, pool, err)
+}
+
+// tag makes a droplet a member of a tag-selected load balancer, or not.
+// https://docs.digitalocean.com/reference/api/api-reference/#operation/tags_assign_resources
+func (p *Provider) tag(ctx context.Context, tag, id string, add bool) error {
+	res := []godo.Resource{{ID: id, Type: godo.DropletResourceType}}
+	if add {
+		if _, err := p.c.Tags.TagResources(ctx, tag, &godo.TagResourcesRequest{Resources: res}); err != nil {
+			return fmt.Errorf("digitalocean: tag droplet %s with %s (the load balancer selects it): %w", id, tag, err)
+		}
+		return nil
+	}
+	if _, err := p.c.Tags.UntagResources(ctx, tag, &godo.UntagResourcesRequest{Resources: res}); err != nil {
+		return fmt.Errorf("digitalocean: untag droplet %s (%s, the load balancer's tag): %w", id, tag, err)
+	}
+	return nil
 }
 
 // AddMember implements loadbalancer.MemberAdder.

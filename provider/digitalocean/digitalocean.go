@@ -519,7 +519,9 @@ func (d *Driver) Launch(ctx context.Context, spec provider.LaunchSpec) (*provide
 	}
 	// The source's own tags are copied (firewalls and load balancers select
 	// by them); vmswap's tags of earlier plans, launches and claims are not.
-	tags := slices.DeleteFunc(append([]string{}, src.Tags...), func(t string) bool { return strings.HasPrefix(t, "vmswap") })
+	tags := slices.DeleteFunc(append([]string{}, src.Tags...), func(t string) bool {
+		return strings.HasPrefix(t, "vmswap") || slices.Contains(spec.WithoutTags, t)
+	})
 	for _, t := range append(spec.Tags, tokenTag(spec.Token)) {
 		if !slices.Contains(tags, t) {
 			tags = append(tags, t)
