@@ -8,6 +8,9 @@ package dns
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"slices"
 	"time"
 )
 
@@ -22,6 +25,29 @@ type Record struct {
 	// Proxied is true for a record served through the provider's proxy
 	// (Cloudflare): clients never see or cache the values.
 	Proxied bool `json:"proxied,omitempty" yaml:"proxied,omitempty"`
+	// Expect, when not nil, makes SetRecord a compare-and-swap: the set is
+	// changed only if it holds exactly these values now. It is an input of
+	// SetRecord only.
+	Expect []string `json:"-" yaml:"-"`
+}
+
+// ErrChanged is returned (wrapped) by SetRecord when the set no longer
+// holds the values in Record.Expect: someone else changed it. Nothing was
+// changed.
+var ErrChanged = errors.New("the record set changed since it was read")
+
+// Unchanged reports whether have holds exactly expect (in any order), for
+// drivers checking Record.Expect. A nil expect always holds.
+func Unchanged(have, expect []string) bool {
+	if expect == nil {
+		return true
+	}
+	return slices.Equal(slices.Sorted(slices.Values(have)), slices.Sorted(slices.Values(expect)))
+}
+
+// ChangedError says what the set holds instead of what was expected.
+func ChangedError(driver, name, typ string, have, expect []string) error {
+	return fmt.Errorf("%s: %s %s holds %v, not %v as read before: %w", driver, name, typ, have, expect, ErrChanged)
 }
 
 // Seconds is a TTL.
@@ -42,6 +68,10 @@ type RecordSetter interface {
 	// SetRecord replaces the values of the record set rec.Name/rec.Type with
 	// rec.Values, keeping its TTL and every other setting (proxying,
 	// comments). It returns the record set as the provider now holds it.
+	// A set that already holds rec.Values is left as it is (a repeated call
+	// is safe). With rec.Expect, a set holding anything else than Expect
+	// (or rec.Values) is not changed and the error wraps ErrChanged. A
+	// failed call may have changed the set: read it again.
 	SetRecord(ctx context.Context, rec Record) (*Record, error)
 }
 

@@ -283,14 +283,26 @@ func (k *dnsCutover) stale(planned, now *ObservedSwap) []string {
 
 func (k *dnsCutover) mutation(src *provider.Server, seen *ObservedSwap) string {
 	rec := seen.Record
-	return fmt.Sprintf("change %s %s from %v to the new server's IP (TTL %ds: %s keeps serving %ds + grace)", rec.Name, k.typ(), rec.Values, rec.TTL, src.Name, rec.TTL)
+	others := ""
+	if len(rec.Values) > 1 {
+		others = fmt.Sprintf("; the other values %v stay", without(rec.Values, src.PublicIP))
+	}
+	return fmt.Sprintf("replace %s's value %s in %s %s %v with the new server's IP, if the set still holds %v then%s (TTL %ds: %s keeps serving %ds + grace)",
+		src.Name, src.PublicIP, rec.Name, k.typ(), rec.Values, rec.Values, others, rec.TTL, src.Name, rec.TTL)
 }
 
+// forward replaces the source's value in the set preflight read with the
+// new server's, only if the set still holds what preflight read: someone
+// else's edit since stops the run before anything changes. Other values of
+// the set are kept.
 func (k *dnsCutover) forward(ctx context.Context, s *swapRun) error {
-	want := dns.Record{Name: k.c.Record, Type: k.typ(), Values: []string{s.st.NewIP}}
+	want := dns.Record{Name: k.c.Record, Type: k.typ(), Values: replaced(s.st.OldValues, s.st.SourceIP, s.st.NewIP), Expect: s.st.OldValues}
 	if err := s.once("dns_set", func() error {
-		s.progress("pointing %s %s at %s (%s)", k.c.Record, want.Type, s.st.NewName, s.st.NewIP)
+		s.progress("pointing %s %s at %s (%s) in place of %s", k.c.Record, want.Type, s.st.NewName, s.st.NewIP, s.st.SourceIP)
 		_, err := k.d.SetRecord(ctx, want)
+		if errors.Is(err, dns.ErrChanged) {
+			return fmt.Errorf("someone else changed %s since preflight read %v; nothing was changed: %w", k.c.Record, s.st.OldValues, err)
+		}
 		return err
 	}); err != nil {
 		return err
@@ -298,19 +310,40 @@ func (k *dnsCutover) forward(ctx context.Context, s *swapRun) error {
 	return k.d.WaitServed(ctx, want)
 }
 
+// back puts the source's value back in place of the new server's, in the
+// set as it is now: values others added since are kept, and only the value
+// vmswap put in is taken out.
 func (k *dnsCutover) back(ctx context.Context, s *swapRun) error {
-	if len(s.st.OldValues) == 0 {
-		return errors.New("the record's values before the cutover were never read: check it by hand")
+	cur, err := k.d.GetRecord(ctx, k.c.Record, k.typ())
+	if err != nil {
+		return fmt.Errorf("read %s to move it back: %w", k.c.Record, err)
 	}
-	old := dns.Record{Name: k.c.Record, Type: k.typ(), Values: s.st.OldValues}
-	s.progress("pointing %s back at %v", k.c.Record, old.Values)
-	if _, err := k.d.SetRecord(ctx, old); err != nil {
+	want := dns.Record{Name: k.c.Record, Type: k.typ(), Values: cur.Values, Expect: cur.Values}
+	if slices.Contains(cur.Values, s.st.NewIP) || !slices.Contains(cur.Values, s.st.SourceIP) {
+		want.Values = replaced(cur.Values, s.st.NewIP, s.st.SourceIP)
+	}
+	s.progress("pointing %s back at %s: %v", k.c.Record, s.st.SourceName, want.Values)
+	if _, err := k.d.SetRecord(ctx, want); err != nil {
 		return fmt.Errorf("record %s still points at the new server: %w", k.c.Record, err)
 	}
-	if err := k.d.WaitServed(ctx, old); err != nil {
-		return fmt.Errorf("record %s is not yet served with its old values: %w", k.c.Record, err)
+	if err := k.d.WaitServed(ctx, want); err != nil {
+		return fmt.Errorf("record %s is not yet served with the source's value: %w", k.c.Record, err)
 	}
 	return nil
+}
+
+// replaced returns values with old taken out and new put in (once).
+func replaced(values []string, old, new string) []string {
+	out := without(values, old)
+	if new != "" && !slices.Contains(out, new) {
+		out = append(out, new)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func without(values []string, v string) []string {
+	return slices.DeleteFunc(slices.Clone(values), func(x string) bool { return x == v })
 }
 
 // hold is the old TTL plus the grace: resolvers may answer from their cache

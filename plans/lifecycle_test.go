@@ -14,6 +14,7 @@ import (
 
 	"github.com/digitalocean/godo"
 
+	"github.com/vmswap/vmswap/dns/authority"
 	"github.com/vmswap/vmswap/lab"
 	"github.com/vmswap/vmswap/lab/labtest"
 	"github.com/vmswap/vmswap/plans"
@@ -345,3 +346,90 @@ func (w *world) lbMembers(id string) []int {
 }
 
 func (w *world) lbHas(id string, droplet int) bool { return slices.Contains(w.lbMembers(id), droplet) }
+
+// servedA is what the lab's nameserver answers for www.shop.test A.
+func (w *world) servedA(t *testing.T) []string {
+	got, _, err := authority.Lookup(context.Background(), w.l.Endpoints().DNS, "www.shop.test", "A")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+func (w *world) waitServedA(t *testing.T, want ...string) {
+	t.Helper()
+	if err := authority.WaitServed(context.Background(), w.l.Endpoints().DNS, "www.shop.test", "A", want, 20*time.Millisecond, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSharedDNSRecord: www serves web-1 and web-2. Swapping web-1 replaces
+// web-1's value only; switching back puts it back and keeps web-2.
+func TestSharedDNSRecord(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	_, ip2, err := w.l.Seeder().Droplet(ctx, "web-2", "s-1vcpu-1gb", nil, site)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.l.Seeder().Record(ctx, "shop.test", "www", ip2, 30); err != nil {
+		t.Fatal(err)
+	}
+	w.waitServedA(t, w.srcIP, ip2)
+	sw := w.swap("dns")
+	sw.Retire.KeepFor = plans.Duration(time.Hour)
+	doc := w.plan(sw)
+	if err := plans.ObserveWorld(ctx, doc.Plan, plans.BuildOptions{Getenv: w.getenv}); err != nil {
+		t.Fatal(err)
+	}
+	if m := strings.Join(doc.Plan.Mutations, "\n"); !strings.Contains(m, "replace web-1's value "+w.srcIP) || !strings.Contains(m, "the other values ["+ip2+"] stay") {
+		t.Fatalf("mutations: %s", m)
+	}
+	doc = w.reparse(doc.Plan)
+	res, j := w.run(doc, nil)
+	if res.ExitCode != 0 {
+		t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
+	}
+	newIP := j.Swaps[0].NewIP
+	if got := w.servedA(t); !sameValues(got, newIP, ip2) {
+		t.Fatalf("after the swap www serves %v, want %s and web-2's %s", got, newIP, ip2)
+	}
+	r := &plans.Runner{Doc: doc, Drivers: w.drivers(doc), Journal: j, Poll: 50 * time.Millisecond}
+	if rev := r.Revert(ctx); rev.ExitCode != 0 {
+		t.Fatalf("revert: %s", rev.Next)
+	}
+	if got := w.servedA(t); !sameValues(got, w.srcIP, ip2) {
+		t.Fatalf("after switching back www serves %v, want %s and %s", got, w.srcIP, ip2)
+	}
+}
+
+func sameValues(got []string, want ...string) bool {
+	return slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(want)))
+}
+
+// TestConcurrentDNSEdit: someone adds a value to www while the new server
+// is being launched. The cutover finds the set is not what preflight read,
+// changes nothing, and the run rolls back naming the values; the other
+// person's value stays.
+func TestConcurrentDNSEdit(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	res, _ := w.run(w.plan(w.swap("dns")), func(e plans.Event) {
+		if e.Event == "step" && e.Step == "launch" && e.Status == "started" {
+			if err := w.l.Seeder().Record(ctx, "shop.test", "www", "127.0.0.250", 30); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	if res.ExitCode != plans.ExitRolledBack || !strings.Contains(res.Next, "someone else changed www.shop.test") || !strings.Contains(res.Next, "127.0.0.250") {
+		t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
+	}
+	w.waitServedA(t, w.srcIP, "127.0.0.250")
+	for _, q := range w.l.Requests() {
+		if q.Operation == "domains_update_record" || q.Operation == "domains_delete_record" {
+			t.Fatalf("the record was changed: %+v", q)
+		}
+	}
+}

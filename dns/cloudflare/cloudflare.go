@@ -221,6 +221,17 @@ func (p *Provider) SetRecord(ctx context.Context, rec dns.Record) (*dns.Record, 
 	if len(rs) == 0 {
 		return nil, fmt.Errorf("cloudflare: no %s record %s to update: %w", rec.Type, rec.Name, provider.ErrNotFound)
 	}
+	var have []string
+	for _, r := range rs {
+		have = append(have, r.Content)
+	}
+	if dns.Unchanged(have, rec.Values) {
+		return p.GetRecord(ctx, rec.Name, rec.Type)
+	}
+	// Cloudflare has no conditional update: compared just before the edits.
+	if !dns.Unchanged(have, rec.Expect) {
+		return nil, dns.ChangedError("cloudflare", rec.Name, rec.Type, have, rec.Expect)
+	}
 	first := rs[0]
 	update, create, remove := dns.Diff(rs, func(r cfdns.RecordResponse) string { return r.Content }, rec.Values)
 	for _, c := range update {

@@ -118,6 +118,19 @@ func (p *Provider) SetRecord(ctx context.Context, rec dns.Record) (*dns.Record, 
 	if len(recs) == 0 {
 		return nil, fmt.Errorf("digitalocean: no %s record %s to update: %w", rec.Type, rec.Name, provider.ErrNotFound)
 	}
+	var have []string
+	for _, r := range recs {
+		have = append(have, r.Data)
+	}
+	if dns.Unchanged(have, rec.Values) {
+		return p.GetRecord(ctx, rec.Name, rec.Type)
+	}
+	// DigitalOcean has no conditional update: the set is compared with
+	// Expect just before the edits, so the window left is the time of
+	// these few calls.
+	if !dns.Unchanged(have, rec.Expect) {
+		return nil, dns.ChangedError("digitalocean", rec.Name, rec.Type, have, rec.Expect)
+	}
 	ttl := recs[0].TTL
 	update, create, remove := dns.Diff(recs, func(r godo.DomainRecord) string { return r.Data }, rec.Values)
 	rel := relName(strings.TrimSuffix(strings.ToLower(rec.Name), "."), zone)

@@ -60,6 +60,26 @@ func Run(t *testing.T, p dns.Provider, name string, initial []string, ttl int) {
 	if err := p.WaitServed(ctx, back); err != nil {
 		t.Fatalf("WaitServed back: %v", err)
 	}
+	// Compare-and-swap: a set that no longer holds what Expect says is not
+	// changed, and the error says so; one that does is changed.
+	stale := dns.Record{Name: name, Type: "A", Values: []string{"127.0.0.80"}, Expect: []string{"127.0.0.81"}}
+	if _, err := p.SetRecord(ctx, stale); !errors.Is(err, dns.ErrChanged) {
+		t.Fatalf("SetRecord with a stale Expect: %v, want ErrChanged", err)
+	}
+	if got, err := p.GetRecord(ctx, name, "A"); err != nil || !slices.Equal(got.Values, slices.Sorted(slices.Values(initial))) {
+		t.Fatalf("after a refused compare-and-swap: %+v %v", got, err)
+	}
+	cas := dns.Record{Name: name, Type: "A", Values: []string{"127.0.0.80"}, Expect: initial}
+	if got, err := p.SetRecord(ctx, cas); err != nil || !slices.Equal(got.Values, cas.Values) {
+		t.Fatalf("SetRecord with the right Expect: %+v %v", got, err)
+	}
+	if _, err := p.SetRecord(ctx, dns.Record{Name: name, Type: "A", Values: initial, Expect: cas.Values}); err != nil {
+		t.Fatalf("SetRecord back with Expect: %v", err)
+	}
+	if err := p.WaitServed(ctx, back); err != nil {
+		t.Fatalf("WaitServed back: %v", err)
+	}
+
 	// Waiting honours ctx: a value never set is never served.
 	short, cancel2 := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer cancel2()

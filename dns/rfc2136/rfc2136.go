@@ -158,9 +158,9 @@ func (p *Provider) GetRecord(ctx context.Context, name, typ string) (*dns.Record
 	return &dns.Record{Name: strings.TrimSuffix(strings.ToLower(name), "."), Type: typ, Values: values(rrs), TTL: dns.Seconds(rrs[0].Header().Ttl)}, nil
 }
 
-// ErrChanged is returned when the record set no longer holds the values
+// ErrChanged is dns.ErrChanged: the record set no longer holds the values
 // read before the update.
-var ErrChanged = errors.New("the record set changed since it was read")
+var ErrChanged = dns.ErrChanged
 
 // SetRecord implements dns.RecordSetter with one signed update: require the
 // values just read, delete the set, add the new values with the same TTL.
@@ -180,10 +180,13 @@ func (p *Provider) SetRecord(ctx context.Context, rec dns.Record) (*dns.Record, 
 	if slices.Equal(values(old), slices.Sorted(slices.Values(rec.Values))) {
 		return p.GetRecord(ctx, rec.Name, rec.Type)
 	}
+	if !dns.Unchanged(values(old), rec.Expect) {
+		return nil, dns.ChangedError("rfc2136", rec.Name, rec.Type, values(old), rec.Expect)
+	}
 	ttl := old[0].Header().Ttl
 	m := new(mdns.Msg)
 	m.SetUpdate(zone)
-	m.Used(old) // prerequisite: the set still holds exactly these values
+	m.Used(old) // prerequisite: the set still holds exactly these values (Expect, when given)
 	del, _ := mdns.NewRR(fmt.Sprintf("%s 0 IN %s 0.0.0.0", mdns.Fqdn(rec.Name), rec.Type))
 	if rec.Type == "AAAA" {
 		del, _ = mdns.NewRR(fmt.Sprintf("%s 0 IN AAAA ::", mdns.Fqdn(rec.Name)))

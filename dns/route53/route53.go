@@ -116,14 +116,43 @@ func (p *Provider) SetRecord(ctx context.Context, rec dns.Record) (*dns.Record, 
 	if err != nil {
 		return nil, err
 	}
-	rs := &types.ResourceRecordSet{Name: sdk.String(fqdn(rec.Name)), Type: types.RRType(rec.Type), TTL: sdk.Int64(int64(cur.TTL))}
-	for _, v := range rec.Values {
-		rs.ResourceRecords = append(rs.ResourceRecords, types.ResourceRecord{Value: sdk.String(v)})
+	if dns.Unchanged(cur.Values, rec.Values) {
+		return cur, nil
+	}
+	if !dns.Unchanged(cur.Values, rec.Expect) {
+		return nil, dns.ChangedError("route53", rec.Name, rec.Type, cur.Values, rec.Expect)
+	}
+	set := func(values []string) *types.ResourceRecordSet {
+		rs := &types.ResourceRecordSet{Name: sdk.String(fqdn(rec.Name)), Type: types.RRType(rec.Type), TTL: sdk.Int64(int64(cur.TTL))}
+		for _, v := range values {
+			rs.ResourceRecords = append(rs.ResourceRecords, types.ResourceRecord{Value: sdk.String(v)})
+		}
+		return rs
+	}
+	// With Expect, one batch DELETEs exactly the expected set and CREATEs
+	// the new one: Route 53 applies both or neither, and refuses the batch
+	// if the set holds anything else by then. Without, an UPSERT.
+	changes := []types.Change{{Action: types.ChangeActionUpsert, ResourceRecordSet: set(rec.Values)}}
+	if rec.Expect != nil {
+		changes = []types.Change{{Action: types.ChangeActionDelete, ResourceRecordSet: set(rec.Expect)}, {Action: types.ChangeActionCreate, ResourceRecordSet: set(rec.Values)}}
 	}
 	out, err := p.c.ChangeResourceRecordSets(ctx, &r53.ChangeResourceRecordSetsInput{HostedZoneId: z.Id, ChangeBatch: &types.ChangeBatch{
-		Comment: sdk.String("vmswap cutover"), Changes: []types.Change{{Action: types.ChangeActionUpsert, ResourceRecordSet: rs}}}})
+		Comment: sdk.String("vmswap cutover"), Changes: changes}})
+	var ib *types.InvalidChangeBatch
+	if err != nil && rec.Expect != nil && errors.As(err, &ib) {
+		now, gerr := p.GetRecord(ctx, rec.Name, rec.Type)
+		if gerr != nil || !dns.Unchanged(now.Values, rec.Expect) {
+			return nil, fmt.Errorf("route53: %s %s no longer holds %v (%v): %w", rec.Name, rec.Type, rec.Expect, apiErr(err, "change"), dns.ErrChanged)
+		}
+		// The set holds exactly Expect, yet the batch was refused (moto
+		// refused the DELETE of a set an earlier batch of ours had
+		// created): what the batch meant is an UPSERT of the set just
+		// read, and the window left is this read.
+		out, err = p.c.ChangeResourceRecordSets(ctx, &r53.ChangeResourceRecordSetsInput{HostedZoneId: z.Id, ChangeBatch: &types.ChangeBatch{
+			Comment: sdk.String("vmswap cutover"), Changes: []types.Change{{Action: types.ChangeActionUpsert, ResourceRecordSet: set(rec.Values)}}}})
+	}
 	if err != nil {
-		return nil, apiErr(err, "upsert %s %s", rec.Name, rec.Type)
+		return nil, apiErr(err, "change %s %s", rec.Name, rec.Type)
 	}
 	p.mu.Lock()
 	p.changes[fqdn(rec.Name)] = sdk.ToString(out.ChangeInfo.Id)
