@@ -126,8 +126,12 @@ func (w *killWorld) serving(t *testing.T) []int {
 }
 
 // checkpoints counts the journal writes and API mutations of a clean run.
-func checkpoints(t *testing.T, cutover string) (journal, api int) {
+// checkpoints runs a clean apply and counts its journal writes and its
+// successful API mutations (what VMSWAP_CRASH_AT counts), and returns the
+// ordinal of the first call of op among those (0 if none).
+func checkpoints(t *testing.T, cutover, op string) (journal, api, first int) {
 	w := newCutoverWorld(t, "", cutover)
+	before := len(w.l.Requests())
 	r := vmswap(t, w.env, "apply", "--poll", "50ms", w.planFile)
 	if r.code != 0 {
 		t.Fatalf("clean run: exit %d: %s", r.code, r.stderr)
@@ -136,16 +140,15 @@ func checkpoints(t *testing.T, cutover string) (journal, api int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	seeding := 0
-	for _, q := range w.l.Requests() {
-		if q.Mutating() && q.API == "digitalocean" {
+	for _, q := range w.l.Requests()[before:] {
+		if q.Mutating() && q.API == "digitalocean" && q.Status < 300 {
 			api++
-		}
-		if q.Operation == "droplets_create" || q.Operation == "loadBalancers_create" {
-			seeding++
+			if q.Operation == op && first == 0 {
+				first = api
+			}
 		}
 	}
-	return j.Seq, api - seeding + 1 // + the swap's own droplets_create, counted in seeding
+	return j.Seq, api, first
 }
 
 // TestKillMatrix kills `vmswap apply` with SIGKILL after each journal write
@@ -154,19 +157,23 @@ func checkpoints(t *testing.T, cutover string) (journal, api int) {
 // nothing is orphaned, traffic through the entry point never failed, and
 // the entry point leads to the new droplet. The load-balancer plan is
 // killed at every point; the reserved-IP and DNS plans after every API
-// mutation (each cutover call is one), since their journal points are the
-// load balancer's.
+// mutation from their cutover call on (the steps before it are the load
+// balancer's, and a DNS point costs the record's 30 s TTL).
 func TestKillMatrix(t *testing.T) {
 	for _, cutover := range []string{"loadbalancer", "reserved_ip", "dns"} {
 		t.Run(cutover, func(t *testing.T) {
-			nj, na := checkpoints(t, cutover)
+			op := map[string]string{"loadbalancer": "", "reserved_ip": "reservedIPsActions_post", "dns": "domains_update_record"}[cutover]
+			nj, na, first := checkpoints(t, cutover, op)
 			var points []string
 			if cutover == "loadbalancer" {
+				first = 1
 				for i := 1; i <= nj; i++ {
 					points = append(points, "journal:"+strconv.Itoa(i))
 				}
+			} else if first == 0 {
+				t.Fatalf("the clean run never called %s", op)
 			}
-			for i := 1; i <= na; i++ {
+			for i := first; i <= na; i++ {
 				points = append(points, "api:"+strconv.Itoa(i))
 			}
 			t.Logf("%s: kill points: %d of %d journal writes + %d API mutations", cutover, len(points)-na, nj, na)

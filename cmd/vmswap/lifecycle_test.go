@@ -251,20 +251,11 @@ func TestRollbackAfterInterruptedCutover(t *testing.T) {
 // mutationIndex runs a clean apply and returns the ordinal of the first
 // successful call of op among the run's API mutations (VMSWAP_CRASH_AT=api:N).
 func mutationIndex(t *testing.T, cutover, op string) string {
-	w := newCutoverWorld(t, "", cutover)
-	before := len(w.l.Requests())
-	must(t, vmswap(t, w.env, "apply", "--poll", "50ms", w.planFile), 0)
-	n := 0
-	for _, q := range w.l.Requests()[before:] {
-		if q.API == "digitalocean" && q.Mutating() && q.Status < 300 {
-			n++
-			if q.Operation == op {
-				return strconvItoa(n)
-			}
-		}
+	_, _, n := checkpoints(t, cutover, op)
+	if n == 0 {
+		t.Fatalf("%s never called", op)
 	}
-	t.Fatalf("%s never called", op)
-	return ""
+	return strconvItoa(n)
 }
 
 func strconvItoa(n int) string { b, _ := json.Marshal(n); return string(b) }

@@ -178,15 +178,22 @@ func (p *Provider) records(ctx context.Context, name, typ string) (*zones.Zone, 
 }
 
 func toRecord(name, typ string, rs []cfdns.RecordResponse) *dns.Record {
-	out := &dns.Record{Name: name, Type: typ}
+	// The set is proxied only if every record is: an unproxied one is
+	// answered to clients, who cache it for its TTL, so the set's TTL is the
+	// longest of the unproxied records'.
+	out := &dns.Record{Name: name, Type: typ, Proxied: true}
 	for _, r := range rs {
 		out.Values = append(out.Values, r.Content)
-		out.Proxied = out.Proxied || r.Proxied
-		ttl := int(r.TTL)
+		ttl := dns.Seconds(r.TTL)
 		if ttl == 1 {
 			ttl = 300 // "automatic" is 300s for unproxied records
 		}
-		out.TTL = dns.Seconds(ttl)
+		switch {
+		case !r.Proxied && out.Proxied:
+			out.Proxied, out.TTL = false, ttl
+		case r.Proxied == out.Proxied:
+			out.TTL = max(out.TTL, ttl)
+		}
 	}
 	slices.Sort(out.Values)
 	return out
