@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -431,5 +432,40 @@ func TestConcurrentDNSEdit(t *testing.T) {
 		if q.Operation == "domains_update_record" || q.Operation == "domains_delete_record" {
 			t.Fatalf("the record was changed: %+v", q)
 		}
+	}
+}
+
+// TestBudgetCoversTheRetireHold: the new server starts failing once observe
+// is over, while the old one is still kept for the drain. The error budget
+// is checked during that hold too: the swap rolls back before the old
+// server is powered off.
+func TestBudgetCoversTheRetireHold(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	sw := w.swap("loadbalancer")
+	sw.Cutover.LoadBalancer.Drain = plans.Duration(4 * time.Second)
+	sw.Observe = plans.Duration(500 * time.Millisecond)
+	var once sync.Once
+	res, _ := w.run(w.plan(sw), func(e plans.Event) {
+		if e.Event == "step" && e.Step == "retire" && e.Status == "started" {
+			once.Do(func() {
+				for _, d := range w.droplets() {
+					if d.ID != w.srcID {
+						w.l.BreakDroplet(d.ID, lab.FaultServe500)
+					}
+				}
+			})
+		}
+	})
+	if res.ExitCode != plans.ExitRolledBack || !strings.Contains(res.Next, "retire failed and was rolled back") || !strings.Contains(res.Next, "error budget breached") {
+		t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
+	}
+	for _, d := range w.droplets() {
+		if d.ID == w.srcID && d.Status != "active" {
+			t.Fatalf("the source is %s", d.Status)
+		}
+	}
+	if m := w.lbMembers(w.lbID); len(m) != 1 || m[0] != w.srcID {
+		t.Fatalf("pool after rollback: %v", m)
 	}
 }

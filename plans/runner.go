@@ -315,6 +315,24 @@ func (r *Runner) runSwap(ctx context.Context, sr *swapRun) (int, string) {
 		return r.rollback(sr, err)
 	}
 	stopProbe(sr)
+	if failed, total := exposed(st.Probe); failed > 0 {
+		// The budget covers the whole time users are exposed, retire
+		// included: failures after observe are never a plain success.
+		var budget Budget
+		if sr.sw.Probe != nil {
+			budget = sr.sw.Probe.ErrorBudget
+		}
+		msg := fmt.Sprintf("%d of %d probe requests failed between the cutover and the end of retire (budget %s)", failed, total, budget)
+		if budget.Breached(int64(failed), int64(total)) {
+			st.Status, st.Error = StatusNeedsAttention, msg
+			if err := r.save(); err != nil {
+				return ExitAttention, err.Error()
+			}
+			return ExitAttention, fmt.Sprintf("%s replaced %s, but %s: check %s now (the probe's errors are in the journal); run `vmswap apply %s` to mark the run done, or `vmswap rollback %s` to switch back",
+				st.NewName, st.SourceName, msg, st.NewName, r.planFile(), r.planFile())
+		}
+		r.emit(Event{Event: "warning", Swap: sr.name(), Message: msg + ": within the budget"})
+	}
 	r.release(context.WithoutCancel(ctx), sr)
 	st.Status = StatusSucceeded
 	r.emit(Event{Event: "swap", Swap: sr.name(), Status: string(StatusSucceeded),
@@ -323,6 +341,20 @@ func (r *Runner) runSwap(ctx context.Context, sr *swapRun) (int, string) {
 		return ExitAttention, err.Error()
 	}
 	return ExitOK, ""
+}
+
+// exposed counts the probe's requests from the first traffic change on:
+// every window but the baseline.
+func exposed(p *probe.Summary) (failed, total int) {
+	if p == nil {
+		return 0, 0
+	}
+	for _, w := range p.Windows {
+		if w.Name != "baseline" {
+			failed, total = failed+w.Failed, total+w.Requests
+		}
+	}
+	return failed, total
 }
 
 func (r *Runner) planFile() string {
