@@ -277,6 +277,11 @@ func (d *Document) decode(n *yaml.Node, v reflect.Value, path string, errs *Erro
 			fail("%s: want a single value, got %s", nameOf(path), kindName(n))
 			return
 		}
+		if v.CanInt() && n.ShortTag() != "!!int" {
+			// yaml.v3 would decode 2.5 into an int as 2.
+			fail("%s: want a whole number, got %q", nameOf(path), n.Value)
+			return
+		}
 		if err := n.Decode(v.Addr().Interface()); err != nil {
 			want := map[reflect.Kind]string{reflect.Int: "a whole number", reflect.Bool: "true or false", reflect.String: "a string", reflect.Float64: "a number"}[v.Kind()]
 			fail("%s: want %s, got %q", nameOf(path), want, n.Value)

@@ -73,7 +73,7 @@ swaps:
 			plan: "providers: {do: {type: digitalocean}}\nswaps:\n  - source: {provider: do, server: a}\n    target: {size: s-1vcpu-1gb}\n    cutover:\n      reserved_ip: {provider: do, ip: 203.0.113.1}\n      dns: {provider: do, record: www.example.com}\n    probe: {url: 'http://www.example.com/'}\n",
 			want: []string{
 				"p.yaml:1:1: missing version: the first line of a plan is `version: 1`",
-				"p.yaml:5:5: cutover sets 2 ways to move traffic: choose one of loadbalancer, dns or reserved_ip",
+				"p.yaml:5:5: cutover sets dns and reserved_ip: choose one of loadbalancer, dns, reserved_ip",
 			},
 		},
 		{

@@ -33,8 +33,8 @@ type Plan struct {
 	// ID names the plan in the tags of what it creates. `vmswap plan` sets it;
 	// without one, the plan file's hash is used.
 	ID        string              `yaml:"id,omitempty" json:"id,omitempty" doc:"Plan ID, carried in a tag on everything the plan creates."`
-	Providers map[string]Provider `yaml:"providers" json:"providers" doc:"Named provider blocks, referred to by swaps."`
-	Swaps     []Swap              `yaml:"swaps" json:"swaps" doc:"The swaps, applied in order."`
+	Providers map[string]Provider `yaml:"providers" json:"providers" check:"nonempty,label=providers" doc:"Named provider blocks, referred to by swaps."`
+	Swaps     []Swap              `yaml:"swaps" json:"swaps" check:"nonempty,label=swaps" doc:"The swaps, applied in order."`
 	// Observed is what `vmswap plan` saw; apply refuses the plan if the world
 	// differs.
 	Observed *Observed `yaml:"observed,omitempty" json:"observed,omitempty" doc:"What vmswap plan observed; apply refuses the plan if the world differs."`
@@ -44,7 +44,7 @@ type Plan struct {
 
 // Provider is a provider block. Credentials come from the environment.
 type Provider struct {
-	Type string `yaml:"type" json:"type" doc:"Driver type: digitalocean, aws, cloudflare, haproxy or rfc2136."`
+	Type string `yaml:"type" json:"type" check:"enum=@drivers,label=provider type" doc:"Driver type: digitalocean, aws, cloudflare, haproxy or rfc2136."`
 	// Endpoint overrides the API base URL (the lab, a proxy).
 	Endpoint string `yaml:"endpoint,omitempty" json:"endpoint,omitempty" doc:"API base URL override (the lab, a proxy)."`
 	// Nameserver is the authoritative DNS server (host:port) asked whether a
@@ -67,7 +67,7 @@ type Swap struct {
 	Source  Source   `yaml:"source" json:"source"`
 	Target  Target   `yaml:"target" json:"target"`
 	Verify  Verify   `yaml:"verify,omitempty" json:"verify,omitempty"`
-	Cutover Cutover  `yaml:"cutover" json:"cutover"`
+	Cutover Cutover  `yaml:"cutover" json:"cutover" check:"one,label=cutover"`
 	Probe   *Probe   `yaml:"probe,omitempty" json:"probe,omitempty"`
 	Observe Duration `yaml:"observe,omitempty" json:"observe,omitempty" doc:"Hold under live traffic before retiring the source, e.g. 2m."`
 	// Quiesce runs `sync` on the source over SSH (verify.ssh) just before
@@ -93,9 +93,9 @@ type Target struct {
 // Verify lists the checks run against the new server before cutover.
 type Verify struct {
 	SSH    *SSH               `yaml:"ssh,omitempty" json:"ssh,omitempty"`
-	Memory *verify.Threshold  `yaml:"memory,omitempty" json:"memory,omitempty" doc:"Memory seen inside the server, e.g. \">= 7.5GiB\"."`
-	Disk   *verify.Threshold  `yaml:"disk,omitempty" json:"disk,omitempty" doc:"Root filesystem size, e.g. \">= 150GB\"."`
-	CPUs   *verify.Threshold  `yaml:"cpus,omitempty" json:"cpus,omitempty" doc:"CPU count, e.g. \">= 4\"."`
+	Memory *verify.Threshold  `yaml:"memory,omitempty" json:"memory,omitempty" check:"unit=bytes" doc:"Memory seen inside the server, e.g. \">= 7.5GiB\"."`
+	Disk   *verify.Threshold  `yaml:"disk,omitempty" json:"disk,omitempty" check:"unit=bytes" doc:"Root filesystem size, e.g. \">= 150GB\"."`
+	CPUs   *verify.Threshold  `yaml:"cpus,omitempty" json:"cpus,omitempty" check:"unit=count" doc:"CPU count, e.g. \">= 4\"."`
 	HTTP   []verify.HTTPCheck `yaml:"http,omitempty" json:"http,omitempty" doc:"Requests sent to the new server with the URL's Host header and SNI."`
 	// Compare lists paths requested from old and new; status and body must match.
 	Compare []string `yaml:"compare,omitempty" json:"compare,omitempty" doc:"Paths whose status and body must be the same on old and new."`
@@ -114,9 +114,9 @@ type SSH struct {
 	User string `yaml:"user" json:"user"`
 	// Key is a private key file; empty uses ssh-agent.
 	Key  string `yaml:"key,omitempty" json:"key,omitempty" doc:"Private key file; empty uses ssh-agent."`
-	Port int    `yaml:"port,omitempty" json:"port,omitempty" doc:"Default 22."`
+	Port int    `yaml:"port,omitempty" json:"port,omitempty" check:"range=0..65535,label=ssh port" doc:"Default 22."`
 	// KnownHosts is the host key policy: strict or accept-new.
-	KnownHosts string `yaml:"known_hosts,omitempty" json:"known_hosts,omitempty" doc:"Host key policy: strict (default) or accept-new."`
+	KnownHosts string `yaml:"known_hosts,omitempty" json:"known_hosts,omitempty" check:"enum=strict|accept-new,label=host key policy" doc:"Host key policy: strict (default) or accept-new."`
 	// KnownHostsFile defaults to vmswap's own file beside the plan
 	// (PLAN.known_hosts), never the user's ~/.ssh/known_hosts.
 	KnownHostsFile string `yaml:"known_hosts_file,omitempty" json:"known_hosts_file,omitempty" doc:"Default: vmswap's own PLAN.known_hosts beside the plan."`
@@ -163,7 +163,7 @@ type LBCutover struct {
 type DNSCutover struct {
 	Provider string `yaml:"provider" json:"provider"`
 	Record   string `yaml:"record" json:"record" doc:"Fully qualified record name."`
-	Type     string `yaml:"type,omitempty" json:"type,omitempty" doc:"A (default) or AAAA."`
+	Type     string `yaml:"type,omitempty" json:"type,omitempty" check:"enum=A|AAAA|a|aaaa,label=record type" doc:"A (default) or AAAA."`
 	// Grace is added to the old TTL before the old server stops. Zero: 30s.
 	Grace Duration `yaml:"grace,omitempty" json:"grace,omitempty" doc:"Added to the old TTL before the old server stops. Default 30s."`
 }
@@ -180,7 +180,7 @@ type IPCutover struct {
 // to the end of observe.
 type Probe struct {
 	URL  string `yaml:"url" json:"url"`
-	Rate int    `yaml:"rate,omitempty" json:"rate,omitempty" doc:"Requests per second; default 50."`
+	Rate int    `yaml:"rate,omitempty" json:"rate,omitempty" check:"range=1..20000,label=probe rate" doc:"Requests per second; default 50."`
 	// Resolver is a DNS server (host:port) the probe resolves through.
 	Resolver string `yaml:"resolver,omitempty" json:"resolver,omitempty" doc:"DNS server (host:port) to resolve the URL through, honouring TTL."`
 	// ConnectTo sends probe connections here (a port-forward).
@@ -193,7 +193,7 @@ type Probe struct {
 
 // Retire says what happens to the old server.
 type Retire struct {
-	Action string `yaml:"action,omitempty" json:"action,omitempty" doc:"power_off (default) or delete."`
+	Action string `yaml:"action,omitempty" json:"action,omitempty" check:"enum=power_off|delete,label=retire action" doc:"power_off (default) or delete."`
 	// KeepFor is how long a powered-off source is kept for rollback.
 	KeepFor   Duration `yaml:"keep_for,omitempty" json:"keep_for,omitempty" doc:"How long a powered-off source is kept for vmswap rollback."`
 	KeepImage bool     `yaml:"keep_image,omitempty" json:"keep_image,omitempty" doc:"Keep the snapshot after success."`

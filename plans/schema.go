@@ -15,13 +15,15 @@ func Schema() map[string]any {
 	s["title"] = "vmswap plan"
 	props := s["properties"].(map[string]any)
 	props["version"] = map[string]any{"const": Version, "description": "Plan format version; must be 1."}
+	props["id"].(map[string]any)["pattern"] = planIDSyntax.String()
 	s["required"] = []string{"version", "providers", "swaps"}
 	return s
 }
 
 // custom types and how they are written.
 var scalarSchemas = map[string]map[string]any{
-	"plans.Duration":   {"type": "string", "pattern": `^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`, "description": "A duration: 90s, 2m, 1h30m."},
+	"plans.Duration": {"anyOf": []any{map[string]any{"type": "string", "pattern": `^(0|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$`}, map[string]any{"const": 0}},
+		"description": "A duration: 90s, 2m, 1h30m, or 0."},
 	"plans.Budget":     {"type": []string{"integer", "string"}, "pattern": `^[0-9]+(\.[0-9]+)?%$`, "description": "A count of failed requests, or a percentage."},
 	"verify.Threshold": {"type": "string", "pattern": `^\s*(>=|<=|==|=|>|<)?\s*[0-9.]+\s*([KMGT]i?B|[KMGT]|B)?\s*$`, "description": "A comparison: \">= 7.5GiB\", \">= 4\"."},
 	"time.Time":        {"type": "string", "format": "date-time"},
@@ -67,6 +69,7 @@ func schemaOf(t reflect.Type) map[string]any {
 				continue
 			}
 			ps := schemaOf(f.Type)
+			ruleSchema(ruleOf(f), ps)
 			if d := f.Tag.Get("doc"); d != "" {
 				ps["description"] = d
 			}

@@ -6,10 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"reflect"
 	"regexp"
 	"strings"
-
-	"github.com/vmswap/vmswap/verify"
 )
 
 var planIDSyntax = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
@@ -22,6 +21,7 @@ func (d *Document) Validate() error {
 	p := d.Plan
 	var errs Errors
 	add := func(path, format string, args ...any) { errs = append(errs, d.at(path, format, args...)) }
+	d.checkRules(reflect.ValueOf(p).Elem(), "", add)
 
 	switch {
 	case p.Version == 0:
@@ -32,13 +32,10 @@ func (d *Document) Validate() error {
 	if p.ID != "" && !planIDSyntax.MatchString(p.ID) {
 		add("id", "plan id %q: use 1-32 lowercase letters, digits and dashes", p.ID)
 	}
-	if len(p.Providers) == 0 {
-		add("providers", "no providers: add one, e.g. `providers: {do: {type: digitalocean}}`")
-	}
 	for name, pb := range p.Providers {
 		path := "providers." + name
-		if _, ok := driverTypes[pb.Type]; !ok {
-			add(path+".type", "unknown provider type %q (known: %s)", pb.Type, strings.Join(DriverTypes(), ", "))
+		if pb.Type == "" {
+			add(path, "missing type: one of %s", strings.Join(DriverTypes(), ", "))
 		}
 		switch {
 		case pb.Type == "rfc2136":
@@ -70,9 +67,6 @@ func (d *Document) Validate() error {
 			// pasted token.
 			add(path+".token_env", "token_env must name an environment variable (letters, digits, _), like DO_TOKEN; it must not hold the token itself (its value is not shown here)")
 		}
-	}
-	if len(p.Swaps) == 0 {
-		add("swaps", "no swaps: add one under `swaps:`")
 	}
 	sources := map[string]int{}
 	for i, sw := range p.Swaps {
@@ -126,44 +120,28 @@ func (d *Document) validateSwap(i int, sw Swap, add func(string, string, ...any)
 		add(at("target.size"), "size %q is not %s", sw.Target.Size, driverTypes[pb.Type].sizeHint)
 	}
 
-	n := 0
 	if c := sw.Cutover.LoadBalancer; c != nil {
-		n++
 		d.providerRef(at("cutover.loadbalancer.provider"), c.Provider, CapLB, add)
 		if c.ID == "" {
 			add(at("cutover.loadbalancer"), "missing id: the load balancer's ID")
 		}
 	}
 	if c := sw.Cutover.DNS; c != nil {
-		n++
 		d.providerRef(at("cutover.dns.provider"), c.Provider, CapDNS, add)
 		if c.Record == "" || !strings.Contains(c.Record, ".") {
 			add(at("cutover.dns.record"), "record %q: want a fully qualified name like www.example.com", c.Record)
 		}
-		if t := strings.ToUpper(c.Type); t != "" && t != "A" && t != "AAAA" {
-			add(at("cutover.dns.type"), "record type %q: vmswap moves A or AAAA records", c.Type)
-		}
 	}
 	if c := sw.Cutover.ReservedIP; c != nil {
-		n++
 		d.providerRef(at("cutover.reserved_ip.provider"), c.Provider, CapReservedIP, add)
 		if net.ParseIP(c.IP) == nil {
 			add(at("cutover.reserved_ip.ip"), "ip %q is not an IP address", c.IP)
 		}
 	}
-	switch {
-	case n == 0:
-		add(at("cutover"), "missing cutover: set one of loadbalancer, dns or reserved_ip")
-	case n > 1:
-		add(at("cutover"), "cutover sets %d ways to move traffic: choose one of loadbalancer, dns or reserved_ip", n)
-	}
 
 	if pr := sw.Probe; pr != nil {
 		if u, err := url.Parse(pr.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			add(at("probe.url"), "probe url %q: want an http:// or https:// URL", pr.URL)
-		}
-		if _, set := d.pos[at("probe.rate")]; (set && pr.Rate == 0) || pr.Rate < 0 || pr.Rate > 20000 {
-			add(at("probe.rate"), "probe rate %d: want 1 to 20000 requests per second", pr.Rate)
 		}
 		if pr.Resolver != "" {
 			if _, _, err := net.SplitHostPort(pr.Resolver); err != nil {
@@ -177,9 +155,6 @@ func (d *Document) validateSwap(i int, sw Swap, add func(string, string, ...any)
 		if u, err := url.Parse(h.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			add(at(fmt.Sprintf("verify.http[%d].url", j)), "url %q: want an http:// or https:// URL", h.URL)
 		}
-		if h.Status != 0 && (h.Status < 100 || h.Status > 599) {
-			add(at(fmt.Sprintf("verify.http[%d].status", j)), "status %d is not an HTTP status", h.Status)
-		}
 	}
 	if len(sw.Verify.Compare) > 0 && sw.Verify.CompareBase == "" && len(sw.Verify.HTTP) == 0 && sw.Probe == nil {
 		add(at("verify.compare"), "compare needs a base URL: set verify.compare_base, an http check or a probe")
@@ -188,23 +163,12 @@ func (d *Document) validateSwap(i int, sw Swap, add func(string, string, ...any)
 		if s.User == "" {
 			add(at("verify.ssh"), "missing ssh user")
 		}
-		if s.KnownHosts != "" && s.KnownHosts != verify.HostKeyStrict && s.KnownHosts != verify.HostKeyAcceptNew {
-			add(at("verify.ssh.known_hosts"), "host key policy %q: use strict or accept-new", s.KnownHosts)
-		}
-		if s.Port < 0 || s.Port > 65535 {
-			add(at("verify.ssh.port"), "port %d out of range", s.Port)
-		}
 	}
 	if sw.Quiesce && sw.Verify.SSH == nil {
 		add(at("quiesce"), "quiesce runs sync on the source over SSH: add verify.ssh")
 	}
 	if (sw.Verify.Memory != nil || sw.Verify.Disk != nil || sw.Verify.CPUs != nil) && sw.Verify.SSH == nil {
 		add(at("verify"), "memory, disk and cpus are read over SSH: add verify.ssh")
-	}
-	switch sw.Retire.Action {
-	case "", "power_off", "delete":
-	default:
-		add(at("retire.action"), "retire action %q: use power_off or delete", sw.Retire.Action)
 	}
 	if sw.Retire.Action == "delete" && sw.Retire.KeepFor > 0 {
 		add(at("retire.keep_for"), "keep_for applies to power_off; a deleted server cannot be kept")

@@ -18,7 +18,7 @@ import (
 // HTTPCheck is one request and what its answer must be.
 type HTTPCheck struct {
 	URL          string            `json:"url" yaml:"url"`
-	Status       int               `json:"status,omitempty" yaml:"status,omitempty"`
+	Status       int               `json:"status,omitempty" yaml:"status,omitempty" check:"range=100..599,label=HTTP status"`
 	BodyContains string            `json:"body_contains,omitempty" yaml:"body_contains,omitempty"`
 	Headers      map[string]string `json:"headers,omitempty" yaml:"headers,omitempty"`
 }

@@ -20,7 +20,11 @@ type Threshold struct {
 	Op    string  // >=, >, <=, <, ==
 	Value float64 // in bytes for sizes
 	Text  string  // as written
+	unit  string  // as written, lower case; "" for a bare number
 }
+
+// HasUnit reports whether the threshold was written with a unit.
+func (t Threshold) HasUnit() bool { return t.unit != "" }
 
 var units = map[string]float64{
 	"": 1, "b": 1,
@@ -58,7 +62,7 @@ func ParseThreshold(s string) (Threshold, error) {
 	if !ok {
 		return Threshold{}, fmt.Errorf("threshold %q: unknown unit %q (use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB)", s, strings.TrimSpace(rest[i:]))
 	}
-	t.Value = v * mult
+	t.Value, t.unit = v*mult, unit
 	return t, nil
 }
 
