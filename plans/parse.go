@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -277,7 +278,7 @@ func (d *Document) decode(n *yaml.Node, v reflect.Value, path string, errs *Erro
 			fail("%s: want a single value, got %s", nameOf(path), kindName(n))
 			return
 		}
-		if v.CanInt() && n.ShortTag() != "!!int" {
+		if v.CanInt() && v.Type() != durationType && n.ShortTag() != "!!int" {
 			// yaml.v3 would decode 2.5 into an int as 2.
 			fail("%s: want a whole number, got %q", nameOf(path), n.Value)
 			return
@@ -288,6 +289,8 @@ func (d *Document) decode(n *yaml.Node, v reflect.Value, path string, errs *Erro
 		}
 	}
 }
+
+var durationType = reflect.TypeOf(time.Duration(0))
 
 func join(path, key string) string {
 	if path == "" {
