@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/digitalocean/godo"
+	"gopkg.in/yaml.v3"
 
 	"github.com/vmswap/vmswap/dns/authority"
 	"github.com/vmswap/vmswap/lab"
@@ -467,5 +468,16 @@ func TestBudgetCoversTheRetireHold(t *testing.T) {
 	}
 	if m := w.lbMembers(w.lbID); len(m) != 1 || m[0] != w.srcID {
 		t.Fatalf("pool after rollback: %v", m)
+	}
+}
+
+func TestDurationTooLarge(t *testing.T) {
+	var d plans.Duration
+	err := yaml.Unmarshal([]byte("99999999999h"), &d)
+	if err == nil || !strings.Contains(err.Error(), "too large") {
+		t.Fatalf("got %v", err)
+	}
+	if err := yaml.Unmarshal([]byte("forever"), &d); err == nil || !strings.Contains(err.Error(), "write a number and a unit") {
+		t.Fatalf("got %v", err)
 	}
 }

@@ -11,6 +11,7 @@ package plans
 
 import (
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -216,6 +217,9 @@ type ObservedSwap struct {
 	IPTarget   string             `yaml:"ip_assigned_to,omitempty" json:"ip_assigned_to,omitempty"`
 }
 
+// durationSyntax is what a duration looks like, whatever its size.
+var durationSyntax = regexp.MustCompile(`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`)
+
 // Duration is a time.Duration written as "90s", "2m" or "1h30m".
 type Duration time.Duration
 
@@ -225,6 +229,9 @@ func (d Duration) D() time.Duration { return time.Duration(d) }
 // UnmarshalYAML implements yaml.Unmarshaler.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	v, err := time.ParseDuration(strings.TrimSpace(n.Value))
+	if err != nil && n.Kind == yaml.ScalarNode && durationSyntax.MatchString(strings.TrimSpace(n.Value)) {
+		return fmt.Errorf("duration %q is too large: the most vmswap can wait is about 2562047h (292 years)", n.Value)
+	}
 	if err != nil || n.Kind != yaml.ScalarNode {
 		return fmt.Errorf("bad duration %q: write a number and a unit, like 90s, 2m or 1h30m", n.Value)
 	}

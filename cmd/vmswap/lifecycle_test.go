@@ -323,3 +323,33 @@ func TestEveryCommandIsCancellable(t *testing.T) {
 		t.Fatalf("plan ignored SIGINT for 10s: %s", out.String())
 	}
 }
+
+// TestRollbackAfterCompletedCutover: after a finished reserved-IP swap,
+// rollback points the IP back at the source with traffic flowing, and the
+// new server is retired. (The load balancer's is
+// TestApplyAfterRollbackStartsANewRun, DNS's plans' TestSharedDNSRecord.)
+func TestRollbackAfterCompletedCutover(t *testing.T) {
+	t.Parallel()
+	w := newCutoverWorld(t, "", "reserved_ip")
+	w.plan.Swaps[0].Retire.KeepFor = plans.Duration(time.Hour)
+	w.writePlan(t, w.planFile, w.plan)
+	must(t, vmswap(t, w.env, "apply", "--poll", "50ms", w.planFile), 0, "vmswap: succeeded")
+	newID := w.serving(t)[0]
+	ext, err := probe.Start(w.entry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, vmswap(t, w.env, "rollback", "--poll", "50ms", w.planFile), 0, "vmswap: reverted")
+	sum := ext.Stop()
+	if got := w.serving(t); !slices.Equal(got, []int{w.srcID}) {
+		t.Fatalf("after rollback the reserved IP leads to %v, want %d", got, w.srcID)
+	}
+	for _, d := range w.l.Inventory().Droplets {
+		if d.ID == newID && d.Status != "off" {
+			t.Fatalf("the new server is %s after rollback", d.Status)
+		}
+	}
+	if sum.Failed != 0 || sum.Requests == 0 {
+		t.Fatalf("outside probe during rollback: %d of %d failed: %v", sum.Failed, sum.Requests, sum.Errors)
+	}
+}
