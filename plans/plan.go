@@ -1,12 +1,13 @@
-// Package plans holds vmswap's plan files and the runner that applies them.
+// Package plans is vmswap's plan file: the model, parsing with line:column
+// errors, validation and the JSON Schema, from one set of rules.
 //
 // A plan (YAML, version 1) states every input of one or more swaps: the
 // providers by type (never secrets), the source server, the target size, the
 // checks, the cutover, the probe and what to do with the old server. `vmswap
 // plan` writes one from what it observes, recording those observations so
-// that apply can refuse a plan whose world has changed. The runner executes a
-// plan step by step, writing a journal after every state change so that an
-// interrupted run resumes where it stopped.
+// that apply can refuse a plan whose world has changed. The runner that
+// applies plans is plans/runner; the drivers it runs with are built by
+// plans/registry.
 package plans
 
 import (

@@ -99,7 +99,7 @@ func (d *Document) providerRef(path, name string, c Capability, add func(string,
 		add(path, "unknown provider %q%s", name, suggest(name, known))
 		return
 	}
-	if _, ok := driverTypes[pb.Type]; ok && !hasCap(pb.Type, c) {
+	if _, ok := DriverTypeTable[pb.Type]; ok && !HasCap(pb.Type, c) {
 		add(path, "provider %q (%s) cannot do %s", name, pb.Type, c)
 	}
 }
@@ -116,8 +116,8 @@ func (d *Document) validateSwap(i int, sw Swap, add func(string, string, ...any)
 	switch pb, ok := d.Plan.Providers[sw.Source.Provider]; {
 	case sw.Target.Size == "":
 		add(at("target"), "missing target.size")
-	case ok && driverTypes[pb.Type].sizeSyntax != nil && !driverTypes[pb.Type].sizeSyntax.MatchString(sw.Target.Size):
-		add(at("target.size"), "size %q is not %s", sw.Target.Size, driverTypes[pb.Type].sizeHint)
+	case ok && DriverTypeTable[pb.Type].SizeSyntax != nil && !DriverTypeTable[pb.Type].SizeSyntax.MatchString(sw.Target.Size):
+		add(at("target.size"), "size %q is not %s", sw.Target.Size, DriverTypeTable[pb.Type].SizeHint)
 	}
 
 	if c := sw.Cutover.LoadBalancer; c != nil {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/plans/runner"
 	"github.com/vmswap/vmswap/verify/probe"
 )
 
@@ -20,29 +21,29 @@ import (
 // swaps: `vmswap demo --compare` adds the classic in-place resize.
 type Comparison struct {
 	Title  string
-	Result plans.SwapResult
+	Result runner.SwapResult
 	Probe  *probe.Summary
-	Steps  map[string]*plans.StepLog
+	Steps  map[string]*runner.StepLog
 	// Outage is the time during which requests failed.
 	Outage time.Duration
 }
 
 // Write renders the report of run j of plan p, with any comparisons.
-func Write(w io.Writer, p *plans.Plan, j *plans.Journal, res *plans.Result, cmp ...Comparison) error {
+func Write(w io.Writer, p *plans.Plan, j *runner.Journal, res *runner.Result, cmp ...Comparison) error {
 	data := struct {
 		Status string
 		RunID  string
 		Swaps  []swapView
 	}{Status: string(res.Status), RunID: j.RunID}
 	for i, st := range j.Swaps {
-		var sr plans.SwapResult
+		var sr runner.SwapResult
 		if i < len(res.Swaps) {
 			sr = res.Swaps[i]
 		}
 		data.Swaps = append(data.Swaps, view(p.Swaps[i], st, sr))
 	}
 	for _, c := range cmp {
-		st := &plans.SwapState{Steps: c.Steps, Probe: c.Probe}
+		st := &runner.SwapState{Steps: c.Steps, Probe: c.Probe}
 		v := swapView{Title: c.Title, Result: c.Result}
 		var t0, t1 time.Time
 		for _, name := range classicSteps {
@@ -68,8 +69,8 @@ var classicSteps = []string{"shutdown", "resize", "power_on"}
 
 type swapView struct {
 	Title   string
-	Result  plans.SwapResult
-	Checks  []plans.CheckResult
+	Result  runner.SwapResult
+	Checks  []runner.CheckResult
 	Chart   template.HTML
 	Steps   []stepView
 	Outage  float64
@@ -91,10 +92,10 @@ var bandColors = map[string]string{"preflight": "#e8e8e8", "snapshot": "#cfe3ff"
 	"verify": "#ffd9c4", "cutover": "#f3c6ff", "observe": "#c4f2ef", "retire": "#e0e0f8", "rollback": "#ffc4c4",
 	"shutdown": "#ffd0d0", "resize": "#ffb0b0", "power_on": "#ffe0c0"}
 
-func view(sw plans.Swap, st *plans.SwapState, sr plans.SwapResult) swapView {
+func view(sw plans.Swap, st *runner.SwapState, sr runner.SwapResult) swapView {
 	v := swapView{Title: fmt.Sprintf("%s → %s (%s, %s)", sr.Source, dash(sr.New), sw.Target.Size, sw.Cutover.Kind()), Result: sr, Checks: st.Checks}
 	var t0, t1 time.Time
-	for _, name := range append(append([]string{}, plans.Steps...), "rollback") {
+	for _, name := range append(append([]string{}, runner.Steps...), "rollback") {
 		l := st.Steps[name]
 		if l == nil {
 			continue
@@ -111,7 +112,7 @@ func view(sw plans.Swap, st *plans.SwapState, sr plans.SwapResult) swapView {
 			t1 = end
 		}
 	}
-	v.Chart = chartSteps(st, append(append([]string{}, plans.Steps...), "rollback"), st.Probe, t0, t1)
+	v.Chart = chartSteps(st, append(append([]string{}, runner.Steps...), "rollback"), st.Probe, t0, t1)
 	if st.Probe != nil {
 		for _, w := range st.Probe.Windows {
 			v.Windows = append(v.Windows, windowView{w.Name, w.Requests, w.Failed, float64(w.P50.Microseconds()) / 1000, float64(w.P99.Microseconds()) / 1000})
@@ -129,7 +130,7 @@ func dash(s string) string {
 
 // chart draws the step bands and, over them, the probe's requests per
 // second, failures and latency percentiles, on one time axis.
-func chartSteps(st *plans.SwapState, steps []string, pr *probe.Summary, t0, t1 time.Time) template.HTML {
+func chartSteps(st *runner.SwapState, steps []string, pr *probe.Summary, t0, t1 time.Time) template.HTML {
 	const W, H, left, right, top, bottom = 960.0, 370.0, 60.0, 60.0, 20.0, 50.0
 	if t0.IsZero() || !t1.After(t0) {
 		return ""

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/plans/runner"
 	"github.com/vmswap/vmswap/verify/probe"
 )
 
@@ -16,8 +17,8 @@ import (
 // fetched from the network.
 func TestReportIsSelfContained(t *testing.T) {
 	t0 := time.Date(2026, 11, 22, 3, 0, 0, 0, time.UTC)
-	step := func(s, e float64) *plans.StepLog {
-		return &plans.StepLog{Start: t0.Add(time.Duration(s * float64(time.Second))), End: t0.Add(time.Duration(e * float64(time.Second))), Status: "ok"}
+	step := func(s, e float64) *runner.StepLog {
+		return &runner.StepLog{Start: t0.Add(time.Duration(s * float64(time.Second))), End: t0.Add(time.Duration(e * float64(time.Second))), Status: "ok"}
 	}
 	var buckets []probe.Bucket
 	for i := 0; i < 40; i++ {
@@ -28,16 +29,16 @@ func TestReportIsSelfContained(t *testing.T) {
 		buckets = append(buckets, b)
 	}
 	pr := &probe.Summary{Start: t0.Add(2 * time.Second), End: t0.Add(6 * time.Second), Requests: 800, Failed: 2, Buckets: buckets}
-	st := &plans.SwapState{Status: "succeeded", Steps: map[string]*plans.StepLog{
+	st := &runner.SwapState{Status: "succeeded", Steps: map[string]*runner.StepLog{
 		"preflight": step(0, 0.1), "snapshot": step(0.1, 1), "launch": step(1, 1.1), "ready": step(1.1, 1.8),
 		"verify": step(1.8, 2), "cutover": step(2, 2.5), "observe": step(2.5, 5.5), "retire": step(5.5, 6)},
-		Checks: []plans.CheckResult{{Name: "memory", OK: true, Detail: "3.88GiB (want >= 3.5GiB)"}, {Name: "compare", OK: false, Detail: "bodies differ"}},
+		Checks: []runner.CheckResult{{Name: "memory", OK: true, Detail: "3.88GiB (want >= 3.5GiB)"}, {Name: "compare", OK: false, Detail: "bodies differ"}},
 		Probe:  pr}
 	p := &plans.Plan{Swaps: []plans.Swap{{Target: plans.Target{Size: "s-2vcpu-4gb"}, Cutover: plans.Cutover{LoadBalancer: &plans.LBCutover{}}}}}
-	j := &plans.Journal{RunID: "abc123", Swaps: []*plans.SwapState{st}}
-	res := &plans.Result{Status: "succeeded", Swaps: []plans.SwapResult{{Source: "web-1", New: "web-1-abc", Requests: 800, Failed: 2, P50ms: 1, P99ms: 3, DurationS: 6, Status: "succeeded"}}}
-	cmp := Comparison{Title: "classic", Result: plans.SwapResult{Failed: 200}, Probe: pr, Outage: 1100 * time.Millisecond,
-		Steps: map[string]*plans.StepLog{"shutdown": step(2, 2.3), "resize": step(2.3, 2.8), "power_on": step(2.8, 3.3)}}
+	j := &runner.Journal{RunID: "abc123", Swaps: []*runner.SwapState{st}}
+	res := &runner.Result{Status: "succeeded", Swaps: []runner.SwapResult{{Source: "web-1", New: "web-1-abc", Requests: 800, Failed: 2, P50ms: 1, P99ms: 3, DurationS: 6, Status: "succeeded"}}}
+	cmp := Comparison{Title: "classic", Result: runner.SwapResult{Failed: 200}, Probe: pr, Outage: 1100 * time.Millisecond,
+		Steps: map[string]*runner.StepLog{"shutdown": step(2, 2.3), "resize": step(2.3, 2.8), "power_on": step(2.8, 3.3)}}
 	var b bytes.Buffer
 	if err := Write(&b, p, j, res, cmp); err != nil {
 		t.Fatal(err)

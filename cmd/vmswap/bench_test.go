@@ -17,6 +17,7 @@ import (
 	"github.com/vmswap/vmswap/lab"
 	"github.com/vmswap/vmswap/lab/labtest"
 	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/plans/runner"
 	"github.com/vmswap/vmswap/verify"
 	"github.com/vmswap/vmswap/verify/probe"
 )
@@ -87,7 +88,7 @@ func benchSwap(b *testing.B, cutover string, rate int, observe time.Duration) {
 				calls++
 			}
 		}
-		j, err := plans.LoadJournal(plans.JournalPath(planFile))
+		j, err := runner.LoadJournal(runner.JournalPath(planFile))
 		if err != nil || j.Swaps[0].Probe == nil {
 			b.Fatalf("journal: %v", err)
 		}

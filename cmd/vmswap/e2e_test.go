@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/vmswap/vmswap/lab"
-	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/plans/runner"
 	"github.com/vmswap/vmswap/verify/probe"
 )
 
@@ -74,7 +74,7 @@ func TestDemoJSON(t *testing.T) {
 	var sum struct {
 		Event  string
 		Status string
-		Swaps  []plans.SwapResult
+		Swaps  []runner.SwapResult
 	}
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &sum); err != nil {
 		t.Fatalf("last line %q: %v", lines[len(lines)-1], err)
@@ -193,7 +193,7 @@ func TestLabPlanApplyInterruptResume(t *testing.T) {
 	// Interrupt once traffic has moved: during observe.
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		j, _ := plans.LoadJournal(plans.JournalPath(planFile))
+		j, _ := runner.LoadJournal(runner.JournalPath(planFile))
 		if j != nil && slices.Contains(j.Swaps[0].Done, "cutover") {
 			break
 		}
@@ -206,7 +206,7 @@ func TestLabPlanApplyInterruptResume(t *testing.T) {
 	cmd.Process.Signal(syscall.SIGINT)
 	err = cmd.Wait()
 	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != plans.ExitAttention || !strings.Contains(errb.String(), "vmswap apply "+planFile) {
+	if !errors.As(err, &ee) || ee.ExitCode() != runner.ExitAttention || !strings.Contains(errb.String(), "vmswap apply "+planFile) {
 		t.Fatalf("interrupted apply: %v\n%s", err, errb.String())
 	}
 	t.Logf("interrupted: %s", lastLine(errb.String()))
@@ -277,7 +277,7 @@ swaps:
 	for _, args := range [][]string{{"validate", bad}, {"apply", bad}} {
 		r := vmswap(t, env, args...)
 		errs := regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(bad)+`:\d+:\d+: .+$`).FindAllString(r.stderr, -1)
-		if r.code != plans.ExitBadInput || len(errs) != 3 {
+		if r.code != runner.ExitBadInput || len(errs) != 3 {
 			t.Fatalf("%s: exit %d, %d located errors:\n%s", args[0], r.code, len(errs), r.stderr)
 		}
 		if args[0] == "validate" {
@@ -304,16 +304,16 @@ func TestLabServeErrors(t *testing.T) {
 	}
 	defer ln.Close()
 	r := vmswap(t, nil, "lab", "serve", "--state", t.TempDir(), "--listen", ln.Addr().String())
-	if r.code != plans.ExitBadInput || !strings.Contains(r.stderr, "address already in use") || !strings.Contains(r.stderr, "--listen") {
+	if r.code != runner.ExitBadInput || !strings.Contains(r.stderr, "address already in use") || !strings.Contains(r.stderr, "--listen") {
 		t.Fatalf("port in use: %+v", r)
 	}
 	ep, _ := labServe(t)
 	r = vmswap(t, []string{"DIGITALOCEAN_TOKEN=wrong-token"}, "plan", "--endpoint", ep.DigitalOceanAPI, "--source", "web-1", "--size", "s-2vcpu-4gb", "--lb", "x")
-	if r.code != plans.ExitBadInput || !strings.Contains(r.stderr, "the API refused the token (401 Unable to authenticate you): check DIGITALOCEAN_TOKEN") || strings.Contains(r.stderr, "wrong-token") {
+	if r.code != runner.ExitBadInput || !strings.Contains(r.stderr, "the API refused the token (401 Unable to authenticate you): check DIGITALOCEAN_TOKEN") || strings.Contains(r.stderr, "wrong-token") {
 		t.Fatalf("bad token: %+v", r)
 	}
 	r = vmswap(t, []string{"DIGITALOCEAN_TOKEN=", "DIGITALOCEAN_ACCESS_TOKEN="}, "plan", "--source", "web-1", "--size", "s-2vcpu-4gb", "--lb", "x")
-	if r.code != plans.ExitBadInput || !strings.Contains(r.stderr, "set DIGITALOCEAN_TOKEN or DIGITALOCEAN_ACCESS_TOKEN") {
+	if r.code != runner.ExitBadInput || !strings.Contains(r.stderr, "set DIGITALOCEAN_TOKEN or DIGITALOCEAN_ACCESS_TOKEN") {
 		t.Fatalf("no token: %+v", r)
 	}
 }

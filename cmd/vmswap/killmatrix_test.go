@@ -16,6 +16,7 @@ import (
 	"github.com/vmswap/vmswap/lab"
 	"github.com/vmswap/vmswap/lab/labtest"
 	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/plans/runner"
 	"github.com/vmswap/vmswap/verify"
 	"github.com/vmswap/vmswap/verify/probe"
 )
@@ -136,7 +137,7 @@ func checkpoints(t *testing.T, cutover, op string) (journal, api, first int) {
 	if r.code != 0 {
 		t.Fatalf("clean run: exit %d: %s", r.code, r.stderr)
 	}
-	j, err := plans.LoadJournal(plans.JournalPath(w.planFile))
+	j, err := runner.LoadJournal(runner.JournalPath(w.planFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +206,7 @@ func killAndResume(t *testing.T, w *killWorld, pt string) {
 	}
 	// The lock of the killed run is reported, not silently broken.
 	locked := vmswap(t, w.env, "apply", "--poll", "50ms", w.planFile)
-	if locked.code != plans.ExitBadInput || !strings.Contains(locked.stderr, "no longer running") || !strings.Contains(locked.stderr, "--break-lock") {
+	if locked.code != runner.ExitBadInput || !strings.Contains(locked.stderr, "no longer running") || !strings.Contains(locked.stderr, "--break-lock") {
 		t.Fatalf("second apply over a dead run's lock: exit %d\n%s", locked.code, locked.stderr)
 	}
 	second := vmswap(t, w.env, "apply", "--poll", "50ms", "--break-lock", w.planFile)

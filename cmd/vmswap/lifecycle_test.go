@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/plans/runner"
 	"github.com/vmswap/vmswap/verify/probe"
 )
 
@@ -32,10 +33,10 @@ func startApply(t *testing.T, w *killWorld, file string, args ...string) (*exec.
 }
 
 // waitJournal waits until the plan's journal satisfies ok.
-func waitJournal(t *testing.T, file string, ok func(*plans.SwapState) bool, out *bytes.Buffer) {
+func waitJournal(t *testing.T, file string, ok func(*runner.SwapState) bool, out *bytes.Buffer) {
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
-		if j, _ := plans.LoadJournal(plans.JournalPath(file)); j != nil && ok(j.Swaps[0]) {
+		if j, _ := runner.LoadJournal(runner.JournalPath(file)); j != nil && ok(j.Swaps[0]) {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -55,11 +56,11 @@ func exitCode(err error) int {
 }
 
 // interruptAt starts apply and sends SIGINT once the journal satisfies ok.
-func interruptAt(t *testing.T, w *killWorld, ok func(*plans.SwapState) bool) string {
+func interruptAt(t *testing.T, w *killWorld, ok func(*runner.SwapState) bool) string {
 	cmd, out := startApply(t, w, w.planFile)
 	waitJournal(t, w.planFile, ok, out)
 	cmd.Process.Signal(syscall.SIGINT)
-	if code := exitCode(cmd.Wait()); code != plans.ExitAttention {
+	if code := exitCode(cmd.Wait()); code != runner.ExitAttention {
 		t.Fatalf("interrupted apply: exit %d\n%s", code, out)
 	}
 	return out.String()
@@ -102,8 +103,8 @@ func TestApplyAfterRollbackStartsANewRun(t *testing.T) {
 	if len(inv.Droplets) != 2 || len(inv.Snapshots) != 0 {
 		t.Fatalf("after cleanup: %+v", inv)
 	}
-	j, _ := plans.LoadJournal(plans.JournalPath(w.planFile))
-	if len(j.History) != 1 || j.History[0].Status != plans.StatusReverted {
+	j, _ := runner.LoadJournal(runner.JournalPath(w.planFile))
+	if len(j.History) != 1 || j.History[0].Status != runner.StatusReverted {
 		t.Fatalf("history: %+v", j.History)
 	}
 }
@@ -115,24 +116,24 @@ func TestApplyAfterRollbackStartsANewRun(t *testing.T) {
 func TestChangedPlanDuringInterruptedRun(t *testing.T) {
 	t.Parallel()
 	w := newCutoverWorld(t, "", "loadbalancer")
-	interruptAt(t, w, func(s *plans.SwapState) bool { return slices.Contains(s.Intents, "lb_added") })
+	interruptAt(t, w, func(s *runner.SwapState) bool { return slices.Contains(s.Intents, "lb_added") })
 	ep := w.l.Endpoints()
 	r := vmswap(t, w.env, "plan", "--endpoint", ep.DigitalOceanAPI, "--source", "web-1", "--size", "s-2vcpu-4gb", "--lb", w.lbID, "-o", w.planFile)
-	must(t, r, plans.ExitBadInput, "has an unfinished run", "vmswap apply --finish "+w.planFile)
+	must(t, r, runner.ExitBadInput, "has an unfinished run", "vmswap apply --finish "+w.planFile)
 	changed := *w.plan
 	changed.Swaps = slices.Clone(changed.Swaps)
 	changed.Swaps[0].Observe = plans.Duration(2 * time.Second)
 	w.writePlan(t, w.planFile, &changed)
-	must(t, vmswap(t, w.env, "apply", w.planFile), plans.ExitBadInput, "changed since run", "vmswap apply --finish "+w.planFile, "vmswap rollback "+w.planFile)
-	must(t, vmswap(t, w.env, "cleanup", "--yes", w.planFile), plans.ExitBadInput, "owns what it created")
+	must(t, vmswap(t, w.env, "apply", w.planFile), runner.ExitBadInput, "changed since run", "vmswap apply --finish "+w.planFile, "vmswap rollback "+w.planFile)
+	must(t, vmswap(t, w.env, "cleanup", "--yes", w.planFile), runner.ExitBadInput, "owns what it created")
 	must(t, vmswap(t, w.env, "apply", "--finish", "--poll", "50ms", w.planFile), 0, "resuming run", "vmswap: succeeded")
-	j, _ := plans.LoadJournal(plans.JournalPath(w.planFile))
+	j, _ := runner.LoadJournal(runner.JournalPath(w.planFile))
 	if obs := j.Swaps[0].Steps["observe"]; obs.End.Sub(obs.Start) >= 2*time.Second {
 		t.Fatalf("--finish ran the changed plan (observe %s)", obs.End.Sub(obs.Start))
 	}
 	must(t, vmswap(t, w.env, "rollback", "--poll", "50ms", w.planFile), 0, "vmswap: reverted")
 	must(t, vmswap(t, w.env, "apply", "--poll", "50ms", w.planFile), 0, "starting run", "vmswap: succeeded")
-	j, _ = plans.LoadJournal(plans.JournalPath(w.planFile))
+	j, _ = runner.LoadJournal(runner.JournalPath(w.planFile))
 	if obs := j.Swaps[0].Steps["observe"]; obs.End.Sub(obs.Start) < 2*time.Second {
 		t.Fatalf("the new run did not run the changed plan (observe %s)", obs.End.Sub(obs.Start))
 	}
@@ -146,11 +147,11 @@ func TestResumeObservesInFull(t *testing.T) {
 	w := newCutoverWorld(t, "", "loadbalancer")
 	w.plan.Swaps[0].Observe = plans.Duration(3 * time.Second)
 	w.writePlan(t, w.planFile, w.plan)
-	interruptAt(t, w, func(s *plans.SwapState) bool { return slices.Contains(s.Done, "cutover") })
+	interruptAt(t, w, func(s *runner.SwapState) bool { return slices.Contains(s.Done, "cutover") })
 	time.Sleep(4 * time.Second)
 	r := vmswap(t, w.env, "apply", "--poll", "50ms", w.planFile)
 	must(t, r, 0, "resuming run", "probe: 50 req/s", "vmswap: succeeded")
-	j, _ := plans.LoadJournal(plans.JournalPath(w.planFile))
+	j, _ := runner.LoadJournal(runner.JournalPath(w.planFile))
 	obs := j.Swaps[0].Steps["observe"]
 	if d := obs.End.Sub(obs.Start); d < 3*time.Second {
 		t.Fatalf("resumed observe lasted %s, want the full 3s", d)
@@ -173,11 +174,11 @@ func TestTwoPlansOneServer(t *testing.T) {
 	p2.ID = "other"
 	w.writePlan(t, other, &p2)
 	cmd, out := startApply(t, w, w.planFile)
-	waitJournal(t, w.planFile, func(s *plans.SwapState) bool { return slices.Contains(s.Done, "preflight") }, out)
+	waitJournal(t, w.planFile, func(s *runner.SwapState) bool { return slices.Contains(s.Done, "preflight") }, out)
 	time.Sleep(2 * time.Second)
 	before := len(w.l.Requests())
 	r := vmswap(t, w.env, "apply", "--poll", "50ms", other)
-	must(t, r, plans.ExitBadInput, "web-1 is being swapped by run", "nothing was changed")
+	must(t, r, runner.ExitBadInput, "web-1 is being swapped by run", "nothing was changed")
 	if code := exitCode(cmd.Wait()); code != 0 {
 		t.Fatalf("first apply: exit %d\n%s", code, out)
 	}
@@ -195,8 +196,8 @@ func TestTwoPlansOneServer(t *testing.T) {
 	if len(inv.Droplets) != 2 || len(inv.LBs[0].Droplets) != 1 {
 		t.Fatalf("after two plans: %+v", inv)
 	}
-	j, _ := plans.LoadJournal(plans.JournalPath(other))
-	if j.Status != plans.StatusRefused {
+	j, _ := runner.LoadJournal(runner.JournalPath(other))
+	if j.Status != runner.StatusRefused {
 		t.Fatalf("second plan's run: %s", j.Status)
 	}
 }
@@ -272,17 +273,17 @@ func TestEveryCommandIsCancellable(t *testing.T) {
 	for _, f := range []string{"/dev/zero", fifo} {
 		start := time.Now()
 		r := vmswap(t, nil, "validate", f)
-		must(t, r, plans.ExitBadInput, "not a regular file")
+		must(t, r, runner.ExitBadInput, "not a regular file")
 		if d := time.Since(start); d > 10*time.Second {
 			t.Fatalf("validate %s took %s", f, d)
 		}
 	}
 	big := filepath.Join(t.TempDir(), "big.yaml")
 	os.WriteFile(big, bytes.Repeat([]byte("# x\n"), plans.MaxPlanSize/4+1), 0o644)
-	must(t, vmswap(t, nil, "validate", big), plans.ExitBadInput, "over the 4 MiB")
+	must(t, vmswap(t, nil, "validate", big), runner.ExitBadInput, "over the 4 MiB")
 	r := vmswap(t, nil, "apply", "-o", "json", filepath.Join(t.TempDir(), "missing.yaml"))
 	var ev struct{ Event, Message string }
-	if err := json.Unmarshal([]byte(lastLine(r.stdout)), &ev); err != nil || ev.Event != "error" || !strings.Contains(ev.Message, "no such file") || r.code != plans.ExitBadInput {
+	if err := json.Unmarshal([]byte(lastLine(r.stdout)), &ev); err != nil || ev.Event != "error" || !strings.Contains(ev.Message, "no such file") || r.code != runner.ExitBadInput {
 		t.Fatalf("apply -o json of a missing plan: %+v (%v)", r, err)
 	}
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/vmswap/vmswap/lab"
 	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/plans/runner"
 	"golang.org/x/crypto/ssh"
 	"gopkg.in/yaml.v3"
 )
@@ -118,7 +119,7 @@ func TestSecretsNeverWritten(t *testing.T) {
 		rj := vmswap(t, w.env, "status", "--output", "json", planFile)
 		outputs = append(outputs, rj.stdout, rj.stderr)
 		t.Logf("%s: exit %d", fault.Kind, r.code)
-		if r.code != plans.ExitRolledBack {
+		if r.code != runner.ExitRolledBack {
 			t.Fatalf("%s: exit %d: %s", fault.Kind, r.code, r.stderr)
 		}
 	}

@@ -11,6 +11,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/plans/registry"
+	"github.com/vmswap/vmswap/plans/runner"
 	"github.com/vmswap/vmswap/report"
 )
 
@@ -27,13 +29,13 @@ type ApplyOptions struct {
 	// Poll overrides the drivers' and runner's poll interval (tests, the lab).
 	Poll time.Duration
 	// Clock overrides the runner's clock (tests).
-	Clock plans.Clock
+	Clock runner.Clock
 	// AfterSave is passed to the runner (crash tests).
 	AfterSave func(int)
 	// Comparisons are drawn in the report beside the swaps (demo --compare).
 	Comparisons []report.Comparison
 	// Summary, if set, receives the result before it is printed.
-	Summary func(*plans.Result)
+	Summary func(*runner.Result)
 	// printer, if set, is used instead of a new one (the demo's, so the
 	// elapsed times run on).
 	printer *printer
@@ -90,21 +92,21 @@ func newRunID() string {
 // the plan the session acts on: everything apply, rollback and upgrade need
 // before a run. A decision to do nothing or to refuse comes back with no
 // drivers and no lock.
-func openSession(opts *ApplyOptions, pr *printer, cmd plans.Command) (*plans.Session, map[string]*plans.Drivers, error) {
-	sess, err := plans.OpenSession(opts.PlanFile, cmd, opts.BreakLock, newRunID)
+func openSession(opts *ApplyOptions, pr *printer, cmd runner.Command) (*runner.Session, map[string]*registry.Drivers, error) {
+	sess, err := runner.OpenSession(opts.PlanFile, cmd, opts.BreakLock, newRunID)
 	if err != nil {
 		var pe plans.Errors
 		if errors.As(err, &pe) {
 			return nil, nil, planErrors(err)
 		}
-		var le *plans.LockedError
+		var le *runner.LockedError
 		if errors.As(err, &le) {
-			return nil, nil, exitf(plans.ExitBadInput, "%v", err)
+			return nil, nil, exitf(runner.ExitBadInput, "%v", err)
 		}
-		return nil, nil, exitf(plans.ExitAttention, "%v", err)
+		return nil, nil, exitf(runner.ExitAttention, "%v", err)
 	}
 	if err := sess.Decision.Refusal(); err != nil {
-		return nil, nil, exitf(plans.ExitBadInput, "%v", err)
+		return nil, nil, exitf(runner.ExitBadInput, "%v", err)
 	}
 	if sess.Lock == nil {
 		return sess, nil, nil
@@ -112,15 +114,15 @@ func openSession(opts *ApplyOptions, pr *printer, cmd plans.Command) (*plans.Ses
 	cp, err := parseCrash(opts.Getenv)
 	if err != nil {
 		sess.Close()
-		return nil, nil, exitf(plans.ExitBadInput, "%v", err)
+		return nil, nil, exitf(runner.ExitBadInput, "%v", err)
 	}
 	if cp != nil {
 		opts.AfterSave = cp.afterSave()
 	}
-	drivers, err := plans.Build(sess.Doc.Plan, plans.BuildOptions{Getenv: opts.Getenv, Progress: pr.progress, PollInterval: opts.Poll, HTTPClient: cp.httpClient()})
+	drivers, err := registry.Build(sess.Doc.Plan, registry.BuildOptions{Getenv: opts.Getenv, Progress: pr.progress, PollInterval: opts.Poll, HTTPClient: cp.httpClient()})
 	if err != nil {
 		sess.Close()
-		return nil, nil, exitf(plans.ExitBadInput, "%v", err)
+		return nil, nil, exitf(runner.ExitBadInput, "%v", err)
 	}
 	return sess, drivers, nil
 }
@@ -133,30 +135,30 @@ func applyRun(ctx context.Context, opts *ApplyOptions) error {
 			return err
 		}
 	}
-	cmd := plans.CmdApply
+	cmd := runner.CmdApply
 	if opts.Finish {
-		cmd = plans.CmdFinish
+		cmd = runner.CmdFinish
 	}
 	sess, drivers, err := openSession(opts, pr, cmd)
 	if err != nil {
 		return pr.fail(err)
 	}
 	if sess.Lock == nil { // nothing to do
-		pr.emit(plans.Event{Event: "progress", Message: sess.Decision.Why})
-		pr.summary(&plans.Result{Status: sess.Journal.Status})
+		pr.emit(runner.Event{Event: "progress", Message: sess.Decision.Why})
+		pr.summary(&runner.Result{Status: sess.Journal.Status})
 		return nil
 	}
 	defer sess.Close()
 	j := sess.Journal
-	if sess.Decision.Action == plans.ActResume {
-		pr.emit(plans.Event{Event: "progress", Message: fmt.Sprintf("resuming run %s (%s) from %s", j.RunID, j.Status, j.Path())})
+	if sess.Decision.Action == runner.ActResume {
+		pr.emit(runner.Event{Event: "progress", Message: fmt.Sprintf("resuming run %s (%s) from %s", j.RunID, j.Status, j.Path())})
 	} else if len(j.History) > 0 {
-		pr.emit(plans.Event{Event: "progress", Message: fmt.Sprintf("starting run %s (the last run, %s, is %s)", j.RunID, j.History[len(j.History)-1].RunID, j.History[len(j.History)-1].Status)})
+		pr.emit(runner.Event{Event: "progress", Message: fmt.Sprintf("starting run %s (the last run, %s, is %s)", j.RunID, j.History[len(j.History)-1].RunID, j.History[len(j.History)-1].Status)})
 	}
 	res := run(ctx, opts, sess.Doc, j, drivers, pr)
 	if opts.Report != "" {
 		if err := writeReport(opts.Report, sess.Doc, j, res, opts.Comparisons...); err != nil {
-			pr.emit(plans.Event{Event: "warning", Message: "report: " + err.Error()})
+			pr.emit(runner.Event{Event: "warning", Message: "report: " + err.Error()})
 		}
 	}
 	if opts.Summary != nil {
@@ -171,14 +173,14 @@ func applyRun(ctx context.Context, opts *ApplyOptions) error {
 
 // run runs the runner; the first interrupt (ctx) stops it at the next safe
 // point, a second quits at once (root.go).
-func run(ctx context.Context, opts *ApplyOptions, doc *plans.Document, j *plans.Journal, drivers map[string]*plans.Drivers, pr *printer) *plans.Result {
+func run(ctx context.Context, opts *ApplyOptions, doc *plans.Document, j *runner.Journal, drivers map[string]*registry.Drivers, pr *printer) *runner.Result {
 	if ctx == nil {
 		ctx = context.Background()
 	}
 	stop := context.AfterFunc(ctx, func() {
-		pr.emit(plans.Event{Event: "warning", Message: "interrupt: stopping at the next safe point (press Ctrl-C again to quit at once)"})
+		pr.emit(runner.Event{Event: "warning", Message: "interrupt: stopping at the next safe point (press Ctrl-C again to quit at once)"})
 	})
 	defer stop()
-	r := &plans.Runner{Doc: doc, Drivers: drivers, Journal: j, Emit: pr.emit, Clock: opts.Clock, Poll: opts.Poll, AfterSave: opts.AfterSave, PlanFile: opts.PlanFile}
+	r := &runner.Runner{Doc: doc, Drivers: drivers, Journal: j, Emit: pr.emit, Clock: opts.Clock, Poll: opts.Poll, AfterSave: opts.AfterSave, PlanFile: opts.PlanFile}
 	return r.Run(ctx)
 }

@@ -10,6 +10,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/plans/registry"
+	"github.com/vmswap/vmswap/plans/runner"
 )
 
 // CleanupOptions are the inputs of `vmswap cleanup`.
@@ -47,26 +49,26 @@ func cleanupRun(ctx context.Context, o *CleanupOptions) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	sess, err := plans.OpenSession(o.PlanFile, plans.CmdCleanup, false, newRunID)
+	sess, err := runner.OpenSession(o.PlanFile, runner.CmdCleanup, false, newRunID)
 	if err != nil {
 		var pe plans.Errors
 		if errors.As(err, &pe) {
 			return planErrors(err)
 		}
-		return exitf(plans.ExitBadInput, "%v", err)
+		return exitf(runner.ExitBadInput, "%v", err)
 	}
 	if err := sess.Decision.Refusal(); err != nil {
-		return exitf(plans.ExitBadInput, "%v", err)
+		return exitf(runner.ExitBadInput, "%v", err)
 	}
 	defer sess.Close()
 	doc, j := sess.Doc, sess.Journal
-	drivers, err := plans.Build(doc.Plan, plans.BuildOptions{Getenv: o.Getenv})
+	drivers, err := registry.Build(doc.Plan, registry.BuildOptions{Getenv: o.Getenv})
 	if err != nil {
-		return exitf(plans.ExitBadInput, "%v", err)
+		return exitf(runner.ExitBadInput, "%v", err)
 	}
-	orphans, err := plans.FindOrphans(ctx, doc, j, drivers)
+	orphans, err := runner.FindOrphans(ctx, doc, j, drivers)
 	if err != nil {
-		return exitf(plans.ExitAttention, "%v", err)
+		return exitf(runner.ExitAttention, "%v", err)
 	}
 	if len(orphans) == 0 {
 		fmt.Fprintln(o.IO.Out, "nothing to clean up")
@@ -78,16 +80,16 @@ func cleanupRun(ctx context.Context, o *CleanupOptions) error {
 	}
 	if !o.Yes {
 		if !o.IO.IsTerminal {
-			return exitf(plans.ExitBadInput, "not deleting without confirmation: run `vmswap cleanup --yes %s`", o.PlanFile)
+			return exitf(runner.ExitBadInput, "not deleting without confirmation: run `vmswap cleanup --yes %s`", o.PlanFile)
 		}
 		fmt.Fprintf(o.IO.ErrOut, "delete them? [y/N] ")
 		line, _ := bufio.NewReader(o.IO.In).ReadString('\n')
 		if a := strings.ToLower(strings.TrimSpace(line)); a != "y" && a != "yes" {
-			return exitf(plans.ExitBadInput, "nothing deleted")
+			return exitf(runner.ExitBadInput, "nothing deleted")
 		}
 	}
-	if errs := plans.DeleteOrphans(ctx, orphans, drivers); len(errs) > 0 {
-		return &ExitError{Code: plans.ExitAttention, Err: fmt.Errorf("%w\nrun `vmswap cleanup --yes %s` again to retry", errors.Join(errs...), o.PlanFile)}
+	if errs := runner.DeleteOrphans(ctx, orphans, drivers); len(errs) > 0 {
+		return &ExitError{Code: runner.ExitAttention, Err: fmt.Errorf("%w\nrun `vmswap cleanup --yes %s` again to retry", errors.Join(errs...), o.PlanFile)}
 	}
 	fmt.Fprintf(o.IO.Out, "deleted %d resource(s)\n", len(orphans))
 	return nil

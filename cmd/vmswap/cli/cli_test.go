@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/plans/runner"
 )
 
 // cliRun runs vmswap's Main with in-memory streams and no environment.
@@ -23,7 +24,7 @@ func cliRun(args ...string) (code int, stdout, stderr string) {
 // a journal whose last run is in the given state. The plan's provider has
 // no endpoint a test could reach: every command here must decide from the
 // journal alone.
-func planWithRun(t *testing.T, state plans.State) string {
+func planWithRun(t *testing.T, state runner.State) string {
 	t.Helper()
 	b, err := os.ReadFile("../../../examples/digitalocean-reserved-ip.yaml")
 	if err != nil {
@@ -40,7 +41,7 @@ func planWithRun(t *testing.T, state plans.State) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	j := plans.NewJournal(plans.JournalPath(file), doc, "run123")
+	j := runner.NewJournal(runner.JournalPath(file), doc, "run123")
 	j.Status = state
 	if err := j.Save(); err != nil {
 		t.Fatal(err)
@@ -51,19 +52,19 @@ func planWithRun(t *testing.T, state plans.State) string {
 func TestCommandsDecideFromTheJournal(t *testing.T) {
 	tests := []struct {
 		desc  string
-		state plans.State
+		state runner.State
 		args  []string
 		code  int
 		want  string
 	}{
-		{desc: "apply of a succeeded plan does nothing", state: plans.StatusSucceeded, args: []string{"apply"}, code: 0, want: "already applied"},
+		{desc: "apply of a succeeded plan does nothing", state: runner.StatusSucceeded, args: []string{"apply"}, code: 0, want: "already applied"},
 		{desc: "finish with no run", args: []string{"apply", "--finish"}, code: 2, want: "no run to finish"},
 		{desc: "rollback with no run", args: []string{"rollback"}, code: 2, want: "nothing to roll back"},
-		{desc: "rollback of a reverted run does nothing", state: plans.StatusReverted, args: []string{"rollback"}, code: 0, want: "already rolled back"},
-		{desc: "rollback of a refused run does nothing", state: plans.StatusRefused, args: []string{"rollback"}, code: 0, want: "changed nothing"},
-		{desc: "cleanup refuses an interrupted run", state: plans.StatusInterrupted, args: []string{"cleanup", "--yes"}, code: 2, want: "owns what it created"},
-		{desc: "status of an interrupted run says what to run", state: plans.StatusInterrupted, args: []string{"status"}, code: 0, want: "next: vmswap apply"},
-		{desc: "a run marked running with no lock was killed", state: plans.StatusRunning, args: []string{"status"}, code: 0, want: ": interrupted"},
+		{desc: "rollback of a reverted run does nothing", state: runner.StatusReverted, args: []string{"rollback"}, code: 0, want: "already rolled back"},
+		{desc: "rollback of a refused run does nothing", state: runner.StatusRefused, args: []string{"rollback"}, code: 0, want: "changed nothing"},
+		{desc: "cleanup refuses an interrupted run", state: runner.StatusInterrupted, args: []string{"cleanup", "--yes"}, code: 2, want: "owns what it created"},
+		{desc: "status of an interrupted run says what to run", state: runner.StatusInterrupted, args: []string{"status"}, code: 0, want: "next: vmswap apply"},
+		{desc: "a run marked running with no lock was killed", state: runner.StatusRunning, args: []string{"status"}, code: 0, want: ": interrupted"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.desc, func(t *testing.T) {
@@ -79,11 +80,11 @@ func TestCommandsDecideFromTheJournal(t *testing.T) {
 // TestReplanRefusedOverAnUnfinishedRun: `plan -o` never writes over a plan
 // whose run is unfinished, and says so before asking any API.
 func TestReplanRefusedOverAnUnfinishedRun(t *testing.T) {
-	file := planWithRun(t, plans.StatusInterrupted)
+	file := planWithRun(t, runner.StatusInterrupted)
 	before, _ := os.ReadFile(file)
 	code, _, errs := cliRun("plan", "--endpoint", "http://127.0.0.1:1", "--source", "web-1", "--size", "s-2vcpu-4gb", "--reserved-ip", "192.0.2.1", "-o", file)
 	after, _ := os.ReadFile(file)
-	if code != plans.ExitBadInput || !strings.Contains(errs, "has an unfinished run (run123, interrupted)") || !bytes.Equal(before, after) {
+	if code != runner.ExitBadInput || !strings.Contains(errs, "has an unfinished run (run123, interrupted)") || !bytes.Equal(before, after) {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
 }
@@ -106,11 +107,11 @@ func TestJSONErrorsBeforeTheRun(t *testing.T) {
 // never dropped.
 func TestProbeFlagsNeedAURL(t *testing.T) {
 	code, _, errs := cliRun("plan", "--source", "web-1", "--size", "s-2vcpu-4gb", "--lb", "x", "--probe-rate", "200")
-	if code != plans.ExitBadInput || !strings.Contains(errs, "--probe-rate and --probe-resolver need --probe-url") {
+	if code != runner.ExitBadInput || !strings.Contains(errs, "--probe-rate and --probe-resolver need --probe-url") {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
 	code, _, errs = cliRun("plan", "--source", "web-1", "--size", "s-2vcpu-4gb", "--lb", "x", "--probe-url", "http://192.0.2.1/", "--probe-rate", "0")
-	if code != plans.ExitBadInput || !strings.Contains(errs, "--probe-rate 0") {
+	if code != runner.ExitBadInput || !strings.Contains(errs, "--probe-rate 0") {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
 }

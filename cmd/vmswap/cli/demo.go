@@ -18,6 +18,8 @@ import (
 
 	"github.com/vmswap/vmswap/lab"
 	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/plans/registry"
+	"github.com/vmswap/vmswap/plans/runner"
 	"github.com/vmswap/vmswap/report"
 	"github.com/vmswap/vmswap/verify"
 	"github.com/vmswap/vmswap/verify/probe"
@@ -91,7 +93,7 @@ func demoRun(ctx context.Context, o *DemoOptions) error {
 	cfg.Logf = func(format string, args ...any) { pr.progress(format, args...) }
 	l, err := lab.Start(cfg)
 	if err != nil {
-		return exitf(plans.ExitAttention, "%v", err)
+		return exitf(runner.ExitAttention, "%v", err)
 	}
 	defer l.Close()
 	if cfg.SpecsDir != "" {
@@ -102,7 +104,7 @@ func demoRun(ctx context.Context, o *DemoOptions) error {
 
 	planFile, classicIP, err := demoWorld(ctx, l, dir, pr, o.Compare)
 	if err != nil {
-		return exitf(plans.ExitAttention, "demo setup: %v", err)
+		return exitf(runner.ExitAttention, "demo setup: %v", err)
 	}
 	ep := l.Endpoints()
 	getenv := func(k string) string {
@@ -115,7 +117,7 @@ func demoRun(ctx context.Context, o *DemoOptions) error {
 	var classic *report.Comparison
 	if o.Compare {
 		if classic, err = classicResize(ctx, l, getenv, classicIP, pr); err != nil {
-			return exitf(plans.ExitAttention, "classic resize: %v", err)
+			return exitf(runner.ExitAttention, "classic resize: %v", err)
 		}
 		ao.Comparisons = []report.Comparison{*classic}
 		if pr.json {
@@ -124,8 +126,8 @@ func demoRun(ctx context.Context, o *DemoOptions) error {
 			fmt.Fprintln(o.IO.Out, string(b))
 		}
 	}
-	var res *plans.Result
-	ao.Summary = func(r *plans.Result) { res = r }
+	var res *runner.Result
+	ao.Summary = func(r *runner.Result) { res = r }
 	if o.Dir == "" {
 		pr.progress("plan written to %s (a temporary directory, removed at the end; keep it with --dir DIR); applying it", planFile)
 	} else {
@@ -135,7 +137,7 @@ func demoRun(ctx context.Context, o *DemoOptions) error {
 	if classic != nil && res != nil && len(res.Swaps) > 0 && !pr.json {
 		printComparison(o.IO, res.Swaps[0], classic)
 	}
-	if res != nil && res.Status == plans.StatusSucceeded && !pr.json {
+	if res != nil && res.Status == runner.StatusSucceeded && !pr.json {
 		total, failed := 0, 0
 		for _, s := range res.Swaps {
 			total, failed = total+s.Requests, failed+s.Failed
@@ -146,7 +148,7 @@ func demoRun(ctx context.Context, o *DemoOptions) error {
 		}
 	}
 	if v := l.Violations(); len(v) > 0 {
-		pr.emit(plans.Event{Event: "warning", Message: fmt.Sprintf("lab saw %d spec violation(s), first: %s", len(v), v[0])})
+		pr.emit(runner.Event{Event: "warning", Message: fmt.Sprintf("lab saw %d spec violation(s), first: %s", len(v), v[0])})
 	}
 	if o.Dir == "" && err == nil {
 		os.RemoveAll(dir)
@@ -233,7 +235,7 @@ func demoWorld(ctx context.Context, l *lab.Lab, dir string, pr *printer, compare
 	if compare {
 		p.Swaps = p.Swaps[:1]
 	}
-	if err := plans.ObserveWorld(ctx, p, plans.BuildOptions{Getenv: func(k string) string {
+	if err := runner.ObserveWorld(ctx, p, registry.BuildOptions{Getenv: func(k string) string {
 		if k == "DIGITALOCEAN_TOKEN" {
 			return ep.Token
 		}
@@ -252,7 +254,7 @@ func demoWorld(ctx context.Context, l *lab.Lab, dir string, pr *printer, compare
 // classicResize resizes web-3 the classic way under a probe like vmswap's.
 func classicResize(ctx context.Context, l *lab.Lab, getenv func(string) string, ip string, pr *printer) (*report.Comparison, error) {
 	p := &plans.Plan{Version: 1, Providers: map[string]plans.Provider{"lab": {Type: "digitalocean", Endpoint: l.Endpoints().DigitalOceanAPI}}}
-	drivers, err := plans.Build(p, plans.BuildOptions{Getenv: getenv, PollInterval: 100 * time.Millisecond})
+	drivers, err := registry.Build(p, registry.BuildOptions{Getenv: getenv, PollInterval: 100 * time.Millisecond})
 	if err != nil {
 		return nil, err
 	}
@@ -272,10 +274,10 @@ func classicResize(ctx context.Context, l *lab.Lab, getenv func(string) string, 
 		return nil, err
 	}
 	time.Sleep(500 * time.Millisecond)
-	steps := map[string]*plans.StepLog{}
+	steps := map[string]*runner.StepLog{}
 	start := time.Now()
 	err = r.ResizeInPlace(ctx, srv.ID, "s-2vcpu-4gb", func(name string, s, e time.Time) {
-		steps[name] = &plans.StepLog{Start: s, End: e, Status: "ok"}
+		steps[name] = &runner.StepLog{Start: s, End: e, Status: "ok"}
 		pr.progress("classic: %s took %.1fs", name, e.Sub(s).Seconds())
 	})
 	// Until the droplet answers again, then a moment more.
@@ -296,14 +298,14 @@ func classicResize(ctx context.Context, l *lab.Lab, getenv func(string) string, 
 			outage += probe.BucketWidth
 		}
 	}
-	res := plans.SwapResult{Name: "classic resize", Source: "web-3", New: "web-3", Cutover: "in place", Status: "succeeded",
+	res := runner.SwapResult{Name: "classic resize", Source: "web-3", New: "web-3", Cutover: "in place", Status: "succeeded",
 		Requests: sum.Requests, Failed: sum.Failed, P50ms: float64(sum.P50.Microseconds()) / 1000, P99ms: float64(sum.P99.Microseconds()) / 1000,
 		DurationS: time.Since(start).Seconds()}
 	pr.progress("classic: %d of %d requests failed; %.1fs of outage", sum.Failed, sum.Requests, outage.Seconds())
 	return &report.Comparison{Title: "web-3 → s-2vcpu-4gb, classic resize (shutdown, resize, power on)", Result: res, Probe: &sum, Steps: steps, Outage: outage}, nil
 }
 
-func printComparison(io *IOStreams, v plans.SwapResult, c *report.Comparison) {
+func printComparison(io *IOStreams, v runner.SwapResult, c *report.Comparison) {
 	w := io.Out
 	outage := "0.0"
 	if v.Failed > 0 {

@@ -11,7 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vmswap/vmswap/lab"
-	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/plans/runner"
 )
 
 // LabServeOptions are the inputs of `vmswap lab serve`.
@@ -78,7 +78,7 @@ func labConfig(state, specs string, noSpecs bool, profile string) (lab.Config, e
 	case "realistic":
 		cfg.Durations = lab.RealisticDurations()
 	default:
-		return cfg, exitf(plans.ExitBadInput, "--profile %q: use fast or realistic", profile)
+		return cfg, exitf(runner.ExitBadInput, "--profile %q: use fast or realistic", profile)
 	}
 	if !noSpecs {
 		cfg.SpecsDir = specs
@@ -98,11 +98,11 @@ func labServeRun(ctx context.Context, o *LabServeOptions) error {
 	cfg.Listen, cfg.DNSListen, cfg.HTTPPort, cfg.SSHPort = o.Listen, o.DNS, o.HTTPPort, o.SSHPort
 	cfg.Logf = func(format string, args ...any) { fmt.Fprintf(o.IO.ErrOut, format+"\n", args...) }
 	if err := os.MkdirAll(o.State, 0o755); err != nil {
-		return exitf(plans.ExitBadInput, "lab: --state: %v", err)
+		return exitf(runner.ExitBadInput, "lab: --state: %v", err)
 	}
 	l, err := lab.Start(cfg)
 	if err != nil {
-		return exitf(plans.ExitBadInput, "%v", err)
+		return exitf(runner.ExitBadInput, "%v", err)
 	}
 	defer l.Close()
 	epFile := filepath.Join(o.State, "endpoints.json")
@@ -140,7 +140,7 @@ func newCmdLabInventory(f *Factory) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			b, err := os.ReadFile(filepath.Join(state, "endpoints.json"))
 			if err != nil {
-				return exitf(plans.ExitBadInput, "lab: %v (is `vmswap lab serve --state %s` running?)", err, state)
+				return exitf(runner.ExitBadInput, "lab: %v (is `vmswap lab serve --state %s` running?)", err, state)
 			}
 			var ep lab.Endpoints
 			if err := json.Unmarshal(b, &ep); err != nil {

@@ -14,7 +14,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/vmswap/vmswap/lab"
-	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/plans/runner"
 )
 
 // newCmdLabSeed builds `vmswap lab seed`: a server with a site, behind a
@@ -34,11 +34,11 @@ port filled in.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			b, err := os.ReadFile(filepath.Join(state, "endpoints.json"))
 			if err != nil {
-				return exitf(plans.ExitBadInput, "lab: %v (is `vmswap lab serve --state %s` running?)", err, state)
+				return exitf(runner.ExitBadInput, "lab: %v (is `vmswap lab serve --state %s` running?)", err, state)
 			}
 			var ep lab.Endpoints
 			if err := json.Unmarshal(b, &ep); err != nil {
-				return exitf(plans.ExitBadInput, "lab: %s/endpoints.json: %v", state, err)
+				return exitf(runner.ExitBadInput, "lab: %s/endpoints.json: %v", state, err)
 			}
 			ctx := cmd.Context()
 			sd := lab.NewSeeder(ep)
@@ -60,23 +60,23 @@ port filled in.`,
 			}
 			keyID, err := sd.AddKey(ctx, name, string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
 			if err != nil {
-				return exitf(plans.ExitAttention, "lab seed: %v", err)
+				return exitf(runner.ExitAttention, "lab seed: %v", err)
 			}
 			id, ip, err := sd.Droplet(ctx, name, size, []int{keyID}, map[string]string{"index.html": "<h1>" + name + "</h1>\n"})
 			if err != nil {
-				return exitf(plans.ExitAttention, "lab seed: %v", err)
+				return exitf(runner.ExitAttention, "lab seed: %v", err)
 			}
 			lbID, lbIP, err := sd.LoadBalancer(ctx, name+"-lb", []int{id})
 			if err != nil {
-				return exitf(plans.ExitAttention, "lab seed: %v", err)
+				return exitf(runner.ExitAttention, "lab seed: %v", err)
 			}
 			domain := name + ".test"
 			if err := sd.Record(ctx, domain, "www", ip, 30); err != nil {
-				return exitf(plans.ExitAttention, "lab seed: %v", err)
+				return exitf(runner.ExitAttention, "lab seed: %v", err)
 			}
 			rip, err := sd.ReservedIP(ctx, id)
 			if err != nil {
-				return exitf(plans.ExitAttention, "lab seed: %v", err)
+				return exitf(runner.ExitAttention, "lab seed: %v", err)
 			}
 			w := f.IO.Out
 			fmt.Fprintf(w, "droplet %s (%s) at %s; load balancer %s at %s; www.%s A %s; reserved IP %s\n", name, size, ip, lbID, lbIP, domain, ip, rip)

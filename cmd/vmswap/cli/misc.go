@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/plans/runner"
 )
 
 // ValidateOptions are the inputs of `vmswap validate`.
@@ -48,7 +49,7 @@ func validateRun(o *ValidateOptions) error {
 		fmt.Fprintf(o.IO.Out, "%s: ok\n", f)
 	}
 	if bad > 0 {
-		return &ExitError{Code: plans.ExitBadInput, Err: fmt.Errorf("%d of %d plan(s) have problems", bad, len(o.Files))}
+		return &ExitError{Code: runner.ExitBadInput, Err: fmt.Errorf("%d of %d plan(s) have problems", bad, len(o.Files))}
 	}
 	return nil
 }
@@ -81,30 +82,30 @@ func NewCmdStatus(f *Factory, runF func(*StatusOptions) error) *cobra.Command {
 
 // StatusJSON is `vmswap status -o json`: the journal, and the lock.
 type StatusJSON struct {
-	*plans.Journal
+	*runner.Journal
 	Lock *LockStatus `json:"lock,omitempty"`
 }
 
 // LockStatus is who holds a plan's lock and whether that process still runs.
 type LockStatus struct {
-	plans.LockInfo
+	runner.LockInfo
 	Stale bool `json:"stale"`
 }
 
 func statusRun(o *StatusOptions) error {
-	j, err := plans.LoadJournal(plans.JournalPath(o.PlanFile))
+	j, err := runner.LoadJournal(runner.JournalPath(o.PlanFile))
 	if err != nil {
-		return exitf(plans.ExitAttention, "%v", err)
+		return exitf(runner.ExitAttention, "%v", err)
 	}
 	if j == nil {
-		return exitf(plans.ExitBadInput, "%s has not been applied (no %s)", o.PlanFile, plans.JournalPath(o.PlanFile))
+		return exitf(runner.ExitBadInput, "%s has not been applied (no %s)", o.PlanFile, runner.JournalPath(o.PlanFile))
 	}
 	var lock *LockStatus
-	if li, err := plans.ReadLock(plans.LockPath(o.PlanFile)); err == nil && li != nil {
+	if li, err := runner.ReadLock(runner.LockPath(o.PlanFile)); err == nil && li != nil {
 		lock = &LockStatus{LockInfo: *li, Stale: li.Stale()}
 	}
-	if j.Status == plans.StatusRunning && (lock == nil || lock.Stale) {
-		j.Status = plans.StatusInterrupted // its process is gone
+	if j.Status == runner.StatusRunning && (lock == nil || lock.Stale) {
+		j.Status = runner.StatusInterrupted // its process is gone
 	}
 	if o.Output == "json" {
 		b, _ := json.MarshalIndent(StatusJSON{Journal: j, Lock: lock}, "", "  ")
@@ -122,7 +123,7 @@ func statusRun(o *StatusOptions) error {
 	}
 	for _, s := range j.Swaps {
 		fmt.Fprintf(w, "swap %d: %s  source %s (%s)  new %s (%s %s)\n", s.Index, s.Status, dash(s.SourceName), dash(s.SourceID), dash(s.NewName), dash(s.NewID), s.NewIP)
-		for _, name := range append(plans.Steps, "rollback") {
+		for _, name := range append(runner.Steps, "rollback") {
 			l := s.Steps[name]
 			if l == nil {
 				continue
@@ -136,13 +137,13 @@ func statusRun(o *StatusOptions) error {
 		if s.Error != "" {
 			fmt.Fprintf(w, "  error: %s\n", s.Error)
 		}
-		if !s.KeepUntil.IsZero() && s.Status == plans.StatusSucceeded {
+		if !s.KeepUntil.IsZero() && s.Status == runner.StatusSucceeded {
 			fmt.Fprintf(w, "  old server kept powered off until %s (vmswap rollback %s switches back)\n", s.KeepUntil.Format(time.RFC3339), o.PlanFile)
 		}
 	}
-	if d := plans.Decide(plans.CmdApply, j, false, o.PlanFile); d.Action == plans.ActResume {
+	if d := runner.Decide(runner.CmdApply, j, false, o.PlanFile); d.Action == runner.ActResume {
 		fmt.Fprintf(w, "next: vmswap apply %s continues it; vmswap rollback %s undoes it\n", o.PlanFile, o.PlanFile)
-	} else if d.Why != "" && d.Action == plans.ActRefuse {
+	} else if d.Why != "" && d.Action == runner.ActRefuse {
 		fmt.Fprintf(w, "next: %s\n", d.Why)
 	}
 	for i := len(j.History) - 1; i >= 0; i-- {

@@ -13,6 +13,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/plans/registry"
+	"github.com/vmswap/vmswap/plans/runner"
 	"github.com/vmswap/vmswap/verify"
 )
 
@@ -221,20 +223,20 @@ func planRun(ctx context.Context, o *PlanOptions) error {
 	} else {
 		var err error
 		if p, err = buildPlan(o); err != nil {
-			return exitf(plans.ExitBadInput, "%v", err)
+			return exitf(runner.ExitBadInput, "%v", err)
 		}
 	}
 	if out != "" && out != "-" {
 		// Never write over a plan whose run is not finished: finishing or
 		// undoing it is the next step, and the file is what the user knows.
-		if err := plans.CheckReplan(out); err != nil {
-			return exitf(plans.ExitBadInput, "%v", err)
+		if err := runner.CheckReplan(out); err != nil {
+			return exitf(runner.ExitBadInput, "%v", err)
 		}
 	}
-	if err := plans.ObserveWorld(ctx, p, plans.BuildOptions{Getenv: o.Getenv, Progress: func(f string, a ...any) {
+	if err := runner.ObserveWorld(ctx, p, registry.BuildOptions{Getenv: o.Getenv, Progress: func(f string, a ...any) {
 		fmt.Fprintf(o.IO.ErrOut, f+"\n", a...)
 	}}); err != nil {
-		return exitf(plans.ExitBadInput, "%v", err)
+		return exitf(runner.ExitBadInput, "%v", err)
 	}
 	b, err := encodePlan(p)
 	if err != nil {
@@ -242,7 +244,7 @@ func planRun(ctx context.Context, o *PlanOptions) error {
 	}
 	// The plan must parse back: it is what apply will read.
 	if _, err := plans.Check(orStdout(out), b); err != nil {
-		return exitf(plans.ExitBadInput, "the plan from these flags is not valid:\n%v", err)
+		return exitf(runner.ExitBadInput, "the plan from these flags is not valid:\n%v", err)
 	}
 	if out == "" || out == "-" {
 		_, err = o.IO.Out.Write(b)

@@ -4,11 +4,12 @@ import (
 	"os"
 
 	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/plans/runner"
 	"github.com/vmswap/vmswap/report"
 )
 
 // writeReport writes the HTML report of a run.
-func writeReport(path string, doc *plans.Document, j *plans.Journal, res *plans.Result, cmp ...report.Comparison) error {
+func writeReport(path string, doc *plans.Document, j *runner.Journal, res *runner.Result, cmp ...report.Comparison) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err

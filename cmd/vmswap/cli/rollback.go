@@ -6,8 +6,7 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
-
-	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/plans/runner"
 )
 
 // NewCmdRollback builds `vmswap rollback PLAN`.
@@ -42,20 +41,20 @@ func rollbackRun(ctx context.Context, opts *ApplyOptions) error {
 	if err != nil {
 		return err
 	}
-	sess, drivers, err := openSession(opts, pr, plans.CmdRollback)
+	sess, drivers, err := openSession(opts, pr, runner.CmdRollback)
 	if err != nil {
 		return pr.fail(err)
 	}
 	if sess.Lock == nil {
-		pr.emit(plans.Event{Event: "progress", Message: sess.Decision.Why})
+		pr.emit(runner.Event{Event: "progress", Message: sess.Decision.Why})
 		return nil
 	}
 	defer sess.Close()
 	stop := context.AfterFunc(ctx, func() {
-		pr.emit(plans.Event{Event: "warning", Message: "interrupt: the rollback runs to its end, since stopping half-way would leave traffic split (press Ctrl-C again to quit at once)"})
+		pr.emit(runner.Event{Event: "warning", Message: "interrupt: the rollback runs to its end, since stopping half-way would leave traffic split (press Ctrl-C again to quit at once)"})
 	})
 	defer stop()
-	r := &plans.Runner{Doc: sess.Doc, Drivers: drivers, Journal: sess.Journal, Emit: pr.emit, Clock: opts.Clock, Poll: opts.Poll, PlanFile: opts.PlanFile}
+	r := &runner.Runner{Doc: sess.Doc, Drivers: drivers, Journal: sess.Journal, Emit: pr.emit, Clock: opts.Clock, Poll: opts.Poll, PlanFile: opts.PlanFile}
 	res := r.Revert(context.WithoutCancel(ctx))
 	pr.summary(res)
 	if res.ExitCode != 0 {

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/plans/runner"
 )
 
 // Version is set at build time with -ldflags "-X ...cli.Version=v1.2.3".
@@ -95,7 +96,7 @@ func Main(args []string, f *Factory) int {
 			select {
 			case <-f.Signals:
 				fmt.Fprintln(f.IO.ErrOut, "vmswap: interrupted twice: quitting now; run the same command again to continue")
-				os.Exit(plans.ExitAttention)
+				os.Exit(runner.ExitAttention)
 			case <-ctx.Done():
 			}
 		}()
@@ -111,7 +112,7 @@ func Main(args []string, f *Factory) int {
 	if errors.As(err, &pe) {
 		// file:line:col: message lines, as compilers print them.
 		fmt.Fprintln(f.IO.ErrOut, pe.Error())
-		return plans.ExitBadInput
+		return runner.ExitBadInput
 	}
 	if errors.As(err, &ee) {
 		if ee.Err != nil && ee.Err.Error() != "" {
@@ -120,7 +121,7 @@ func Main(args []string, f *Factory) int {
 		return ee.Code
 	}
 	fmt.Fprintln(f.IO.ErrOut, "Error:", err)
-	return plans.ExitBadInput
+	return runner.ExitBadInput
 }
 
 // DefaultFactory is the factory of the real process.
@@ -154,10 +155,10 @@ func newPrinter(io *IOStreams, output string) (*printer, error) {
 	case "json":
 		return &printer{io: io, json: true, start: time.Now()}, nil
 	}
-	return nil, exitf(plans.ExitBadInput, "--output %q: use text or json", output)
+	return nil, exitf(runner.ExitBadInput, "--output %q: use text or json", output)
 }
 
-func (p *printer) emit(e plans.Event) {
+func (p *printer) emit(e runner.Event) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if e.Swap != "" {
@@ -217,7 +218,7 @@ func (p *printer) fail(err error) error {
 	if err == nil || !p.json {
 		return err
 	}
-	code := plans.ExitBadInput
+	code := runner.ExitBadInput
 	var ee *ExitError
 	if errors.As(err, &ee) {
 		code = ee.Code
@@ -239,7 +240,7 @@ func (p *printer) progress(format string, args ...any) {
 	p.mu.Lock()
 	swap := p.swap
 	p.mu.Unlock()
-	p.emit(plans.Event{Event: "progress", Swap: swap, Message: fmt.Sprintf(format, args...)})
+	p.emit(runner.Event{Event: "progress", Swap: swap, Message: fmt.Sprintf(format, args...)})
 }
 
 func fmtElapsed(d time.Duration) string {
@@ -251,14 +252,14 @@ func fmtElapsed(d time.Duration) string {
 
 // summary prints the outcome: a table for people, the summary event for
 // machines.
-func (p *printer) summary(res *plans.Result) {
+func (p *printer) summary(res *runner.Result) {
 	if p.json {
 		b, _ := json.Marshal(struct {
-			Event  string             `json:"event"`
-			Time   time.Time          `json:"time"`
-			Status string             `json:"status"`
-			Swaps  []plans.SwapResult `json:"swaps"`
-			Next   string             `json:"next,omitempty"`
+			Event  string              `json:"event"`
+			Time   time.Time           `json:"time"`
+			Status string              `json:"status"`
+			Swaps  []runner.SwapResult `json:"swaps"`
+			Next   string              `json:"next,omitempty"`
 		}{"summary", time.Now().UTC(), string(res.Status), res.Swaps, res.Next})
 		fmt.Fprintln(p.io.Out, string(b))
 		return
@@ -284,5 +285,5 @@ func dash(s string) string {
 // planErrors turns plan problems into an exit-2 error that prints each on
 // its own line.
 func planErrors(err error) error {
-	return &ExitError{Code: plans.ExitBadInput, Err: err}
+	return &ExitError{Code: runner.ExitBadInput, Err: err}
 }

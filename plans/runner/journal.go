@@ -1,4 +1,4 @@
-package plans
+package runner
 
 import (
 	"encoding/json"
@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vmswap/vmswap/plans"
 	"github.com/vmswap/vmswap/verify/probe"
 )
 
@@ -115,11 +116,11 @@ func (j *Journal) RollbackOwed() bool {
 }
 
 // Doc parses the plan the run recorded.
-func (j *Journal) Doc() (*Document, error) {
+func (j *Journal) Doc() (*plans.Document, error) {
 	if j.PlanText == "" {
 		return nil, fmt.Errorf("journal %s does not record its plan (written by an older vmswap): use the plan file it ran", j.path)
 	}
-	doc, err := Check(j.Plan, []byte(j.PlanText))
+	doc, err := plans.Check(j.Plan, []byte(j.PlanText))
 	if err != nil {
 		return nil, fmt.Errorf("the plan recorded in %s: %w", j.path, err)
 	}
@@ -360,7 +361,7 @@ func (l *Lock) Release() error {
 // history. When old ran the same plan and was rolled back or refused, the
 // swaps it completed stay completed: a plan's later swap failing does not
 // make its earlier ones run again. After a revert everything runs anew.
-func NextRun(old *Journal, path string, doc *Document, runID string) *Journal {
+func NextRun(old *Journal, path string, doc *plans.Document, runID string) *Journal {
 	j := NewJournal(path, doc, runID)
 	if old == nil {
 		return j

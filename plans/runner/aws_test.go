@@ -1,4 +1,4 @@
-package plans_test
+package runner_test
 
 import (
 	"context"
@@ -19,6 +19,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/plans/registry"
+	"github.com/vmswap/vmswap/plans/runner"
 	"github.com/vmswap/vmswap/provider/aws/mototest"
 	"github.com/vmswap/vmswap/verify"
 )
@@ -102,14 +104,14 @@ func (a *awsWorld) doc(cutover string) *plans.Document {
 	return doc
 }
 
-func (a *awsWorld) runner(doc *plans.Document, j *plans.Journal, emit func(plans.Event)) *plans.Runner {
+func (a *awsWorld) runner(doc *plans.Document, j *runner.Journal, emit func(runner.Event)) *runner.Runner {
 	env := a.srv.Env()
-	drivers, err := plans.Build(doc.Plan, plans.BuildOptions{Getenv: func(k string) string { return env[k] }, PollInterval: 50 * time.Millisecond,
+	drivers, err := registry.Build(doc.Plan, registry.BuildOptions{Getenv: func(k string) string { return env[k] }, PollInterval: 50 * time.Millisecond,
 		AWSAPIOptions: []func(*middleware.Stack) error{awsRecorder.APIOption}})
 	if err != nil {
 		a.t.Fatal(err)
 	}
-	return &plans.Runner{Doc: doc, Drivers: drivers, Journal: j, Poll: 50 * time.Millisecond, Clock: &fastClock{}, Emit: emit}
+	return &runner.Runner{Doc: doc, Drivers: drivers, Journal: j, Poll: 50 * time.Millisecond, Clock: &fastClock{}, Emit: emit}
 }
 
 // TestAWSSwaps applies an AWS plan for each cutover against moto; the
@@ -121,26 +123,26 @@ func TestAWSSwaps(t *testing.T) {
 		t.Run(cut, func(t *testing.T) {
 			a := newAWSWorld(t)
 			doc := a.doc(cut)
-			j := plans.NewJournal(plans.JournalPath(doc.File), doc, "aws"+cut[:3]+"123456")
-			var res *plans.Result
+			j := runner.NewJournal(runner.JournalPath(doc.File), doc, "aws"+cut[:3]+"123456")
+			var res *runner.Result
 			if cut == "target_group" {
 				ctx, cancel := context.WithCancel(context.Background())
-				res = a.runner(doc, j, func(e plans.Event) {
+				res = a.runner(doc, j, func(e runner.Event) {
 					if e.Step == "launch" && e.Status == "ok" {
 						cancel()
 					}
 				}).Run(ctx)
-				if res.Status != plans.StatusInterrupted {
+				if res.Status != runner.StatusInterrupted {
 					t.Fatalf("first run: %s %s", res.Status, res.Next)
 				}
-				j2, err := plans.LoadJournal(plans.JournalPath(doc.File))
+				j2, err := runner.LoadJournal(runner.JournalPath(doc.File))
 				if err != nil {
 					t.Fatal(err)
 				}
 				j = j2
 			}
 			var events []string
-			res = a.runner(doc, j, func(e plans.Event) { events = append(events, e.Message) }).Run(context.Background())
+			res = a.runner(doc, j, func(e runner.Event) { events = append(events, e.Message) }).Run(context.Background())
 			if res.ExitCode != 0 {
 				t.Log(strings.Join(events, "\n"))
 				t.Fatalf("exit %d: %s: %s", res.ExitCode, res.Swaps[0].Error, res.Next)
@@ -185,8 +187,8 @@ func TestAWSSwaps(t *testing.T) {
 		defer broken.Close()
 		doc.Plan.Swaps[0].Verify.ConnectAddress = strings.TrimPrefix(broken.URL, "http://")
 		doc.Plan.Swaps[0].Verify.Compare = nil
-		res := a.runner(doc, plans.NewJournal(plans.JournalPath(doc.File), doc, "awsrollback1"), nil).Run(context.Background())
-		if res.ExitCode != plans.ExitRolledBack {
+		res := a.runner(doc, runner.NewJournal(runner.JournalPath(doc.File), doc, "awsrollback1"), nil).Run(context.Background())
+		if res.ExitCode != runner.ExitRolledBack {
 			t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
 		}
 		r := a.runner(doc, nil, nil)
@@ -199,12 +201,12 @@ func TestAWSSwaps(t *testing.T) {
 	t.Run("switch_back", func(t *testing.T) {
 		a := newAWSWorld(t)
 		doc := a.doc("elastic_ip")
-		j := plans.NewJournal(plans.JournalPath(doc.File), doc, "awsback123456")
+		j := runner.NewJournal(runner.JournalPath(doc.File), doc, "awsback123456")
 		if res := a.runner(doc, j, nil).Run(context.Background()); res.ExitCode != 0 {
 			t.Fatalf("swap: %s", res.Next)
 		}
 		rev := a.runner(doc, j, nil).Revert(context.Background())
-		if rev.ExitCode != 0 || rev.Status != plans.StatusReverted {
+		if rev.ExitCode != 0 || rev.Status != runner.StatusReverted {
 			t.Fatalf("revert: %d %s", rev.ExitCode, rev.Next)
 		}
 		r := a.runner(doc, nil, nil)

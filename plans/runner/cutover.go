@@ -1,4 +1,4 @@
-package plans
+package runner
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 
 	"github.com/vmswap/vmswap/dns"
 	"github.com/vmswap/vmswap/loadbalancer"
+	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/plans/registry"
 	"github.com/vmswap/vmswap/provider"
 	"github.com/vmswap/vmswap/verify"
 	"github.com/vmswap/vmswap/verify/probe"
@@ -28,11 +30,11 @@ import (
 type cutoverKind interface {
 	// read observes where traffic goes today and reports the problems that
 	// keep the source from being swapped this way.
-	read(ctx context.Context, src *provider.Server, seen *ObservedSwap) (problems []string, err error)
+	read(ctx context.Context, src *provider.Server, seen *plans.ObservedSwap) (problems []string, err error)
 	// stale compares the plan's observation with today's.
-	stale(planned, now *ObservedSwap) []string
+	stale(planned, now *plans.ObservedSwap) []string
 	// mutation describes the cutover for the plan's mutation list.
-	mutation(src *provider.Server, seen *ObservedSwap) string
+	mutation(src *provider.Server, seen *plans.ObservedSwap) string
 	// forward moves traffic from the source to the new server.
 	forward(ctx context.Context, s *swapRun) error
 	// back moves traffic from the new server to the source.
@@ -45,7 +47,7 @@ type cutoverKind interface {
 }
 
 // kindOf returns the cutover kind of c, bound to its drivers.
-func kindOf(c Cutover, drivers map[string]*Drivers) cutoverKind {
+func kindOf(c plans.Cutover, drivers map[string]*registry.Drivers) cutoverKind {
 	switch {
 	case c.LoadBalancer != nil:
 		return &lbCutover{c: c.LoadBalancer, lb: drivers[c.LoadBalancer.Provider].LB}
@@ -89,11 +91,11 @@ func (s *swapRun) once(sub string, call func() error) error {
 // lbCutover adds the new server to a pool, proves the pool routes to it,
 // then removes the source with draining.
 type lbCutover struct {
-	c  *LBCutover
+	c  *plans.LBCutover
 	lb loadbalancer.Provider
 }
 
-func (k *lbCutover) read(ctx context.Context, src *provider.Server, seen *ObservedSwap) ([]string, error) {
+func (k *lbCutover) read(ctx context.Context, src *provider.Server, seen *plans.ObservedSwap) ([]string, error) {
 	pool, err := k.lb.Pool(ctx, k.c.ID)
 	if err != nil {
 		return nil, fmt.Errorf("load balancer: %w", err)
@@ -105,14 +107,14 @@ func (k *lbCutover) read(ctx context.Context, src *provider.Server, seen *Observ
 	return nil, nil
 }
 
-func (k *lbCutover) stale(planned, now *ObservedSwap) []string {
+func (k *lbCutover) stale(planned, now *plans.ObservedSwap) []string {
 	if planned.Pool != nil && now.Pool != nil && !slices.Equal(planned.Pool.Keys(), now.Pool.Keys()) {
 		return []string{fmt.Sprintf("load balancer %s members changed: %v when planned, %v now", now.Pool.ID, planned.Pool.Keys(), now.Pool.Keys())}
 	}
 	return nil
 }
 
-func (k *lbCutover) mutation(src *provider.Server, seen *ObservedSwap) string {
+func (k *lbCutover) mutation(src *provider.Server, seen *plans.ObservedSwap) string {
 	return fmt.Sprintf("add the new server to load balancer %s, then remove %s (%s) from it", k.c.ID, src.Name, src.ID)
 }
 
@@ -180,7 +182,7 @@ func (k *lbCutover) entry(ctx context.Context, port string) (probe.Config, bool)
 // proveRoutes waits until the load balancer sends traffic to a member: by
 // its health report, by responses that name the member (identify_header),
 // or by waiting out the health checks.
-func proveRoutes(ctx context.Context, s *swapRun, c *LBCutover, id, ip, name string) error {
+func proveRoutes(ctx context.Context, s *swapRun, c *plans.LBCutover, id, ip, name string) error {
 	lb := s.r.Drivers[c.Provider].LB
 	start := time.Now()
 	if hr, ok := lb.(loadbalancer.HealthReporter); ok {
@@ -246,7 +248,7 @@ func proveRoutes(ctx context.Context, s *swapRun, c *LBCutover, id, ip, name str
 	return nil
 }
 
-func lbTimeout(c *LBCutover, name string, err error) error {
+func lbTimeout(c *plans.LBCutover, name string, err error) error {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return errors.Join(ErrNeverRoutes, fmt.Errorf("load balancer %s never sent traffic to %s", c.ID, name))
 	}
@@ -256,13 +258,13 @@ func lbTimeout(c *LBCutover, name string, err error) error {
 // dnsCutover points a record at the new server and waits until the
 // authoritative servers answer it.
 type dnsCutover struct {
-	c *DNSCutover
+	c *plans.DNSCutover
 	d dns.Provider
 }
 
 func (k *dnsCutover) typ() string { return recordType(k.c) }
 
-func (k *dnsCutover) read(ctx context.Context, src *provider.Server, seen *ObservedSwap) ([]string, error) {
+func (k *dnsCutover) read(ctx context.Context, src *provider.Server, seen *plans.ObservedSwap) ([]string, error) {
 	rec, err := k.d.GetRecord(ctx, k.c.Record, k.typ())
 	if err != nil {
 		return nil, fmt.Errorf("dns: %w", err)
@@ -274,14 +276,14 @@ func (k *dnsCutover) read(ctx context.Context, src *provider.Server, seen *Obser
 	return nil, nil
 }
 
-func (k *dnsCutover) stale(planned, now *ObservedSwap) []string {
+func (k *dnsCutover) stale(planned, now *plans.ObservedSwap) []string {
 	if planned.Record != nil && now.Record != nil && !sameSet(planned.Record.Values, now.Record.Values) {
 		return []string{fmt.Sprintf("record %s changed: %v when planned, %v now", now.Record.Name, planned.Record.Values, now.Record.Values)}
 	}
 	return nil
 }
 
-func (k *dnsCutover) mutation(src *provider.Server, seen *ObservedSwap) string {
+func (k *dnsCutover) mutation(src *provider.Server, seen *plans.ObservedSwap) string {
 	rec := seen.Record
 	others := ""
 	if len(rec.Values) > 1 {
@@ -358,11 +360,11 @@ func (k *dnsCutover) entry(context.Context, string) (probe.Config, bool) {
 
 // ipCutover points a reserved IP at the new server.
 type ipCutover struct {
-	c  *IPCutover
+	c  *plans.IPCutover
 	ip provider.IPAssigner
 }
 
-func (k *ipCutover) read(ctx context.Context, src *provider.Server, seen *ObservedSwap) ([]string, error) {
+func (k *ipCutover) read(ctx context.Context, src *provider.Server, seen *plans.ObservedSwap) ([]string, error) {
 	cur, err := k.ip.AssignedTo(ctx, k.c.IP)
 	if err != nil {
 		return nil, fmt.Errorf("reserved IP: %w", err)
@@ -374,14 +376,14 @@ func (k *ipCutover) read(ctx context.Context, src *provider.Server, seen *Observ
 	return nil, nil
 }
 
-func (k *ipCutover) stale(planned, now *ObservedSwap) []string {
+func (k *ipCutover) stale(planned, now *plans.ObservedSwap) []string {
 	if planned.IPTarget != now.IPTarget {
 		return []string{fmt.Sprintf("reserved IP %s moved: to %s when planned, to %s now", k.c.IP, planned.IPTarget, now.IPTarget)}
 	}
 	return nil
 }
 
-func (k *ipCutover) mutation(src *provider.Server, _ *ObservedSwap) string {
+func (k *ipCutover) mutation(src *provider.Server, _ *plans.ObservedSwap) string {
 	return fmt.Sprintf("move reserved IP %s from %s to the new server", k.c.IP, src.Name)
 }
 

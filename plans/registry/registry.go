@@ -1,10 +1,13 @@
-package plans
+// Package registry builds a plan's drivers from its provider blocks: one
+// builder per provider type of plans.DriverTypeTable, each reading its
+// credentials from the environment it is given. SDK types stay here and in
+// the driver packages; the runner sees vmswap's own interfaces.
+package registry
 
 import (
 	"context"
 	"fmt"
 	"net/http"
-	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -21,20 +24,10 @@ import (
 	"github.com/vmswap/vmswap/loadbalancer/awselb"
 	dolb "github.com/vmswap/vmswap/loadbalancer/digitalocean"
 	"github.com/vmswap/vmswap/loadbalancer/haproxy"
+	"github.com/vmswap/vmswap/plans"
 	"github.com/vmswap/vmswap/provider"
 	awscompute "github.com/vmswap/vmswap/provider/aws"
 	docompute "github.com/vmswap/vmswap/provider/digitalocean"
-)
-
-// Capability is something a plan asks of a provider block.
-type Capability string
-
-// Capabilities a driver type may have.
-const (
-	CapCompute    Capability = "compute"
-	CapDNS        Capability = "dns"
-	CapLB         Capability = "loadbalancer"
-	CapReservedIP Capability = "reserved_ip"
 )
 
 // Drivers are the drivers built from one provider block; a nil field is a
@@ -62,65 +55,19 @@ type BuildOptions struct {
 	HTTPClient *http.Client
 }
 
-// driverType is one registered provider type. Registration is explicit:
-// every type is listed in driverTypes.
-type driverType struct {
-	caps []Capability
-	// sizeSyntax checks a size slug offline.
-	sizeSyntax *regexp.Regexp
-	sizeHint   string
-	build      func(name string, p Provider, o BuildOptions) (*Drivers, error)
-}
-
-var driverTypes = map[string]driverType{
-	"aws": {
-		caps:       []Capability{CapCompute, CapDNS, CapLB, CapReservedIP},
-		sizeSyntax: regexp.MustCompile(`^[a-z][a-z0-9-]*\.[a-z0-9]+$`),
-		sizeHint:   "an EC2 instance type like m7i.xlarge",
-		build:      buildAWS,
-	},
-	"rfc2136": {
-		caps:  []Capability{CapDNS},
-		build: buildRFC2136,
-	},
-	"haproxy": {
-		caps:  []Capability{CapLB},
-		build: buildHAProxy,
-	},
-	"cloudflare": {
-		caps:  []Capability{CapDNS},
-		build: buildCloudflare,
-	},
-	"digitalocean": {
-		caps:       []Capability{CapCompute, CapDNS, CapLB, CapReservedIP},
-		sizeSyntax: regexp.MustCompile(`^[a-z0-9]+(-[a-z0-9]+)*$`),
-		sizeHint:   "a DigitalOcean size slug like s-4vcpu-8gb",
-		build:      buildDigitalOcean,
-	},
-}
-
-// DriverTypes returns the registered provider types, sorted.
-func DriverTypes() []string {
-	out := make([]string, 0, len(driverTypes))
-	for k := range driverTypes {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
-
-func hasCap(typ string, c Capability) bool {
-	for _, x := range driverTypes[typ].caps {
-		if x == c {
-			return true
-		}
-	}
-	return false
+// builders builds the drivers of each provider type. Registration is
+// explicit: one entry per type of plans.DriverTypeTable.
+var builders = map[string]func(name string, p plans.Provider, o BuildOptions) (*Drivers, error){
+	"aws":          buildAWS,
+	"rfc2136":      buildRFC2136,
+	"haproxy":      buildHAProxy,
+	"cloudflare":   buildCloudflare,
+	"digitalocean": buildDigitalOcean,
 }
 
 // tokenFor reads a provider block's token: its token_env, else the
 // ecosystem's usual variables. The error names what to set, never a value.
-func tokenFor(name string, p Provider, vars []string, getenv func(string) string) (string, error) {
+func tokenFor(name string, p plans.Provider, vars []string, getenv func(string) string) (string, error) {
 	if getenv == nil {
 		getenv = func(string) string { return "" }
 	}
@@ -135,7 +82,7 @@ func tokenFor(name string, p Provider, vars []string, getenv func(string) string
 	return "", fmt.Errorf("provider %q (%s): no API token: set %s", name, p.Type, strings.Join(vars, " or "))
 }
 
-func buildDigitalOcean(name string, p Provider, o BuildOptions) (*Drivers, error) {
+func buildDigitalOcean(name string, p plans.Provider, o BuildOptions) (*Drivers, error) {
 	tok, err := tokenFor(name, p, docompute.TokenVars, o.Getenv)
 	if err != nil {
 		return nil, err
@@ -152,7 +99,7 @@ func buildDigitalOcean(name string, p Provider, o BuildOptions) (*Drivers, error
 	}, nil
 }
 
-func buildAWS(name string, p Provider, o BuildOptions) (*Drivers, error) {
+func buildAWS(name string, p plans.Provider, o BuildOptions) (*Drivers, error) {
 	cfg := awscompute.Config{Region: p.Region, Endpoint: p.Endpoint, APIOptions: o.AWSAPIOptions, PollInterval: o.PollInterval, Progress: o.Progress}
 	if o.Getenv != nil {
 		// Credentials from the environment the CLI was given (the default
@@ -175,7 +122,7 @@ func buildAWS(name string, p Provider, o BuildOptions) (*Drivers, error) {
 	return &Drivers{Compute: c, IP: c, LB: awselb.New(sc, o.PollInterval, o.Progress), DNS: route53.New(sc, p.Nameserver, o.PollInterval, o.Progress)}, nil
 }
 
-func buildHAProxy(name string, p Provider, o BuildOptions) (*Drivers, error) {
+func buildHAProxy(name string, p plans.Provider, o BuildOptions) (*Drivers, error) {
 	lb, err := haproxy.New(haproxy.Config{Socket: p.Endpoint, PollInterval: o.PollInterval, Progress: o.Progress})
 	if err != nil {
 		return nil, fmt.Errorf("provider %q: %w", name, err)
@@ -183,7 +130,7 @@ func buildHAProxy(name string, p Provider, o BuildOptions) (*Drivers, error) {
 	return &Drivers{LB: lb}, nil
 }
 
-func buildRFC2136(name string, p Provider, o BuildOptions) (*Drivers, error) {
+func buildRFC2136(name string, p plans.Provider, o BuildOptions) (*Drivers, error) {
 	secret, err := tokenFor(name, p, []string{rfc2136.SecretVar}, o.Getenv)
 	if err != nil {
 		return nil, err
@@ -195,7 +142,7 @@ func buildRFC2136(name string, p Provider, o BuildOptions) (*Drivers, error) {
 	return &Drivers{DNS: d}, nil
 }
 
-func buildCloudflare(name string, p Provider, o BuildOptions) (*Drivers, error) {
+func buildCloudflare(name string, p plans.Provider, o BuildOptions) (*Drivers, error) {
 	tok, err := tokenFor(name, p, []string{cfdns.TokenVar}, o.Getenv)
 	if err != nil {
 		return nil, err
@@ -209,7 +156,7 @@ func buildCloudflare(name string, p Provider, o BuildOptions) (*Drivers, error) 
 
 // Build builds the drivers of every provider block. Every missing
 // credential is reported at once.
-func Build(p *Plan, o BuildOptions) (map[string]*Drivers, error) {
+func Build(p *plans.Plan, o BuildOptions) (map[string]*Drivers, error) {
 	out := map[string]*Drivers{}
 	var errs []string
 	names := make([]string, 0, len(p.Providers))
@@ -219,12 +166,12 @@ func Build(p *Plan, o BuildOptions) (map[string]*Drivers, error) {
 	sort.Strings(names)
 	for _, n := range names {
 		pb := p.Providers[n]
-		dt, ok := driverTypes[pb.Type]
+		build, ok := builders[pb.Type]
 		if !ok {
 			errs = append(errs, fmt.Sprintf("provider %q: unknown type %q", n, pb.Type))
 			continue
 		}
-		d, err := dt.build(n, pb, o)
+		d, err := build(n, pb, o)
 		if err != nil {
 			errs = append(errs, err.Error())
 			continue

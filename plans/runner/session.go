@@ -1,6 +1,10 @@
-package plans
+package runner
 
-import "os"
+import (
+	"os"
+
+	"github.com/vmswap/vmswap/plans"
+)
 
 // Session is what a command acting on a plan file's runs holds: the plan to
 // run or undo, the journal, the lock, and what Decide said to do. It is the
@@ -11,7 +15,7 @@ type Session struct {
 	File string
 	// Doc is the plan to act on: the file's for a new run, the one the last
 	// run recorded for a resume or an undo.
-	Doc *Document
+	Doc *plans.Document
 	// Journal is the run to act on: a new one for ActStart; nil when the plan
 	// was never applied and the command starts nothing.
 	Journal  *Journal
@@ -28,7 +32,7 @@ func (s *Session) Close() error { return s.Lock.Release() }
 // plan that run recorded, so they work even if the file was rewritten or
 // removed.
 func OpenSession(file string, cmd Command, breakLock bool, newRunID func() string) (*Session, error) {
-	fileDoc, ferr := Load(file)
+	fileDoc, ferr := plans.Load(file)
 	if ferr != nil {
 		if _, err := os.Stat(JournalPath(file)); err != nil || cmd == CmdApply || cmd == CmdCleanup || cmd == CmdReplan {
 			return nil, ferr

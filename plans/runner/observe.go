@@ -1,4 +1,4 @@
-package plans
+package runner
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/plans/registry"
 	"github.com/vmswap/vmswap/provider"
 	"github.com/vmswap/vmswap/verify"
 )
@@ -14,12 +16,12 @@ import (
 // ObserveWorld reads the world for every swap of p and records it, with the
 // mutations apply will make. Problems (a source that does not exist, a
 // record that does not point at it) are all reported.
-func ObserveWorld(ctx context.Context, p *Plan, o BuildOptions) error {
-	drivers, err := Build(p, o)
+func ObserveWorld(ctx context.Context, p *plans.Plan, o registry.BuildOptions) error {
+	drivers, err := registry.Build(p, o)
 	if err != nil {
 		return err
 	}
-	obs := &Observed{At: time.Now().UTC().Truncate(time.Second)}
+	obs := &plans.Observed{At: time.Now().UTC().Truncate(time.Second)}
 	var muts, errs []string
 	for i, sw := range p.Swaps {
 		comp := drivers[sw.Source.Provider].Compute
@@ -28,7 +30,7 @@ func ObserveWorld(ctx context.Context, p *Plan, o BuildOptions) error {
 			errs = append(errs, err.Error())
 			continue
 		}
-		seen := ObservedSwap{Source: *src}
+		seen := plans.ObservedSwap{Source: *src}
 		if sz, err := comp.GetSize(ctx, sw.Target.Size); err != nil {
 			errs = append(errs, err.Error())
 		} else {
@@ -74,7 +76,7 @@ func contains(xs []string, x string) bool {
 	return false
 }
 
-func quiesceNote(sw Swap) string {
+func quiesceNote(sw plans.Swap) string {
 	if sw.Quiesce {
 		return " (sync over SSH first)"
 	}
@@ -84,7 +86,7 @@ func quiesceNote(sw Swap) string {
 // sizeProblems says why a target size cannot work for the swap: the disk
 // the image needs, the size the source has already, a threshold the size
 // cannot meet. A smaller size is only worth a warning.
-func sizeProblems(sw Swap, src *provider.Server, sz *provider.Size, warn provider.Progress) []string {
+func sizeProblems(sw plans.Swap, src *provider.Server, sz *provider.Size, warn provider.Progress) []string {
 	var out []string
 	if sz.DiskGB < src.DiskGB {
 		out = append(out, fmt.Sprintf("size %s has a %d GB disk, smaller than %s's %d GB: choose a larger size", sz.Slug, sz.DiskGB, src.Name, src.DiskGB))

@@ -1,4 +1,4 @@
-package plans_test
+package runner_test
 
 import (
 	"bytes"
@@ -13,6 +13,7 @@ import (
 	"github.com/vmswap/vmswap/dns/rfc2136/bindtest"
 	"github.com/vmswap/vmswap/loadbalancer/haproxy/haproxytest"
 	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/plans/registry"
 )
 
 // TestSwapThroughHAProxy: the DigitalOcean droplet behind a real haproxy
@@ -34,7 +35,7 @@ func TestSwapThroughHAProxy(t *testing.T) {
 	if sr.Failed != 0 || sr.Requests < 200 {
 		t.Fatalf("probe: %+v", sr)
 	}
-	d, _ := plans.Build(doc.Plan, plans.BuildOptions{Getenv: w.getenv})
+	d, _ := registry.Build(doc.Plan, registry.BuildOptions{Getenv: w.getenv})
 	pool, err := d["hap"].LB.Pool(context.Background(), "be")
 	if err != nil {
 		t.Fatal(err)

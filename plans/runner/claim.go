@@ -1,4 +1,4 @@
-package plans
+package runner
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package plans_test
+package runner_test
 
 import (
 	"context"
@@ -21,6 +21,8 @@ import (
 	"github.com/vmswap/vmswap/lab"
 	"github.com/vmswap/vmswap/lab/labtest"
 	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/plans/registry"
+	"github.com/vmswap/vmswap/plans/runner"
 	"github.com/vmswap/vmswap/verify"
 	"github.com/vmswap/vmswap/verify/probe"
 )
@@ -37,7 +39,7 @@ type world struct {
 	lbIP   string
 	ripIP  string
 	dir    string
-	events []plans.Event
+	events []runner.Event
 	mu     sync.Mutex
 }
 
@@ -160,7 +162,7 @@ func (w *world) getenv(k string) string {
 }
 
 // runEnv applies doc with more credentials in the environment it sees.
-func (w *world) runEnv(doc *plans.Document, env map[string]string) (*plans.Result, *plans.Journal) {
+func (w *world) runEnv(doc *plans.Document, env map[string]string) (*runner.Result, *runner.Journal) {
 	return w.runWith(doc, nil, func(k string) string {
 		if v, ok := env[k]; ok {
 			return v
@@ -170,17 +172,17 @@ func (w *world) runEnv(doc *plans.Document, env map[string]string) (*plans.Resul
 }
 
 // run applies doc with a fresh journal and returns the result.
-func (w *world) run(doc *plans.Document, onEvent func(plans.Event)) (*plans.Result, *plans.Journal) {
+func (w *world) run(doc *plans.Document, onEvent func(runner.Event)) (*runner.Result, *runner.Journal) {
 	return w.runWith(doc, onEvent, w.getenv)
 }
 
-func (w *world) runWith(doc *plans.Document, onEvent func(plans.Event), getenv func(string) string) (*plans.Result, *plans.Journal) {
-	drivers, err := plans.Build(doc.Plan, plans.BuildOptions{Getenv: getenv, PollInterval: 50 * time.Millisecond})
+func (w *world) runWith(doc *plans.Document, onEvent func(runner.Event), getenv func(string) string) (*runner.Result, *runner.Journal) {
+	drivers, err := registry.Build(doc.Plan, registry.BuildOptions{Getenv: getenv, PollInterval: 50 * time.Millisecond})
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	j := plans.NewJournal(plans.JournalPath(doc.File), doc, "run"+strconv.FormatInt(time.Now().UnixNano()%1e6, 10))
-	r := &plans.Runner{Doc: doc, Drivers: drivers, Journal: j, Poll: 50 * time.Millisecond, Emit: func(e plans.Event) {
+	j := runner.NewJournal(runner.JournalPath(doc.File), doc, "run"+strconv.FormatInt(time.Now().UnixNano()%1e6, 10))
+	r := &runner.Runner{Doc: doc, Drivers: drivers, Journal: j, Poll: 50 * time.Millisecond, Emit: func(e runner.Event) {
 		w.mu.Lock()
 		w.events = append(w.events, e)
 		w.mu.Unlock()
@@ -200,7 +202,7 @@ func TestSwapEachCutover(t *testing.T) {
 			t.Parallel()
 			w := newWorld(t)
 			res, j := w.run(w.plan(w.swap(cut)), nil)
-			if res.ExitCode != 0 || res.Status != plans.StatusSucceeded {
+			if res.ExitCode != 0 || res.Status != runner.StatusSucceeded {
 				t.Fatalf("exit %d %s: %s", res.ExitCode, res.Status, res.Next)
 			}
 			sr := res.Swaps[0]
@@ -264,7 +266,7 @@ func TestFaultsRollBack(t *testing.T) {
 		cutover  string
 		arm      func(w *world)
 		edit     func(sw *plans.Swap)
-		onEvent  func(w *world) func(plans.Event)
+		onEvent  func(w *world) func(runner.Event)
 		step     string
 		cause    string
 		budgeted bool // failures caused by the fault after cutover are allowed within the budget
@@ -293,9 +295,9 @@ func TestFaultsRollBack(t *testing.T) {
 				sw.Observe = plans.Duration(5 * time.Second)
 				sw.Probe.ErrorBudget = plans.Budget{Count: 5}
 			},
-			onEvent: func(w *world) func(plans.Event) {
+			onEvent: func(w *world) func(runner.Event) {
 				var once sync.Once
-				return func(e plans.Event) {
+				return func(e runner.Event) {
 					if e.Event == "step" && e.Step == "observe" && e.Status == "started" {
 						once.Do(func() {
 							for _, d := range w.droplets() {
@@ -325,7 +327,7 @@ func TestFaultsRollBack(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var on func(plans.Event)
+			var on func(runner.Event)
 			if tt.onEvent != nil {
 				on = tt.onEvent(w)
 			}
@@ -334,7 +336,7 @@ func TestFaultsRollBack(t *testing.T) {
 			inv := w.l.Inventory()
 			left := len(inv.Droplets) - 1 + len(inv.Snapshots)
 			t.Logf("%s -> exit %d, %s; outside probe %d requests, %d failed; leftovers %d", tt.desc, res.ExitCode, res.Status, sum.Requests, sum.Failed, left)
-			if res.ExitCode != plans.ExitRolledBack || res.Status != plans.StatusRolledBack {
+			if res.ExitCode != runner.ExitRolledBack || res.Status != runner.StatusRolledBack {
 				t.Fatalf("exit %d %s: %s", res.ExitCode, res.Status, res.Next)
 			}
 			if !strings.Contains(res.Next, tt.step+" failed and was rolled back") || !strings.Contains(res.Next, tt.cause) || !strings.Contains(res.Next, "web-1 serves as before") {
@@ -364,7 +366,7 @@ func TestFaultsRollBack(t *testing.T) {
 					t.Fatalf("record after rollback: %v", inv.Records)
 				}
 			}
-			if j.Swaps[0].Status != plans.StatusRolledBack {
+			if j.Swaps[0].Status != runner.StatusRolledBack {
 				t.Fatalf("journal: %s", j.Swaps[0].Status)
 			}
 		})
@@ -381,7 +383,7 @@ func TestProviderTroubleIsRetried(t *testing.T) {
 	var mu sync.Mutex
 	var waits []string
 	doc := w.plan(w.swap("reserved_ip"))
-	drivers, err := plans.Build(doc.Plan, plans.BuildOptions{Getenv: w.getenv, PollInterval: 50 * time.Millisecond, Progress: func(f string, a ...any) {
+	drivers, err := registry.Build(doc.Plan, registry.BuildOptions{Getenv: w.getenv, PollInterval: 50 * time.Millisecond, Progress: func(f string, a ...any) {
 		mu.Lock()
 		defer mu.Unlock()
 		if m := fmt.Sprintf(f, a...); strings.Contains(m, "retrying") {
@@ -391,7 +393,7 @@ func TestProviderTroubleIsRetried(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &plans.Runner{Doc: doc, Drivers: drivers, Journal: plans.NewJournal(filepath.Join(w.dir, "j.json"), doc, "retry1"), Poll: 50 * time.Millisecond}
+	r := &runner.Runner{Doc: doc, Drivers: drivers, Journal: runner.NewJournal(filepath.Join(w.dir, "j.json"), doc, "retry1"), Poll: 50 * time.Millisecond}
 	start := time.Now()
 	res := r.Run(context.Background())
 	if res.ExitCode != 0 {

@@ -1,4 +1,4 @@
-package plans_test
+package runner_test
 
 import (
 	"context"
@@ -20,11 +20,13 @@ import (
 	"github.com/vmswap/vmswap/lab"
 	"github.com/vmswap/vmswap/lab/labtest"
 	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/plans/registry"
+	"github.com/vmswap/vmswap/plans/runner"
 	"github.com/vmswap/vmswap/verify/probe"
 )
 
-func (w *world) drivers(doc *plans.Document) map[string]*plans.Drivers {
-	d, err := plans.Build(doc.Plan, plans.BuildOptions{Getenv: w.getenv, PollInterval: 50 * time.Millisecond})
+func (w *world) drivers(doc *plans.Document) map[string]*registry.Drivers {
+	d, err := registry.Build(doc.Plan, registry.BuildOptions{Getenv: w.getenv, PollInterval: 50 * time.Millisecond})
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -46,11 +48,11 @@ func TestRollbackAfterSuccess(t *testing.T) {
 	}
 	newID, _ := strconv.Atoi(j.Swaps[0].NewID)
 	ext, _ := probe.Start(probe.Config{URL: w.url(w.lbIP), Rate: 50})
-	r := &plans.Runner{Doc: doc, Drivers: w.drivers(doc), Journal: j, Poll: 50 * time.Millisecond}
+	r := &runner.Runner{Doc: doc, Drivers: w.drivers(doc), Journal: j, Poll: 50 * time.Millisecond}
 	rev := r.Revert(context.Background())
 	sum := ext.Stop()
 	t.Logf("rollback: %s; outside probe %d requests, %d failed", rev.Status, sum.Requests, sum.Failed)
-	if rev.ExitCode != 0 || rev.Status != plans.StatusReverted || j.Swaps[0].Status != plans.StatusReverted {
+	if rev.ExitCode != 0 || rev.Status != runner.StatusReverted || j.Swaps[0].Status != runner.StatusReverted {
 		t.Fatalf("revert: exit %d %s: %s", rev.ExitCode, rev.Status, rev.Next)
 	}
 	if sum.Failed != 0 || sum.Requests == 0 {
@@ -74,7 +76,7 @@ func TestStalePlanRefused(t *testing.T) {
 	w := newWorld(t)
 	sw := w.swap("loadbalancer")
 	doc := w.plan(sw)
-	if err := plans.ObserveWorld(context.Background(), doc.Plan, plans.BuildOptions{Getenv: w.getenv}); err != nil {
+	if err := runner.ObserveWorld(context.Background(), doc.Plan, registry.BuildOptions{Getenv: w.getenv}); err != nil {
 		t.Fatal(err)
 	}
 	// Someone adds a droplet to the pool and resizes the source.
@@ -105,7 +107,7 @@ func TestStalePlanRefused(t *testing.T) {
 	}
 	before := len(w.l.Requests())
 	res, _ := w.run(doc, nil)
-	if res.ExitCode != plans.ExitBadInput {
+	if res.ExitCode != runner.ExitBadInput {
 		t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
 	}
 	msg := res.Swaps[0].Error
@@ -136,18 +138,18 @@ func TestFailedDeletionNeedsAttention(t *testing.T) {
 	w.l.Inject(lab.Fault{Kind: lab.FaultHTTPError, Operation: "droplets_destroy", Status: 500, Count: 6})
 	doc := w.plan(w.swap("reserved_ip"))
 	res, j := w.run(doc, nil)
-	if res.ExitCode != plans.ExitAttention || !strings.Contains(res.Next, "Finish it with: vmswap cleanup --yes "+doc.File) {
+	if res.ExitCode != runner.ExitAttention || !strings.Contains(res.Next, "Finish it with: vmswap cleanup --yes "+doc.File) {
 		t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
 	}
 	t.Logf("needs attention: %s", res.Next)
-	orphans, err := plans.FindOrphans(context.Background(), doc, j, w.drivers(doc))
+	orphans, err := runner.FindOrphans(context.Background(), doc, j, w.drivers(doc))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(orphans) != 1 || orphans[0].Kind != "server" {
 		t.Fatalf("orphans: %v", orphans)
 	}
-	if errs := plans.DeleteOrphans(context.Background(), orphans, w.drivers(doc)); len(errs) != 0 {
+	if errs := runner.DeleteOrphans(context.Background(), orphans, w.drivers(doc)); len(errs) != 0 {
 		t.Fatal(errs)
 	}
 	if inv := w.l.Inventory(); len(inv.Droplets) != 1 || len(inv.Snapshots) != 0 {
@@ -157,12 +159,12 @@ func TestFailedDeletionNeedsAttention(t *testing.T) {
 
 func TestLock(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "p.yaml.lock")
-	l1, err := plans.AcquireLock(path, "apply p.yaml", false)
+	l1, err := runner.AcquireLock(path, "apply p.yaml", false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = plans.AcquireLock(path, "apply p.yaml", false)
-	var le *plans.LockedError
+	_, err = runner.AcquireLock(path, "apply p.yaml", false)
+	var le *runner.LockedError
 	host, _ := os.Hostname()
 	if !errors.As(err, &le) || le.Stale || !strings.Contains(err.Error(), fmt.Sprintf("%s pid %d since", host, os.Getpid())) {
 		t.Fatalf("second lock: %v", err)
@@ -170,11 +172,11 @@ func TestLock(t *testing.T) {
 	l1.Release()
 	// A lock whose process is gone: reported, broken only when asked.
 	os.WriteFile(path, []byte(fmt.Sprintf(`{"host":%q,"pid":999999,"started":"2026-01-01T00:00:00Z","command":"apply p.yaml"}`, host)), 0o644)
-	_, err = plans.AcquireLock(path, "apply p.yaml", false)
+	_, err = runner.AcquireLock(path, "apply p.yaml", false)
 	if !errors.As(err, &le) || !le.Stale || !strings.Contains(err.Error(), "--break-lock") {
 		t.Fatalf("stale lock: %v", err)
 	}
-	l2, err := plans.AcquireLock(path, "apply p.yaml", true)
+	l2, err := runner.AcquireLock(path, "apply p.yaml", true)
 	if err != nil {
 		t.Fatalf("break stale lock: %v", err)
 	}
@@ -205,19 +207,19 @@ func TestNextRunKeepsCompletedSwaps(t *testing.T) {
 	p.Swaps = append(p.Swaps, second)
 	doc := w.reparse(p)
 	// The second swap's new droplet serves 500s: it rolls back.
-	res, j := w.run(doc, func(e plans.Event) {
+	res, j := w.run(doc, func(e runner.Event) {
 		if e.Event == "step" && e.Step == "launch" && e.Status == "started" && e.Swap == "web-2" {
 			w.l.Inject(lab.Fault{Kind: lab.FaultServe500})
 		}
 	})
-	if res.ExitCode != plans.ExitRolledBack || j.Swaps[0].Status != plans.StatusSucceeded || j.Swaps[1].Status != plans.StatusRolledBack {
+	if res.ExitCode != runner.ExitRolledBack || j.Swaps[0].Status != runner.StatusSucceeded || j.Swaps[1].Status != runner.StatusRolledBack {
 		t.Fatalf("first run: exit %d, swaps %s/%s", res.ExitCode, j.Swaps[0].Status, j.Swaps[1].Status)
 	}
 	firstNew := j.Swaps[0].NewID
-	next := plans.NextRun(j, filepath.Join(w.dir, "next.json"), doc, "nextrun12345")
-	r := &plans.Runner{Doc: doc, Drivers: w.drivers(doc), Journal: next, Poll: 50 * time.Millisecond}
+	next := runner.NextRun(j, filepath.Join(w.dir, "next.json"), doc, "nextrun12345")
+	r := &runner.Runner{Doc: doc, Drivers: w.drivers(doc), Journal: next, Poll: 50 * time.Millisecond}
 	res = r.Run(context.Background())
-	if res.ExitCode != 0 || next.Swaps[0].NewID != firstNew || next.Swaps[1].Status != plans.StatusSucceeded {
+	if res.ExitCode != 0 || next.Swaps[0].NewID != firstNew || next.Swaps[1].Status != runner.StatusSucceeded {
 		t.Fatalf("second run: exit %d %s; first swap's new server %s -> %s", res.ExitCode, res.Next, firstNew, next.Swaps[0].NewID)
 	}
 	// web-1, web-2 seeded; one launch for the first swap, two for the second.
@@ -234,7 +236,7 @@ func TestQuiesce(t *testing.T) {
 	sw := w.swap("reserved_ip")
 	sw.Quiesce = true
 	var order []string
-	res, _ := w.run(w.plan(sw), func(e plans.Event) {
+	res, _ := w.run(w.plan(sw), func(e runner.Event) {
 		if strings.HasPrefix(e.Message, "quiesced web-1") || strings.HasPrefix(e.Message, "snapshotting web-1") {
 			order = append(order, e.Message)
 		}
@@ -318,7 +320,7 @@ func TestTagSelectedPool(t *testing.T) {
 	}
 	sw.Probe.URL = w.url(lbIP)
 	var beforeCutover []int
-	res, j := w.run(w.plan(sw), func(e plans.Event) {
+	res, j := w.run(w.plan(sw), func(e runner.Event) {
 		if e.Event == "step" && e.Step == "verify" && e.Status == "ok" {
 			beforeCutover = w.lbMembers(lb.ID)
 		}
@@ -382,7 +384,7 @@ func TestSharedDNSRecord(t *testing.T) {
 	sw := w.swap("dns")
 	sw.Retire.KeepFor = plans.Duration(time.Hour)
 	doc := w.plan(sw)
-	if err := plans.ObserveWorld(ctx, doc.Plan, plans.BuildOptions{Getenv: w.getenv}); err != nil {
+	if err := runner.ObserveWorld(ctx, doc.Plan, registry.BuildOptions{Getenv: w.getenv}); err != nil {
 		t.Fatal(err)
 	}
 	if m := strings.Join(doc.Plan.Mutations, "\n"); !strings.Contains(m, "replace web-1's value "+w.srcIP) || !strings.Contains(m, "the other values ["+ip2+"] stay") {
@@ -397,7 +399,7 @@ func TestSharedDNSRecord(t *testing.T) {
 	if got := w.servedA(t); !sameValues(got, newIP, ip2) {
 		t.Fatalf("after the swap www serves %v, want %s and web-2's %s", got, newIP, ip2)
 	}
-	r := &plans.Runner{Doc: doc, Drivers: w.drivers(doc), Journal: j, Poll: 50 * time.Millisecond}
+	r := &runner.Runner{Doc: doc, Drivers: w.drivers(doc), Journal: j, Poll: 50 * time.Millisecond}
 	if rev := r.Revert(ctx); rev.ExitCode != 0 {
 		t.Fatalf("revert: %s", rev.Next)
 	}
@@ -418,14 +420,14 @@ func TestConcurrentDNSEdit(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	ctx := context.Background()
-	res, _ := w.run(w.plan(w.swap("dns")), func(e plans.Event) {
+	res, _ := w.run(w.plan(w.swap("dns")), func(e runner.Event) {
 		if e.Event == "step" && e.Step == "launch" && e.Status == "started" {
 			if err := w.l.Seeder().Record(ctx, "shop.test", "www", "127.0.0.250", 30); err != nil {
 				t.Error(err)
 			}
 		}
 	})
-	if res.ExitCode != plans.ExitRolledBack || !strings.Contains(res.Next, "someone else changed www.shop.test") || !strings.Contains(res.Next, "127.0.0.250") {
+	if res.ExitCode != runner.ExitRolledBack || !strings.Contains(res.Next, "someone else changed www.shop.test") || !strings.Contains(res.Next, "127.0.0.250") {
 		t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
 	}
 	w.waitServedA(t, w.srcIP, "127.0.0.250")
@@ -447,7 +449,7 @@ func TestBudgetCoversTheRetireHold(t *testing.T) {
 	sw.Cutover.LoadBalancer.Drain = plans.Duration(4 * time.Second)
 	sw.Observe = plans.Duration(500 * time.Millisecond)
 	var once sync.Once
-	res, _ := w.run(w.plan(sw), func(e plans.Event) {
+	res, _ := w.run(w.plan(sw), func(e runner.Event) {
 		if e.Event == "step" && e.Step == "retire" && e.Status == "started" {
 			once.Do(func() {
 				for _, d := range w.droplets() {
@@ -458,7 +460,7 @@ func TestBudgetCoversTheRetireHold(t *testing.T) {
 			})
 		}
 	})
-	if res.ExitCode != plans.ExitRolledBack || !strings.Contains(res.Next, "retire failed and was rolled back") || !strings.Contains(res.Next, "error budget breached") {
+	if res.ExitCode != runner.ExitRolledBack || !strings.Contains(res.Next, "retire failed and was rolled back") || !strings.Contains(res.Next, "error budget breached") {
 		t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
 	}
 	for _, d := range w.droplets() {

@@ -1,4 +1,4 @@
-package plans
+package runner
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"slices"
 	"sort"
 
+	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/plans/registry"
 	"github.com/vmswap/vmswap/provider"
 )
 
@@ -26,7 +28,7 @@ func (o Orphan) String() string {
 // use unless its swap was rolled back or switched back (traffic moved off it); a
 // finished swap's image is in use when the plan keeps it; what a running
 // or interrupted swap holds is its own to finish or undo.
-func FindOrphans(ctx context.Context, doc *Document, j *Journal, drivers map[string]*Drivers) ([]Orphan, error) {
+func FindOrphans(ctx context.Context, doc *plans.Document, j *Journal, drivers map[string]*registry.Drivers) ([]Orphan, error) {
 	planIDs := []string{doc.PlanID()}
 	inUse := map[string]bool{}
 	if j != nil {
@@ -87,7 +89,7 @@ func FindOrphans(ctx context.Context, doc *Document, j *Journal, drivers map[str
 }
 
 // DeleteOrphans deletes what FindOrphans found and returns what it could not.
-func DeleteOrphans(ctx context.Context, orphans []Orphan, drivers map[string]*Drivers) []error {
+func DeleteOrphans(ctx context.Context, orphans []Orphan, drivers map[string]*registry.Drivers) []error {
 	var errs []error
 	for _, o := range orphans {
 		var c provider.Compute = drivers[o.Provider].Compute

@@ -1,0 +1,98 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/vmswap/vmswap/plans"
+)
+
+// This file: observe and retire: holds of probed evidence, then the old server goes.
+
+// observe holds the swap under live traffic for the plan's observe time,
+// counted in this process with the probe running: a run resumed after a
+// pause observes again in full.
+func observe(ctx context.Context, s *swapRun) error {
+	return s.holdUnderProbe(ctx, s.sw.Observe.D(), func(total, failed int64, left time.Duration) {
+		s.progress("observing %s under traffic: %d requests, %d failed, %s left", s.st.NewName, total, failed, left.Round(time.Second))
+	})
+}
+
+// holdUnderProbe waits d of continuous time in this process with the probe
+// running, checking the error budget as it goes. Time that passed before a
+// restart does not count: a safety window is evidence, not a deadline.
+func (s *swapRun) holdUnderProbe(ctx context.Context, d time.Duration, note func(total, failed int64, left time.Duration)) error {
+	if err := s.startProbe(ctx); err != nil {
+		return err
+	}
+	clk := s.r.clock()
+	until := clk.Now().Add(d)
+	var budget plans.Budget
+	if s.sw.Probe != nil {
+		budget = s.sw.Probe.ErrorBudget
+	}
+	lastNote := time.Time{}
+	for {
+		left := until.Sub(clk.Now())
+		if s.probe != nil {
+			failed, total := s.probe.Failed(), s.probe.Requests()
+			if budget.Breached(failed, total) {
+				return errors.Join(ErrBudget, fmt.Errorf("%d of %d probe requests failed (budget %s)", failed, total, budget))
+			}
+			if time.Since(lastNote) >= 2*time.Second {
+				note(total, failed, max(left, 0))
+				lastNote = time.Now()
+			}
+		}
+		if left <= 0 {
+			return nil
+		}
+		if err := clk.Sleep(ctx, min(left, s.r.poll())); err != nil {
+			return err
+		}
+	}
+}
+
+// retire waits until the source has been out of traffic for the cutover's
+// hold (drain, or TTL + grace), under the probe, then powers it off or
+// deletes it, and deletes the image unless the plan keeps it.
+func retire(ctx context.Context, s *swapRun) error {
+	clk := s.r.clock()
+	if s.probe != nil {
+		s.probe.Mark("retire")
+	}
+	if !s.st.has("old_retired") {
+		left := s.kind.hold(s.st)
+		if !s.leftAt.IsZero() {
+			left -= clk.Now().Sub(s.leftAt)
+		}
+		if left > 0 {
+			s.progress("keeping %s serving for %s more (drain / cached DNS answers)", s.st.SourceName, left.Round(time.Second))
+			if err := s.holdUnderProbe(ctx, left, func(total, failed int64, left time.Duration) {}); err != nil {
+				return err
+			}
+		}
+		if err := s.once("old_retired", func() error {
+			if s.sw.Retire.Action == "delete" {
+				s.progress("deleting %s", s.st.SourceName)
+				return s.comp.DeleteServer(ctx, s.st.SourceID)
+			}
+			s.progress("powering off %s", s.st.SourceName)
+			if err := s.comp.PowerOff(ctx, s.st.SourceID, orDur(s.sw.Retire.ShutdownTimeout, 2*time.Minute)); err != nil {
+				return err
+			}
+			if s.sw.Retire.KeepFor > 0 {
+				s.st.KeepUntil = clk.Now().Add(s.sw.Retire.KeepFor.D())
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
+	if !s.sw.Retire.KeepImage && s.st.ImageID != "" {
+		return s.once("image_deleted", func() error { return s.comp.DeleteImage(ctx, s.st.ImageID) })
+	}
+	return nil
+}

@@ -1,0 +1,156 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/vmswap/vmswap/provider"
+	"github.com/vmswap/vmswap/verify"
+)
+
+// This file: snapshot, launch and ready: the new server from a live image of the source.
+
+func snapshot(ctx context.Context, s *swapRun) error {
+	src, err := s.source(ctx)
+	if err != nil {
+		return err
+	}
+	if s.st.ImageName == "" {
+		s.st.ImageName = fmt.Sprintf("vmswap-%s-%s-%s", src.Name, s.r.Journal.Started.Format("20060102-150405"), s.r.Journal.PlanID)
+		if err := s.r.save(); err != nil {
+			return err
+		}
+	}
+	if s.sw.Quiesce && s.st.SnapshotOp == "" {
+		if err := quiesce(ctx, s, src); err != nil {
+			return err
+		}
+	}
+	s.progress("snapshotting %s as %s (live: it keeps serving, and the image is crash-consistent)", src.Name, s.st.ImageName)
+	wctx, cancel := context.WithTimeout(ctx, s.timeout())
+	defer cancel()
+	var saveErr error
+	img, err := s.comp.Snapshot(wctx, src, s.st.ImageName, func(op string) {
+		if s.st.SnapshotOp != op {
+			s.st.SnapshotOp = op
+			if err := s.r.save(); err != nil && saveErr == nil {
+				saveErr = err
+			}
+		}
+	})
+	if saveErr != nil {
+		// The image is found again by its unique name: nothing is lost,
+		// but a run that cannot write its journal must not go on.
+		return saveErr
+	}
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			return fmt.Errorf("%w (no image within %s: raise ready_timeout in the plan)", err, s.timeout())
+		}
+		return err
+	}
+	s.st.ImageID = img.ID
+	return s.r.save()
+}
+
+// quiesce flushes the source's page cache to disk (sync over SSH) just
+// before its live image is taken.
+func quiesce(ctx context.Context, s *swapRun, src *provider.Server) error {
+	k := s.sw.Verify.SSH
+	host := src.PublicIP
+	if k.Address != "" {
+		host = k.Address
+	}
+	c, err := verify.DialSSH(ctx, host, s.sshConfig(k))
+	if err != nil {
+		return fmt.Errorf("quiesce %s: %w", src.Name, err)
+	}
+	defer c.Close()
+	if _, err := c.Run(ctx, "sync"); err != nil {
+		return fmt.Errorf("quiesce %s: %w", src.Name, err)
+	}
+	s.progress("quiesced %s: sync ran over SSH", src.Name)
+	return nil
+}
+
+func launch(ctx context.Context, s *swapRun) error {
+	src, err := s.source(ctx)
+	if err != nil {
+		return err
+	}
+	if s.st.Token == "" {
+		s.st.Token = fmt.Sprintf("%s-%d", s.r.Journal.RunID, s.i)
+		s.st.NewName = fmt.Sprintf("%s-%s", src.Name, s.r.Journal.RunID[:6])
+		if err := s.r.save(); err != nil {
+			return err
+		}
+	}
+	spec := provider.LaunchSpec{Source: src, Image: &provider.Image{ID: s.st.ImageID, Name: s.st.ImageName},
+		Size: s.sw.Target.Size, Name: s.st.NewName, Token: s.st.Token, Tags: []string{"vmswap:" + s.r.Journal.PlanID}}
+	if c := s.sw.Cutover.LoadBalancer; c != nil {
+		// A pool that selects its members by tag must not get the new
+		// server before it is verified: the tag is its cutover.
+		if s.pool == nil {
+			if s.pool, err = s.r.Drivers[c.Provider].LB.Pool(ctx, c.ID); err != nil {
+				return err
+			}
+		}
+		if t := s.pool.SelectTag; t != "" {
+			spec.WithoutTags = []string{t}
+			s.progress("load balancer %s selects its members by tag %q: %s is launched without it, and tagged at cutover", c.ID, t, s.st.NewName)
+		}
+	}
+	s.progress("launching %s (%s) from %s", s.st.NewName, s.sw.Target.Size, s.st.ImageName)
+	srv, err := s.comp.Launch(ctx, spec)
+	if err != nil {
+		return err
+	}
+	s.st.NewID = srv.ID
+	if err := s.r.save(); err != nil {
+		return err
+	}
+	if s.st.Claim != "" {
+		if err := s.comp.TagServer(ctx, srv.ID, s.st.Claim); err != nil {
+			return fmt.Errorf("claim %s: %w", s.st.NewName, err)
+		}
+	}
+	return nil
+}
+
+func ready(ctx context.Context, s *swapRun) error {
+	wctx, cancel := context.WithTimeout(ctx, s.timeout())
+	defer cancel()
+	srv, err := s.comp.WaitRunning(wctx, s.st.NewID)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			return fmt.Errorf("%s did not become running within %s (raise ready_timeout in the plan if the provider is slow)", s.st.NewName, s.timeout())
+		}
+		return err
+	}
+	s.st.NewIP = srv.PublicIP
+	if err := s.r.save(); err != nil {
+		return err
+	}
+	addr := s.addrOf(srv.PublicIP)
+	start := time.Now()
+	for {
+		c, err := (&net.Dialer{Timeout: 2 * time.Second}).DialContext(wctx, "tcp", addr)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if wctx.Err() != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("%s is running but %s refuses connections after %s", s.st.NewName, addr, s.timeout())
+		}
+		s.progress("waiting for %s to accept connections (%s)", addr, time.Since(start).Round(time.Second))
+		if err := s.r.clock().Sleep(ctx, s.r.poll()); err != nil {
+			return err
+		}
+	}
+}

@@ -1,0 +1,485 @@
+// Package runner applies plans: the steps of a swap (preflight, snapshot,
+// launch, ready, verify, cutover, observe, retire), the cutover kinds,
+// rollback and revert, the journal and its lock, server claims, and the one
+// state machine of a plan file's runs (Decide, OpenSession) that every
+// command goes through. It knows drivers only by vmswap's own interfaces.
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"time"
+
+	"github.com/vmswap/vmswap/loadbalancer"
+	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/plans/registry"
+	"github.com/vmswap/vmswap/provider"
+	"github.com/vmswap/vmswap/verify/probe"
+)
+
+// Steps of a swap, in order.
+var Steps = []string{"preflight", "snapshot", "launch", "ready", "verify", "cutover", "observe", "retire"}
+
+// Sentinel errors a step's failure carries, so that callers and rollback can
+// decide with errors.Is.
+var (
+	ErrPreflight   = errors.New("preflight failed")
+	ErrStale       = errors.New("plan is stale")
+	ErrVerify      = errors.New("verification failed")
+	ErrNeverRoutes = errors.New("load balancer never routed to the new server")
+	ErrBudget      = errors.New("error budget breached")
+	ErrInterrupted = errors.New("interrupted")
+)
+
+// Exit codes: each means one thing.
+const (
+	ExitOK         = 0
+	ExitRolledBack = 1 // failed and rolled back: the source serves
+	ExitBadInput   = 2 // bad input or stale plan: nothing was changed
+	ExitAttention  = 3 // failed and needs attention: see the message
+)
+
+// Event is one line of progress or outcome, for people (text) or machines
+// (JSON lines).
+type Event struct {
+	Event   string    `json:"event"` // step, progress, check, warning, swap
+	Time    time.Time `json:"time"`
+	Swap    string    `json:"swap,omitempty"`
+	Step    string    `json:"step,omitempty"`
+	Status  string    `json:"status,omitempty"`
+	Message string    `json:"message,omitempty"`
+	Elapsed float64   `json:"elapsed_s,omitempty"`
+}
+
+// Clock is the runner's time, injected so tests can run holds instantly.
+type Clock interface {
+	Now() time.Time
+	// Sleep waits d or until ctx ends.
+	Sleep(ctx context.Context, d time.Duration) error
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time                                   { return time.Now() }
+func (realClock) Sleep(ctx context.Context, d time.Duration) error { return provider.Sleep(ctx, d) }
+
+// RealClock is the wall clock.
+var RealClock Clock = realClock{}
+
+// Runner applies a plan.
+type Runner struct {
+	Doc     *plans.Document
+	Drivers map[string]*registry.Drivers
+	Journal *Journal
+	// Emit receives events. Nil: discarded.
+	Emit func(Event)
+	// Clock. Nil: RealClock.
+	Clock Clock
+	// Poll is how often the runner itself polls (TCP ready, traffic through
+	// a load balancer, the error budget). Zero: 500ms.
+	Poll time.Duration
+	// AfterSave, if set, is called after every journal write with its
+	// sequence number (for crash tests).
+	AfterSave func(n int)
+	// PlanFile is the plan's path as the user typed it, for messages.
+	PlanFile string
+}
+
+// Result is the outcome of a run.
+type Result struct {
+	Status   State        `json:"status"`
+	ExitCode int          `json:"-"`
+	Swaps    []SwapResult `json:"swaps"`
+	// Next says what to do, when there is something to do.
+	Next string `json:"next,omitempty"`
+}
+
+// SwapResult is one swap's outcome, as in the JSON summary.
+type SwapResult struct {
+	Name      string   `json:"name"`
+	Source    string   `json:"source"`
+	New       string   `json:"new"`
+	Cutover   string   `json:"cutover"`
+	Status    State    `json:"status"`
+	Requests  int      `json:"requests"`
+	Failed    int      `json:"failed"`
+	P50ms     float64  `json:"p50_ms"`
+	P99ms     float64  `json:"p99_ms"`
+	DurationS float64  `json:"duration_s"`
+	Error     string   `json:"error,omitempty"`
+	Left      []string `json:"left,omitempty"`
+}
+
+// NewJournal starts the journal of a new run of doc.
+func NewJournal(path string, doc *plans.Document, runID string) *Journal {
+	j := &Journal{Version: JournalVersion, Plan: doc.File, PlanHash: doc.Hash(), PlanID: doc.PlanID(), PlanText: string(doc.Raw), RunID: runID,
+		Started: time.Now().UTC(), Status: StatusRunning, path: path}
+	for i := range doc.Plan.Swaps {
+		j.Swaps = append(j.Swaps, &SwapState{Index: i, Status: StatusPending, Steps: map[string]*StepLog{}})
+	}
+	return j
+}
+
+// swapRun is the working state of one swap in this process.
+type swapRun struct {
+	r     *Runner
+	i     int
+	sw    *plans.Swap
+	st    *SwapState
+	comp  provider.Compute
+	kind  cutoverKind
+	src   *provider.Server
+	size  *provider.Size
+	probe *probe.Probe
+	// pool is the load balancer's pool as preflight read it.
+	pool *loadbalancer.Pool
+	// leftAt is when, in this process, the source stopped getting new
+	// traffic; zero after a restart, so its hold runs again in full.
+	leftAt        time.Time
+	warnedNoProbe bool
+}
+
+func (r *Runner) swapRun(i int) *swapRun {
+	sw := &r.Doc.Plan.Swaps[i]
+	return &swapRun{r: r, i: i, sw: sw, st: r.Journal.Swaps[i], comp: r.Drivers[sw.Source.Provider].Compute, kind: kindOf(sw.Cutover, r.Drivers)}
+}
+
+func (r *Runner) clock() Clock {
+	if r.Clock == nil {
+		return RealClock
+	}
+	return r.Clock
+}
+
+func (r *Runner) now() time.Time { return r.clock().Now().UTC() }
+
+func (r *Runner) poll() time.Duration {
+	if r.Poll == 0 {
+		return 500 * time.Millisecond
+	}
+	return r.Poll
+}
+
+func (r *Runner) emit(e Event) {
+	if r.Emit != nil {
+		e.Time = r.now()
+		r.Emit(e)
+	}
+}
+
+func (r *Runner) save() error {
+	r.Journal.clock = r.clock().Now
+	if err := r.Journal.Save(); err != nil {
+		return err
+	}
+	if r.AfterSave != nil {
+		r.AfterSave(r.Journal.saves)
+	}
+	return nil
+}
+
+func (s *swapRun) name() string {
+	if s.sw.Name != "" {
+		return s.sw.Name
+	}
+	return s.sw.Source.Server
+}
+
+func (s *swapRun) progress(format string, args ...any) {
+	s.r.emit(Event{Event: "progress", Swap: s.name(), Message: fmt.Sprintf(format, args...)})
+}
+
+// Run applies the plan, resuming from the journal. It never returns an
+// error: the Result says what happened and what to do.
+func (r *Runner) Run(ctx context.Context) *Result {
+	j := r.Journal
+	res := &Result{Status: StatusSucceeded}
+	j.Status = StatusRunning
+	if err := r.save(); err != nil {
+		return &Result{Status: StatusNeedsAttention, ExitCode: ExitAttention, Next: err.Error()}
+	}
+	for i := range r.Doc.Plan.Swaps {
+		sr := r.swapRun(i)
+		if sr.st.Status != StatusSucceeded {
+			code, next := r.runSwap(ctx, sr)
+			if code != ExitOK {
+				// Every outcome has its swap event, not only success.
+				r.emit(Event{Event: "swap", Swap: sr.name(), Status: string(sr.st.Status), Message: next})
+				res.ExitCode, res.Next = code, next
+				res.Status = map[int]State{ExitRolledBack: StatusRolledBack, ExitBadInput: StatusRefused, ExitAttention: StatusNeedsAttention}[code]
+				if sr.st.Status == StatusInterrupted {
+					res.Status = StatusInterrupted
+				}
+				res.Swaps = append(res.Swaps, r.swapResult(sr))
+				break
+			}
+		}
+		res.Swaps = append(res.Swaps, r.swapResult(sr))
+	}
+	j.Status = res.Status
+	if err := r.save(); err != nil && res.ExitCode == ExitOK {
+		res.ExitCode, res.Next = ExitAttention, err.Error()
+	}
+	return res
+}
+
+func (r *Runner) swapResult(sr *swapRun) SwapResult {
+	st := sr.st
+	out := SwapResult{Name: sr.name(), Source: st.SourceName, New: st.NewName, Cutover: sr.sw.Cutover.Kind(), Status: st.Status, Error: st.Error, Left: st.Left}
+	if out.Source == "" {
+		out.Source = sr.sw.Source.Server
+	}
+	if p := st.Probe; p != nil {
+		out.Requests, out.Failed = p.Requests, p.Failed
+		out.P50ms = float64(p.P50.Microseconds()) / 1000
+		out.P99ms = float64(p.P99.Microseconds()) / 1000
+	}
+	if l := st.Steps["preflight"]; l != nil {
+		end := r.now()
+		if rl := st.Steps["retire"]; rl != nil && !rl.End.IsZero() {
+			end = rl.End
+		}
+		out.DurationS = float64(end.Sub(l.Start).Milliseconds()) / 1000
+	}
+	return out
+}
+
+type step struct {
+	name string
+	fn   func(context.Context, *swapRun) error
+}
+
+// runSwap runs the steps not yet done and returns an exit code and what to
+// do next.
+func (r *Runner) runSwap(ctx context.Context, sr *swapRun) (int, string) {
+	st := sr.st
+	st.Status, st.Error, st.Left = StatusRunning, "", nil
+	steps := []step{{"preflight", preflight}, {"snapshot", snapshot}, {"launch", launch}, {"ready", ready},
+		{"verify", verifyStep}, {"cutover", cutover}, {"observe", observe}, {"retire", retire}}
+	for _, s := range steps {
+		if st.has(s.name) {
+			continue
+		}
+		if ctx.Err() != nil {
+			return r.interrupted(sr, s.name)
+		}
+		st.Steps[s.name] = &StepLog{Start: r.now(), Status: "running"}
+		r.emit(Event{Event: "step", Swap: sr.name(), Step: s.name, Status: "started"})
+		if err := r.save(); err != nil {
+			return ExitAttention, err.Error()
+		}
+		err := s.fn(ctx, sr)
+		if err == nil {
+			st.Steps[s.name].End, st.Steps[s.name].Status = r.now(), "ok"
+			st.Done = append(st.Done, s.name)
+			r.emit(Event{Event: "step", Swap: sr.name(), Step: s.name, Status: "ok", Elapsed: st.Steps[s.name].End.Sub(st.Steps[s.name].Start).Seconds()})
+			if err := r.save(); err != nil {
+				return ExitAttention, err.Error()
+			}
+			continue
+		}
+		if ctx.Err() != nil {
+			return r.interrupted(sr, s.name)
+		}
+		st.Steps[s.name].End, st.Steps[s.name].Status = r.now(), "failed"
+		st.Error = fmt.Sprintf("%s: %v", s.name, err)
+		r.emit(Event{Event: "step", Swap: sr.name(), Step: s.name, Status: "failed", Message: err.Error()})
+		switch {
+		case s.name == "preflight":
+			r.release(context.WithoutCancel(ctx), sr)
+			st.Status = StatusRefused
+			if serr := r.save(); serr != nil {
+				return ExitAttention, serr.Error()
+			}
+			if errors.Is(err, ErrClaimed) {
+				return ExitBadInput, "nothing was changed: " + trimSentinel(err)
+			}
+			next := "nothing was changed; fix the above and run apply again"
+			if errors.Is(err, ErrStale) {
+				next = fmt.Sprintf("nothing was changed; write a new plan: vmswap plan --refresh %s", r.planFile())
+			}
+			return ExitBadInput, next
+		case s.name == "retire" && (st.has("old_retired") || !errors.Is(err, ErrBudget)):
+			// Traffic is on the new server and it has been observed healthy:
+			// retiring is cleanup, not a reason to move traffic back.
+			stopProbe(sr)
+			st.Status = StatusNeedsAttention
+			st.Left = append(st.Left, fmt.Sprintf("retire of %s did not finish", st.SourceName))
+			if serr := r.save(); serr != nil {
+				return ExitAttention, serr.Error()
+			}
+			return ExitAttention, fmt.Sprintf("the new server %s serves; retiring the old one failed: run `vmswap apply %s` again to finish", st.NewName, r.planFile())
+		}
+		return r.rollback(sr, err)
+	}
+	stopProbe(sr)
+	if failed, total := exposed(st.Probe); failed > 0 {
+		// The budget covers the whole time users are exposed, retire
+		// included: failures after observe are never a plain success.
+		var budget plans.Budget
+		if sr.sw.Probe != nil {
+			budget = sr.sw.Probe.ErrorBudget
+		}
+		msg := fmt.Sprintf("%d of %d probe requests failed between the cutover and the end of retire (budget %s)", failed, total, budget)
+		if budget.Breached(int64(failed), int64(total)) {
+			st.Status, st.Error = StatusNeedsAttention, msg
+			if err := r.save(); err != nil {
+				return ExitAttention, err.Error()
+			}
+			return ExitAttention, fmt.Sprintf("%s replaced %s, but %s: check %s now (the probe's errors are in the journal); run `vmswap apply %s` to mark the run done, or `vmswap rollback %s` to switch back",
+				st.NewName, st.SourceName, msg, st.NewName, r.planFile(), r.planFile())
+		}
+		r.emit(Event{Event: "warning", Swap: sr.name(), Message: msg + ": within the budget"})
+	}
+	r.release(context.WithoutCancel(ctx), sr)
+	st.Status = StatusSucceeded
+	r.emit(Event{Event: "swap", Swap: sr.name(), Status: string(StatusSucceeded),
+		Message: fmt.Sprintf("%s replaced by %s (%s)", st.SourceName, st.NewName, sr.sw.Target.Size)})
+	if err := r.save(); err != nil {
+		return ExitAttention, err.Error()
+	}
+	return ExitOK, ""
+}
+
+// exposed counts the probe's requests from the first traffic change on:
+// every window but the baseline.
+func exposed(p *probe.Summary) (failed, total int) {
+	if p == nil {
+		return 0, 0
+	}
+	for _, w := range p.Windows {
+		if w.Name != "baseline" {
+			failed, total = failed+w.Failed, total+w.Requests
+		}
+	}
+	return failed, total
+}
+
+func (r *Runner) planFile() string {
+	if r.PlanFile != "" {
+		return r.PlanFile
+	}
+	return r.Doc.File
+}
+
+func (r *Runner) interrupted(sr *swapRun, stepName string) (int, string) {
+	stopProbe(sr)
+	sr.st.Status = StatusInterrupted
+	if l := sr.st.Steps[stepName]; l != nil && l.Status == "running" {
+		l.Status = "interrupted"
+	}
+	r.Journal.Status = StatusInterrupted
+	next := fmt.Sprintf("interrupted during %s; nothing was rolled back. Continue with: vmswap apply %s (or undo with: vmswap rollback %s)", stepName, r.planFile(), r.planFile())
+	if err := r.save(); err != nil {
+		next = fmt.Sprintf("interrupted during %s, and the journal could not be written (%v): check what the run created before running vmswap again", stepName, err)
+	}
+	r.emit(Event{Event: "warning", Swap: sr.name(), Step: stepName, Message: next})
+	return ExitAttention, next
+}
+
+func stopProbe(sr *swapRun) {
+	if sr.probe != nil {
+		s := sr.probe.Stop()
+		sr.st.Probe = &s
+		sr.probe = nil
+	}
+}
+
+// source returns the source server, reading it once per process.
+func (s *swapRun) source(ctx context.Context) (*provider.Server, error) {
+	if s.src != nil {
+		return s.src, nil
+	}
+	ref := s.st.SourceID
+	if ref == "" {
+		ref = s.sw.Source.Server
+	}
+	src, err := s.comp.GetServer(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	s.src = src
+	return src, nil
+}
+
+func (s *swapRun) timeout() time.Duration {
+	if s.sw.ReadyTimeout > 0 {
+		return s.sw.ReadyTimeout.D()
+	}
+	return 15 * time.Minute
+}
+
+// servicePort is the port the new server serves on, from the checks.
+func (s *swapRun) serviceURL() *url.URL {
+	for _, h := range s.sw.Verify.HTTP {
+		if u, err := url.Parse(h.URL); err == nil {
+			return u
+		}
+	}
+	if s.sw.Probe != nil {
+		if u, err := url.Parse(s.sw.Probe.URL); err == nil {
+			return u
+		}
+	}
+	return &url.URL{Scheme: "http", Host: "localhost", Path: "/"}
+}
+
+func portOf(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	if u.Scheme == "https" {
+		return "443"
+	}
+	return "80"
+}
+
+// addrOf is where network checks reach a server: the override, or its IP on
+// the service port.
+func (s *swapRun) addrOf(ip string) string {
+	if s.sw.Verify.ConnectAddress != "" {
+		return s.sw.Verify.ConnectAddress
+	}
+	return net.JoinHostPort(ip, portOf(s.serviceURL()))
+}
+
+func cutover(ctx context.Context, s *swapRun) error {
+	fresh := s.probe == nil
+	if err := s.startProbe(ctx); err != nil {
+		return err
+	}
+	if fresh && s.probe != nil {
+		// A baseline before anything moves, to compare latency with.
+		base := time.Second
+		if s.sw.Probe != nil && s.sw.Probe.Baseline > 0 {
+			base = s.sw.Probe.Baseline.D()
+		}
+		if err := s.r.clock().Sleep(ctx, base); err != nil {
+			return err
+		}
+		s.probe.Mark("cutover")
+	}
+	defer func() {
+		if s.probe != nil {
+			s.probe.Mark("observe")
+		}
+	}()
+	wctx, cancel := context.WithTimeout(ctx, s.timeout())
+	defer cancel()
+	if err := s.kind.forward(wctx, s); err != nil {
+		return err
+	}
+	// The source gets no new traffic from here: its hold starts now.
+	s.leftAt = s.r.clock().Now()
+	return nil
+}
+
+func orDur(d plans.Duration, def time.Duration) time.Duration {
+	if d > 0 {
+		return d.D()
+	}
+	return def
+}

@@ -1,0 +1,117 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/go-multierror"
+	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/verify"
+)
+
+// This file: verify: the new server from the inside (SSH) and the outside (HTTP with the public Host and SNI).
+
+func verifyStep(ctx context.Context, s *swapRun) error {
+	v := s.sw.Verify
+	var errs *multierror.Error
+	s.st.Checks = nil
+	record := func(name string, problems []error, ok string) {
+		if len(problems) == 0 {
+			s.st.Checks = append(s.st.Checks, CheckResult{Name: name, OK: true, Detail: ok})
+			s.r.emit(Event{Event: "check", Swap: s.name(), Status: "ok", Message: name + ": " + ok})
+			return
+		}
+		for _, p := range problems {
+			s.st.Checks = append(s.st.Checks, CheckResult{Name: name, OK: false, Detail: p.Error()})
+			s.r.emit(Event{Event: "check", Swap: s.name(), Status: "failed", Message: name + ": " + p.Error()})
+			errs = multierror.Append(errs, fmt.Errorf("%s: %w", name, p))
+		}
+	}
+	if k := v.SSH; k != nil {
+		host := s.st.NewIP
+		if k.Address != "" {
+			host = k.Address
+		}
+		facts, err := sshFacts(ctx, host, s.sshConfig(k))
+		if err != nil {
+			record("ssh", []error{err}, "")
+		} else {
+			check := func(name string, t *verify.Threshold, got float64, show string) {
+				if t == nil {
+					return
+				}
+				if t.Holds(got) {
+					record(name, nil, fmt.Sprintf("%s (want %s)", show, t.Text))
+				} else {
+					record(name, []error{fmt.Errorf("%s, want %s", show, t.Text)}, "")
+				}
+			}
+			check("memory", v.Memory, facts.MemoryBytes, verify.HumanBytes(facts.MemoryBytes))
+			check("disk", v.Disk, facts.DiskBytes, verify.HumanBytes(facts.DiskBytes))
+			check("cpus", v.CPUs, facts.CPUs, strconv.FormatFloat(facts.CPUs, 'f', -1, 64))
+		}
+	}
+	newAddr := s.addrOf(s.st.NewIP)
+	if len(v.HTTP) > 0 || len(v.Compare) > 0 {
+		client, err := verify.Pinned(newAddr, v.CAFile, 10*time.Second)
+		if err != nil {
+			return err
+		}
+		for _, h := range v.HTTP {
+			record("http "+h.URL, h.Check(ctx, client), fmt.Sprintf("answered as expected via %s", newAddr))
+		}
+		if len(v.Compare) > 0 {
+			base := v.CompareBase
+			if base == "" {
+				base = s.serviceURL().String()
+			}
+			oldClient, err := verify.Pinned(s.addrOfSource(), v.CAFile, 10*time.Second)
+			if err != nil {
+				return err
+			}
+			record("compare", verify.Compare(ctx, oldClient, client, base, v.Compare), fmt.Sprintf("%d paths answer the same on old and new", len(v.Compare)))
+		}
+	}
+	if err := s.r.save(); err != nil {
+		return err
+	}
+	if errs.ErrorOrNil() != nil {
+		errs.ErrorFormat = listFormat
+		return errors.Join(ErrVerify, fmt.Errorf("%d check(s) failed on %s:\n%s", len(errs.Errors), s.st.NewName, errs.Error()))
+	}
+	return nil
+}
+
+func (s *swapRun) addrOfSource() string {
+	if s.sw.Verify.ConnectAddress != "" {
+		// Behind an override both servers are reached the same way; the
+		// source is what the override reached before cutover.
+		return s.sw.Verify.ConnectAddress
+	}
+	return net.JoinHostPort(s.st.SourceIP, portOf(s.serviceURL()))
+}
+
+// sshConfig is how the swap's SSH checks connect. Host keys go to the
+// plan's known_hosts_file or, by default, to vmswap's own file beside the
+// plan's journal, never to the user's ~/.ssh/known_hosts: cloud IPs are
+// reused, and a swap's new server is a new host.
+func (s *swapRun) sshConfig(k *plans.SSH) verify.SSHConfig {
+	kh := k.KnownHostsFile
+	if kh == "" {
+		kh = s.r.planFile() + ".known_hosts"
+	}
+	return verify.SSHConfig{User: k.User, KeyFile: k.Key, Port: k.Port, KnownHosts: kh, HostKeyPolicy: k.KnownHosts}
+}
+
+func sshFacts(ctx context.Context, host string, cfg verify.SSHConfig) (*verify.Facts, error) {
+	c, err := verify.DialSSH(ctx, host, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return c.Facts(ctx)
+}
