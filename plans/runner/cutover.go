@@ -120,21 +120,21 @@ func (k *lbCutover) mutation(src *provider.Server, seen *plans.ObservedSwap) str
 
 func (k *lbCutover) forward(ctx context.Context, s *swapRun) error {
 	st := s.st
-	if err := s.once("lb_added", func() error {
+	if err := s.once(subLBAdded, func() error {
 		s.progress("adding %s to load balancer %s", st.NewName, k.c.ID)
 		return k.lb.AddMember(ctx, k.c.ID, loadbalancer.Member{ServerID: st.NewID, Address: st.NewIP})
 	}); err != nil {
 		return err
 	}
-	if !st.has("lb_routes_new") {
+	if !st.has(subLBRoutesNew) {
 		if err := proveRoutes(ctx, s, k.c, st.NewID, st.NewIP, st.NewName); err != nil {
 			return err
 		}
-		if err := s.mark("lb_routes_new"); err != nil {
+		if err := s.mark(subLBRoutesNew); err != nil {
 			return err
 		}
 	}
-	return s.once("lb_old_removed", func() error {
+	return s.once(subLBOldRemoved, func() error {
 		s.progress("removing %s from load balancer %s (draining)", st.SourceName, k.c.ID)
 		return k.lb.RemoveMember(ctx, k.c.ID, loadbalancer.Member{ServerID: st.SourceID, Address: st.SourceIP})
 	})
@@ -299,7 +299,7 @@ func (k *dnsCutover) mutation(src *provider.Server, seen *plans.ObservedSwap) st
 // the set are kept.
 func (k *dnsCutover) forward(ctx context.Context, s *swapRun) error {
 	want := dns.Record{Name: k.c.Record, Type: k.typ(), Values: replaced(s.st.OldValues, s.st.SourceIP, s.st.NewIP), Expect: s.st.OldValues}
-	if err := s.once("dns_set", func() error {
+	if err := s.once(subDNSSet, func() error {
 		s.progress("pointing %s %s at %s (%s) in place of %s", k.c.Record, want.Type, s.st.NewName, s.st.NewIP, s.st.SourceIP)
 		_, err := k.d.SetRecord(ctx, want)
 		if errors.Is(err, dns.ErrChanged) {
@@ -388,7 +388,7 @@ func (k *ipCutover) mutation(src *provider.Server, _ *plans.ObservedSwap) string
 }
 
 func (k *ipCutover) forward(ctx context.Context, s *swapRun) error {
-	if err := s.once("ip_assigned", func() error {
+	if err := s.once(subIPAssigned, func() error {
 		s.progress("pointing reserved IP %s at %s", k.c.IP, s.st.NewName)
 		return k.ip.AssignIP(ctx, k.c.IP, s.st.NewID)
 	}); err != nil {

@@ -63,7 +63,7 @@ func retire(ctx context.Context, s *swapRun) error {
 	if s.probe != nil {
 		s.probe.Mark("retire")
 	}
-	if !s.st.has("old_retired") {
+	if !s.st.has(subOldRetired) {
 		left := s.kind.hold(s.st)
 		if !s.leftAt.IsZero() {
 			left -= clk.Now().Sub(s.leftAt)
@@ -74,7 +74,7 @@ func retire(ctx context.Context, s *swapRun) error {
 				return err
 			}
 		}
-		if err := s.once("old_retired", func() error {
+		if err := s.once(subOldRetired, func() error {
 			if s.sw.Retire.Action == "delete" {
 				s.progress("deleting %s", s.st.SourceName)
 				return s.comp.DeleteServer(ctx, s.st.SourceID)
@@ -92,7 +92,7 @@ func retire(ctx context.Context, s *swapRun) error {
 		}
 	}
 	if !s.sw.Retire.KeepImage && s.st.ImageID != "" {
-		return s.once("image_deleted", func() error { return s.comp.DeleteImage(ctx, s.st.ImageID) })
+		return s.once(subImageDeleted, func() error { return s.comp.DeleteImage(ctx, s.st.ImageID) })
 	}
 	return nil
 }

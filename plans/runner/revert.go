@@ -28,7 +28,7 @@ func (r *Runner) Revert(ctx context.Context) *Result {
 		case StatusSucceeded:
 			code, next = r.revertSwap(ctx, sr)
 		case StatusRunning, StatusInterrupted, StatusNeedsAttention:
-			if sr.st.has("old_retired") {
+			if sr.st.has(subOldRetired) {
 				// Retire had begun: the swap is done but for cleanup.
 				code, next = r.revertSwap(ctx, sr)
 				break
@@ -67,7 +67,7 @@ func (r *Runner) revertSwap(ctx context.Context, s *swapRun) (int, string) {
 		}
 		return ExitAttention, fmt.Sprintf("switching %s back to %s failed: %v\nTraffic is where the message above says; run `vmswap rollback %s` again once the cause is fixed.", st.NewName, st.SourceName, err, r.planFile())
 	}
-	if sw.Retire.Action == "delete" && st.has("old_retired") {
+	if sw.Retire.Action == "delete" && st.has(subOldRetired) {
 		return ExitBadInput, fmt.Sprintf("%s was deleted when the swap finished (retire: delete): there is no old server to switch back to", st.SourceName)
 	}
 	if !st.KeepUntil.IsZero() && r.clock().Now().After(st.KeepUntil) {

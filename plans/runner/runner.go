@@ -20,6 +20,17 @@ import (
 	"github.com/vmswap/vmswap/verify/probe"
 )
 
+// Sub-steps, as the journal records them in SwapState.Done and Intents.
+const (
+	subLBAdded      = "lb_added"       // the new server was added to the pool
+	subLBRoutesNew  = "lb_routes_new"  // the pool was seen routing to it
+	subLBOldRemoved = "lb_old_removed" // the source was taken out, draining
+	subDNSSet       = "dns_set"        // the record holds the new server's value
+	subIPAssigned   = "ip_assigned"    // the reserved IP points at the new server
+	subOldRetired   = "old_retired"    // the source was powered off or deleted
+	subImageDeleted = "image_deleted"  // the snapshot was deleted
+)
+
 // Steps of a swap, in order.
 var Steps = []string{"preflight", "snapshot", "launch", "ready", "verify", "cutover", "observe", "retire"}
 
@@ -302,7 +313,7 @@ func (r *Runner) runSwap(ctx context.Context, sr *swapRun) (int, string) {
 				next = fmt.Sprintf("nothing was changed; write a new plan: vmswap plan --refresh %s", r.planFile())
 			}
 			return ExitBadInput, next
-		case s.name == "retire" && (st.has("old_retired") || !errors.Is(err, ErrBudget)):
+		case s.name == "retire" && (st.has(subOldRetired) || !errors.Is(err, ErrBudget)):
 			// Traffic is on the new server and it has been observed healthy:
 			// retiring is cleanup, not a reason to move traffic back.
 			stopProbe(sr)
