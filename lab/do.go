@@ -145,6 +145,11 @@ func (l *Lab) dropletJSON(d *droplet) map[string]any {
 	ip := net.ParseIP(d.IP).To4()
 	v4 := []any{map[string]any{"ip_address": d.IP, "netmask": "255.255.255.0", "gateway": fmt.Sprintf("%d.%d.%d.1", ip[0], ip[1], ip[2]), "type": "public"}}
 	v6 := []any{}
+	if d.IPv6 {
+		// From the documentation range: never dialed; vmswap moves AAAA
+		// records to it and verifies over IPv6 only against ::1.
+		v6 = append(v6, map[string]any{"ip_address": labIPv6(d.ID), "netmask": 64, "gateway": "2001:db8::1", "type": "public"})
+	}
 	tags := append([]string{}, d.Tags...)
 	snaps := append([]int{}, d.Snapshots...)
 	return map[string]any{
@@ -155,6 +160,9 @@ func (l *Lab) dropletJSON(d *droplet) map[string]any {
 		"networks": map[string]any{"v4": v4, "v6": v6}, "region": regionJSON(d.Region), "tags": tags, "vpc_uuid": d.VPC,
 	}
 }
+
+// labIPv6 is a droplet's public IPv6 address, in 2001:db8::/32.
+func labIPv6(id int) string { return fmt.Sprintf("2001:db8::%x", id) }
 
 func (l *Lab) doDropletsList(c *call) (result, *apiError) {
 	q := c.r.URL.Query()
@@ -897,6 +905,9 @@ func (in recordInput) apply(r *record) *apiError {
 	}
 	if r.Type == "A" && net.ParseIP(r.Data).To4() == nil {
 		return unprocessable("Data needs to be an IPv4 address.")
+	}
+	if ip := net.ParseIP(r.Data); r.Type == "AAAA" && (ip == nil || ip.To4() != nil) {
+		return unprocessable("Data needs to be an IPv6 address.")
 	}
 	if r.Type == "" || r.Name == "" {
 		return unprocessable("Type and name are required.")

@@ -412,6 +412,7 @@ type InventoryDroplet struct {
 	Size   string   `json:"size"`
 	Status string   `json:"status"`
 	IP     string   `json:"ip"`
+	IPv6   string   `json:"ipv6,omitempty"`
 	Tags   []string `json:"tags"`
 }
 
@@ -439,7 +440,11 @@ func (l *Lab) Inventory() Inventory {
 func (l *Lab) inventoryLocked() Inventory {
 	inv := Inventory{ReservedIPs: map[string]int{}, Records: map[string]string{}}
 	for _, d := range sortedDroplets(l.st) {
-		inv.Droplets = append(inv.Droplets, InventoryDroplet{ID: d.ID, Name: d.Name, Size: d.Size, Status: d.Status, IP: d.IP, Tags: append([]string{}, d.Tags...)})
+		dr := InventoryDroplet{ID: d.ID, Name: d.Name, Size: d.Size, Status: d.Status, IP: d.IP, Tags: append([]string{}, d.Tags...)}
+		if d.IPv6 {
+			dr.IPv6 = labIPv6(d.ID)
+		}
+		inv.Droplets = append(inv.Droplets, dr)
 	}
 	ids := make([]int, 0, len(l.st.Snapshots))
 	for id := range l.st.Snapshots {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -68,12 +69,23 @@ func (s *Seeder) AddKey(ctx context.Context, name, pub string) (int, error) {
 // writes files (path relative to the web root -> content) and returns its ID
 // and IP.
 func (s *Seeder) Droplet(ctx context.Context, name, size string, keyIDs []int, files map[string]string) (int, string, error) {
+	id, ip, _, err := s.droplet(ctx, name, size, keyIDs, files, false)
+	return id, ip, err
+}
+
+// DualStackDroplet is Droplet with IPv6 enabled; it also returns the
+// droplet's IPv6 address (in 2001:db8::/32, never dialed).
+func (s *Seeder) DualStackDroplet(ctx context.Context, name, size string, keyIDs []int, files map[string]string) (int, string, string, error) {
+	return s.droplet(ctx, name, size, keyIDs, files, true)
+}
+
+func (s *Seeder) droplet(ctx context.Context, name, size string, keyIDs []int, files map[string]string, ipv6 bool) (int, string, string, error) {
 	var out struct {
 		Droplet struct{ ID int } `json:"droplet"`
 	}
-	req := map[string]any{"name": name, "region": "nyc3", "size": size, "image": "ubuntu-24-04-x64", "ssh_keys": keyIDs, "monitoring": true, "tags": []string{"web"}}
+	req := map[string]any{"name": name, "region": "nyc3", "size": size, "image": "ubuntu-24-04-x64", "ssh_keys": keyIDs, "monitoring": true, "ipv6": ipv6, "tags": []string{"web"}}
 	if err := s.do(ctx, "POST", "v2/droplets", req, &out); err != nil {
-		return 0, "", err
+		return 0, "", "", err
 	}
 	id := out.Droplet.ID
 	for {
@@ -84,23 +96,30 @@ func (s *Seeder) Droplet(ctx context.Context, name, size string, keyIDs []int, f
 					V4 []struct {
 						IP string `json:"ip_address"`
 					} `json:"v4"`
+					V6 []struct {
+						IP string `json:"ip_address"`
+					} `json:"v6"`
 				}
 			} `json:"droplet"`
 		}
 		if err := s.do(ctx, "GET", "v2/droplets/"+strconv.Itoa(id), nil, &got); err != nil {
-			return 0, "", err
+			return 0, "", "", err
 		}
 		if got.Droplet.Status == "active" {
 			for p, c := range files {
 				if err := s.WriteFile(ctx, id, webRoot+"/"+p, c); err != nil {
-					return 0, "", err
+					return 0, "", "", err
 				}
 			}
-			return id, got.Droplet.Networks.V4[0].IP, nil
+			v6 := ""
+			if n := got.Droplet.Networks.V6; len(n) > 0 {
+				v6 = n[0].IP
+			}
+			return id, got.Droplet.Networks.V4[0].IP, v6, nil
 		}
 		select {
 		case <-ctx.Done():
-			return 0, "", ctx.Err()
+			return 0, "", "", ctx.Err()
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -119,14 +138,19 @@ func (s *Seeder) LoadBalancer(ctx context.Context, name string, dropletIDs []int
 	return out.LB.ID, out.LB.IP, err
 }
 
-// Record creates the domain if needed and an A record in it.
+// Record creates the domain if needed and an A record in it (AAAA for an
+// IPv6 address).
 func (s *Seeder) Record(ctx context.Context, domain, name, ip string, ttl int) error {
 	if err := s.do(ctx, "GET", "v2/domains/"+domain, nil, nil); err != nil {
 		if err := s.do(ctx, "POST", "v2/domains", map[string]any{"name": domain}, nil); err != nil {
 			return err
 		}
 	}
-	return s.do(ctx, "POST", "v2/domains/"+domain+"/records", map[string]any{"type": "A", "name": name, "data": ip, "ttl": ttl}, nil)
+	typ := "A"
+	if strings.Contains(ip, ":") {
+		typ = "AAAA"
+	}
+	return s.do(ctx, "POST", "v2/domains/"+domain+"/records", map[string]any{"type": typ, "name": name, "data": ip, "ttl": ttl}, nil)
 }
 
 // ReservedIP creates a reserved IP assigned to the droplet and returns it.

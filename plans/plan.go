@@ -215,7 +215,10 @@ type ObservedSwap struct {
 	TargetSize provider.Size      `yaml:"target_size" json:"target_size"`
 	Pool       *loadbalancer.Pool `yaml:"pool,omitempty" json:"pool,omitempty"`
 	Record     *dns.Record        `yaml:"record,omitempty" json:"record,omitempty"`
-	IPTarget   string             `yaml:"ip_assigned_to,omitempty" json:"ip_assigned_to,omitempty"`
+	// RecordAAAA is a dual-stack name's AAAA set, when it points at the
+	// source: an A cutover moves it too.
+	RecordAAAA *dns.Record `yaml:"record_aaaa,omitempty" json:"record_aaaa,omitempty"`
+	IPTarget   string      `yaml:"ip_assigned_to,omitempty" json:"ip_assigned_to,omitempty"`
 }
 
 // durationSyntax is what a duration looks like, whatever its size.

@@ -19,16 +19,18 @@ var ErrNotFound = errors.New("not found")
 
 // Server is a compute instance.
 type Server struct {
-	ID       string   `json:"id" yaml:"id"`
-	Name     string   `json:"name" yaml:"name"`
-	Size     string   `json:"size" yaml:"size"`
-	Status   string   `json:"status" yaml:"status"` // running, off, pending
-	PublicIP string   `json:"public_ip" yaml:"public_ip"`
-	Region   string   `json:"region" yaml:"region"`
-	Tags     []string `json:"tags,omitempty" yaml:"tags,omitempty"`
-	MemoryMB int      `json:"memory_mb" yaml:"memory_mb"`
-	VCPUs    int      `json:"vcpus" yaml:"vcpus"`
-	DiskGB   int      `json:"disk_gb" yaml:"disk_gb"`
+	ID       string `json:"id" yaml:"id"`
+	Name     string `json:"name" yaml:"name"`
+	Size     string `json:"size" yaml:"size"`
+	Status   string `json:"status" yaml:"status"` // running, off, pending
+	PublicIP string `json:"public_ip" yaml:"public_ip"`
+	// PublicIPv6 is the server's public IPv6 address, "" without IPv6.
+	PublicIPv6 string   `json:"public_ipv6,omitempty" yaml:"public_ipv6,omitempty"`
+	Region     string   `json:"region" yaml:"region"`
+	Tags       []string `json:"tags,omitempty" yaml:"tags,omitempty"`
+	MemoryMB   int      `json:"memory_mb" yaml:"memory_mb"`
+	VCPUs      int      `json:"vcpus" yaml:"vcpus"`
+	DiskGB     int      `json:"disk_gb" yaml:"disk_gb"`
 }
 
 // Server statuses.

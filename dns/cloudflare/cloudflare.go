@@ -218,8 +218,8 @@ func (p *Provider) GetRecord(ctx context.Context, name, typ string) (*dns.Record
 // first record. Each call converges, so a retried set is safe.
 // https://developers.cloudflare.com/api/resources/dns/subresources/records/methods/edit/
 func (p *Provider) SetRecord(ctx context.Context, rec dns.Record) (*dns.Record, error) {
-	if rec.Type != "A" {
-		return nil, fmt.Errorf("cloudflare: vmswap sets A records; %s is %s", rec.Name, rec.Type)
+	if rec.Type != "A" && rec.Type != "AAAA" {
+		return nil, fmt.Errorf("cloudflare: vmswap sets A and AAAA records; %s is %s", rec.Name, rec.Type)
 	}
 	z, rs, err := p.records(ctx, rec.Name, rec.Type)
 	if err != nil {
@@ -244,23 +244,40 @@ func (p *Provider) SetRecord(ctx context.Context, rec dns.Record) (*dns.Record, 
 	for _, c := range update {
 		var e cfdns.RecordEditParams
 		e.ZoneID.Value, e.ZoneID.Present = z.ID, true
-		var body cfdns.ARecordParam // PATCH: only the content; proxied, TTL, comment, tags stay
-		body.Content.Value, body.Content.Present = c.Value, true
-		e.Body = body
+		// PATCH: only the content; proxied, TTL, comment, tags stay.
+		if rec.Type == "AAAA" {
+			var body cfdns.AAAARecordParam
+			body.Content.Value, body.Content.Present = c.Value, true
+			e.Body = body
+		} else {
+			var body cfdns.ARecordParam
+			body.Content.Value, body.Content.Present = c.Value, true
+			e.Body = body
+		}
 		if _, err := p.recordSvc.Edit(ctx, c.Record.ID, e); err != nil {
 			return nil, apiError(err, "update %s %s", rec.Type, rec.Name)
 		}
 	}
 	for _, v := range create {
-		var body cfdns.ARecordParam
-		body.Content.Value, body.Content.Present = v, true
-		body.Name.Value, body.Name.Present = first.Name, true
-		body.Type.Value, body.Type.Present = cfdns.ARecordTypeA, true
-		body.TTL.Value, body.TTL.Present = first.TTL, true
-		body.Proxied.Value, body.Proxied.Present = first.Proxied, true
 		var np cfdns.RecordNewParams
 		np.ZoneID.Value, np.ZoneID.Present = z.ID, true
-		np.Body = body
+		if rec.Type == "AAAA" {
+			var body cfdns.AAAARecordParam
+			body.Content.Value, body.Content.Present = v, true
+			body.Name.Value, body.Name.Present = first.Name, true
+			body.Type.Value, body.Type.Present = cfdns.AAAARecordTypeAAAA, true
+			body.TTL.Value, body.TTL.Present = first.TTL, true
+			body.Proxied.Value, body.Proxied.Present = first.Proxied, true
+			np.Body = body
+		} else {
+			var body cfdns.ARecordParam
+			body.Content.Value, body.Content.Present = v, true
+			body.Name.Value, body.Name.Present = first.Name, true
+			body.Type.Value, body.Type.Present = cfdns.ARecordTypeA, true
+			body.TTL.Value, body.TTL.Present = first.TTL, true
+			body.Proxied.Value, body.Proxied.Present = first.Proxied, true
+			np.Body = body
+		}
 		if _, err := p.recordSvc.New(ctx, np); err != nil {
 			return nil, apiError(err, "create %s %s", rec.Type, rec.Name)
 		}

@@ -255,8 +255,10 @@ func lbTimeout(c *plans.LBCutover, name string, err error) error {
 	return err
 }
 
-// dnsCutover points a record at the new server and waits until the
-// authoritative servers answer it.
+// dnsCutover points a name at the new server: the record set of the plan's
+// type (A by default, or AAAA) and, for an A cutover of a dual-stack name,
+// the AAAA set too, so IPv6 clients move with IPv4 ones. In each set only
+// the source's own address is replaced.
 type dnsCutover struct {
 	c *plans.DNSCutover
 	d dns.Provider
@@ -264,72 +266,140 @@ type dnsCutover struct {
 
 func (k *dnsCutover) typ() string { return recordType(k.c) }
 
+// family is one record set a DNS cutover moves: its type, the addresses of
+// the source and the new server in it, and its values before the cutover.
+type family struct {
+	typ      string
+	src, new string
+	old      []string
+	sub      string // the journal's sub-step for the set
+}
+
+// families are the sets this swap moves, from what preflight recorded.
+func (k *dnsCutover) families(st *SwapState) []family {
+	f := []family{{typ: k.typ(), src: st.SourceIP, new: st.NewIP, old: st.OldValues, sub: subDNSSet}}
+	if k.typ() == "AAAA" {
+		f[0].src, f[0].new = st.SourceIPv6, st.NewIPv6
+	}
+	if k.typ() == "A" && st.OldValues6 != nil {
+		f = append(f, family{typ: "AAAA", src: st.SourceIPv6, new: st.NewIPv6, old: st.OldValues6, sub: subDNS6Set})
+	}
+	return f
+}
+
 func (k *dnsCutover) read(ctx context.Context, src *provider.Server, seen *plans.ObservedSwap) ([]string, error) {
+	addr := src.PublicIP
+	if k.typ() == "AAAA" {
+		if addr = src.PublicIPv6; addr == "" {
+			return []string{fmt.Sprintf("%s has no IPv6 address, so it cannot be in %s AAAA: use type A, or enable IPv6 on it", src.Name, k.c.Record)}, nil
+		}
+	}
 	rec, err := k.d.GetRecord(ctx, k.c.Record, k.typ())
 	if err != nil {
 		return nil, fmt.Errorf("dns: %w", err)
 	}
 	seen.Record = rec
-	if !slices.Contains(rec.Values, src.PublicIP) {
-		return []string{fmt.Sprintf("record %s %s is %v and does not point at %s (%s)", rec.Name, rec.Type, rec.Values, src.Name, src.PublicIP)}, nil
+	if !slices.Contains(rec.Values, addr) {
+		return []string{fmt.Sprintf("record %s %s is %v and does not point at %s (%s)", rec.Name, rec.Type, rec.Values, src.Name, addr)}, nil
+	}
+	if k.typ() == "A" && src.PublicIPv6 != "" {
+		// A dual-stack name: its AAAA set moves with the A set, or IPv6
+		// clients would reach a server that is about to be powered off.
+		r6, err := k.d.GetRecord(ctx, k.c.Record, "AAAA")
+		switch {
+		case errors.Is(err, provider.ErrNotFound):
+		case err != nil:
+			return nil, fmt.Errorf("dns: %w", err)
+		case slices.Contains(r6.Values, src.PublicIPv6):
+			seen.RecordAAAA = r6
+		}
 	}
 	return nil, nil
 }
 
 func (k *dnsCutover) stale(planned, now *plans.ObservedSwap) []string {
-	if planned.Record != nil && now.Record != nil && !sameSet(planned.Record.Values, now.Record.Values) {
-		return []string{fmt.Sprintf("record %s changed: %v when planned, %v now", now.Record.Name, planned.Record.Values, now.Record.Values)}
+	var out []string
+	for _, p := range []struct{ was, is *dns.Record }{{planned.Record, now.Record}, {planned.RecordAAAA, now.RecordAAAA}} {
+		switch {
+		case p.was != nil && p.is != nil && !sameSet(p.was.Values, p.is.Values):
+			out = append(out, fmt.Sprintf("record %s %s changed: %v when planned, %v now", p.is.Name, p.is.Type, p.was.Values, p.is.Values))
+		case (p.was == nil) != (p.is == nil) && (p.was != nil || planned.Record != nil):
+			out = append(out, fmt.Sprintf("record %s AAAA: whether it points at the source changed since the plan was written", k.c.Record))
+		}
+	}
+	return out
+}
+
+func (k *dnsCutover) mutation(src *provider.Server, seen *plans.ObservedSwap) string {
+	var parts []string
+	for _, rec := range []*dns.Record{seen.Record, seen.RecordAAAA} {
+		if rec == nil {
+			continue
+		}
+		addr := src.PublicIP
+		if rec.Type == "AAAA" {
+			addr = src.PublicIPv6
+		}
+		others := ""
+		if len(rec.Values) > 1 {
+			others = fmt.Sprintf("; the other values %v stay", without(rec.Values, addr))
+		}
+		parts = append(parts, fmt.Sprintf("replace %s's value %s in %s %s %v with the new server's address, if the set still holds %v then%s (TTL %ds)",
+			src.Name, addr, rec.Name, rec.Type, rec.Values, rec.Values, others, rec.TTL))
+	}
+	return strings.Join(parts, "; and ") + fmt.Sprintf("; %s keeps serving the longest TTL + grace", src.Name)
+}
+
+// forward replaces the source's address in each set with the new server's,
+// only if the set still holds what preflight read: someone else's edit
+// since stops the run before anything changes. Other values are kept.
+func (k *dnsCutover) forward(ctx context.Context, s *swapRun) error {
+	var wants []dns.Record
+	for _, f := range k.families(s.st) {
+		if f.new == "" {
+			return fmt.Errorf("%s has no %s address for %s %s: the new server lacks IPv6 while the source has it", s.st.NewName, f.typ, k.c.Record, f.typ)
+		}
+		want := dns.Record{Name: k.c.Record, Type: f.typ, Values: replaced(f.old, f.src, f.new), Expect: f.old}
+		if err := s.once(f.sub, func() error {
+			s.progress("pointing %s %s at %s (%s) in place of %s", k.c.Record, f.typ, s.st.NewName, f.new, f.src)
+			_, err := k.d.SetRecord(ctx, want)
+			if errors.Is(err, dns.ErrChanged) {
+				return fmt.Errorf("someone else changed %s %s since preflight read %v; nothing was changed: %w", k.c.Record, f.typ, f.old, err)
+			}
+			return err
+		}); err != nil {
+			return err
+		}
+		wants = append(wants, want)
+	}
+	for _, want := range wants {
+		if err := k.d.WaitServed(ctx, want); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-func (k *dnsCutover) mutation(src *provider.Server, seen *plans.ObservedSwap) string {
-	rec := seen.Record
-	others := ""
-	if len(rec.Values) > 1 {
-		others = fmt.Sprintf("; the other values %v stay", without(rec.Values, src.PublicIP))
-	}
-	return fmt.Sprintf("replace %s's value %s in %s %s %v with the new server's IP, if the set still holds %v then%s (TTL %ds: %s keeps serving %ds + grace)",
-		src.Name, src.PublicIP, rec.Name, k.typ(), rec.Values, rec.Values, others, rec.TTL, src.Name, rec.TTL)
-}
-
-// forward replaces the source's value in the set preflight read with the
-// new server's, only if the set still holds what preflight read: someone
-// else's edit since stops the run before anything changes. Other values of
-// the set are kept.
-func (k *dnsCutover) forward(ctx context.Context, s *swapRun) error {
-	want := dns.Record{Name: k.c.Record, Type: k.typ(), Values: replaced(s.st.OldValues, s.st.SourceIP, s.st.NewIP), Expect: s.st.OldValues}
-	if err := s.once(subDNSSet, func() error {
-		s.progress("pointing %s %s at %s (%s) in place of %s", k.c.Record, want.Type, s.st.NewName, s.st.NewIP, s.st.SourceIP)
-		_, err := k.d.SetRecord(ctx, want)
-		if errors.Is(err, dns.ErrChanged) {
-			return fmt.Errorf("someone else changed %s since preflight read %v; nothing was changed: %w", k.c.Record, s.st.OldValues, err)
-		}
-		return err
-	}); err != nil {
-		return err
-	}
-	return k.d.WaitServed(ctx, want)
-}
-
-// back puts the source's value back in place of the new server's, in the
+// back puts the source's address back in place of the new server's in each
 // set as it is now: values others added since are kept, and only the value
 // vmswap put in is taken out.
 func (k *dnsCutover) back(ctx context.Context, s *swapRun) error {
-	cur, err := k.d.GetRecord(ctx, k.c.Record, k.typ())
-	if err != nil {
-		return fmt.Errorf("read %s to move it back: %w", k.c.Record, err)
-	}
-	want := dns.Record{Name: k.c.Record, Type: k.typ(), Values: cur.Values, Expect: cur.Values}
-	if slices.Contains(cur.Values, s.st.NewIP) || !slices.Contains(cur.Values, s.st.SourceIP) {
-		want.Values = replaced(cur.Values, s.st.NewIP, s.st.SourceIP)
-	}
-	s.progress("pointing %s back at %s: %v", k.c.Record, s.st.SourceName, want.Values)
-	if _, err := k.d.SetRecord(ctx, want); err != nil {
-		return fmt.Errorf("record %s still points at the new server: %w", k.c.Record, err)
-	}
-	if err := k.d.WaitServed(ctx, want); err != nil {
-		return fmt.Errorf("record %s is not yet served with the source's value: %w", k.c.Record, err)
+	for _, f := range k.families(s.st) {
+		cur, err := k.d.GetRecord(ctx, k.c.Record, f.typ)
+		if err != nil {
+			return fmt.Errorf("read %s %s to move it back: %w", k.c.Record, f.typ, err)
+		}
+		want := dns.Record{Name: k.c.Record, Type: f.typ, Values: cur.Values, Expect: cur.Values}
+		if f.new != "" && slices.Contains(cur.Values, f.new) || !slices.Contains(cur.Values, f.src) {
+			want.Values = replaced(cur.Values, f.new, f.src)
+		}
+		s.progress("pointing %s %s back at %s: %v", k.c.Record, f.typ, s.st.SourceName, want.Values)
+		if _, err := k.d.SetRecord(ctx, want); err != nil {
+			return fmt.Errorf("record %s %s still points at the new server: %w", k.c.Record, f.typ, err)
+		}
+		if err := k.d.WaitServed(ctx, want); err != nil {
+			return fmt.Errorf("record %s %s is not yet served with the source's value: %w", k.c.Record, f.typ, err)
+		}
 	}
 	return nil
 }
@@ -348,10 +418,10 @@ func without(values []string, v string) []string {
 	return slices.DeleteFunc(slices.Clone(values), func(x string) bool { return x == v })
 }
 
-// hold is the old TTL plus the grace: resolvers may answer from their cache
-// that long after the change is served.
+// hold is the longest old TTL plus the grace: resolvers may answer from
+// their cache that long after the change is served.
 func (k *dnsCutover) hold(st *SwapState) time.Duration {
-	return time.Duration(st.OldTTL)*time.Second + orDur(k.c.Grace, 30*time.Second)
+	return time.Duration(max(st.OldTTL, st.OldTTL6))*time.Second + orDur(k.c.Grace, 30*time.Second)
 }
 
 func (k *dnsCutover) entry(context.Context, string) (probe.Config, bool) {

@@ -130,7 +130,7 @@ func ready(ctx context.Context, s *swapRun) error {
 		}
 		return err
 	}
-	s.st.NewIP = srv.PublicIP
+	s.st.NewIP, s.st.NewIPv6 = srv.PublicIP, srv.PublicIPv6
 	if err := s.r.save(); err != nil {
 		return err
 	}

@@ -86,8 +86,14 @@ type SwapState struct {
 	// Claim is the claim this run put on the source and the new server.
 	Claim string `json:"claim,omitempty"`
 
-	OldValues   []string  `json:"old_values,omitempty"`
-	OldTTL      int       `json:"old_ttl,omitempty"`
+	OldValues []string `json:"old_values,omitempty"`
+	OldTTL    int      `json:"old_ttl,omitempty"`
+	// OldValues6 and OldTTL6 are a dual-stack name's AAAA set before the
+	// cutover (nil: the name's AAAA does not point at the source).
+	OldValues6  []string  `json:"old_values_aaaa,omitempty"`
+	OldTTL6     int       `json:"old_ttl_aaaa,omitempty"`
+	SourceIPv6  string    `json:"source_ipv6,omitempty"`
+	NewIPv6     string    `json:"new_ipv6,omitempty"`
 	OldAssignee string    `json:"old_assignee,omitempty"`
 	KeepUntil   time.Time `json:"keep_until,omitempty"`
 	// TrafficBack is set once a rollback knows traffic is on the source (it

@@ -483,3 +483,82 @@ func TestDurationTooLarge(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// TestDualStackDNS: dual.shop.test has an A and an AAAA record for a
+// dual-stack web-6. The swap moves both to the new server (launched with
+// IPv6, as its source), so IPv6 clients are not left on a server about to
+// be powered off; switching back moves both back. An AAAA cutover of a
+// server without IPv6 is refused before anything changes.
+func TestDualStackDNS(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	sd := w.l.Seeder()
+	_, ip4, ip6, err := sd.DualStackDroplet(ctx, "web-6", "s-1vcpu-1gb", nil, site)
+	if err != nil || ip6 == "" {
+		t.Fatalf("dual-stack droplet: %q %v", ip6, err)
+	}
+	for _, v := range []string{ip4, ip6} {
+		if err := sd.Record(ctx, "shop.test", "dual", v, 30); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dnsAddr := w.l.Endpoints().DNS
+	if err := authority.WaitServed(ctx, dnsAddr, "dual.shop.test", "AAAA", []string{ip6}, 20*time.Millisecond, nil); err != nil {
+		t.Fatal(err)
+	}
+	sw := w.swap("dns")
+	sw.Source.Server = "web-6"
+	sw.Verify = plans.Verify{HTTP: sw.Verify.HTTP, Compare: sw.Verify.Compare}
+	sw.Cutover.DNS.Record = "dual.shop.test"
+	sw.Probe.URL = fmt.Sprintf("http://dual.shop.test:%d/", w.l.HTTPPort())
+	sw.Retire.KeepFor = plans.Duration(time.Hour)
+	doc := w.plan(sw)
+	if err := runner.ObserveWorld(ctx, doc.Plan, registry.BuildOptions{Getenv: w.getenv}); err != nil {
+		t.Fatal(err)
+	}
+	if m := strings.Join(doc.Plan.Mutations, "\n"); !strings.Contains(m, "dual.shop.test AAAA") {
+		t.Fatalf("the plan does not say it moves the AAAA set: %s", m)
+	}
+	doc = w.reparse(doc.Plan)
+	res, j := w.run(doc, nil)
+	if res.ExitCode != 0 {
+		t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
+	}
+	st := j.Swaps[0]
+	if st.NewIPv6 == "" || st.NewIPv6 == ip6 {
+		t.Fatalf("the new server's IPv6: %q (source %q)", st.NewIPv6, ip6)
+	}
+	for typ, want := range map[string]string{"A": st.NewIP, "AAAA": st.NewIPv6} {
+		if err := authority.WaitServed(ctx, dnsAddr, "dual.shop.test", typ, []string{want}, 20*time.Millisecond, nil); err != nil {
+			t.Fatalf("after the swap %s: %v", typ, err)
+		}
+	}
+	if p := res.Swaps[0]; p.Failed != 0 || p.Requests < 50 {
+		t.Fatalf("probe: %+v", p)
+	}
+	r := &runner.Runner{Doc: doc, Drivers: w.drivers(doc), Journal: j, Poll: 50 * time.Millisecond}
+	if rev := r.Revert(ctx); rev.ExitCode != 0 {
+		t.Fatalf("revert: %s", rev.Next)
+	}
+	for typ, want := range map[string]string{"A": ip4, "AAAA": ip6} {
+		got, _, err := authority.Lookup(ctx, dnsAddr, "dual.shop.test", typ)
+		if err != nil || !sameValues(got, want) {
+			t.Fatalf("after switching back %s = %v (%v), want %s", typ, got, err, want)
+		}
+	}
+
+	// web-1 has no IPv6: an AAAA cutover of it is refused in preflight.
+	sw1 := w.swap("dns")
+	sw1.Cutover.DNS.Type = "AAAA"
+	before := len(w.l.Requests())
+	res, _ = w.run(w.plan(sw1), nil)
+	if res.ExitCode != runner.ExitBadInput || !strings.Contains(res.Swaps[0].Error, "web-1 has no IPv6 address") {
+		t.Fatalf("AAAA cutover of an IPv4-only server: exit %d: %s", res.ExitCode, res.Swaps[0].Error)
+	}
+	for _, q := range w.l.Requests()[before:] {
+		if q.Mutating() && !strings.HasPrefix(q.Operation, "tags_") {
+			t.Fatalf("a refused plan changed something: %+v", q)
+		}
+	}
+}

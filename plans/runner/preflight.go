@@ -69,6 +69,13 @@ func preflight(ctx context.Context, s *swapRun) error {
 	s.pool = now.Pool
 	if rec := now.Record; rec != nil {
 		s.st.OldValues, s.st.OldTTL = rec.Values, int(rec.TTL)
+		s.st.OldValues6, s.st.OldTTL6 = nil, 0
+		if r6 := now.RecordAAAA; r6 != nil {
+			s.st.OldValues6, s.st.OldTTL6 = r6.Values, int(r6.TTL)
+			if r6.Proxied {
+				s.st.OldTTL6 = 0
+			}
+		}
 		if rec.Proxied {
 			// Clients of a proxied record reach Cloudflare's edge, never the
 			// origin address: nothing caches the old value, only the grace applies.
@@ -87,7 +94,7 @@ func preflight(ctx context.Context, s *swapRun) error {
 		errs.ErrorFormat = listFormat
 		return errors.Join(ErrPreflight, errs)
 	}
-	s.st.SourceID, s.st.SourceName, s.st.SourceIP = src.ID, src.Name, src.PublicIP
+	s.st.SourceID, s.st.SourceName, s.st.SourceIP, s.st.SourceIPv6 = src.ID, src.Name, src.PublicIP, src.PublicIPv6
 	return s.claim(ctx, src)
 }
 

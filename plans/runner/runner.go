@@ -26,6 +26,7 @@ const (
 	subLBRoutesNew  = "lb_routes_new"  // the pool was seen routing to it
 	subLBOldRemoved = "lb_old_removed" // the source was taken out, draining
 	subDNSSet       = "dns_set"        // the record holds the new server's value
+	subDNS6Set      = "dns6_set"       // and the dual-stack name's AAAA set too
 	subIPAssigned   = "ip_assigned"    // the reserved IP points at the new server
 	subOldRetired   = "old_retired"    // the source was powered off or deleted
 	subImageDeleted = "image_deleted"  // the snapshot was deleted

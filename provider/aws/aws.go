@@ -117,7 +117,8 @@ func tag(tags []types.Tag, key string) string {
 }
 
 func toServer(in *types.Instance) *provider.Server {
-	s := &provider.Server{ID: sdk.ToString(in.InstanceId), Name: tag(in.Tags, "Name"), Size: string(in.InstanceType), PublicIP: sdk.ToString(in.PublicIpAddress)}
+	s := &provider.Server{ID: sdk.ToString(in.InstanceId), Name: tag(in.Tags, "Name"), Size: string(in.InstanceType), PublicIP: sdk.ToString(in.PublicIpAddress),
+		PublicIPv6: sdk.ToString(in.Ipv6Address)}
 	if s.Name == "" {
 		s.Name = s.ID
 	}

@@ -257,6 +257,9 @@ func toServer(dr *godo.Droplet) *provider.Server {
 	if ip, err := dr.PublicIPv4(); err == nil {
 		s.PublicIP = ip
 	}
+	if ip, err := dr.PublicIPv6(); err == nil {
+		s.PublicIPv6 = ip
+	}
 	return s
 }
 
