@@ -327,8 +327,9 @@ func (r *Runner) runSwap(ctx context.Context, sr *swapRun) (int, string) {
 		}
 		return r.rollback(sr, err)
 	}
+	probed := sr.probe != nil // this process watched the exposure
 	stopProbe(sr)
-	if failed, total := exposed(st.Probe); failed > 0 {
+	if failed, total := exposed(st.Probe); probed && failed > 0 {
 		// The budget covers the whole time users are exposed, retire
 		// included: failures after observe are never a plain success.
 		var budget plans.Budget
