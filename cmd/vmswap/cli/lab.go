@@ -138,12 +138,8 @@ func newCmdLabInventory(f *Factory) *cobra.Command {
 		Short: "Print what exists in a running lab",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			b, err := os.ReadFile(filepath.Join(state, "endpoints.json"))
+			ep, err := readLabEndpoints(state)
 			if err != nil {
-				return exitf(runner.ExitBadInput, "lab: %v (is `vmswap lab serve --state %s` running?)", err, state)
-			}
-			var ep lab.Endpoints
-			if err := json.Unmarshal(b, &ep); err != nil {
 				return err
 			}
 			inv, err := lab.FetchInventory(cmd.Context(), ep)
@@ -157,4 +153,18 @@ func newCmdLabInventory(f *Factory) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&state, "state", ".vmswap-lab", "the lab's state directory")
 	return cmd
+}
+
+// readLabEndpoints reads the endpoints a running `vmswap lab serve --state
+// STATE` wrote.
+func readLabEndpoints(state string) (lab.Endpoints, error) {
+	var ep lab.Endpoints
+	b, err := os.ReadFile(filepath.Join(state, "endpoints.json"))
+	if err != nil {
+		return ep, exitf(runner.ExitBadInput, "lab: %v (is `vmswap lab serve --state %s` running?)", err, state)
+	}
+	if err := json.Unmarshal(b, &ep); err != nil {
+		return ep, exitf(runner.ExitBadInput, "lab: %s/endpoints.json: %v", state, err)
+	}
+	return ep, nil
 }

@@ -3,7 +3,6 @@ package cli
 import (
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"os"
@@ -32,13 +31,9 @@ It prints the plan command that swaps NAME, with the lab's endpoint, nameserver 
 port filled in.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			b, err := os.ReadFile(filepath.Join(state, "endpoints.json"))
+			ep, err := readLabEndpoints(state)
 			if err != nil {
-				return exitf(runner.ExitBadInput, "lab: %v (is `vmswap lab serve --state %s` running?)", err, state)
-			}
-			var ep lab.Endpoints
-			if err := json.Unmarshal(b, &ep); err != nil {
-				return exitf(runner.ExitBadInput, "lab: %s/endpoints.json: %v", state, err)
+				return err
 			}
 			ctx := cmd.Context()
 			sd := lab.NewSeeder(ep)
