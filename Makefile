@@ -35,7 +35,7 @@ vet:
 	$(GO) vet ./...
 
 test: deps fmt vet
-	$(GO) test -race -count=1 -v -timeout 40m ./... 2>&1 | tee test.log; exit $${PIPESTATUS[0]}
+	$(GO) test -race -count=1 -v -timeout 40m -parallel 4 ./... 2>&1 | tee test.log; exit $${PIPESTATUS[0]}
 	$(MAKE) --no-print-directory fuzz
 
 # fuzz runs each fuzz target for a bounded time (CI: 10s each).

@@ -215,7 +215,7 @@ func TestAWSSwaps(t *testing.T) {
 		}
 	})
 	t.Run("iam_policy", func(t *testing.T) {
-		readme, err := os.ReadFile("../README.md")
+		readme, err := os.ReadFile("../../README.md")
 		if err != nil {
 			t.Fatal(err)
 		}

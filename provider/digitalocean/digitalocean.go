@@ -626,6 +626,14 @@ func (d *Driver) PowerOff(ctx context.Context, id string, timeout time.Duration)
 		}
 		a, _, err = d.c.DropletActions.PowerOff(ctx, n)
 	}
+	var er *godo.ErrorResponse
+	if errors.As(err, &er) && er.Response != nil && er.Response.StatusCode == 422 {
+		// The shutdown finished between its timeout and the forced power
+		// off ("Droplet is already powered off"): what was asked is done.
+		if dr, gerr := d.settled(ctx, n); gerr == nil && dr.Status == "off" {
+			return nil
+		}
+	}
 	if err != nil {
 		return wrap(err, "power off droplet %d", n)
 	}

@@ -2,6 +2,7 @@ package digitalocean_test
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
@@ -35,5 +36,29 @@ func TestPowerOffOutlastingTimeout(t *testing.T) {
 	s, err := drv.GetServer(context.Background(), strconv.Itoa(id))
 	if err != nil || s.Status != provider.StatusOff {
 		t.Fatalf("after PowerOff: %+v %v", s, err)
+	}
+}
+
+// TestPowerOffRacingTheShutdown: the shutdown ends right as its timeout
+// does, so the forced power-off meets either the shutdown still pending or
+// a droplet already off ("Droplet is already powered off", as the kill
+// matrix met it under load). Both mean the droplet is off: no error.
+func TestPowerOffRacingTheShutdown(t *testing.T) {
+	d := lab.FastDurations()
+	d.Shutdown = 300 * time.Millisecond
+	l := labtest.Start(t, lab.Config{Durations: d})
+	ep := l.Endpoints()
+	drv, err := digitalocean.New(digitalocean.Config{Token: ep.Token, BaseURL: ep.DigitalOceanAPI, PollInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, timeout := range []time.Duration{280, 290, 300, 310, 320} {
+		id, _, err := l.Seeder().Droplet(context.Background(), fmt.Sprintf("web-%d", i), "s-1vcpu-1gb", nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := drv.PowerOff(context.Background(), strconv.Itoa(id), timeout*time.Millisecond); err != nil {
+			t.Fatalf("PowerOff with a %dms timeout: %v", timeout, err)
+		}
 	}
 }
