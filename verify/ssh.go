@@ -38,6 +38,10 @@ type SSHConfig struct {
 	KnownHosts string
 	// HostKeyPolicy is HostKeyStrict or HostKeyAcceptNew. Empty: strict.
 	HostKeyPolicy string
+	// HostKeyAlias, when set, is the name the host key is recorded and
+	// checked under instead of the address: cloud addresses are reused, a
+	// server's ID is not.
+	HostKeyAlias string
 	// Timeout bounds connecting and each command. Zero: 15s.
 	Timeout time.Duration
 }
@@ -68,7 +72,7 @@ func DialSSH(ctx context.Context, host string, cfg SSHConfig) (*SSHClient, error
 	if err != nil {
 		return nil, err
 	}
-	hk, err := hostKeyCallback(cfg.KnownHosts, cfg.HostKeyPolicy)
+	hk, err := hostKeyCallback(cfg.KnownHosts, cfg.HostKeyPolicy, cfg.HostKeyAlias)
 	if err != nil {
 		return nil, err
 	}
@@ -125,7 +129,7 @@ func expandHome(p string) string {
 	return p
 }
 
-func hostKeyCallback(file, policy string) (ssh.HostKeyCallback, error) {
+func hostKeyCallback(file, policy, alias string) (ssh.HostKeyCallback, error) {
 	if file == "" {
 		file = "~/.ssh/known_hosts"
 	}
@@ -151,6 +155,10 @@ func hostKeyCallback(file, policy string) (ssh.HostKeyCallback, error) {
 		return nil, fmt.Errorf("ssh: known_hosts %s: %w", file, err)
 	}
 	return func(hostname string, remote net.Addr, key ssh.PublicKey) error {
+		if alias != "" {
+			_, port, _ := net.SplitHostPort(hostname)
+			hostname = net.JoinHostPort(alias, port)
+		}
 		err := check(hostname, remote, key)
 		var ke *knownhosts.KeyError
 		if errors.As(err, &ke) && len(ke.Want) == 0 && policy == HostKeyAcceptNew {

@@ -64,7 +64,7 @@ func quiesce(ctx context.Context, s *swapRun, src *provider.Server) error {
 	if k.Address != "" {
 		host = k.Address
 	}
-	c, err := verify.DialSSH(ctx, host, s.sshConfig(k))
+	c, err := verify.DialSSH(ctx, host, s.sshConfig(k, src.ID))
 	if err != nil {
 		return fmt.Errorf("quiesce %s: %w", src.Name, err)
 	}

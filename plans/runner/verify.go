@@ -36,7 +36,7 @@ func verifyStep(ctx context.Context, s *swapRun) error {
 		if k.Address != "" {
 			host = k.Address
 		}
-		facts, err := sshFacts(ctx, host, s.sshConfig(k))
+		facts, err := sshFacts(ctx, host, s.sshConfig(k, s.st.NewID))
 		if err != nil {
 			record("ssh", []error{err}, "")
 		} else {
@@ -95,16 +95,18 @@ func (s *swapRun) addrOfSource() string {
 	return net.JoinHostPort(s.st.SourceIP, portOf(s.serviceURL()))
 }
 
-// sshConfig is how the swap's SSH checks connect. Host keys go to the
-// plan's known_hosts_file or, by default, to vmswap's own file beside the
-// plan's journal, never to the user's ~/.ssh/known_hosts: cloud IPs are
-// reused, and a swap's new server is a new host.
-func (s *swapRun) sshConfig(k *plans.SSH) verify.SSHConfig {
-	kh := k.KnownHostsFile
-	if kh == "" {
-		kh = s.r.planFile() + ".known_hosts"
+// sshConfig is how the swap's SSH checks connect to the server with the
+// given ID. Host keys go to the plan's known_hosts_file or, by default, to
+// vmswap's own file beside the plan's journal, never to the user's
+// ~/.ssh/known_hosts; in vmswap's own file a key is recorded under the
+// server's ID, since cloud addresses are reused and IDs are not.
+func (s *swapRun) sshConfig(k *plans.SSH, serverID string) verify.SSHConfig {
+	cfg := verify.SSHConfig{User: k.User, KeyFile: k.Key, Port: k.Port, KnownHosts: k.KnownHostsFile, HostKeyPolicy: k.KnownHosts}
+	if cfg.KnownHosts == "" {
+		cfg.KnownHosts = s.r.planFile() + ".known_hosts"
+		cfg.HostKeyAlias = "vmswap-server-" + s.sw.Source.Provider + "-" + serverID
 	}
-	return verify.SSHConfig{User: k.User, KeyFile: k.Key, Port: k.Port, KnownHosts: kh, HostKeyPolicy: k.KnownHosts}
+	return cfg
 }
 
 func sshFacts(ctx context.Context, host string, cfg verify.SSHConfig) (*verify.Facts, error) {
