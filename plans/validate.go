@@ -62,7 +62,7 @@ func (d *Document) Validate() error {
 		if strings.Contains(strings.ToLower(name), "token=") {
 			add(path, "provider blocks name credentials' environment variables, never hold them")
 		}
-		if pb.TokenEnv != "" && !envName.MatchString(pb.TokenEnv) {
+		if pb.TokenEnv != "" && (!envName.MatchString(pb.TokenEnv) || LooksLikeSecret(pb.TokenEnv)) {
 			// Never echo it: a value that is not a variable name may be a
 			// pasted token.
 			add(path+".token_env", "token_env must name an environment variable (letters, digits, _), like DO_TOKEN; it must not hold the token itself (its value is not shown here)")
@@ -103,6 +103,14 @@ func (d *Document) providerRef(path, name string, c Capability, add func(string,
 		add(path, "provider %q (%s) cannot do %s", name, pb.Type, c)
 	}
 }
+
+// secretShape is what API tokens look like and variable names do not:
+// DigitalOcean's prefixes, long runs of hex, long unbroken base64.
+var secretShape = regexp.MustCompile(`^(dop|doo|dor|dos)_v1_|[0-9a-fA-F]{20,}|[A-Za-z0-9+/=]{40,}`)
+
+// LooksLikeSecret reports whether s, where the name of an environment
+// variable belongs, looks like a pasted token instead. It is never printed.
+func LooksLikeSecret(s string) bool { return secretShape.MatchString(s) }
 
 // envName is what an environment variable's name may be.
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)

@@ -72,6 +72,11 @@ func tokenFor(name string, p plans.Provider, vars []string, getenv func(string) 
 		getenv = func(string) string { return "" }
 	}
 	if p.TokenEnv != "" {
+		if plans.LooksLikeSecret(p.TokenEnv) {
+			// Never echo it: validate refuses such a plan, and an error must
+			// not print a token either.
+			return "", fmt.Errorf("provider %q (%s): token_env holds what looks like a token (not shown): name the environment variable that holds it", name, p.Type)
+		}
 		vars = []string{p.TokenEnv}
 	}
 	for _, v := range vars {

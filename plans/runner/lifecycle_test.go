@@ -290,6 +290,24 @@ swaps:
 		!strings.Contains(err.Error(), "probe rate 0") {
 		t.Fatalf("got %v", err)
 	}
+	// A token with the shape of a variable name: DigitalOcean's own format.
+	real := "dop_v1_" + strings.Repeat("4f3a9c2b", 8)
+	_, err = plans.Check("p.yaml", []byte(`version: 1
+providers:
+  do: {type: digitalocean, token_env: `+real+`}
+swaps:
+  - source: {provider: do, server: web-1}
+    target: {size: s-2vcpu-4gb}
+    cutover:
+      reserved_ip: {provider: do, ip: 192.0.2.1}
+`))
+	if err == nil || strings.Contains(err.Error(), real) || !strings.Contains(err.Error(), "token_env must name an environment variable") {
+		t.Fatalf("a DigitalOcean token in token_env: %v", err)
+	}
+	_, err = registry.Build(&plans.Plan{Providers: map[string]plans.Provider{"do": {Type: "digitalocean", TokenEnv: real}}}, registry.BuildOptions{Getenv: func(string) string { return "" }})
+	if err == nil || strings.Contains(err.Error(), real) {
+		t.Fatalf("building a provider whose token_env is a token: %v", err)
+	}
 }
 
 // TestTagSelectedPool: a load balancer that selects droplets by the tag
