@@ -169,6 +169,24 @@ type Compute interface {
 	Tagger
 }
 
+// Entrypoint is a way traffic reaches a server: a load balancer that lists
+// it (by ID, or by a tag it carries) or a reserved IP that points at it.
+type Entrypoint struct {
+	Kind string // "load balancer" or "reserved IP"
+	ID   string // the load balancer's ID, or the IP
+	// ByTag is the tag a load balancer selects its members by; "" when it
+	// lists them by ID.
+	ByTag string
+}
+
+// EntrypointLister finds every way traffic reaches a server, so that a swap
+// moving one of them does not retire a server the others still send to.
+type EntrypointLister interface {
+	// Entrypoints returns the load balancers and reserved IPs that route
+	// to the server.
+	Entrypoints(ctx context.Context, s *Server) ([]Entrypoint, error)
+}
+
 // IPAssigner moves a reserved (floating, elastic) IP between servers.
 type IPAssigner interface {
 	// AssignedTo returns the ID of the server the IP points at ("" if none).

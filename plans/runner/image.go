@@ -99,9 +99,13 @@ func launch(ctx context.Context, s *swapRun) error {
 			}
 		}
 		if t := s.pool.SelectTag; t != "" {
-			spec.WithoutTags = []string{t}
+			spec.WithoutTags = append(spec.WithoutTags, t)
 			s.progress("load balancer %s selects its members by tag %q: %s is launched without it, and tagged at cutover", c.ID, t, s.st.NewName)
 		}
+	}
+	if h := s.st.HeldTags; len(h) > 0 {
+		spec.WithoutTags = append(spec.WithoutTags, h...)
+		s.progress("other load balancers select %s by tag %v: %s is launched without them, and tagged at cutover", s.st.SourceName, h, s.st.NewName)
 	}
 	s.progress("launching %s (%s) from %s", s.st.NewName, s.sw.Target.Size, s.st.ImageName)
 	srv, err := s.comp.Launch(ctx, spec)

@@ -83,6 +83,9 @@ type SwapState struct {
 	NewID      string `json:"new_id,omitempty"`
 	NewName    string `json:"new_name,omitempty"`
 	NewIP      string `json:"new_ip,omitempty"`
+	// HeldTags are source tags that other load balancers select members by:
+	// the new server is launched without them and tagged at cutover.
+	HeldTags []string `json:"held_tags,omitempty"`
 	// Claim is the claim this run put on the source and the new server.
 	Claim string `json:"claim,omitempty"`
 

@@ -580,3 +580,43 @@ func TestDualStackDNS(t *testing.T) {
 		}
 	}
 }
+
+// TestOtherTagSelectedPool: besides the plan's load balancer (by ID), a
+// second one selects droplets by the tag web-1 carries. The new droplet
+// stays out of that one until it is verified and joins it at cutover; the
+// reserved IP on web-1, which the plan does not move, is warned about.
+func TestOtherTagSelectedPool(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	c := labtest.Godo(t, w.l)
+	lb, _, err := c.LoadBalancers.Create(ctx, &godo.LoadBalancerRequest{Name: "tagged", Region: "nyc3", Tag: "web",
+		ForwardingRules: []godo.ForwardingRule{{EntryProtocol: "http", EntryPort: 80, TargetProtocol: "http", TargetPort: w.l.HTTPPort()}},
+		HealthCheck:     &godo.HealthCheck{Protocol: "http", Port: w.l.HTTPPort(), Path: "/health", CheckIntervalSeconds: 3, ResponseTimeoutSeconds: 3, HealthyThreshold: 3, UnhealthyThreshold: 3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inTagged []int
+	var warned bool
+	res, j := w.run(w.plan(w.swap("loadbalancer")), func(e runner.Event) {
+		if e.Event == "step" && e.Step == "verify" && e.Status == "ok" {
+			inTagged = w.lbMembers(lb.ID)
+		}
+		if e.Event == "warning" && strings.Contains(e.Message, "also takes traffic through reserved IP "+w.ripIP) {
+			warned = true
+		}
+	})
+	if res.ExitCode != 0 {
+		t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
+	}
+	newID, _ := strconv.Atoi(j.Swaps[0].NewID)
+	if slices.Contains(inTagged, newID) {
+		t.Fatalf("the tag-selected pool had the new droplet before it was verified: %v", inTagged)
+	}
+	if !w.lbHas(lb.ID, newID) {
+		t.Fatalf("the tag-selected pool lacks the new droplet after the swap: %v", w.lbMembers(lb.ID))
+	}
+	if !warned {
+		t.Fatal("no warning about the reserved IP the plan does not move")
+	}
+}

@@ -48,6 +48,19 @@ func ObserveWorld(ctx context.Context, p *plans.Plan, o registry.BuildOptions) e
 			errs = append(errs, problems...)
 			muts = append(muts, fmt.Sprintf("swaps[%d]: %s", i, kind.mutation(src, &seen)))
 		}
+		held, others, err := otherEntrypoints(ctx, comp, &p.Swaps[i], src, seen.Pool)
+		if err != nil {
+			errs = append(errs, err.Error())
+		}
+		if len(held) > 0 {
+			muts = append(muts, fmt.Sprintf("swaps[%d]: launch the new server without the tags %v (other load balancers select by them) and tag it at cutover", i, held))
+		}
+		for _, w := range others {
+			muts = append(muts, fmt.Sprintf("swaps[%d]: NOTE: %s", i, w))
+			if o.Progress != nil {
+				o.Progress("warning: %s", w)
+			}
+		}
 		action := "power off " + name
 		if sw.Retire.Action == "delete" {
 			action = "delete " + name

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/hashicorp/go-multierror"
+	"github.com/vmswap/vmswap/loadbalancer"
 	"github.com/vmswap/vmswap/plans"
 	"github.com/vmswap/vmswap/provider"
 	"github.com/vmswap/vmswap/verify"
@@ -83,6 +84,14 @@ func preflight(ctx context.Context, s *swapRun) error {
 		}
 	}
 	s.st.OldAssignee = now.IPTarget
+	held, others, err := otherEntrypoints(ctx, s.comp, s.sw, src, now.Pool)
+	if err != nil {
+		errs = multierror.Append(errs, err)
+	}
+	for _, w := range others {
+		s.r.emit(Event{Event: "warning", Swap: s.name(), Message: w})
+	}
+	s.st.HeldTags = held
 	if len(stale) > 0 {
 		for _, d := range stale {
 			errs = multierror.Append(errs, errors.New(d))
@@ -115,4 +124,36 @@ func recordType(c *plans.DNSCutover) string {
 		return "A"
 	}
 	return strings.ToUpper(c.Type)
+}
+
+// otherEntrypoints finds the ways traffic reaches the source that the
+// swap's cutover does not move. Load balancers that select by a tag the
+// source carries are handled: the new server is launched without those
+// tags (held) and given them at cutover, so it joins them only once
+// verified. A load balancer that lists the source by ID, or a reserved IP on
+// it, loses the source when it is retired: those are warnings, in the plan
+// and at apply.
+func otherEntrypoints(ctx context.Context, comp provider.Compute, sw *plans.Swap, src *provider.Server, pool *loadbalancer.Pool) (held, warnings []string, err error) {
+	el, ok := comp.(provider.EntrypointLister)
+	if !ok {
+		return nil, nil, nil
+	}
+	eps, err := el.Entrypoints(ctx, src)
+	if err != nil {
+		return nil, nil, fmt.Errorf("find what routes to %s: %w", src.Name, err)
+	}
+	c := sw.Cutover
+	for _, ep := range eps {
+		switch {
+		case ep.Kind == "load balancer" && c.LoadBalancer != nil && ep.ID == c.LoadBalancer.ID:
+		case ep.Kind == "reserved IP" && c.ReservedIP != nil && ep.ID == c.ReservedIP.IP:
+		case ep.ByTag != "":
+			if (pool == nil || pool.SelectTag != ep.ByTag) && !slices.Contains(held, ep.ByTag) {
+				held = append(held, ep.ByTag)
+			}
+		default:
+			warnings = append(warnings, fmt.Sprintf("%s also takes traffic through %s %s, which this plan does not move: retiring %s cuts that off; take it out of there first, or swap through it", src.Name, ep.Kind, ep.ID, src.Name))
+		}
+	}
+	return held, warnings, nil
 }

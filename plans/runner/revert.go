@@ -126,6 +126,9 @@ func (r *Runner) revertSwap(ctx context.Context, s *swapRun) (int, string) {
 	if err := s.kind.back(wctx, s); err != nil {
 		return fail(err)
 	}
+	if err := s.joinHeldTags(wctx, false); err != nil {
+		return fail(err)
+	}
 
 	// 3. Retire the new server as the plan retires servers, once requests
 	// in flight and cached answers are done with it.

@@ -44,7 +44,11 @@ func (r *Runner) rollback(s *swapRun, cause error) (int, string) {
 	}
 	if !st.TrafficBack {
 		s.progress("rollback: moving traffic back to %s", st.SourceName)
-		if err := s.kind.back(ctx, s); err != nil {
+		err := s.kind.back(ctx, s)
+		if err == nil {
+			err = s.joinHeldTags(ctx, false)
+		}
+		if err != nil {
 			note("traffic is not back on "+st.SourceName, err)
 		} else {
 			st.TrafficBack = true

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/vmswap/vmswap/loadbalancer"
@@ -30,6 +31,7 @@ const (
 	subIPAssigned   = "ip_assigned"    // the reserved IP points at the new server
 	subOldRetired   = "old_retired"    // the source was powered off or deleted
 	subImageDeleted = "image_deleted"  // the snapshot was deleted
+	subHeldTags     = "held_tags"      // the new server got the tags other pools select by
 )
 
 // Steps of a swap, in order.
@@ -485,6 +487,9 @@ func cutover(ctx context.Context, s *swapRun) error {
 	if err := s.kind.forward(wctx, s); err != nil {
 		return err
 	}
+	if err := s.joinHeldTags(wctx, true); err != nil {
+		return err
+	}
 	// The source gets no new traffic from here: its hold starts now.
 	s.leftAt = s.r.clock().Now()
 	return nil
@@ -495,4 +500,33 @@ func orDur(d plans.Duration, def time.Duration) time.Duration {
 		return d.D()
 	}
 	return def
+}
+
+// joinHeldTags gives the new server the tags other load balancers select
+// their members by (join), or takes them away again (rollback). Joining is
+// a journalled sub-step; leaving undoes it whenever it was attempted.
+func (s *swapRun) joinHeldTags(ctx context.Context, join bool) error {
+	if len(s.st.HeldTags) == 0 || s.st.NewID == "" {
+		return nil
+	}
+	if join {
+		return s.once(subHeldTags, func() error {
+			s.progress("tagging %s with %v: the load balancers that select by them now send it traffic too", s.st.NewName, s.st.HeldTags)
+			for _, t := range s.st.HeldTags {
+				if err := s.comp.TagServer(ctx, s.st.NewID, t); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if !slices.Contains(s.st.Intents, subHeldTags) {
+		return nil
+	}
+	for _, t := range s.st.HeldTags {
+		if err := s.comp.UntagServer(ctx, s.st.NewID, t); err != nil {
+			return fmt.Errorf("%s is still tagged %s, so a load balancer selecting by it sends it traffic: %w", s.st.NewName, t, err)
+		}
+	}
+	return nil
 }

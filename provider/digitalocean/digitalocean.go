@@ -177,6 +177,12 @@ func (r retryLogger) Debug(msg string, kv ...any) {
 	r.progress("digitalocean: API unreachable: %s, retrying in %s", req, wait)
 }
 
+var (
+	_ provider.Compute          = (*Driver)(nil)
+	_ provider.IPAssigner       = (*Driver)(nil)
+	_ provider.EntrypointLister = (*Driver)(nil)
+)
+
 // Driver implements provider.Compute and provider.IPAssigner.
 type Driver struct {
 	c    *godo.Client
@@ -678,6 +684,56 @@ func (d *Driver) DeleteServer(ctx context.Context, id string) error {
 		return wrap(err, "delete droplet %d", n)
 	}
 	return nil
+}
+
+// Entrypoints implements provider.EntrypointLister: load balancers that
+// list the droplet or select a tag it carries, and reserved IPs on it.
+// https://docs.digitalocean.com/reference/api/api-reference/#operation/loadBalancers_list
+// https://docs.digitalocean.com/reference/api/api-reference/#operation/reservedIPs_list
+func (d *Driver) Entrypoints(ctx context.Context, s *provider.Server) ([]provider.Entrypoint, error) {
+	id, err := dropletID(s.ID)
+	if err != nil {
+		return nil, err
+	}
+	var out []provider.Entrypoint
+	for opt := (&godo.ListOptions{PerPage: 200}); ; opt.Page++ {
+		lbs, resp, err := d.c.LoadBalancers.List(ctx, opt)
+		if err != nil {
+			return nil, wrap(err, "list load balancers")
+		}
+		for _, lb := range lbs {
+			switch {
+			case lb.Tag != "" && slices.Contains(s.Tags, lb.Tag):
+				out = append(out, provider.Entrypoint{Kind: "load balancer", ID: lb.ID, ByTag: lb.Tag})
+			case lb.Tag == "" && slices.Contains(lb.DropletIDs, id):
+				out = append(out, provider.Entrypoint{Kind: "load balancer", ID: lb.ID})
+			}
+		}
+		if resp == nil || resp.Links == nil || resp.Links.IsLastPage() {
+			break
+		}
+		if opt.Page == 0 {
+			opt.Page = 1
+		}
+	}
+	for opt := (&godo.ListOptions{PerPage: 200}); ; opt.Page++ {
+		ips, resp, err := d.c.ReservedIPs.List(ctx, opt)
+		if err != nil {
+			return nil, wrap(err, "list reserved IPs")
+		}
+		for _, ip := range ips {
+			if ip.Droplet != nil && ip.Droplet.ID == id {
+				out = append(out, provider.Entrypoint{Kind: "reserved IP", ID: ip.IP})
+			}
+		}
+		if resp == nil || resp.Links == nil || resp.Links.IsLastPage() {
+			break
+		}
+		if opt.Page == 0 {
+			opt.Page = 1
+		}
+	}
+	return out, nil
 }
 
 // TagServer implements provider.Tagger: it creates the tag (creating one
