@@ -131,7 +131,7 @@ func (r *Runner) rollback(s *swapRun, cause error) (int, string) {
 	}
 	st.Status = StatusRolledBack
 	st.Steps["rollback"].Status = "ok"
-	r.emit(Event{Event: "step", Swap: s.name(), Step: "rollback", Status: "ok"})
+	r.emit(Event{Event: "step", Swap: s.name(), Step: "rollback", Status: "ok", Elapsed: st.Steps["rollback"].End.Sub(st.Steps["rollback"].Start).Seconds()})
 	if err := r.save(); err != nil {
 		return ExitAttention, fmt.Sprintf("rolled back, but the journal could not be written: %v", err)
 	}

@@ -98,6 +98,9 @@ type Runner struct {
 	// AfterSave, if set, is called after every journal write with its
 	// sequence number (for crash tests).
 	AfterSave func(n int)
+	// Finish is set when the run goes on with the plan it recorded rather
+	// than the plan file (apply --finish), so messages say so.
+	Finish bool
 	// PlanFile is the plan's path as the user typed it, for messages.
 	PlanFile string
 }
@@ -325,7 +328,7 @@ func (r *Runner) runSwap(ctx context.Context, sr *swapRun) (int, string) {
 			if serr := r.save(); serr != nil {
 				return ExitAttention, serr.Error()
 			}
-			return ExitAttention, fmt.Sprintf("the new server %s serves; retiring the old one failed: run `vmswap apply %s` again to finish", st.NewName, r.planFile())
+			return ExitAttention, fmt.Sprintf("the new server %s serves; retiring the old one failed: run `%s` again to finish", st.NewName, r.applyCommand())
 		}
 		return r.rollback(sr, err)
 	}
@@ -344,8 +347,8 @@ func (r *Runner) runSwap(ctx context.Context, sr *swapRun) (int, string) {
 			if err := r.save(); err != nil {
 				return ExitAttention, err.Error()
 			}
-			return ExitAttention, fmt.Sprintf("%s replaced %s, but %s: check %s now (the probe's errors are in the journal); run `vmswap apply %s` to mark the run done, or `vmswap rollback %s` to switch back",
-				st.NewName, st.SourceName, msg, st.NewName, r.planFile(), r.planFile())
+			return ExitAttention, fmt.Sprintf("%s replaced %s, but %s: check %s now (the probe's errors are in the journal); run `%s` to mark the run done, or `vmswap rollback %s` to switch back",
+				st.NewName, st.SourceName, msg, st.NewName, r.applyCommand(), r.planFile())
 		}
 		r.emit(Event{Event: "warning", Swap: sr.name(), Message: msg + ": within the budget"})
 	}
@@ -373,6 +376,15 @@ func exposed(p *probe.Summary) (failed, total int) {
 	return failed, total
 }
 
+// applyCommand is the command that continues this run: with --finish when
+// the run is carried on with the plan it recorded (the plan file changed).
+func (r *Runner) applyCommand() string {
+	if r.Finish {
+		return "vmswap apply --finish " + r.planFile()
+	}
+	return "vmswap apply " + r.planFile()
+}
+
 func (r *Runner) planFile() string {
 	if r.PlanFile != "" {
 		return r.PlanFile
@@ -387,7 +399,7 @@ func (r *Runner) interrupted(sr *swapRun, stepName string) (int, string) {
 		l.Status = "interrupted"
 	}
 	r.Journal.Status = StatusInterrupted
-	next := fmt.Sprintf("interrupted during %s; nothing was rolled back. Continue with: vmswap apply %s (or undo with: vmswap rollback %s)", stepName, r.planFile(), r.planFile())
+	next := fmt.Sprintf("interrupted during %s; nothing was rolled back. Continue with: %s (or undo with: vmswap rollback %s)", stepName, r.applyCommand(), r.planFile())
 	if err := r.save(); err != nil {
 		next = fmt.Sprintf("interrupted during %s, and the journal could not be written (%v): check what the run created before running vmswap again", stepName, err)
 	}

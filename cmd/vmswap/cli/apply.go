@@ -181,6 +181,6 @@ func run(ctx context.Context, opts *ApplyOptions, doc *plans.Document, j *runner
 		pr.emit(runner.Event{Event: "warning", Message: "interrupt: stopping at the next safe point (press Ctrl-C again to quit at once)"})
 	})
 	defer stop()
-	r := &runner.Runner{Doc: doc, Drivers: drivers, Journal: j, Emit: pr.emit, Clock: opts.Clock, Poll: opts.Poll, AfterSave: opts.AfterSave, PlanFile: opts.PlanFile}
+	r := &runner.Runner{Doc: doc, Drivers: drivers, Journal: j, Emit: pr.emit, Clock: opts.Clock, Poll: opts.Poll, AfterSave: opts.AfterSave, PlanFile: opts.PlanFile, Finish: opts.Finish}
 	return r.Run(ctx)
 }
