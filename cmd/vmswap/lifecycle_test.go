@@ -179,6 +179,10 @@ func TestTwoPlansOneServer(t *testing.T) {
 	before := len(w.l.Requests())
 	r := vmswap(t, w.env, "apply", "--poll", "50ms", other)
 	must(t, r, runner.ExitBadInput, "web-1 is being swapped by run", "nothing was changed")
+	// Planning the claimed server is refused too, naming the run.
+	ep := w.l.Endpoints()
+	r = vmswap(t, w.env, "plan", "--endpoint", ep.DigitalOceanAPI, "--source", "web-1", "--size", "s-2vcpu-4gb", "--lb", w.lbID, "-o", filepath.Join(t.TempDir(), "third.yaml"))
+	must(t, r, runner.ExitBadInput, "web-1 is being swapped by run")
 	if code := exitCode(cmd.Wait()); code != 0 {
 		t.Fatalf("first apply: exit %d\n%s", code, out)
 	}

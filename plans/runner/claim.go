@@ -61,8 +61,9 @@ func (s *swapRun) claim(ctx context.Context, src *provider.Server) error {
 		return fmt.Errorf("claim %s: %w", src.Name, err)
 	}
 	if others := slices.DeleteFunc(claimsOn(back), func(r string) bool { return r == run }); len(others) > 0 {
+		// Claimed at the same moment: both withdraw; one retry wins.
 		s.unclaim(ctx, src.ID)
-		return refuse(others)
+		return errors.Join(ErrClaimed, fmt.Errorf("run %s claimed %s at the same moment as this one; both withdrew and nothing was changed: run apply again (if the other run goes on, this one is refused until it ends)", strings.Join(others, ", "), src.Name))
 	}
 	return nil
 }

@@ -110,6 +110,14 @@ type SwapState struct {
 	Left   []string       `json:"left,omitempty"` // resources left behind
 }
 
+// SourceNameOr is the source's name as preflight read it, or ref.
+func (s *SwapState) SourceNameOr(ref string) string {
+	if s.SourceName != "" {
+		return s.SourceName
+	}
+	return ref
+}
+
 // cutoverStarted reports whether any cutover call was made or attempted.
 func (s *SwapState) cutoverStarted() bool { return len(s.Intents) > 0 }
 

@@ -31,6 +31,9 @@ func ObserveWorld(ctx context.Context, p *plans.Plan, o registry.BuildOptions) e
 			continue
 		}
 		seen := plans.ObservedSwap{Source: *src}
+		if runs := claimsOn(src); len(runs) > 0 {
+			errs = append(errs, fmt.Sprintf("%s is being swapped by run %s (tag %s on the server): plan it once that run is finished or rolled back", src.Name, strings.Join(runs, ", "), claimTag(runs[0])))
+		}
 		if sz, err := comp.GetSize(ctx, sw.Target.Size); err != nil {
 			errs = append(errs, err.Error())
 		} else {

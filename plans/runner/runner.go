@@ -223,8 +223,9 @@ func (r *Runner) Run(ctx context.Context) *Result {
 		if sr.st.Status != StatusSucceeded {
 			code, next := r.runSwap(ctx, sr)
 			if code != ExitOK {
-				// Every outcome has its swap event, not only success.
-				r.emit(Event{Event: "swap", Swap: sr.name(), Status: string(sr.st.Status), Message: next})
+				// Every outcome has its swap event, not only success; what to do
+				// next is in the summary.
+				r.emit(Event{Event: "swap", Swap: sr.name(), Status: string(sr.st.Status), Message: fmt.Sprintf("%s: %s", sr.st.SourceNameOr(sr.sw.Source.Server), sr.st.Status)})
 				res.ExitCode, res.Next = code, next
 				res.Status = map[int]State{ExitRolledBack: StatusRolledBack, ExitBadInput: StatusRefused, ExitAttention: StatusNeedsAttention}[code]
 				if sr.st.Status == StatusInterrupted {
@@ -403,7 +404,6 @@ func (r *Runner) interrupted(sr *swapRun, stepName string) (int, string) {
 	if err := r.save(); err != nil {
 		next = fmt.Sprintf("interrupted during %s, and the journal could not be written (%v): check what the run created before running vmswap again", stepName, err)
 	}
-	r.emit(Event{Event: "warning", Swap: sr.name(), Step: stepName, Message: next})
 	return ExitAttention, next
 }
 
