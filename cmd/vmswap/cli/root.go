@@ -108,6 +108,12 @@ func Main(args []string, f *Factory) int {
 		return 0
 	}
 	var ee *ExitError
+	if ctx.Err() != nil && !(errors.As(err, &ee) && ee.Err != nil && ee.Err.Error() == "") {
+		// Ctrl-C or SIGTERM outside a run (a run reports its own stop):
+		// what was going on stopped, whatever error it ended with.
+		fmt.Fprintln(f.IO.ErrOut, "vmswap: interrupted; run the same command again to start over")
+		return runner.ExitAttention
+	}
 	var pe plans.Errors
 	if errors.As(err, &pe) {
 		// file:line:col: message lines, as compilers print them.
