@@ -116,9 +116,28 @@ func tag(tags []types.Tag, key string) string {
 	return ""
 }
 
+// ipv6Of is the instance's IPv6 address: the primary one, else the first
+// of its primary network interface (EC2 IPv6 addresses are public).
+func ipv6Of(in *types.Instance) string {
+	if a := sdk.ToString(in.Ipv6Address); a != "" {
+		return a
+	}
+	for _, ni := range in.NetworkInterfaces {
+		if ni.Attachment != nil && sdk.ToInt32(ni.Attachment.DeviceIndex) != 0 {
+			continue
+		}
+		for _, a := range ni.Ipv6Addresses {
+			if v := sdk.ToString(a.Ipv6Address); v != "" {
+				return v
+			}
+		}
+	}
+	return ""
+}
+
 func toServer(in *types.Instance) *provider.Server {
 	s := &provider.Server{ID: sdk.ToString(in.InstanceId), Name: tag(in.Tags, "Name"), Size: string(in.InstanceType), PublicIP: sdk.ToString(in.PublicIpAddress),
-		PublicIPv6: sdk.ToString(in.Ipv6Address)}
+		PublicIPv6: ipv6Of(in)}
 	if s.Name == "" {
 		s.Name = s.ID
 	}
@@ -386,6 +405,11 @@ func (d *Driver) Launch(ctx context.Context, spec provider.LaunchSpec) (*provide
 	}
 	for _, g := range src.SecurityGroups {
 		in.SecurityGroupIds = append(in.SecurityGroupIds, sdk.ToString(g.GroupId))
+	}
+	if ipv6Of(src) != "" {
+		// A dual-stack source: its DNS names may have AAAA records that
+		// must move to the new instance too.
+		in.Ipv6AddressCount = sdk.Int32(1)
 	}
 	if src.IamInstanceProfile != nil {
 		in.IamInstanceProfile = &types.IamInstanceProfileSpecification{Arn: src.IamInstanceProfile.Arn}

@@ -5,6 +5,10 @@ import (
 	"testing"
 	"time"
 
+	sdk "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
 	"github.com/vmswap/vmswap/dns/dnstest"
 	"github.com/vmswap/vmswap/dns/route53"
 	"github.com/vmswap/vmswap/loadbalancer"
@@ -108,4 +112,45 @@ func TestRoute53Conformance(t *testing.T) {
 	w := mototest.NewWorld(t, srv)
 	// moto's zones delegate to nameservers that do not exist: INSYNC only.
 	dnstest.Run(t, route53.New(w.Config, route53.NoNameserver, 50*time.Millisecond, nil), w.Record, []string{w.InstanceIP}, 60)
+}
+
+// TestLaunchKeepsIPv6: a source with an IPv6 address (a subnet with an
+// IPv6 block) gets a new instance with one too, so a dual-stack name's AAAA
+// set can move to it.
+func TestLaunchKeepsIPv6(t *testing.T) {
+	srv := mototest.Start(t)
+	w := mototest.NewWorld(t, srv)
+	ctx := context.Background()
+	e := ec2.NewFromConfig(w.Config)
+	src0, err := e.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{w.InstanceID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst := src0.Reservations[0].Instances[0]
+	if _, err := e.AssociateSubnetCidrBlock(ctx, &ec2.AssociateSubnetCidrBlockInput{SubnetId: inst.SubnetId, Ipv6CidrBlock: sdk.String("2001:db8:1::/64")}); err != nil {
+		t.Fatal(err)
+	}
+	run, err := e.RunInstances(ctx, &ec2.RunInstancesInput{ImageId: inst.ImageId, InstanceType: inst.InstanceType, MinCount: sdk.Int32(1), MaxCount: sdk.Int32(1),
+		SubnetId: inst.SubnetId, Ipv6AddressCount: sdk.Int32(1),
+		TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeInstance, Tags: []types.Tag{{Key: sdk.String("Name"), Value: sdk.String("web-6")}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := aws.New(w.Config, aws.Config{PollInterval: 50 * time.Millisecond})
+	src, err := d.GetServer(ctx, *run.Instances[0].InstanceId)
+	if err != nil || src.PublicIPv6 == "" {
+		t.Fatalf("a dual-stack source: %+v %v", src, err)
+	}
+	img, err := d.Snapshot(ctx, src, "vmswap-web-6-x-test", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := d.Launch(ctx, provider.LaunchSpec{Source: src, Image: img, Size: "t3.large", Name: "web-6-new", Token: "v6-0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := d.WaitRunning(ctx, n.ID)
+	if err != nil || got.PublicIPv6 == "" || got.PublicIPv6 == src.PublicIPv6 {
+		t.Fatalf("the new instance's IPv6: %q (source %q), %v", got.PublicIPv6, src.PublicIPv6, err)
+	}
 }
