@@ -35,6 +35,10 @@ type Pool struct {
 type Member struct {
 	ServerID string `json:"server_id,omitempty" yaml:"server_id,omitempty"`
 	Address  string `json:"address,omitempty" yaml:"address,omitempty"`
+	// Lines are the load balancer's own names for the member where it may
+	// declare one server several times (HAProxy's server lines); removing
+	// the member removes every one.
+	Lines []string `json:"lines,omitempty" yaml:"lines,omitempty"`
 }
 
 // Is reports whether m is the server with this ID and address.

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -153,10 +154,15 @@ func (p *Provider) Pool(ctx context.Context, backend string) (*loadbalancer.Pool
 	pool := &loadbalancer.Pool{ID: backend, Members: []loadbalancer.Member{}}
 	for _, s := range list {
 		// Not in forced or configured maintenance; one member per address,
-		// however many lines declare it.
-		if s.adminMask&0x01 == 0 && s.adminMask&0x20 == 0 && !pool.Has("", s.addr) {
-			pool.Members = append(pool.Members, loadbalancer.Member{Address: s.addr})
+		// however many lines declare it, with the lines' names.
+		if s.adminMask&0x01 != 0 || s.adminMask&0x20 != 0 {
+			continue
 		}
+		if i := slices.IndexFunc(pool.Members, func(m loadbalancer.Member) bool { return m.Address == s.addr }); i >= 0 {
+			pool.Members[i].Lines = append(pool.Members[i].Lines, s.name)
+			continue
+		}
+		pool.Members = append(pool.Members, loadbalancer.Member{Address: s.addr, Lines: []string{s.name}})
 	}
 	return pool, nil
 }

@@ -3,6 +3,7 @@ package haproxy_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -69,7 +70,7 @@ func TestEveryLineOfTheServerIsRemoved(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond)
 	pool, err := p.Pool(ctx, "be")
-	if err != nil || len(pool.Members) != 2 {
+	if err != nil || len(pool.Members) != 2 || pool.Members[0].Address != ip1 || !slices.Equal(pool.Members[0].Lines, []string{"web1", "web2"}) {
 		t.Fatalf("pool with two lines for web-1: %+v %v", pool, err)
 	}
 	pr, err := probe.Start(probe.Config{URL: "http://" + h.Entry + "/", Rate: 200})

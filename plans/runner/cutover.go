@@ -115,7 +115,15 @@ func (k *lbCutover) stale(planned, now *plans.ObservedSwap) []string {
 }
 
 func (k *lbCutover) mutation(src *provider.Server, seen *plans.ObservedSwap) string {
-	return fmt.Sprintf("add the new server to load balancer %s, then remove %s (%s) from it", k.c.ID, src.Name, src.ID)
+	lines := ""
+	if p := seen.Pool; p != nil {
+		for _, m := range p.Members {
+			if m.Is(src.ID, src.PublicIP) && len(m.Lines) > 1 {
+				lines = fmt.Sprintf(": every one of its server lines %s", strings.Join(m.Lines, ", "))
+			}
+		}
+	}
+	return fmt.Sprintf("add the new server to load balancer %s, then remove %s (%s) from it%s", k.c.ID, src.Name, src.ID, lines)
 }
 
 func (k *lbCutover) forward(ctx context.Context, s *swapRun) error {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,18 +15,29 @@ import (
 	"github.com/vmswap/vmswap/loadbalancer/haproxy/haproxytest"
 	"github.com/vmswap/vmswap/plans"
 	"github.com/vmswap/vmswap/plans/registry"
+	"github.com/vmswap/vmswap/plans/runner"
 )
 
-// TestSwapThroughHAProxy: the DigitalOcean droplet behind a real haproxy
-// is swapped through its runtime API, with the probe on the frontend.
+// TestSwapThroughHAProxy: the DigitalOcean droplet behind a real haproxy,
+// declared there by two server lines, is swapped through its runtime API
+// with the probe on the frontend: the plan names both lines, both go, and
+// no request fails, retire included.
 func TestSwapThroughHAProxy(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	h := haproxytest.Start(t, fmt.Sprintf("%s:%d", w.srcIP, w.l.HTTPPort()))
+	src := fmt.Sprintf("%s:%d", w.srcIP, w.l.HTTPPort())
+	h := haproxytest.Start(t, src, src)
 	sw := w.swap("loadbalancer")
 	sw.Cutover.LoadBalancer = &plans.LBCutover{Provider: "hap", ID: "be"}
 	sw.Probe = &plans.Probe{URL: "http://" + h.Entry + "/", Rate: 200}
 	doc := w.planWith(sw, map[string]plans.Provider{"hap": {Type: "haproxy", Endpoint: h.Socket}})
+	if err := runner.ObserveWorld(context.Background(), doc.Plan, registry.BuildOptions{Getenv: w.getenv}); err != nil {
+		t.Fatal(err)
+	}
+	if m := strings.Join(doc.Plan.Mutations, "\n"); !strings.Contains(m, "every one of its server lines web1, web2") {
+		t.Fatalf("the plan does not name the server lines: %s", m)
+	}
+	doc = w.reparse(doc.Plan)
 	res, j := w.run(doc, nil)
 	if res.ExitCode != 0 {
 		t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
