@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digitalocean/godo"
 	"github.com/vmswap/vmswap/lab"
 	"github.com/vmswap/vmswap/lab/labtest"
 )
@@ -44,5 +45,25 @@ func TestRestartMidActionFreesTheDroplet(t *testing.T) {
 	}
 	if _, _, err := c2.DropletActions.Snapshot(ctx, id, "snap2"); err != nil {
 		t.Fatalf("a new action after the restart: %v", err)
+	}
+}
+
+// TestRecordDataMatchesType: the lab refuses an A record whose data is not
+// IPv4 and an AAAA record whose data is not IPv6, as DigitalOcean does.
+func TestRecordDataMatchesType(t *testing.T) {
+	l := labtest.Start(t, lab.Config{})
+	ctx := context.Background()
+	c := labtest.Godo(t, l)
+	if _, _, err := c.Domains.Create(ctx, &godo.DomainCreateRequest{Name: "v6.test"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		typ, data string
+		ok        bool
+	}{{"AAAA", "2001:db8::5", true}, {"AAAA", "127.0.0.5", false}, {"A", "2001:db8::5", false}, {"A", "127.0.0.5", true}} {
+		_, _, err := c.Domains.CreateRecord(ctx, "v6.test", &godo.DomainRecordEditRequest{Type: tc.typ, Name: "www", Data: tc.data, TTL: 60})
+		if (err == nil) != tc.ok {
+			t.Fatalf("%s %s: %v", tc.typ, tc.data, err)
+		}
 	}
 }
