@@ -56,6 +56,9 @@ type Size struct {
 	MemoryMB int    `json:"memory_mb" yaml:"memory_mb"`
 	VCPUs    int    `json:"vcpus" yaml:"vcpus"`
 	DiskGB   int    `json:"disk_gb" yaml:"disk_gb"`
+	// NoIPv6 is set for a size that cannot have an IPv6 address (some EC2
+	// instance types).
+	NoIPv6 bool `json:"no_ipv6,omitempty" yaml:"no_ipv6,omitempty"`
 }
 
 // ServerGetter finds servers.

@@ -104,6 +104,9 @@ func quiesceNote(sw plans.Swap) string {
 // cannot meet. A smaller size is only worth a warning.
 func sizeProblems(sw plans.Swap, src *provider.Server, sz *provider.Size, warn provider.Progress) []string {
 	var out []string
+	if sz.NoIPv6 && src.PublicIPv6 != "" && sw.Cutover.DNS != nil {
+		out = append(out, fmt.Sprintf("size %s cannot have an IPv6 address, but %s has one and its DNS name may point at it (AAAA): choose a size with IPv6", sz.Slug, src.Name))
+	}
 	if sz.DiskGB < src.DiskGB {
 		out = append(out, fmt.Sprintf("size %s has a %d GB disk, smaller than %s's %d GB: choose a larger size", sz.Slug, sz.DiskGB, src.Name, src.DiskGB))
 	}

@@ -30,11 +30,11 @@ func preflight(ctx context.Context, s *swapRun) error {
 		errs = multierror.Append(errs, fmt.Errorf("target size: %w", err))
 	} else {
 		s.size = size
-		if size.DiskGB < src.DiskGB {
-			errs = multierror.Append(errs, fmt.Errorf("target size %s has a %d GB disk, smaller than the source's %d GB disk (the snapshot's minimum): choose a size with at least %d GB", size.Slug, size.DiskGB, src.DiskGB, src.DiskGB))
+		warn := func(format string, args ...any) {
+			s.r.emit(Event{Event: "warning", Swap: s.name(), Message: strings.TrimPrefix(fmt.Sprintf(format, args...), "warning: ")})
 		}
-		if size.Slug == src.Size {
-			errs = multierror.Append(errs, fmt.Errorf("source %s is already %s", src.Name, size.Slug))
+		for _, p := range sizeProblems(*s.sw, src, size, warn) {
+			errs = multierror.Append(errs, errors.New(p))
 		}
 	}
 	if k := s.sw.Verify.SSH; k != nil && k.Key != "" {

@@ -1,8 +1,13 @@
 package runner
 
 import (
+	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/provider"
+	"github.com/vmswap/vmswap/verify"
 )
 
 // TestDecideEveryStateAndCommand pins what every command does in every
@@ -85,5 +90,37 @@ func TestDecideEveryStateAndCommand(t *testing.T) {
 	}
 	if got := Decide(CmdRollback, owed, false, "w.yaml"); got.Action != ActUndo {
 		t.Errorf("rollback with a rollback owed: %+v", got)
+	}
+}
+
+// TestSizeProblems: what plan and preflight refuse about a target size.
+func TestSizeProblems(t *testing.T) {
+	src := &provider.Server{Name: "web-1", Size: "m5.large", DiskGB: 20, MemoryMB: 8192, VCPUs: 2, PublicIPv6: "2001:db8::5"}
+	dnsSwap := plans.Swap{Cutover: plans.Cutover{DNS: &plans.DNSCutover{Record: "www.example.com"}}}
+	mem, _ := verify.ParseThreshold(">= 64GiB")
+	big := plans.Swap{Verify: plans.Verify{Memory: &mem}}
+	var warned []string
+	warn := func(f string, a ...any) { warned = append(warned, fmt.Sprintf(f, a...)) }
+	for _, tc := range []struct {
+		desc string
+		sw   plans.Swap
+		size provider.Size
+		want string
+	}{
+		{"the source's own size", plans.Swap{}, provider.Size{Slug: "m5.large", DiskGB: 20}, "already m5.large"},
+		{"a smaller disk", plans.Swap{}, provider.Size{Slug: "m5.xlarge", DiskGB: 10}, "smaller than web-1's 20 GB"},
+		{"a threshold it cannot meet", big, provider.Size{Slug: "m5.xlarge", DiskGB: 20, MemoryMB: 16384}, "can never pass the check memory >= 64GiB"},
+		{"no IPv6 for a dual-stack source", dnsSwap, provider.Size{Slug: "c1.xlarge", DiskGB: 20, MemoryMB: 16384, NoIPv6: true}, "cannot have an IPv6 address"},
+		{"a good size", dnsSwap, provider.Size{Slug: "m5.xlarge", DiskGB: 20, MemoryMB: 16384, VCPUs: 4}, ""},
+	} {
+		got := strings.Join(sizeProblems(tc.sw, src, &tc.size, warn), "\n")
+		if tc.want == "" && got != "" || !strings.Contains(got, tc.want) {
+			t.Errorf("%s: %q, want %q", tc.desc, got, tc.want)
+		}
+	}
+	warned = nil
+	sizeProblems(plans.Swap{}, src, &provider.Size{Slug: "m5.medium", DiskGB: 20, MemoryMB: 4096, VCPUs: 2}, warn)
+	if len(warned) != 1 || !strings.Contains(warned[0], "downsize") {
+		t.Fatalf("a downsize: %q", warned)
 	}
 }

@@ -237,6 +237,9 @@ func (d *Driver) GetSize(ctx context.Context, slug string) (*provider.Size, erro
 	if it.MemoryInfo != nil {
 		s.MemoryMB = int(sdk.ToInt64(it.MemoryInfo.SizeInMiB))
 	}
+	if it.NetworkInfo != nil && it.NetworkInfo.Ipv6Supported != nil {
+		s.NoIPv6 = !*it.NetworkInfo.Ipv6Supported
+	}
 	return s, nil
 }
 
