@@ -215,9 +215,10 @@ type ObservedSwap struct {
 	TargetSize provider.Size      `yaml:"target_size" json:"target_size"`
 	Pool       *loadbalancer.Pool `yaml:"pool,omitempty" json:"pool,omitempty"`
 	Record     *dns.Record        `yaml:"record,omitempty" json:"record,omitempty"`
-	// RecordAAAA is a dual-stack name's AAAA set, when it points at the
-	// source: an A cutover moves it too.
-	RecordAAAA *dns.Record `yaml:"record_aaaa,omitempty" json:"record_aaaa,omitempty"`
+	// RecordOther is a dual-stack name's set of the other type (AAAA for an
+	// A cutover, A for an AAAA one) when it points at the source: the
+	// cutover moves it too.
+	RecordOther *dns.Record `yaml:"record_other,omitempty" json:"record_other,omitempty"`
 	IPTarget   string      `yaml:"ip_assigned_to,omitempty" json:"ip_assigned_to,omitempty"`
 }
 

@@ -44,7 +44,13 @@ type cutoverKind interface {
 	hold(st *SwapState) time.Duration
 	// entry is the public entry point probed when the plan names no probe.
 	entry(ctx context.Context, port string) (probe.Config, bool)
+	// holds checks that traffic still goes to the new server, just before
+	// the source is retired: someone may have undone the cutover since.
+	holds(ctx context.Context, s *swapRun) error
 }
+
+// ErrCutoverUndone is a retire refused because the cutover no longer holds.
+var ErrCutoverUndone = errors.New("the cutover no longer holds")
 
 // kindOf returns the cutover kind of c, bound to its drivers.
 func kindOf(c plans.Cutover, drivers map[string]*registry.Drivers) cutoverKind {
@@ -175,6 +181,17 @@ func (k *lbCutover) back(ctx context.Context, s *swapRun) error {
 
 func (k *lbCutover) hold(*SwapState) time.Duration { return orDur(k.c.Drain, 10*time.Second) }
 
+func (k *lbCutover) holds(ctx context.Context, s *swapRun) error {
+	pool, err := k.lb.Pool(ctx, k.c.ID)
+	if err != nil {
+		return err
+	}
+	if !pool.Has(s.st.NewID, s.st.NewIP) {
+		return errors.Join(ErrCutoverUndone, fmt.Errorf("load balancer %s no longer has %s (members: %s)", k.c.ID, s.st.NewName, strings.Join(pool.Keys(), ", ")))
+	}
+	return nil
+}
+
 func (k *lbCutover) entry(ctx context.Context, port string) (probe.Config, bool) {
 	pool, err := k.lb.Pool(ctx, k.c.ID)
 	if err != nil || pool.Address == "" {
@@ -264,15 +281,32 @@ func lbTimeout(c *plans.LBCutover, name string, err error) error {
 }
 
 // dnsCutover points a name at the new server: the record set of the plan's
-// type (A by default, or AAAA) and, for an A cutover of a dual-stack name,
-// the AAAA set too, so IPv6 clients move with IPv4 ones. In each set only
-// the source's own address is replaced.
+// type (A by default, or AAAA) and, for a dual-stack name, the set of the
+// other type too when it holds the source's address, so IPv4 and IPv6
+// clients move together. In each set only the source's own address is
+// replaced.
 type dnsCutover struct {
 	c *plans.DNSCutover
 	d dns.Provider
 }
 
 func (k *dnsCutover) typ() string { return recordType(k.c) }
+
+// other is the record type of the companion set.
+func (k *dnsCutover) other() string {
+	if k.typ() == "AAAA" {
+		return "A"
+	}
+	return "AAAA"
+}
+
+// addrOf is a server's address in a set of type typ.
+func addrOf(typ, v4, v6 string) string {
+	if typ == "AAAA" {
+		return v6
+	}
+	return v4
+}
 
 // family is one record set a DNS cutover moves: its type, the addresses of
 // the source and the new server in it, and its values before the cutover.
@@ -285,22 +319,18 @@ type family struct {
 
 // families are the sets this swap moves, from what preflight recorded.
 func (k *dnsCutover) families(st *SwapState) []family {
-	f := []family{{typ: k.typ(), src: st.SourceIP, new: st.NewIP, old: st.OldValues, sub: subDNSSet}}
-	if k.typ() == "AAAA" {
-		f[0].src, f[0].new = st.SourceIPv6, st.NewIPv6
-	}
-	if k.typ() == "A" && st.OldValues6 != nil {
-		f = append(f, family{typ: "AAAA", src: st.SourceIPv6, new: st.NewIPv6, old: st.OldValues6, sub: subDNS6Set})
+	f := []family{{typ: k.typ(), src: addrOf(k.typ(), st.SourceIP, st.SourceIPv6), new: addrOf(k.typ(), st.NewIP, st.NewIPv6), old: st.OldValues, sub: subDNSSet}}
+	if st.OtherValues != nil {
+		o := k.other()
+		f = append(f, family{typ: o, src: addrOf(o, st.SourceIP, st.SourceIPv6), new: addrOf(o, st.NewIP, st.NewIPv6), old: st.OtherValues, sub: subDNSOtherSet})
 	}
 	return f
 }
 
 func (k *dnsCutover) read(ctx context.Context, src *provider.Server, seen *plans.ObservedSwap) ([]string, error) {
-	addr := src.PublicIP
-	if k.typ() == "AAAA" {
-		if addr = src.PublicIPv6; addr == "" {
-			return []string{fmt.Sprintf("%s has no IPv6 address, so it cannot be in %s AAAA: use type A, or enable IPv6 on it", src.Name, k.c.Record)}, nil
-		}
+	addr := addrOf(k.typ(), src.PublicIP, src.PublicIPv6)
+	if addr == "" {
+		return []string{fmt.Sprintf("%s has no IPv6 address, so it cannot be in %s AAAA: use type A, or enable IPv6 on it", src.Name, k.c.Record)}, nil
 	}
 	rec, err := k.d.GetRecord(ctx, k.c.Record, k.typ())
 	if err != nil {
@@ -310,16 +340,16 @@ func (k *dnsCutover) read(ctx context.Context, src *provider.Server, seen *plans
 	if !slices.Contains(rec.Values, addr) {
 		return []string{fmt.Sprintf("record %s %s is %v and does not point at %s (%s)", rec.Name, rec.Type, rec.Values, src.Name, addr)}, nil
 	}
-	if k.typ() == "A" && src.PublicIPv6 != "" {
-		// A dual-stack name: its AAAA set moves with the A set, or IPv6
+	if oa := addrOf(k.other(), src.PublicIP, src.PublicIPv6); oa != "" {
+		// A dual-stack name: its set of the other type moves too, or those
 		// clients would reach a server that is about to be powered off.
-		r6, err := k.d.GetRecord(ctx, k.c.Record, "AAAA")
+		ro, err := k.d.GetRecord(ctx, k.c.Record, k.other())
 		switch {
 		case errors.Is(err, provider.ErrNotFound):
 		case err != nil:
 			return nil, fmt.Errorf("dns: %w", err)
-		case slices.Contains(r6.Values, src.PublicIPv6):
-			seen.RecordAAAA = r6
+		case slices.Contains(ro.Values, oa):
+			seen.RecordOther = ro
 		}
 	}
 	return nil, nil
@@ -327,12 +357,14 @@ func (k *dnsCutover) read(ctx context.Context, src *provider.Server, seen *plans
 
 func (k *dnsCutover) stale(planned, now *plans.ObservedSwap) []string {
 	var out []string
-	for _, p := range []struct{ was, is *dns.Record }{{planned.Record, now.Record}, {planned.RecordAAAA, now.RecordAAAA}} {
+	for _, p := range []struct{ was, is *dns.Record }{{planned.Record, now.Record}, {planned.RecordOther, now.RecordOther}} {
 		switch {
 		case p.was != nil && p.is != nil && !sameSet(p.was.Values, p.is.Values):
 			out = append(out, fmt.Sprintf("record %s %s changed: %v when planned, %v now", p.is.Name, p.is.Type, p.was.Values, p.is.Values))
-		case (p.was == nil) != (p.is == nil) && (p.was != nil || planned.Record != nil):
-			out = append(out, fmt.Sprintf("record %s AAAA: whether it points at the source changed since the plan was written", k.c.Record))
+		case p.was == nil && p.is != nil:
+			out = append(out, fmt.Sprintf("record %s %s points at the source now (%v) and did not when the plan was written", p.is.Name, p.is.Type, p.is.Values))
+		case p.was != nil && p.is == nil:
+			out = append(out, fmt.Sprintf("record %s %s pointed at the source when the plan was written (%v) and does not now", p.was.Name, p.was.Type, p.was.Values))
 		}
 	}
 	return out
@@ -340,14 +372,11 @@ func (k *dnsCutover) stale(planned, now *plans.ObservedSwap) []string {
 
 func (k *dnsCutover) mutation(src *provider.Server, seen *plans.ObservedSwap) string {
 	var parts []string
-	for _, rec := range []*dns.Record{seen.Record, seen.RecordAAAA} {
+	for _, rec := range []*dns.Record{seen.Record, seen.RecordOther} {
 		if rec == nil {
 			continue
 		}
-		addr := src.PublicIP
-		if rec.Type == "AAAA" {
-			addr = src.PublicIPv6
-		}
+		addr := addrOf(rec.Type, src.PublicIP, src.PublicIPv6)
 		others := ""
 		if len(rec.Values) > 1 {
 			others = fmt.Sprintf("; the other values %v stay", without(rec.Values, addr))
@@ -365,17 +394,22 @@ func (k *dnsCutover) forward(ctx context.Context, s *swapRun) error {
 	var wants []dns.Record
 	for _, f := range k.families(s.st) {
 		if f.new == "" {
-			return fmt.Errorf("%s has no %s address for %s %s: the new server lacks IPv6 while the source has it", s.st.NewName, f.typ, k.c.Record, f.typ)
+			return fmt.Errorf("%s has no address for %s %s, where the source has one: nothing was changed", s.st.NewName, k.c.Record, f.typ)
 		}
 		want := dns.Record{Name: k.c.Record, Type: f.typ, Values: replaced(f.old, f.src, f.new), Expect: f.old}
 		if err := s.once(f.sub, func() error {
 			s.progress("pointing %s %s at %s (%s) in place of %s", k.c.Record, f.typ, s.st.NewName, f.new, f.src)
 			_, err := k.d.SetRecord(ctx, want)
-			if errors.Is(err, dns.ErrChanged) {
-				return fmt.Errorf("someone else changed %s %s since preflight read %v; nothing was changed: %w", k.c.Record, f.typ, f.old, err)
-			}
 			return err
 		}); err != nil {
+			if errors.Is(err, dns.ErrChanged) {
+				// The compare-and-swap changed nothing: this set needs no undo.
+				s.st.Intents = without(s.st.Intents, f.sub)
+				if serr := s.r.save(); serr != nil {
+					return serr
+				}
+				return fmt.Errorf("someone else changed %s %s since preflight read %v; nothing was changed: %w", k.c.Record, f.typ, f.old, err)
+			}
 			return err
 		}
 		wants = append(wants, want)
@@ -429,11 +463,24 @@ func without(values []string, v string) []string {
 // hold is the longest old TTL plus the grace: resolvers may answer from
 // their cache that long after the change is served.
 func (k *dnsCutover) hold(st *SwapState) time.Duration {
-	return time.Duration(max(st.OldTTL, st.OldTTL6))*time.Second + orDur(k.c.Grace, 30*time.Second)
+	return time.Duration(max(st.OldTTL, st.OtherTTL))*time.Second + orDur(k.c.Grace, 30*time.Second)
 }
 
 func (k *dnsCutover) entry(context.Context, string) (probe.Config, bool) {
 	return probe.Config{}, false
+}
+
+func (k *dnsCutover) holds(ctx context.Context, s *swapRun) error {
+	for _, f := range k.families(s.st) {
+		cur, err := k.d.GetRecord(ctx, k.c.Record, f.typ)
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(cur.Values, f.new) {
+			return errors.Join(ErrCutoverUndone, fmt.Errorf("%s %s is %v now: it no longer holds %s's address %s", k.c.Record, f.typ, cur.Values, s.st.NewName, f.new))
+		}
+	}
+	return nil
 }
 
 // ipCutover points a reserved IP at the new server.
@@ -502,6 +549,17 @@ func (k *ipCutover) back(ctx context.Context, s *swapRun) error {
 }
 
 func (k *ipCutover) hold(*SwapState) time.Duration { return orDur(k.c.Drain, 10*time.Second) }
+
+func (k *ipCutover) holds(ctx context.Context, s *swapRun) error {
+	got, err := k.ip.AssignedTo(ctx, k.c.IP)
+	if err != nil {
+		return err
+	}
+	if got != s.st.NewID {
+		return errors.Join(ErrCutoverUndone, fmt.Errorf("reserved IP %s points at %q now, not %s", k.c.IP, got, s.st.NewName))
+	}
+	return nil
+}
 
 func (k *ipCutover) entry(_ context.Context, port string) (probe.Config, bool) {
 	return probe.Config{URL: "http://" + net.JoinHostPort(k.c.IP, port) + "/"}, true

@@ -64,6 +64,9 @@ func retire(ctx context.Context, s *swapRun) error {
 		s.probe.Mark("retire")
 	}
 	if !s.st.has(subOldRetired) {
+		if err := s.kind.holds(ctx, s); err != nil {
+			return err
+		}
 		left := s.kind.hold(s.st)
 		if !s.leftAt.IsZero() {
 			left -= clk.Now().Sub(s.leftAt)

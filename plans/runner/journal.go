@@ -91,10 +91,10 @@ type SwapState struct {
 
 	OldValues []string `json:"old_values,omitempty"`
 	OldTTL    int      `json:"old_ttl,omitempty"`
-	// OldValues6 and OldTTL6 are a dual-stack name's AAAA set before the
-	// cutover (nil: the name's AAAA does not point at the source).
-	OldValues6  []string  `json:"old_values_aaaa,omitempty"`
-	OldTTL6     int       `json:"old_ttl_aaaa,omitempty"`
+	// OtherValues and OtherTTL are a dual-stack name's set of the other
+	// type before the cutover (nil: it does not point at the source).
+	OtherValues []string `json:"other_values,omitempty"`
+	OtherTTL    int      `json:"other_ttl,omitempty"`
 	SourceIPv6  string    `json:"source_ipv6,omitempty"`
 	NewIPv6     string    `json:"new_ipv6,omitempty"`
 	OldAssignee string    `json:"old_assignee,omitempty"`

@@ -566,6 +566,17 @@ func TestDualStackDNS(t *testing.T) {
 		}
 	}
 
+	// An AAAA cutover of the dual-stack name moves its A set with it.
+	sw6 := sw
+	sw6.Cutover.DNS = &plans.DNSCutover{Provider: "lab", Record: "dual.shop.test", Type: "AAAA", Grace: sw.Cutover.DNS.Grace}
+	doc6 := w.plan(sw6)
+	if err := runner.ObserveWorld(ctx, doc6.Plan, registry.BuildOptions{Getenv: w.getenv}); err != nil {
+		t.Fatal(err)
+	}
+	if m := strings.Join(doc6.Plan.Mutations, "\n"); !strings.Contains(m, "dual.shop.test AAAA") || !strings.Contains(m, "dual.shop.test A [") {
+		t.Fatalf("an AAAA cutover of a dual-stack name does not move its A set: %s", m)
+	}
+
 	// web-1 has no IPv6: an AAAA cutover of it is refused in preflight.
 	sw1 := w.swap("dns")
 	sw1.Cutover.DNS.Type = "AAAA"
@@ -618,5 +629,46 @@ func TestOtherTagSelectedPool(t *testing.T) {
 	}
 	if !warned {
 		t.Fatal("no warning about the reserved IP the plan does not move")
+	}
+}
+
+// TestCutoverUndoneBeforeRetire: someone takes the new droplet out of the
+// pool while the swap observes it. Retire checks the cutover still holds
+// before the old server goes: it does not, so the swap rolls back and the
+// source serves, instead of claiming a swap that no longer exists.
+func TestCutoverUndoneBeforeRetire(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	c := labtest.Godo(t, w.l)
+	sw := w.swap("loadbalancer")
+	sw.Observe = plans.Duration(2 * time.Second)
+	// The pool is left empty, so requests fail: an unlimited budget lets
+	// the run reach retire, which is what this test is about.
+	sw.Probe.ErrorBudget = plans.Budget{Ratio: 1, Text: "100%"}
+	var once sync.Once
+	res, _ := w.run(w.plan(sw), func(e runner.Event) {
+		if e.Event == "step" && e.Step == "observe" && e.Status == "started" {
+			once.Do(func() {
+				for _, d := range w.droplets() {
+					if d.ID != w.srcID {
+						if _, err := c.LoadBalancers.RemoveDroplets(ctx, w.lbID, d.ID); err != nil {
+							t.Error(err)
+						}
+					}
+				}
+			})
+		}
+	})
+	if res.ExitCode != runner.ExitRolledBack || !strings.Contains(res.Next, "the cutover no longer holds") {
+		t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
+	}
+	if m := w.lbMembers(w.lbID); len(m) != 1 || m[0] != w.srcID {
+		t.Fatalf("pool after rollback: %v", m)
+	}
+	for _, d := range w.droplets() {
+		if d.ID == w.srcID && d.Status != "active" {
+			t.Fatalf("the source is %s", d.Status)
+		}
 	}
 }

@@ -70,11 +70,11 @@ func preflight(ctx context.Context, s *swapRun) error {
 	s.pool = now.Pool
 	if rec := now.Record; rec != nil {
 		s.st.OldValues, s.st.OldTTL = rec.Values, int(rec.TTL)
-		s.st.OldValues6, s.st.OldTTL6 = nil, 0
-		if r6 := now.RecordAAAA; r6 != nil {
-			s.st.OldValues6, s.st.OldTTL6 = r6.Values, int(r6.TTL)
-			if r6.Proxied {
-				s.st.OldTTL6 = 0
+		s.st.OtherValues, s.st.OtherTTL = nil, 0
+		if ro := now.RecordOther; ro != nil {
+			s.st.OtherValues, s.st.OtherTTL = ro.Values, int(ro.TTL)
+			if ro.Proxied {
+				s.st.OtherTTL = 0
 			}
 		}
 		if rec.Proxied {

@@ -167,7 +167,7 @@ func failedStep(st *SwapState) string {
 // trimSentinel puts a joined sentinel and its detail on one line.
 func trimSentinel(err error) string {
 	msg := err.Error()
-	for _, s := range []error{ErrPreflight, ErrStale, ErrVerify, ErrNeverRoutes, ErrBudget, ErrClaimed} {
+	for _, s := range []error{ErrPreflight, ErrStale, ErrVerify, ErrNeverRoutes, ErrBudget, ErrClaimed, ErrCutoverUndone} {
 		if errors.Is(err, s) && strings.HasPrefix(msg, s.Error()+"\n") {
 			msg = s.Error() + ": " + strings.TrimPrefix(msg, s.Error()+"\n")
 		}

@@ -27,7 +27,7 @@ const (
 	subLBRoutesNew  = "lb_routes_new"  // the pool was seen routing to it
 	subLBOldRemoved = "lb_old_removed" // the source was taken out, draining
 	subDNSSet       = "dns_set"        // the record holds the new server's value
-	subDNS6Set      = "dns6_set"       // and the dual-stack name's AAAA set too
+	subDNSOtherSet  = "dns_other_set"  // and the dual-stack name's set of the other type
 	subIPAssigned   = "ip_assigned"    // the reserved IP points at the new server
 	subOldRetired   = "old_retired"    // the source was powered off or deleted
 	subImageDeleted = "image_deleted"  // the snapshot was deleted
@@ -320,7 +320,7 @@ func (r *Runner) runSwap(ctx context.Context, sr *swapRun) (int, string) {
 				next = fmt.Sprintf("nothing was changed; write a new plan: vmswap plan --refresh %s", r.planFile())
 			}
 			return ExitBadInput, next
-		case s.name == "retire" && (st.has(subOldRetired) || !errors.Is(err, ErrBudget)):
+		case s.name == "retire" && (st.has(subOldRetired) || !errors.Is(err, ErrBudget) && !errors.Is(err, ErrCutoverUndone)):
 			// Traffic is on the new server and it has been observed healthy:
 			// retiring is cleanup, not a reason to move traffic back.
 			stopProbe(sr)
