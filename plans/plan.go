@@ -219,7 +219,7 @@ type ObservedSwap struct {
 	// A cutover, A for an AAAA one) when it points at the source: the
 	// cutover moves it too.
 	RecordOther *dns.Record `yaml:"record_other,omitempty" json:"record_other,omitempty"`
-	IPTarget   string      `yaml:"ip_assigned_to,omitempty" json:"ip_assigned_to,omitempty"`
+	IPTarget    string      `yaml:"ip_assigned_to,omitempty" json:"ip_assigned_to,omitempty"`
 }
 
 // durationSyntax is what a duration looks like, whatever its size.

@@ -93,8 +93,8 @@ type SwapState struct {
 	OldTTL    int      `json:"old_ttl,omitempty"`
 	// OtherValues and OtherTTL are a dual-stack name's set of the other
 	// type before the cutover (nil: it does not point at the source).
-	OtherValues []string `json:"other_values,omitempty"`
-	OtherTTL    int      `json:"other_ttl,omitempty"`
+	OtherValues []string  `json:"other_values,omitempty"`
+	OtherTTL    int       `json:"other_ttl,omitempty"`
 	SourceIPv6  string    `json:"source_ipv6,omitempty"`
 	NewIPv6     string    `json:"new_ipv6,omitempty"`
 	OldAssignee string    `json:"old_assignee,omitempty"`
