@@ -278,7 +278,9 @@ func TestFaultsRollBack(t *testing.T) {
 			edit: func(sw *plans.Swap) { sw.ReadyTimeout = plans.Duration(3 * time.Second) }},
 		{desc: "too little memory", cutover: "loadbalancer", step: "verify", cause: "memory",
 			edit: func(sw *plans.Swap) {
-				th, _ := verify.ParseThreshold(">= 16GiB")
+				// The size says 4 GB; inside, the kernel keeps some (the lab shows
+				// 97%): a check at the nominal figure passes plan and fails verify.
+				th, _ := verify.ParseThreshold(">= 4GiB")
 				sw.Verify.Memory = &th
 			}},
 		{desc: "new droplet serves 500", cutover: "loadbalancer", step: "verify", cause: "status 500, want 200",
