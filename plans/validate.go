@@ -106,11 +106,19 @@ func (d *Document) providerRef(path, name string, c Capability, add func(string,
 
 // secretShape is what API tokens look like and variable names do not:
 // DigitalOcean's prefixes, long runs of hex, long unbroken base64.
-var secretShape = regexp.MustCompile(`^(dop|doo|dor|dos)_v1_|[0-9a-fA-F]{20,}|[A-Za-z0-9+/=]{40,}`)
+var secretShape = regexp.MustCompile(`(?i)^(dop|doo|dor|dos)_v1_|^(ghp|gho|ghs|github_pat|glpat)[_-]|[0-9a-fA-F]{20,}|[A-Za-z0-9+/=]{40,}`)
 
 // LooksLikeSecret reports whether s, where the name of an environment
-// variable belongs, looks like a pasted token instead. It is never printed.
-func LooksLikeSecret(s string) bool { return secretShape.MatchString(s) }
+// variable belongs, looks like a pasted token instead: a known token
+// prefix, a long run of hex, or a long mix of upper and lower case letters
+// and digits (variable names are upper case). It is never printed.
+func LooksLikeSecret(s string) bool {
+	if secretShape.MatchString(s) {
+		return true
+	}
+	upper, lower, digit := strings.ContainsAny(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"), strings.ContainsAny(s, "abcdefghijklmnopqrstuvwxyz"), strings.ContainsAny(s, "0123456789")
+	return len(s) >= 24 && upper && lower && digit
+}
 
 // envName is what an environment variable's name may be.
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)

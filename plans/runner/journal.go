@@ -108,6 +108,9 @@ type SwapState struct {
 	Probe  *probe.Summary `json:"probe,omitempty"`
 	Error  string         `json:"error,omitempty"`
 	Left   []string       `json:"left,omitempty"` // resources left behind
+	// Warnings are what the swap does not fix and the user must know, such
+	// as another way in to the source that retiring it cuts off.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // SourceNameOr is the source's name as preflight read it, or ref.

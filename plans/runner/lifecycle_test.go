@@ -627,8 +627,8 @@ func TestOtherTagSelectedPool(t *testing.T) {
 	if !w.lbHas(lb.ID, newID) {
 		t.Fatalf("the tag-selected pool lacks the new droplet after the swap: %v", w.lbMembers(lb.ID))
 	}
-	if !warned {
-		t.Fatal("no warning about the reserved IP the plan does not move")
+	if !warned || len(res.Swaps[0].Warnings) != 1 || !strings.Contains(res.Swaps[0].Warnings[0], "reserved IP "+w.ripIP) {
+		t.Fatalf("the reserved IP the plan does not move: warned %v, summary %q", warned, res.Swaps[0].Warnings)
 	}
 }
 

@@ -88,6 +88,7 @@ func preflight(ctx context.Context, s *swapRun) error {
 	if err != nil {
 		errs = multierror.Append(errs, err)
 	}
+	s.st.Warnings = others
 	for _, w := range others {
 		s.r.emit(Event{Event: "warning", Swap: s.name(), Message: w})
 	}

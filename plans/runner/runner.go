@@ -128,6 +128,7 @@ type SwapResult struct {
 	DurationS float64  `json:"duration_s"`
 	Error     string   `json:"error,omitempty"`
 	Left      []string `json:"left,omitempty"`
+	Warnings  []string `json:"warnings,omitempty"`
 }
 
 // NewJournal starts the journal of a new run of doc.
@@ -246,7 +247,7 @@ func (r *Runner) Run(ctx context.Context) *Result {
 
 func (r *Runner) swapResult(sr *swapRun) SwapResult {
 	st := sr.st
-	out := SwapResult{Name: sr.name(), Source: st.SourceName, New: st.NewName, Cutover: sr.sw.Cutover.Kind(), Status: st.Status, Error: st.Error, Left: st.Left}
+	out := SwapResult{Name: sr.name(), Source: st.SourceName, New: st.NewName, Cutover: sr.sw.Cutover.Kind(), Status: st.Status, Error: st.Error, Left: st.Left, Warnings: st.Warnings}
 	if out.Source == "" {
 		out.Source = sr.sw.Source.Server
 	}

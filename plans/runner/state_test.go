@@ -124,3 +124,15 @@ func TestSizeProblems(t *testing.T) {
 		t.Fatalf("a downsize: %q", warned)
 	}
 }
+
+func TestLooksLikeSecret(t *testing.T) {
+	for s, want := range map[string]bool{
+		"DIGITALOCEAN_TOKEN": false, "DO_TOKEN_PROD": false, "MY_COMPANY_PRODUCTION_DIGITALOCEAN_TOKEN": false, "CLOUDFLARE_API_TOKEN": false,
+		"dop_v1_4f3a9c2b": true, "GHP_ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ab": true, "4f3a9c2b4f3a9c2b4f3a9c2b": true, "lab-9f8e7d6c5b4a39281706": true,
+		"aB3dE5gH7jK9mN1pQ3sT5vX7": true,
+	} {
+		if got := plans.LooksLikeSecret(s); got != want {
+			t.Errorf("%s: %v, want %v", s, got, want)
+		}
+	}
+}

@@ -90,7 +90,7 @@ func addPlanFlags(cmd *cobra.Command, o *PlanOptions) {
 	fl.StringVar(&o.Source, "source", "", "source server name or ID (required)")
 	fl.StringVar(&o.Size, "size", "", "target size slug (required)")
 	fl.StringVar(&o.LB, "lb", "", "cut over through this load balancer ID")
-	fl.StringVar(&o.DNS, "dns", "", "cut over by changing this A record")
+	fl.StringVar(&o.DNS, "dns", "", "cut over by changing this name's A record (and its AAAA record, for a dual-stack server)")
 	fl.StringVar(&o.IP, "reserved-ip", "", "cut over by moving this reserved IP")
 	fl.StringVar(&o.Identify, "identify-header", "", "response header naming the server (proves LB routing)")
 	fl.StringVar(&o.ProbeURL, "probe-url", "", "public URL the probe requests during cutover (default: the LB or reserved IP)")

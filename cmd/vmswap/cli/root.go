@@ -276,6 +276,11 @@ func (p *printer) summary(res *runner.Result) {
 		fmt.Fprintf(w, "%-14s %-22s %-12s %-12s %9d %7d %7.1fms %7.1fms %7.1fs\n", s.Source, dash(s.New), s.Cutover, s.Status, s.Requests, s.Failed, s.P50ms, s.P99ms, s.DurationS)
 	}
 	fmt.Fprintf(w, "\nvmswap: %s\n", res.Status)
+	for _, s := range res.Swaps {
+		for _, warn := range s.Warnings {
+			fmt.Fprintf(p.io.ErrOut, "warning: %s: %s\n", s.Source, warn)
+		}
+	}
 	if res.Next != "" {
 		fmt.Fprintln(p.io.ErrOut, res.Next)
 	}
