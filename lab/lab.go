@@ -18,6 +18,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -29,6 +30,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -159,6 +161,7 @@ func Start(cfg Config) (*Lab, error) {
 	if err != nil {
 		return nil, err
 	}
+	fresh := st == nil
 	if st == nil {
 		st = newState()
 		if l.cfg.Token != "" {
@@ -186,7 +189,15 @@ func Start(cfg Config) (*Lab, error) {
 		return nil, err
 	}
 	l.dnsSrv = ds
-	if err := l.startEdge(); err != nil {
+	// The edge is the first address bound in the lab's 127.x.y network: if
+	// another lab on this machine drew the same network, a new lab draws
+	// again (one with saved state keeps its addresses).
+	err = l.startEdge()
+	for try := 0; fresh && err != nil && errors.Is(err, syscall.EADDRINUSE) && try < 8; try++ {
+		l.st.Net = newState().Net
+		err = l.startEdge()
+	}
+	if err != nil {
 		l.apiSrv.Close()
 		ds.close()
 		return nil, fmt.Errorf("lab: Cloudflare edge: %w", err)
