@@ -45,9 +45,18 @@ func Unchanged(have, expect []string) bool {
 	return slices.Equal(slices.Sorted(slices.Values(have)), slices.Sorted(slices.Values(expect)))
 }
 
-// ChangedError says what the set holds instead of what was expected.
-func ChangedError(driver, name, typ string, have, expect []string) error {
-	return fmt.Errorf("%s: %s %s holds %v, not %v as read before: %w", driver, name, typ, have, expect, ErrChanged)
+// CheckSet is how every driver's SetRecord starts once it has read the set
+// (have): done when the set already holds rec.Values (a repeated call), an
+// error wrapping ErrChanged when it holds something else than rec.Expect,
+// else neither and the driver changes the set.
+func CheckSet(driver string, rec Record, have []string) (done bool, err error) {
+	if Unchanged(have, rec.Values) {
+		return true, nil
+	}
+	if !Unchanged(have, rec.Expect) {
+		return false, fmt.Errorf("%s: %s %s holds %v, not %v as read before: %w", driver, rec.Name, rec.Type, have, rec.Expect, ErrChanged)
+	}
+	return false, nil
 }
 
 // Seconds is a TTL.

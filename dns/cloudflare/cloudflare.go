@@ -232,12 +232,13 @@ func (p *Provider) SetRecord(ctx context.Context, rec dns.Record) (*dns.Record, 
 	for _, r := range rs {
 		have = append(have, r.Content)
 	}
-	if dns.Unchanged(have, rec.Values) {
-		return p.GetRecord(ctx, rec.Name, rec.Type)
-	}
 	// Cloudflare has no conditional update: compared just before the edits.
-	if !dns.Unchanged(have, rec.Expect) {
-		return nil, dns.ChangedError("cloudflare", rec.Name, rec.Type, have, rec.Expect)
+	done, err := dns.CheckSet("cloudflare", rec, have)
+	if err != nil {
+		return nil, err
+	}
+	if done {
+		return p.GetRecord(ctx, rec.Name, rec.Type)
 	}
 	first := rs[0]
 	update, create, remove := dns.Diff(rs, func(r cfdns.RecordResponse) string { return r.Content }, rec.Values)

@@ -122,14 +122,15 @@ func (p *Provider) SetRecord(ctx context.Context, rec dns.Record) (*dns.Record, 
 	for _, r := range recs {
 		have = append(have, r.Data)
 	}
-	if dns.Unchanged(have, rec.Values) {
-		return p.GetRecord(ctx, rec.Name, rec.Type)
-	}
 	// DigitalOcean has no conditional update: the set is compared with
 	// Expect just before the edits, so the window left is the time of
 	// these few calls.
-	if !dns.Unchanged(have, rec.Expect) {
-		return nil, dns.ChangedError("digitalocean", rec.Name, rec.Type, have, rec.Expect)
+	done, err := dns.CheckSet("digitalocean", rec, have)
+	if err != nil {
+		return nil, err
+	}
+	if done {
+		return p.GetRecord(ctx, rec.Name, rec.Type)
 	}
 	ttl := recs[0].TTL
 	update, create, remove := dns.Diff(recs, func(r godo.DomainRecord) string { return r.Data }, rec.Values)

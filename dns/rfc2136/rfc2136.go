@@ -177,11 +177,12 @@ func (p *Provider) SetRecord(ctx context.Context, rec dns.Record) (*dns.Record, 
 	if len(old) == 0 {
 		return nil, fmt.Errorf("rfc2136: no %s record %s to update: %w", rec.Type, rec.Name, provider.ErrNotFound)
 	}
-	if slices.Equal(values(old), slices.Sorted(slices.Values(rec.Values))) {
-		return p.GetRecord(ctx, rec.Name, rec.Type)
+	done, err := dns.CheckSet("rfc2136", rec, values(old))
+	if err != nil {
+		return nil, err
 	}
-	if !dns.Unchanged(values(old), rec.Expect) {
-		return nil, dns.ChangedError("rfc2136", rec.Name, rec.Type, values(old), rec.Expect)
+	if done {
+		return p.GetRecord(ctx, rec.Name, rec.Type)
 	}
 	ttl := old[0].Header().Ttl
 	m := new(mdns.Msg)

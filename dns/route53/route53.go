@@ -116,11 +116,12 @@ func (p *Provider) SetRecord(ctx context.Context, rec dns.Record) (*dns.Record, 
 	if err != nil {
 		return nil, err
 	}
-	if dns.Unchanged(cur.Values, rec.Values) {
-		return cur, nil
+	done, err := dns.CheckSet("route53", rec, cur.Values)
+	if err != nil {
+		return nil, err
 	}
-	if !dns.Unchanged(cur.Values, rec.Expect) {
-		return nil, dns.ChangedError("route53", rec.Name, rec.Type, cur.Values, rec.Expect)
+	if done {
+		return cur, nil
 	}
 	set := func(values []string) *types.ResourceRecordSet {
 		rs := &types.ResourceRecordSet{Name: sdk.String(fqdn(rec.Name)), Type: types.RRType(rec.Type), TTL: sdk.Int64(int64(cur.TTL))}
