@@ -317,17 +317,7 @@ swaps:
 func TestTagSelectedPool(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	ctx := context.Background()
-	c := labtest.Godo(t, w.l)
-	lb, _, err := c.LoadBalancers.Create(ctx, &godo.LoadBalancerRequest{Name: "tagged", Region: "nyc3", Tag: "web",
-		ForwardingRules: []godo.ForwardingRule{{EntryProtocol: "http", EntryPort: 80, TargetProtocol: "http", TargetPort: w.l.HTTPPort()}},
-		HealthCheck:     &godo.HealthCheck{Protocol: "http", Port: w.l.HTTPPort(), Path: "/health", CheckIntervalSeconds: 3, ResponseTimeoutSeconds: 3, HealthyThreshold: 3, UnhealthyThreshold: 3}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for len(w.l.Inventory().LBs) < 2 || !w.lbHas(lb.ID, w.srcID) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	lb := w.taggedLB(t)
 	sw := w.swap("loadbalancer")
 	sw.Cutover.LoadBalancer.ID = lb.ID
 	var lbIP string
@@ -599,14 +589,7 @@ func TestDualStackDNS(t *testing.T) {
 func TestOtherTagSelectedPool(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	ctx := context.Background()
-	c := labtest.Godo(t, w.l)
-	lb, _, err := c.LoadBalancers.Create(ctx, &godo.LoadBalancerRequest{Name: "tagged", Region: "nyc3", Tag: "web",
-		ForwardingRules: []godo.ForwardingRule{{EntryProtocol: "http", EntryPort: 80, TargetProtocol: "http", TargetPort: w.l.HTTPPort()}},
-		HealthCheck:     &godo.HealthCheck{Protocol: "http", Port: w.l.HTTPPort(), Path: "/health", CheckIntervalSeconds: 3, ResponseTimeoutSeconds: 3, HealthyThreshold: 3, UnhealthyThreshold: 3}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	lb := w.taggedLB(t)
 	var inTagged []int
 	var warned bool
 	res, j := w.run(w.plan(w.swap("loadbalancer")), func(e runner.Event) {
@@ -671,4 +654,21 @@ func TestCutoverUndoneBeforeRetire(t *testing.T) {
 			t.Fatalf("the source is %s", d.Status)
 		}
 	}
+}
+
+// taggedLB creates a load balancer that selects the droplets tagged web
+// (web-1 among them) and waits until it lists web-1.
+func (w *world) taggedLB(t *testing.T) *godo.LoadBalancer {
+	t.Helper()
+	c := labtest.Godo(t, w.l)
+	lb, _, err := c.LoadBalancers.Create(context.Background(), &godo.LoadBalancerRequest{Name: "tagged", Region: "nyc3", Tag: "web",
+		ForwardingRules: []godo.ForwardingRule{{EntryProtocol: "http", EntryPort: 80, TargetProtocol: "http", TargetPort: w.l.HTTPPort()}},
+		HealthCheck:     &godo.HealthCheck{Protocol: "http", Port: w.l.HTTPPort(), Path: "/health", CheckIntervalSeconds: 3, ResponseTimeoutSeconds: 3, HealthyThreshold: 3, UnhealthyThreshold: 3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for !w.lbHas(lb.ID, w.srcID) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	return lb
 }
