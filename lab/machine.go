@@ -7,6 +7,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -127,11 +129,115 @@ func (m *machine) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "<h1>It works!</h1><p>Default page of a freshly installed web server.</p>\n")
 		return
 	}
-	if r.URL.Path == "/health" {
+	switch {
+	case r.URL.Path == "/health":
 		fmt.Fprintln(w, "ok")
+		return
+	case r.URL.Path == "/login" && r.Method == http.MethodPost:
+		m.login(w, r)
+		return
+	case r.URL.Path == "/me":
+		m.me(w, r)
+		return
+	case strings.HasPrefix(r.URL.Path, "/uploads/") && r.Method == http.MethodPut:
+		m.upload(w, r)
 		return
 	}
 	http.FileServer(http.Dir(filepath.Join(m.dir, webRoot))).ServeHTTP(w, r)
+}
+
+// The droplet's app keeps what users write on its disk, as a typical web
+// app does: uploads under the web root, sessions as files.
+const (
+	uploadsDir  = webRoot + "/uploads"
+	sessionsDir = "var/lib/app/sessions"
+	maxUpload   = 16 << 20
+)
+
+func validName(n string) bool {
+	if n == "" || n == "." || n == ".." || len(n) > 200 {
+		return false
+	}
+	return !strings.ContainsAny(n, "/\\\x00")
+}
+
+// upload: PUT /uploads/{name} writes the body to the web root's uploads.
+func (m *machine) upload(w http.ResponseWriter, r *http.Request) {
+	name := strings.TrimPrefix(r.URL.Path, "/uploads/")
+	if !validName(name) {
+		http.Error(w, "bad name", http.StatusBadRequest)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxUpload))
+	if err != nil {
+		http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+		return
+	}
+	if err := writeFile(filepath.Join(m.dir, uploadsDir, name), string(body)); err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.WriteHeader(http.StatusCreated)
+}
+
+// login: POST /login writes a session file and sets its sid cookie.
+func (m *machine) login(w http.ResponseWriter, r *http.Request) {
+	b := make([]byte, 16)
+	rand.Read(b)
+	sid := hex.EncodeToString(b)
+	user := r.FormValue("user")
+	if user == "" {
+		user = "anonymous"
+	}
+	if err := writeFile(filepath.Join(m.dir, sessionsDir, "sess_"+sid), "user="+user+"\n"); err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: "sid", Value: sid, Path: "/", HttpOnly: true})
+	fmt.Fprintf(w, "logged in as %s\n", user)
+}
+
+// me: GET /me answers 200 when this server holds the caller's session.
+func (m *machine) me(w http.ResponseWriter, r *http.Request) {
+	c, err := r.Cookie("sid")
+	if err == nil {
+		if _, herr := hex.DecodeString(c.Value); herr == nil && c.Value != "" {
+			if b, err := os.ReadFile(filepath.Join(m.dir, sessionsDir, "sess_"+c.Value)); err == nil {
+				w.Write(b)
+				return
+			}
+		}
+	}
+	http.Error(w, "not logged in", http.StatusUnauthorized)
+}
+
+// touch sets a file's mtime to now, creating it, as touch(1) does.
+func (m *machine) touch(p string) error {
+	full := filepath.Join(m.dir, filepath.Clean("/"+p))
+	now := time.Now()
+	if err := os.Chtimes(full, now, now); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(full, os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// serveSFTP serves the sftp subsystem on one channel, rooted at the disk.
+func (m *machine) serveSFTP(ch ssh.Channel) {
+	root, err := os.OpenRoot(m.dir)
+	if err != nil {
+		return
+	}
+	defer root.Close()
+	srv := sftp.NewRequestServer(ch, newSFTPHandlers(root))
+	srv.Serve()
+	srv.Close()
 }
 
 // sshConfig builds a server config accepting the keys in the disk's
@@ -185,6 +291,7 @@ func (m *machine) handleSSH(c net.Conn, cfg *ssh.ServerConfig) {
 	if err != nil {
 		return
 	}
+	c.SetDeadline(time.Time{}) // a long copy is not a stuck handshake
 	go ssh.DiscardRequests(reqs)
 	for nc := range chans {
 		if nc.ChannelType() != "session" {
@@ -198,6 +305,11 @@ func (m *machine) handleSSH(c net.Conn, cfg *ssh.ServerConfig) {
 		go func() {
 			defer ch.Close()
 			for req := range creqs {
+				if req.Type == "subsystem" && len(req.Payload) > 4 && string(req.Payload[4:]) == "sftp" {
+					req.Reply(true, nil)
+					m.serveSFTP(ch)
+					return
+				}
 				if req.Type != "exec" {
 					req.Reply(false, nil)
 					continue
@@ -238,6 +350,24 @@ func (m *machine) exec(cmd string) (stdout, stderr string, code int) {
 	case cmd == "nproc":
 		return fmt.Sprintf("%d\n", m.size.VCPUs), "", 0
 	case cmd == "sync" || cmd == "true":
+		return "", "", 0
+	case cmd == "false":
+		return "", "", 1
+	case cmd == "date +%s":
+		return fmt.Sprintf("%d\n", time.Now().Unix()), "", 0
+	case len(fields) > 0 && fields[0] == "echo":
+		return strings.Join(fields[1:], " ") + "\n", "", 0
+	case len(fields) == 2 && fields[0] == "sleep":
+		n, err := strconv.ParseFloat(fields[1], 64)
+		if err != nil || n < 0 || n > 3600 {
+			return "", fmt.Sprintf("sleep: invalid time interval '%s'\n", fields[1]), 1
+		}
+		time.Sleep(time.Duration(n * float64(time.Second)))
+		return "", "", 0
+	case len(fields) == 2 && fields[0] == "touch":
+		if err := m.touch(fields[1]); err != nil {
+			return "", fmt.Sprintf("touch: cannot touch '%s': %v\n", fields[1], err), 1
+		}
 		return "", "", 0
 	case cmd == "hostname":
 		return m.hostname() + "\n", "", 0
@@ -333,7 +463,8 @@ func appendLines(path string, lines []string) error {
 	return nil
 }
 
-// copyDir copies a directory tree (regular files only), as a snapshot does.
+// copyDir copies a directory tree as a disk image holds it: regular files
+// with their modes and mtimes, symlinks as symlinks.
 func copyDir(src, dst string) error {
 	return filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -341,18 +472,33 @@ func copyDir(src, dst string) error {
 		}
 		rel, _ := filepath.Rel(src, path)
 		target := filepath.Join(dst, rel)
-		if d.IsDir() {
+		switch {
+		case d.IsDir():
 			return os.MkdirAll(target, 0o755)
-		}
-		if !d.Type().IsRegular() {
+		case d.Type()&fs.ModeSymlink != 0:
+			link, err := os.Readlink(path)
+			if err != nil {
+				return err
+			}
+			return os.Symlink(link, target)
+		case !d.Type().IsRegular():
 			return nil
 		}
 		b, err := os.ReadFile(path)
 		if err != nil {
 			return err
 		}
-		fi, _ := d.Info()
-		return os.WriteFile(target, b, fi.Mode().Perm())
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(target, b, fi.Mode().Perm()); err != nil {
+			return err
+		}
+		if err := os.Chmod(target, fi.Mode().Perm()); err != nil {
+			return err
+		}
+		return os.Chtimes(target, fi.ModTime(), fi.ModTime())
 	})
 }
 

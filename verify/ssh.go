@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 	"golang.org/x/crypto/ssh/knownhosts"
@@ -270,4 +271,14 @@ func parseDF(s string) (float64, error) {
 func CheckKeyFile(path string) error {
 	_, err := authMethod(path)
 	return err
+}
+
+// SFTP opens an SFTP session on the connection, with concurrent reads and
+// writes so that one file's transfer keeps many requests in flight.
+func (c *SSHClient) SFTP() (*sftp.Client, error) {
+	sc, err := sftp.NewClient(c.c, sftp.UseConcurrentWrites(true), sftp.UseConcurrentReads(true), sftp.MaxConcurrentRequestsPerFile(64))
+	if err != nil {
+		return nil, fmt.Errorf("sftp: %w (the server needs its sftp subsystem enabled, as OpenSSH has by default)", err)
+	}
+	return sc, nil
 }

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -21,96 +20,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmswap/vmswap/verify/sshdtest"
 	"golang.org/x/crypto/ssh"
 )
-
-// startSSHD runs a real OpenSSH sshd on a free loopback port, accepting the
-// returned key for the current user.
-func startSSHD(t *testing.T) (port int, keyFile string) {
-	t.Helper()
-	bin, err := exec.LookPath("sshd")
-	if err != nil {
-		bin = "/usr/sbin/sshd"
-	}
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("sshd not installed (%v): run `make deps`", err)
-	}
-	dir := t.TempDir()
-	writeKey := func(name string) ssh.Signer {
-		_, priv, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		blk, _ := ssh.MarshalPrivateKey(priv, "")
-		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(blk), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		s, _ := ssh.NewSignerFromKey(priv)
-		return s
-	}
-	writeKey("host_key")
-	user := writeKey("user_key")
-	if err := os.WriteFile(filepath.Join(dir, "authorized_keys"), ssh.MarshalAuthorizedKey(user.PublicKey()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port = ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	cfg := fmt.Sprintf(`Port %d
-ListenAddress 127.0.0.1
-HostKey %s/host_key
-AuthorizedKeysFile %s/authorized_keys
-PidFile %s/sshd.pid
-StrictModes no
-UsePAM no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin prohibit-password
-`, port, dir, dir, dir)
-	if err := os.WriteFile(filepath.Join(dir, "sshd_config"), []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	os.MkdirAll("/run/sshd", 0o755) // privilege separation directory
-	cmd := exec.Command(bin, "-D", "-e", "-f", filepath.Join(dir, "sshd_config"))
-	var logs strings.Builder
-	cmd.Stderr = &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		if err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sshd did not start: %s", logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return port, filepath.Join(dir, "user_key")
-}
-
-func currentUser() string {
-	if u := os.Getenv("USER"); u != "" {
-		return u
-	}
-	out, _ := exec.Command("id", "-un").Output()
-	return strings.TrimSpace(string(out))
-}
 
 // TestSSHFactsFromRealSSHD reads this machine's facts through a real sshd
 // and compares them with the same commands run locally.
 func TestSSHFactsFromRealSSHD(t *testing.T) {
-	port, key := startSSHD(t)
+	port, key := sshdtest.Start(t)
 	known := filepath.Join(t.TempDir(), "known_hosts")
 	ctx := context.Background()
-	cfg := SSHConfig{User: currentUser(), KeyFile: key, Port: port, KnownHosts: known, HostKeyPolicy: HostKeyAcceptNew}
+	cfg := SSHConfig{User: sshdtest.User(), KeyFile: key, Port: port, KnownHosts: known, HostKeyPolicy: HostKeyAcceptNew}
 	c, err := DialSSH(ctx, "127.0.0.1", cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -168,7 +88,7 @@ func TestSSHFactsFromRealSSHD(t *testing.T) {
 	blk, _ := ssh.MarshalPrivateKey(wrong, "")
 	wrongFile := filepath.Join(t.TempDir(), "wrong")
 	os.WriteFile(wrongFile, pem.EncodeToMemory(blk), 0o600)
-	if _, err := DialSSH(ctx, "127.0.0.1", SSHConfig{User: currentUser(), KeyFile: wrongFile, Port: port, KnownHosts: known + ".2", HostKeyPolicy: HostKeyAcceptNew}); err == nil || !strings.Contains(err.Error(), "unable to authenticate") {
+	if _, err := DialSSH(ctx, "127.0.0.1", SSHConfig{User: sshdtest.User(), KeyFile: wrongFile, Port: port, KnownHosts: known + ".2", HostKeyPolicy: HostKeyAcceptNew}); err == nil || !strings.Contains(err.Error(), "unable to authenticate") {
 		t.Fatalf("wrong key: %v", err)
 	}
 }
