@@ -512,3 +512,15 @@ func (l *Lab) WriteFile(dropletID int, path, content string) error {
 	}
 	return writeFile(filepath.Join(l.diskDir("d", dropletID), filepath.Clean("/"+path)), content)
 }
+
+// ReadFile reads a file on a droplet's disk, as an operator logged in to it
+// would. path is relative to the disk root.
+func (l *Lab) ReadFile(dropletID int, path string) (string, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.st.Droplets[dropletID]; !ok {
+		return "", fmt.Errorf("lab: droplet %d not found", dropletID)
+	}
+	b, err := os.ReadFile(filepath.Join(l.diskDir("d", dropletID), filepath.Clean("/"+path)))
+	return string(b), err
+}

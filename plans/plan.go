@@ -77,6 +77,15 @@ type Swap struct {
 	// crash-consistent; this flushes the page cache to disk first.
 	Quiesce bool   `yaml:"quiesce,omitempty" json:"quiesce,omitempty" doc:"Run sync on the source over SSH (verify.ssh) just before the live, crash-consistent snapshot."`
 	Retire  Retire `yaml:"retire,omitempty" json:"retire,omitempty"`
+	// Carry lists what the source writes after its snapshot that must follow
+	// the traffic (uploads, sessions), copied over SFTP.
+	Carry *Carry `yaml:"carry,omitempty" json:"carry,omitempty"`
+	// Divergence reports what the source wrote after its snapshot outside
+	// the carried paths. On by default wherever verify.ssh is set.
+	Divergence *Divergence `yaml:"divergence,omitempty" json:"divergence,omitempty"`
+	// Hooks run commands over SSH around the snapshot, the cutover and the
+	// retire (databases, caches, maintenance modes).
+	Hooks *Hooks `yaml:"hooks,omitempty" json:"hooks,omitempty"`
 	// ReadyTimeout bounds each wait on the provider. Zero: 15m.
 	ReadyTimeout Duration `yaml:"ready_timeout,omitempty" json:"ready_timeout,omitempty" doc:"Bound on each wait for the provider (snapshot, boot, health). Default 15m."`
 }
@@ -124,6 +133,76 @@ type SSH struct {
 	KnownHostsFile string `yaml:"known_hosts_file,omitempty" json:"known_hosts_file,omitempty" doc:"Default: vmswap's own PLAN.known_hosts beside the plan."`
 	// Address overrides the host SSH connects to.
 	Address string `yaml:"address,omitempty" json:"address,omitempty" doc:"Connect here instead of the new server's IP."`
+}
+
+// Carry is what follows the traffic from the old server to the new one.
+type Carry struct {
+	Paths []string `yaml:"paths" json:"paths" check:"nonempty,label=carry.paths" doc:"Absolute paths (directories or files) whose changes after the snapshot are copied to the new server, e.g. /var/www/html/uploads."`
+	// Exclude are glob patterns: without a slash they match a base name,
+	// with one the whole path.
+	Exclude []string `yaml:"exclude,omitempty" json:"exclude,omitempty" doc:"Glob patterns not carried, e.g. \"*.tmp\"; with a slash they match the whole path."`
+	// Checksum compares files by content as well as size and mtime.
+	Checksum bool `yaml:"checksum,omitempty" json:"checksum,omitempty" doc:"Compare files by SHA-256 too (reads every carried file on both servers each pass)."`
+}
+
+// Divergence says where to look for what the source wrote after its
+// snapshot, and what to do when something is found.
+type Divergence struct {
+	Watch   []string `yaml:"watch,omitempty" json:"watch,omitempty" doc:"Directories searched; default /etc /home /opt /root /srv /var."`
+	Ignore  []string `yaml:"ignore,omitempty" json:"ignore,omitempty" doc:"Paths and glob patterns skipped, added to the defaults (logs, caches, tmp, package state)."`
+	OnFound string   `yaml:"on_found,omitempty" json:"on_found,omitempty" check:"enum=warn|stop|off,label=divergence.on_found" doc:"warn (default): list and go on; stop: pause before retire (exit 4); off: do not look."`
+}
+
+// Hooks are commands run over SSH at points of a swap.
+type Hooks struct {
+	BeforeSnapshot []Hook `yaml:"before_snapshot,omitempty" json:"before_snapshot,omitempty" doc:"Before the image is taken (flush a database, pause writers)."`
+	AfterSnapshot  []Hook `yaml:"after_snapshot,omitempty" json:"after_snapshot,omitempty" doc:"Once the image is taken (resume writers)."`
+	BeforeCutover  []Hook `yaml:"before_cutover,omitempty" json:"before_cutover,omitempty" doc:"After verify, before the catch-up pass and the cutover; a failure rolls back."`
+	AfterCutover   []Hook `yaml:"after_cutover,omitempty" json:"after_cutover,omitempty" doc:"Once traffic is on the new server; a failure stops the run (exit 3)."`
+	BeforeRetire   []Hook `yaml:"before_retire,omitempty" json:"before_retire,omitempty" doc:"Once the old server is out of traffic, before the final pass and its power-off (stop its app here so nothing more is written); a failure stops the run (exit 3)."`
+}
+
+// Hook is one command run over SSH.
+type Hook struct {
+	On      string   `yaml:"on" json:"on" check:"enum=source|new,label=hook on" doc:"source (the old server) or new."`
+	Run     string   `yaml:"run" json:"run" doc:"Shell command run over SSH (verify.ssh's user and key)."`
+	Timeout Duration `yaml:"timeout,omitempty" json:"timeout,omitempty" doc:"Default 60s."`
+}
+
+// Phases lists the hook lists by name, in the order a swap reaches them.
+func (h *Hooks) Phases() []HookPhase {
+	if h == nil {
+		return nil
+	}
+	return []HookPhase{{"before_snapshot", h.BeforeSnapshot}, {"after_snapshot", h.AfterSnapshot}, {"before_cutover", h.BeforeCutover}, {"after_cutover", h.AfterCutover}, {"before_retire", h.BeforeRetire}}
+}
+
+// HookPhase is a named list of hooks.
+type HookPhase struct {
+	Name  string
+	Hooks []Hook
+}
+
+// Of returns the hooks of the named phase.
+func (h *Hooks) Of(phase string) []Hook {
+	for _, p := range h.Phases() {
+		if p.Name == phase {
+			return p.Hooks
+		}
+	}
+	return nil
+}
+
+// DivergenceMode is what the swap does about writes outside its carried
+// paths: "off" without SSH to look with.
+func (sw *Swap) DivergenceMode() string {
+	if sw.Verify.SSH == nil {
+		return "off"
+	}
+	if sw.Divergence == nil || sw.Divergence.OnFound == "" {
+		return "warn"
+	}
+	return sw.Divergence.OnFound
 }
 
 // Cutover says where traffic lives; exactly one field is set.
@@ -189,8 +268,11 @@ type Probe struct {
 	ConnectTo string `yaml:"connect_to,omitempty" json:"connect_to,omitempty"`
 	// Baseline is how long the probe measures before the first change of
 	// the cutover, to compare latency before and during. Zero: 1s.
-	Baseline    Duration `yaml:"baseline,omitempty" json:"baseline,omitempty" doc:"Probe time before the first cutover change, as a latency baseline. Default 1s."`
-	ErrorBudget Budget   `yaml:"error_budget,omitempty" json:"error_budget,omitempty" doc:"Failures allowed during observe before rollback: a count (0) or a ratio (\"0.1%\")."`
+	Baseline Duration `yaml:"baseline,omitempty" json:"baseline,omitempty" doc:"Probe time before the first cutover change, as a latency baseline. Default 1s."`
+	// Writes also logs in and uploads through the entry point once a
+	// second and checks at the end that nothing was lost.
+	Writes      bool   `yaml:"writes,omitempty" json:"writes,omitempty" doc:"Also log in (POST /login, GET /me) and upload (PUT /uploads/NAME) once a second through the entry point, and check at the end that nothing was lost. For apps with those routes, as the lab's."`
+	ErrorBudget Budget `yaml:"error_budget,omitempty" json:"error_budget,omitempty" doc:"Failures allowed during observe before rollback: a count (0) or a ratio (\"0.1%\")."`
 }
 
 // Retire says what happens to the old server.

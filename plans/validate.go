@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"path"
 	"reflect"
 	"regexp"
 	"strings"
@@ -186,6 +187,48 @@ func (d *Document) validateSwap(i int, sw Swap, add func(string, string, ...any)
 	if (sw.Verify.Memory != nil || sw.Verify.Disk != nil || sw.Verify.CPUs != nil) && sw.Verify.SSH == nil {
 		add(at("verify"), "memory, disk and cpus are read over SSH: add verify.ssh")
 	}
+	if c := sw.Carry; c != nil {
+		if sw.Verify.SSH == nil {
+			add(at("carry"), "carried paths are copied over SSH: add verify.ssh")
+		}
+		for j, p := range c.Paths {
+			if msg := absPathProblem(p); msg != "" {
+				add(at(fmt.Sprintf("carry.paths[%d]", j)), "carry path %q: %s", p, msg)
+			}
+		}
+		for j, pat := range c.Exclude {
+			if _, err := path.Match(pat, ""); err != nil {
+				add(at(fmt.Sprintf("carry.exclude[%d]", j)), "exclude pattern %q: %v", pat, err)
+			}
+		}
+	}
+	if dv := sw.Divergence; dv != nil {
+		if sw.Verify.SSH == nil && dv.OnFound != "off" {
+			add(at("divergence"), "the divergence report looks over SSH: add verify.ssh, or set on_found: off")
+		}
+		for j, p := range dv.Watch {
+			if msg := absPathProblem(p); msg != "" {
+				add(at(fmt.Sprintf("divergence.watch[%d]", j)), "watch path %q: %s", p, msg)
+			}
+		}
+	}
+	for _, ph := range sw.Hooks.Phases() {
+		for j, h := range ph.Hooks {
+			where := at(fmt.Sprintf("hooks.%s[%d]", ph.Name, j))
+			if strings.TrimSpace(h.Run) == "" {
+				add(where, "a hook needs a command in run")
+			}
+			if h.On == "" {
+				add(where, "say where the hook runs: on: source or on: new")
+			}
+			if h.On == "new" && (ph.Name == "before_snapshot" || ph.Name == "after_snapshot") {
+				add(where, "there is no new server yet at %s: use on: source", ph.Name)
+			}
+			if sw.Verify.SSH == nil {
+				add(where, "hooks run over SSH: add verify.ssh")
+			}
+		}
+	}
 	if sw.Retire.Action == "delete" && sw.Retire.KeepFor > 0 {
 		add(at("retire.keep_for"), "keep_for applies to power_off; a deleted server cannot be kept")
 	}
@@ -203,4 +246,18 @@ func (d *Document) PlanID() string {
 func (d *Document) Hash() string {
 	h := sha256.Sum256(d.Raw)
 	return hex.EncodeToString(h[:])
+}
+
+// absPathProblem says what is wrong with a path that must be absolute on
+// a server, or "".
+func absPathProblem(p string) string {
+	switch {
+	case !strings.HasPrefix(p, "/"):
+		return "want an absolute path on the server, starting with /"
+	case path.Clean(p) == "/":
+		return "the whole disk cannot be carried: name the directories that hold what users write"
+	case path.Clean(p) != strings.TrimSuffix(p, "/") || strings.Contains(p, "\x00"):
+		return fmt.Sprintf("write it plainly, as %s", path.Clean(p))
+	}
+	return ""
 }

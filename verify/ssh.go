@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pkg/sftp"
@@ -203,6 +204,51 @@ func (c *SSHClient) Run(ctx context.Context, cmd string) (string, error) {
 		return out.String(), fmt.Errorf("ssh: %q: %w: %s", cmd, err, strings.TrimSpace(errb.String()))
 	}
 	return out.String(), nil
+}
+
+// Combined runs one command and returns its standard output and error
+// interleaved, as a terminal shows them. It is bounded by the connection's
+// timeout and by ctx; when either ends, the session is closed.
+func (c *SSHClient) Combined(ctx context.Context, cmd string) (string, error) {
+	s, err := c.c.NewSession()
+	if err != nil {
+		return "", fmt.Errorf("ssh: %w", err)
+	}
+	defer s.Close()
+	var out syncBuffer
+	s.Stdout, s.Stderr = &out, &out
+	done := make(chan error, 1)
+	go func() { done <- s.Run(cmd) }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		return out.String(), ctx.Err()
+	case <-time.After(c.timeout):
+		return out.String(), fmt.Errorf("no answer in %s", c.timeout)
+	}
+	var ee *ssh.ExitError
+	if errors.As(err, &ee) {
+		return out.String(), fmt.Errorf("exit status %d", ee.ExitStatus())
+	}
+	return out.String(), err
+}
+
+// syncBuffer is a buffer two goroutines (stdout, stderr) write to.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 // Close closes the connection.

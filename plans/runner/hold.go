@@ -77,6 +77,18 @@ func retire(ctx context.Context, s *swapRun) error {
 				return err
 			}
 		}
+		// The source serves no one now (a before_retire hook may stop its
+		// app to make sure): what it wrote since the catch-up follows, and
+		// what nothing carries is reported, before it goes.
+		if err := s.runHooks(ctx, "before_retire"); err != nil {
+			return errors.Join(ErrAfterCutover, err)
+		}
+		if err := s.pass(ctx, passFinal, "source", "new"); err != nil {
+			return err
+		}
+		if err := s.divergence(ctx); err != nil {
+			return err
+		}
 		if err := s.once(subOldRetired, func() error {
 			if s.sw.Retire.Action == "delete" {
 				s.progress("deleting %s", s.st.SourceName)

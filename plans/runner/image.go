@@ -24,8 +24,16 @@ func snapshot(ctx context.Context, s *swapRun) error {
 			return err
 		}
 	}
-	if s.sw.Quiesce && s.st.SnapshotOp == "" {
-		if err := quiesce(ctx, s, src); err != nil {
+	if s.st.SnapshotOp == "" {
+		if err := s.runHooks(ctx, "before_snapshot"); err != nil {
+			return err
+		}
+		if s.sw.Quiesce {
+			if err := quiesce(ctx, s, src); err != nil {
+				return err
+			}
+		}
+		if err := s.noteSourceClock(ctx); err != nil {
 			return err
 		}
 	}
@@ -53,7 +61,10 @@ func snapshot(ctx context.Context, s *swapRun) error {
 		return err
 	}
 	s.st.ImageID = img.ID
-	return s.r.save()
+	if err := s.r.save(); err != nil {
+		return err
+	}
+	return s.runHooks(ctx, "after_snapshot")
 }
 
 // quiesce flushes the source's page cache to disk (sync over SSH) just

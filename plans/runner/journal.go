@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/verify/carry"
 	"github.com/vmswap/vmswap/verify/probe"
 )
 
@@ -103,6 +104,14 @@ type SwapState struct {
 	// moved it back, or it never left): from then on what the run created
 	// serves nothing and is cleanup's to delete.
 	TrafficBack bool `json:"traffic_back,omitempty"`
+
+	// SourceClock is the source's own clock (unix seconds) just before its
+	// snapshot: what it wrote after is what carry passes and the divergence
+	// report look for.
+	SourceClock int64             `json:"source_clock,omitempty"`
+	Passes      []PassRecord      `json:"passes,omitempty"`
+	Divergence  *carry.Divergence `json:"divergence,omitempty"`
+	Hooks       []HookRun         `json:"hooks,omitempty"`
 
 	Checks []CheckResult  `json:"checks,omitempty"`
 	Probe  *probe.Summary `json:"probe,omitempty"`

@@ -12,7 +12,7 @@ import (
 // of its cutover.
 func (s *swapRun) probeConfig(ctx context.Context) (probe.Config, bool) {
 	if p := s.sw.Probe; p != nil {
-		return probe.Config{URL: p.URL, Rate: p.Rate, Resolver: p.Resolver, ConnectTo: p.ConnectTo}, true
+		return probe.Config{URL: p.URL, Rate: p.Rate, Resolver: p.Resolver, ConnectTo: p.ConnectTo, Writes: p.Writes}, true
 	}
 	return s.kind.entry(ctx, portOf(s.serviceURL()))
 }

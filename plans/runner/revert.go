@@ -119,7 +119,11 @@ func (r *Runner) revertSwap(ctx context.Context, s *swapRun) (int, string) {
 		s.progress("%s passes the plan's HTTP checks", st.SourceName)
 	}
 
-	// 2. Traffic back, with the probe watching.
+	// 2. What users wrote on the new server goes back with the traffic,
+	// the bulk first; then traffic back, with the probe watching.
+	if err := s.carryBack(wctx, passBack); err != nil {
+		return fail(err)
+	}
 	if err := s.startProbe(wctx); err != nil {
 		return fail(err)
 	}
@@ -137,6 +141,9 @@ func (r *Runner) revertSwap(ctx context.Context, s *swapRun) (int, string) {
 		if err := r.clock().Sleep(ctx, left); err != nil {
 			return fail(err)
 		}
+	}
+	if err := s.carryBack(ctx, passBackFinal); err != nil {
+		return fail(fmt.Errorf("%w; traffic is back on %s, and %s keeps running until what users wrote on it is carried back", err, st.SourceName, st.NewName))
 	}
 	if sw.Retire.Action == "delete" {
 		s.progress("deleting %s", st.NewName)

@@ -43,6 +43,11 @@ func (r *Runner) rollback(s *swapRun, cause error) (int, string) {
 		st.TrafficBack = true // traffic never left the source
 	}
 	if !st.TrafficBack {
+		// What users wrote on the new server goes back with the traffic:
+		// the bulk now, the rest after the new server's hold.
+		if err := s.carryBack(ctx, passBack); err != nil {
+			r.emit(Event{Event: "warning", Swap: s.name(), Step: "rollback", Message: fmt.Sprintf("%v; moving traffic back anyway, the final carry-back pass will try again", err)})
+		}
 		s.progress("rollback: moving traffic back to %s", st.SourceName)
 		err := s.kind.back(ctx, s)
 		if err == nil {
@@ -58,6 +63,9 @@ func (r *Runner) rollback(s *swapRun, cause error) (int, string) {
 			if wait := s.kind.hold(st); st.NewID != "" && wait > 0 {
 				s.progress("rollback: keeping %s up %s more for requests and cached answers still reaching it", st.NewName, wait.Round(time.Second))
 				r.clock().Sleep(ctx, wait)
+			}
+			if err := s.carryBack(ctx, passBackFinal); err != nil {
+				note(fmt.Sprintf("what users wrote on %s (%s) was not all carried back, so it is kept: copy %s from it to %s before `vmswap cleanup`", st.NewName, st.NewIP, strings.Join(s.sw.Carry.Paths, " "), st.SourceName), err)
 			}
 		}
 	}

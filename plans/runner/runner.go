@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/vmswap/vmswap/loadbalancer"
@@ -35,7 +36,7 @@ const (
 )
 
 // Steps of a swap, in order.
-var Steps = []string{"preflight", "snapshot", "launch", "ready", "verify", "cutover", "observe", "retire"}
+var Steps = []string{"preflight", "snapshot", "launch", "ready", "verify", "catchup", "cutover", "observe", "retire"}
 
 // Sentinel errors a step's failure carries, so that callers and rollback can
 // decide with errors.Is.
@@ -54,6 +55,7 @@ const (
 	ExitRolledBack = 1 // failed and rolled back: the source serves
 	ExitBadInput   = 2 // bad input or stale plan: nothing was changed
 	ExitAttention  = 3 // failed and needs attention: see the message
+	ExitDecision   = 4 // paused for a decision: `vmswap apply --continue` goes on
 )
 
 // Event is one line of progress or outcome, for people (text) or machines
@@ -103,6 +105,8 @@ type Runner struct {
 	Finish bool
 	// PlanFile is the plan's path as the user typed it, for messages.
 	PlanFile string
+	// Continue passes the decision a paused run waits for (apply --continue).
+	Continue bool
 }
 
 // Result is the outcome of a run.
@@ -228,7 +232,7 @@ func (r *Runner) Run(ctx context.Context) *Result {
 				// next is in the summary.
 				r.emit(Event{Event: "swap", Swap: sr.name(), Status: string(sr.st.Status), Message: fmt.Sprintf("%s: %s", sr.st.SourceNameOr(sr.sw.Source.Server), sr.st.Status)})
 				res.ExitCode, res.Next = code, next
-				res.Status = map[int]State{ExitRolledBack: StatusRolledBack, ExitBadInput: StatusRefused, ExitAttention: StatusNeedsAttention}[code]
+				res.Status = map[int]State{ExitRolledBack: StatusRolledBack, ExitBadInput: StatusRefused, ExitAttention: StatusNeedsAttention, ExitDecision: StatusPaused}[code]
 				if sr.st.Status == StatusInterrupted {
 					res.Status = StatusInterrupted
 				}
@@ -277,7 +281,7 @@ func (r *Runner) runSwap(ctx context.Context, sr *swapRun) (int, string) {
 	st := sr.st
 	st.Status, st.Error, st.Left = StatusRunning, "", nil
 	steps := []step{{"preflight", preflight}, {"snapshot", snapshot}, {"launch", launch}, {"ready", ready},
-		{"verify", verifyStep}, {"cutover", cutover}, {"observe", observe}, {"retire", retire}}
+		{"verify", verifyStep}, {"catchup", catchUp}, {"cutover", cutover}, {"observe", observe}, {"retire", retire}}
 	for _, s := range steps {
 		if st.has(s.name) {
 			continue
@@ -321,6 +325,22 @@ func (r *Runner) runSwap(ctx context.Context, sr *swapRun) (int, string) {
 				next = fmt.Sprintf("nothing was changed; write a new plan: vmswap plan --refresh %s", r.planFile())
 			}
 			return ExitBadInput, next
+		case errors.Is(err, ErrDecision):
+			stopProbe(sr)
+			st.Status = StatusPaused
+			if serr := r.save(); serr != nil {
+				return ExitAttention, serr.Error()
+			}
+			return ExitDecision, fmt.Sprintf("paused before retiring %s, which still runs, out of traffic, at %s. Copy what you need from it to %s (%s), then run `vmswap apply --continue %s`; or switch back with `vmswap rollback %s`",
+				st.SourceName, st.SourceIP, st.NewName, st.NewIP, r.planFile(), r.planFile())
+		case errors.Is(err, ErrAfterCutover):
+			stopProbe(sr)
+			st.Status = StatusNeedsAttention
+			if serr := r.save(); serr != nil {
+				return ExitAttention, serr.Error()
+			}
+			return ExitAttention, fmt.Sprintf("traffic is on %s and stays there; %s. Fix the cause, then run `%s` (the failed hook runs again), or switch back with `vmswap rollback %s`",
+				st.NewName, trimSentinel(err), r.applyCommand(), r.planFile())
 		case s.name == "retire" && (st.has(subOldRetired) || !errors.Is(err, ErrBudget) && !errors.Is(err, ErrCutoverUndone)):
 			// Traffic is on the new server and it has been observed healthy:
 			// retiring is cleanup, not a reason to move traffic back.
@@ -336,6 +356,14 @@ func (r *Runner) runSwap(ctx context.Context, sr *swapRun) (int, string) {
 	}
 	probed := sr.probe != nil // this process watched the exposure
 	stopProbe(sr)
+	if w := writesOf(st.Probe); probed && w != nil && w.LostUploads+w.LostSessions > 0 {
+		st.Status, st.Error = StatusNeedsAttention, fmt.Sprintf("the probe's writes: %s: %s", w, strings.Join(w.Lost, "; "))
+		if err := r.save(); err != nil {
+			return ExitAttention, err.Error()
+		}
+		return ExitAttention, fmt.Sprintf("%s replaced %s, but %s: they are on %s (kept powered off for keep_for) — carry the paths that hold them (carry.paths) and copy them over by hand, or `vmswap rollback %s`",
+			st.NewName, st.SourceName, w, st.SourceName, r.planFile())
+	}
 	if failed, total := exposed(st.Probe); probed && failed > 0 {
 		// The budget covers the whole time users are exposed, retire
 		// included: failures after observe are never a plain success.
@@ -413,7 +441,21 @@ func stopProbe(sr *swapRun) {
 		s := sr.probe.Stop()
 		sr.st.Probe = &s
 		sr.probe = nil
+		if w := s.Writes; w != nil {
+			ev := Event{Event: "writes", Swap: sr.name(), Status: "ok", Message: w.String()}
+			if w.LostUploads+w.LostSessions > 0 {
+				ev.Status = "lost"
+			}
+			sr.r.emit(ev)
+		}
 	}
+}
+
+func writesOf(p *probe.Summary) *probe.Writes {
+	if p == nil {
+		return nil
+	}
+	return p.Writes
 }
 
 // source returns the source server, reading it once per process.
@@ -505,6 +547,9 @@ func cutover(ctx context.Context, s *swapRun) error {
 	}
 	// The source gets no new traffic from here: its hold starts now.
 	s.leftAt = s.r.clock().Now()
+	if err := s.runHooks(ctx, "after_cutover"); err != nil {
+		return errors.Join(ErrAfterCutover, err)
+	}
 	return nil
 }
 

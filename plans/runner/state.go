@@ -1,6 +1,9 @@
 package runner
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // State is where a run, or one swap of it, stands. A plan's runs form one
 // state machine; Decide says what every command does in every state.
@@ -24,13 +27,16 @@ const (
 	StatusRefused State = "refused"
 	// StatusReverted: `vmswap rollback` switched a finished run back.
 	StatusReverted State = "reverted"
+	// StatusPaused: the run stopped for a person's decision (exit 4);
+	// `vmswap apply --continue` goes on.
+	StatusPaused State = "paused"
 	// StatusNeedsAttention: something the run or its rollback had to do did
 	// not happen; the journal's next step says what to run.
 	StatusNeedsAttention State = "needs_attention"
 )
 
 // States lists every run state, for tables and tests.
-var States = []State{StatusRunning, StatusInterrupted, StatusSucceeded, StatusRolledBack, StatusRefused, StatusReverted, StatusNeedsAttention}
+var States = []State{StatusRunning, StatusInterrupted, StatusPaused, StatusSucceeded, StatusRolledBack, StatusRefused, StatusReverted, StatusNeedsAttention}
 
 // Finished reports whether a run in this state has nothing left to do or
 // undo before another run may start.
@@ -49,13 +55,14 @@ type Command string
 const (
 	CmdApply    Command = "apply"
 	CmdFinish   Command = "apply --finish"
+	CmdContinue Command = "apply --continue"
 	CmdRollback Command = "rollback"
 	CmdCleanup  Command = "cleanup"
 	CmdReplan   Command = "plan -o" // writing a new plan over the file
 )
 
 // Commands lists every command, for tables and tests.
-var Commands = []Command{CmdApply, CmdFinish, CmdRollback, CmdCleanup, CmdReplan}
+var Commands = []Command{CmdApply, CmdFinish, CmdContinue, CmdRollback, CmdCleanup, CmdReplan}
 
 // Action is what a command does with the journal's last run.
 type Action string
@@ -97,8 +104,8 @@ func Decide(cmd Command, last *Journal, planChanged bool, file string) Decision 
 		switch cmd {
 		case CmdApply:
 			return Decision{Action: ActStart}
-		case CmdFinish:
-			return Decision{ActRefuse, fmt.Sprintf("%s has no run to finish: run `vmswap apply %s`", file, file)}
+		case CmdFinish, CmdContinue:
+			return Decision{ActRefuse, fmt.Sprintf("%s has no run to %s: run `vmswap apply %s`", file, strings.TrimPrefix(string(cmd), "apply --"), file)}
 		case CmdRollback:
 			return Decision{ActRefuse, fmt.Sprintf("%s has not been applied: nothing to roll back", file)}
 		}
@@ -107,16 +114,18 @@ func Decide(cmd Command, last *Journal, planChanged bool, file string) Decision 
 	st, run := last.Status, last.RunID
 	unfinished := !st.Finished()
 	switch cmd {
-	case CmdApply, CmdFinish:
+	case CmdApply, CmdFinish, CmdContinue:
 		switch {
 		case st == StatusNeedsAttention && last.RollbackOwed():
 			return Decision{ActRefuse, fmt.Sprintf("the rollback of run %s did not finish: finish it with `vmswap rollback %s`", run, file)}
+		case st == StatusPaused && cmd != CmdContinue:
+			return Decision{ActRefuse, fmt.Sprintf("run %s of %s is paused for a decision (see `vmswap status %s`): go on with `vmswap apply --continue %s`, or switch back with `vmswap rollback %s`", run, file, file, file, file)}
 		case unfinished && planChanged && cmd == CmdApply:
 			return Decision{ActRefuse, fmt.Sprintf("%s changed since run %s (%s) started: finish that run with the plan it recorded (`vmswap apply --finish %s`) or undo it (`vmswap rollback %s`), then apply the new plan", file, run, st, file, file)}
 		case unfinished:
 			return Decision{Action: ActResume}
-		case cmd == CmdFinish:
-			return Decision{ActNothing, fmt.Sprintf("run %s of %s is %s: nothing to finish", run, file, st)}
+		case cmd == CmdFinish || cmd == CmdContinue:
+			return Decision{ActNothing, fmt.Sprintf("run %s of %s is %s: nothing to %s", run, file, st, strings.TrimPrefix(string(cmd), "apply --"))}
 		case st == StatusSucceeded && !planChanged:
 			return Decision{ActNothing, fmt.Sprintf("%s was already applied (run %s succeeded); nothing to do", file, run)}
 		}
@@ -132,7 +141,7 @@ func Decide(cmd Command, last *Journal, planChanged bool, file string) Decision 
 	case CmdCleanup:
 		// A run that needs attention may have left what only cleanup
 		// removes; what it still serves from is never an orphan.
-		if st == StatusRunning || st == StatusInterrupted {
+		if st == StatusRunning || st == StatusInterrupted || st == StatusPaused {
 			return Decision{ActRefuse, fmt.Sprintf("run %s of %s is %s and owns what it created: finish it (`vmswap apply --finish %s`) or undo it (`vmswap rollback %s`) first", run, file, st, file, file)}
 		}
 		return Decision{Action: ActProceed}

@@ -22,34 +22,38 @@ func TestDecideEveryStateAndCommand(t *testing.T) {
 	// pairs whose answer differs when the file changed since the run.
 	rows := map[State]map[Command]want{
 		"": { // never applied
-			CmdApply: {ActStart, ""}, CmdFinish: {ActRefuse, "no run to finish"}, CmdRollback: {ActRefuse, "nothing to roll back"},
+			CmdApply: {ActStart, ""}, CmdFinish: {ActRefuse, "no run to finish"}, CmdContinue: {ActRefuse, "no run to continue"}, CmdRollback: {ActRefuse, "nothing to roll back"},
 			CmdCleanup: {ActProceed, ""}, CmdReplan: {ActProceed, ""}},
 		StatusRunning: {
-			CmdApply: {ActResume, ""}, CmdFinish: {ActResume, ""}, CmdRollback: {ActUndo, ""},
+			CmdApply: {ActResume, ""}, CmdFinish: {ActResume, ""}, CmdContinue: {ActResume, ""}, CmdRollback: {ActUndo, ""},
 			CmdCleanup: {ActRefuse, "owns what it created"}, CmdReplan: {ActRefuse, "unfinished run"}},
 		StatusInterrupted: {
-			CmdApply: {ActResume, ""}, CmdFinish: {ActResume, ""}, CmdRollback: {ActUndo, ""},
+			CmdApply: {ActResume, ""}, CmdFinish: {ActResume, ""}, CmdContinue: {ActResume, ""}, CmdRollback: {ActUndo, ""},
+			CmdCleanup: {ActRefuse, "owns what it created"}, CmdReplan: {ActRefuse, "unfinished run"}},
+		StatusPaused: {
+			CmdApply: {ActRefuse, "apply --continue"}, CmdFinish: {ActRefuse, "apply --continue"}, CmdContinue: {ActResume, ""}, CmdRollback: {ActUndo, ""},
 			CmdCleanup: {ActRefuse, "owns what it created"}, CmdReplan: {ActRefuse, "unfinished run"}},
 		StatusNeedsAttention: {
-			CmdApply: {ActResume, ""}, CmdFinish: {ActResume, ""}, CmdRollback: {ActUndo, ""},
+			CmdApply: {ActResume, ""}, CmdFinish: {ActResume, ""}, CmdContinue: {ActResume, ""}, CmdRollback: {ActUndo, ""},
 			CmdCleanup: {ActProceed, ""}, CmdReplan: {ActRefuse, "unfinished run"}},
 		StatusSucceeded: {
-			CmdApply: {ActNothing, "already applied"}, CmdFinish: {ActNothing, "nothing to finish"}, CmdRollback: {ActUndo, ""},
+			CmdApply: {ActNothing, "already applied"}, CmdFinish: {ActNothing, "nothing to finish"}, CmdContinue: {ActNothing, "nothing to continue"}, CmdRollback: {ActUndo, ""},
 			CmdCleanup: {ActProceed, ""}, CmdReplan: {ActProceed, ""}},
 		StatusRolledBack: {
-			CmdApply: {ActStart, ""}, CmdFinish: {ActNothing, "nothing to finish"}, CmdRollback: {ActUndo, ""},
+			CmdApply: {ActStart, ""}, CmdFinish: {ActNothing, "nothing to finish"}, CmdContinue: {ActNothing, "nothing to continue"}, CmdRollback: {ActUndo, ""},
 			CmdCleanup: {ActProceed, ""}, CmdReplan: {ActProceed, ""}},
 		StatusRefused: {
-			CmdApply: {ActStart, ""}, CmdFinish: {ActNothing, "nothing to finish"}, CmdRollback: {ActNothing, "changed nothing"},
+			CmdApply: {ActStart, ""}, CmdFinish: {ActNothing, "nothing to finish"}, CmdContinue: {ActNothing, "nothing to continue"}, CmdRollback: {ActNothing, "changed nothing"},
 			CmdCleanup: {ActProceed, ""}, CmdReplan: {ActProceed, ""}},
 		StatusReverted: {
-			CmdApply: {ActStart, ""}, CmdFinish: {ActNothing, "nothing to finish"}, CmdRollback: {ActNothing, "already rolled back"},
+			CmdApply: {ActStart, ""}, CmdFinish: {ActNothing, "nothing to finish"}, CmdContinue: {ActNothing, "nothing to continue"}, CmdRollback: {ActNothing, "already rolled back"},
 			CmdCleanup: {ActProceed, ""}, CmdReplan: {ActProceed, ""}},
 	}
 	changed := map[State]map[Command]want{
 		StatusRunning:        {CmdApply: {ActRefuse, "apply --finish"}},
 		StatusInterrupted:    {CmdApply: {ActRefuse, "apply --finish"}},
 		StatusNeedsAttention: {CmdApply: {ActRefuse, "apply --finish"}},
+		StatusPaused:         {CmdApply: {ActRefuse, "apply --continue"}},
 		StatusSucceeded:      {CmdApply: {ActStart, ""}},
 	}
 	if len(rows) != len(States)+1 {

@@ -406,7 +406,11 @@ func Pass(ctx context.Context, src, dst *sftp.Client, ref Manifest, opt Options)
 
 	// Directories first, parents before children (paths are sorted).
 	for _, p := range mkdirs {
-		if err := dst.Mkdir(p); err != nil && !isExist(dst, p) {
+		mkdir := dst.Mkdir
+		if slices.Contains(opt.Paths, p) {
+			mkdir = dst.MkdirAll // a carried path's parents may be missing
+		}
+		if err := mkdir(p); err != nil && !isExist(dst, p) {
 			return res, nil, fmt.Errorf("carry: mkdir %s: %w", p, err)
 		}
 		s := S[p]

@@ -47,6 +47,10 @@ type Config struct {
 	Timeout time.Duration
 	// Workers is the attacker's initial worker count. Zero: vegeta's default.
 	Workers uint64
+	// Writes also acts as users who write: once a second it logs in and
+	// uploads through the entry point, and at Stop checks that every session
+	// and every acknowledged upload is still there (see Writer).
+	Writes bool
 }
 
 // Bucket is the traffic of one BucketWidth. In JSON its offset is in
@@ -98,6 +102,8 @@ type Summary struct {
 	// Windows are the stretches between marks (see Probe.Mark), in order:
 	// "baseline" from the start to the first mark, then one per mark.
 	Windows []Window `json:"windows,omitempty"`
+	// Writes is what the writes mode made and found again.
+	Writes *Writes `json:"writes,omitempty"`
 }
 
 // Window is the traffic between two marks.
@@ -131,6 +137,7 @@ type Probe struct {
 	errs    map[string]int
 	end     time.Time
 	windows []*window
+	writer  *Writer
 }
 
 type window struct {
@@ -176,6 +183,30 @@ func Start(cfg Config) (*Probe, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 5 * time.Second
 	}
+	client := newClient(cfg)
+	opts := []func(*vegeta.Attacker){vegeta.Client(client), vegeta.KeepAlive(true), vegeta.Redirects(0), vegeta.MaxBody(0)}
+	if cfg.Workers > 0 {
+		opts = append(opts, vegeta.Workers(cfg.Workers))
+	}
+	start := time.Now()
+	p := &Probe{cfg: cfg, attacker: vegeta.NewAttacker(opts...), start: start, done: make(chan struct{}),
+		open: map[int][]time.Duration{}, fails: map[int]int{}, closed: map[int]Bucket{}, errs: map[string]int{},
+		windows: []*window{{Window: Window{Name: "baseline", Start: start}, digest: tdigest.NewWithCompression(100)}}}
+	if cfg.Writes {
+		p.writer = StartWriter(cfg, time.Second)
+	}
+	target := vegeta.NewStaticTargeter(vegeta.Target{Method: http.MethodGet, URL: cfg.URL, Header: http.Header{"User-Agent": {"vmswap-probe"}}})
+	results := p.attacker.Attack(target, vegeta.Rate{Freq: cfg.Rate, Per: time.Second}, 0, "probe")
+	go p.collect(results)
+	return p, nil
+}
+
+// newClient is an HTTP client that reaches the entry point as the config
+// says: through a DNS server honouring TTLs, a fixed address, or the system.
+func newClient(cfg Config) *http.Client {
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 5 * time.Second
+	}
 	tr := &http.Transport{
 		MaxIdleConnsPerHost: 10000,
 		IdleConnTimeout:     90 * time.Second,
@@ -201,19 +232,7 @@ func Start(cfg Config) (*Probe, error) {
 			return dialer.DialContext(ctx, network, net.JoinHostPort(ip, port))
 		}
 	}
-	client := &http.Client{Transport: tr, Timeout: cfg.Timeout}
-	opts := []func(*vegeta.Attacker){vegeta.Client(client), vegeta.KeepAlive(true), vegeta.Redirects(0), vegeta.MaxBody(0)}
-	if cfg.Workers > 0 {
-		opts = append(opts, vegeta.Workers(cfg.Workers))
-	}
-	start := time.Now()
-	p := &Probe{cfg: cfg, attacker: vegeta.NewAttacker(opts...), start: start, done: make(chan struct{}),
-		open: map[int][]time.Duration{}, fails: map[int]int{}, closed: map[int]Bucket{}, errs: map[string]int{},
-		windows: []*window{{Window: Window{Name: "baseline", Start: start}, digest: tdigest.NewWithCompression(100)}}}
-	target := vegeta.NewStaticTargeter(vegeta.Target{Method: http.MethodGet, URL: cfg.URL, Header: http.Header{"User-Agent": {"vmswap-probe"}}})
-	results := p.attacker.Attack(target, vegeta.Rate{Freq: cfg.Rate, Per: time.Second}, 0, "probe")
-	go p.collect(results)
-	return p, nil
+	return &http.Client{Transport: tr, Timeout: cfg.Timeout}
 }
 
 func (p *Probe) collect(results <-chan *vegeta.Result) {
@@ -272,6 +291,14 @@ func (p *Probe) Requests() int64 { return p.requests.Load() }
 
 // Stop stops the probe, waits for requests in flight, and summarises.
 func (p *Probe) Stop() Summary {
+	var writes *Writes
+	if p.writer != nil {
+		p.writer.Stop()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		w := p.writer.Check(ctx)
+		cancel()
+		writes = &w
+	}
 	p.attacker.Stop()
 	<-p.done
 	p.mu.Lock()
@@ -281,7 +308,7 @@ func (p *Probe) Stop() Summary {
 		p.metrics.Close()
 	}
 	s := Summary{URL: p.cfg.URL, Start: p.start, End: p.end, Requests: int(p.metrics.Requests), Failed: int(p.failed.Load()),
-		Errors: p.errs, Max: p.metrics.Latencies.Max}
+		Errors: p.errs, Max: p.metrics.Latencies.Max, Writes: writes}
 	if s.Requests > 0 {
 		s.P50, s.P99 = p.metrics.Latencies.P50, p.metrics.Latencies.P99
 		s.Rate = float64(s.Requests) / p.end.Sub(p.start).Seconds()

@@ -22,7 +22,9 @@ type ApplyOptions struct {
 	Getenv   func(string) string
 	PlanFile string
 	// Finish finishes the last run with the plan it recorded.
-	Finish    bool
+	Finish bool
+	// Continue goes on with a run paused for a decision (exit 4).
+	Continue  bool
 	Output    string
 	BreakLock bool
 	Report    string
@@ -55,8 +57,9 @@ never creates a second server or snapshot. Ctrl-C stops cleanly.
 What apply does depends on the plan's last run: none, or one that ended (rolled
 back, refused, switched back by rollback): a new run; interrupted: resume it (if
 the plan file changed since, refuse; --finish resumes with the plan the run
-recorded); succeeded with this plan: nothing to do.`,
-		Example: "  vmswap apply web-1.yaml\n  vmswap apply --output json web-1.yaml\n  vmswap apply --finish web-1.yaml",
+recorded); paused for a decision (exit 4): --continue goes on; succeeded with this
+plan: nothing to do.`,
+		Example: "  vmswap apply web-1.yaml\n  vmswap apply --output json web-1.yaml\n  vmswap apply --finish web-1.yaml\n  vmswap apply --continue web-1.yaml",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.PlanFile = args[0]
@@ -70,6 +73,8 @@ recorded); succeeded with this plan: nothing to do.`,
 	cmd.Flags().StringVar(&opts.Report, "report", "", "write an HTML report of the swap to this file")
 	cmd.Flags().BoolP("resume", "r", false, "continue from the journal (the default whenever one exists)")
 	cmd.Flags().BoolVar(&opts.Finish, "finish", false, "finish the interrupted run with the plan it recorded, even if the plan file changed since")
+	cmd.Flags().BoolVar(&opts.Continue, "continue", false, "go on with a run paused for a decision (exit code 4), with the plan it recorded")
+	cmd.MarkFlagsMutuallyExclusive("finish", "continue")
 	return cmd
 }
 
@@ -136,8 +141,11 @@ func applyRun(ctx context.Context, opts *ApplyOptions) error {
 		}
 	}
 	cmd := runner.CmdApply
-	if opts.Finish {
+	switch {
+	case opts.Finish:
 		cmd = runner.CmdFinish
+	case opts.Continue:
+		cmd = runner.CmdContinue
 	}
 	sess, drivers, err := openSession(opts, pr, cmd)
 	if err != nil {
@@ -181,6 +189,6 @@ func run(ctx context.Context, opts *ApplyOptions, doc *plans.Document, j *runner
 		pr.emit(runner.Event{Event: "warning", Message: "interrupt: stopping at the next safe point (press Ctrl-C again to quit at once)"})
 	})
 	defer stop()
-	r := &runner.Runner{Doc: doc, Drivers: drivers, Journal: j, Emit: pr.emit, Clock: opts.Clock, Poll: opts.Poll, AfterSave: opts.AfterSave, PlanFile: opts.PlanFile, Finish: opts.Finish}
+	r := &runner.Runner{Doc: doc, Drivers: drivers, Journal: j, Emit: pr.emit, Clock: opts.Clock, Poll: opts.Poll, AfterSave: opts.AfterSave, PlanFile: opts.PlanFile, Finish: opts.Finish || opts.Continue, Continue: opts.Continue}
 	return r.Run(ctx)
 }

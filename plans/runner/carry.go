@@ -1,0 +1,384 @@
+package runner
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/verify"
+	"github.com/vmswap/vmswap/verify/carry"
+)
+
+// This file: state on the server: the source's clock at the snapshot, the
+// carry passes (catch-up, final, carry-back), the divergence report and
+// the hooks.
+
+// ErrAfterCutover marks a failure once traffic is on the new server (an
+// after_cutover or before_retire hook): the run stops for a person instead
+// of moving traffic back.
+var ErrAfterCutover = errors.New("stopped after the cutover")
+
+// ErrDecision marks a pause for a person's decision (exit 4): the run goes
+// on with `vmswap apply --continue`.
+var ErrDecision = errors.New("needs a decision")
+
+// PassRecord is one carry pass, as the journal keeps it.
+type PassRecord struct {
+	Name  string       `json:"name"`
+	From  string       `json:"from"`
+	To    string       `json:"to"`
+	Start time.Time    `json:"start"`
+	End   time.Time    `json:"end"`
+	Since int64        `json:"since,omitempty"`
+	Clock int64        `json:"clock,omitempty"`
+	Res   carry.Result `json:"result"`
+}
+
+// HookRun is one hook that ran, as the journal keeps it.
+type HookRun struct {
+	Phase string    `json:"phase"`
+	On    string    `json:"on"`
+	Run   string    `json:"run"`
+	OK    bool      `json:"ok"`
+	Tail  []string  `json:"tail,omitempty"` // the last lines of its output
+	Start time.Time `json:"start"`
+	End   time.Time `json:"end"`
+}
+
+// Names of the carry passes (their sub-steps are "carry:" + name).
+const (
+	passCatchUp    = "catch-up"
+	passFinal      = "final"
+	passBack       = "carry-back"
+	passBackFinal  = "carry-back final"
+	subDivergence  = "divergence"
+	hookSubPrefix  = "hook:"
+	carrySubPrefix = "carry:"
+)
+
+// needsClock reports whether the swap notes the source's clock at the
+// snapshot: carried paths and the divergence report measure from it.
+func (s *swapRun) needsClock() bool {
+	return s.sw.Carry != nil || s.sw.DivergenceMode() != "off"
+}
+
+// dial connects over SSH to the source ("source") or the new server.
+func (s *swapRun) dial(ctx context.Context, which string, timeout time.Duration) (*verify.SSHClient, error) {
+	k := s.sw.Verify.SSH
+	host, id, name := s.st.SourceIP, s.st.SourceID, s.st.SourceName
+	if which == "new" {
+		host, id, name = s.st.NewIP, s.st.NewID, s.st.NewName
+		if k.Address != "" {
+			host = k.Address
+		}
+	}
+	cfg := s.sshConfig(k, id)
+	cfg.Timeout = timeout
+	c, err := verify.DialSSH(ctx, host, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%s (%s): %w", name, which, err)
+	}
+	return c, nil
+}
+
+// clockOf reads a server's own clock (unix seconds).
+func clockOf(ctx context.Context, c *verify.SSHClient) (int64, error) {
+	out, err := c.Run(ctx, "date +%s")
+	if err != nil {
+		return 0, err
+	}
+	v, err := strconv.ParseInt(strings.TrimSpace(out), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("date +%%s printed %q", strings.TrimSpace(out))
+	}
+	return v, nil
+}
+
+// noteSourceClock records the source's clock just before its snapshot,
+// once: a resumed snapshot keeps the first, earlier, reading.
+func (s *swapRun) noteSourceClock(ctx context.Context) error {
+	if s.st.SourceClock != 0 || !s.needsClock() {
+		return nil
+	}
+	c, err := s.dial(ctx, "source", 15*time.Second)
+	if err != nil {
+		return fmt.Errorf("reading the source's clock before its snapshot: %w", err)
+	}
+	defer c.Close()
+	t, err := clockOf(ctx, c)
+	if err != nil {
+		return fmt.Errorf("reading the source's clock before its snapshot: %w", err)
+	}
+	s.st.SourceClock = t
+	return s.r.save()
+}
+
+// runHooks runs a phase's hooks, each once (a hook whose run was cut short
+// runs again on resume: write hooks that can).
+func (s *swapRun) runHooks(ctx context.Context, phase string) error {
+	for j, h := range s.sw.Hooks.Of(phase) {
+		sub := fmt.Sprintf("%s%s[%d]", hookSubPrefix, phase, j)
+		if err := s.once(sub, func() error { return s.runHook(ctx, phase, h) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *swapRun) runHook(ctx context.Context, phase string, h plans.Hook) error {
+	timeout := orDur(h.Timeout, 60*time.Second)
+	target := s.st.SourceName
+	if h.On == "new" {
+		target = s.st.NewName
+	}
+	s.progress("hook %s on %s: %s", phase, target, h.Run)
+	run := HookRun{Phase: phase, On: h.On, Run: h.Run, Start: s.r.now()}
+	c, err := s.dial(ctx, h.On, timeout)
+	var out string
+	if err == nil {
+		out, err = c.Combined(ctx, h.Run)
+		c.Close()
+	}
+	run.End, run.OK, run.Tail = s.r.now(), err == nil, tail(out, 10)
+	s.st.Hooks = append(s.st.Hooks, run)
+	for _, l := range run.Tail {
+		s.progress("  %s", l)
+	}
+	if err != nil {
+		return fmt.Errorf("hook %s on %s (%q) failed: %w", phase, target, h.Run, err)
+	}
+	return s.r.save()
+}
+
+func tail(out string, n int) []string {
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	if len(lines) == 1 && lines[0] == "" {
+		return nil
+	}
+	return lines[max(0, len(lines)-n):]
+}
+
+// manifestPath is where a swap's carry reference lives: beside the
+// journal, too big to rewrite with every journal save.
+func (s *swapRun) manifestPath() string {
+	return fmt.Sprintf("%s.swap%d.carry.json", s.r.Journal.Path(), s.i)
+}
+
+func (s *swapRun) loadManifest() (carry.Manifest, error) {
+	b, err := os.ReadFile(s.manifestPath())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var m carry.Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("carry reference %s is damaged: %w", s.manifestPath(), err)
+	}
+	return m, nil
+}
+
+func (s *swapRun) saveManifest(m carry.Manifest) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	tmp := s.manifestPath() + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Clean(s.manifestPath()))
+}
+
+// pass runs one carry pass, once. from and to are "source" or "new".
+func (s *swapRun) pass(ctx context.Context, name, from, to string) error {
+	if s.sw.Carry == nil {
+		return nil
+	}
+	return s.once(carrySubPrefix+name, func() error {
+		err := s.doPass(ctx, name, from, to)
+		if err != nil {
+			return fmt.Errorf("carry %s pass (%s → %s): %w", name, from, to, err)
+		}
+		return nil
+	})
+}
+
+func (s *swapRun) doPass(ctx context.Context, name, from, to string) error {
+	sc, err := s.dial(ctx, from, 30*time.Second)
+	if err != nil {
+		return err
+	}
+	defer sc.Close()
+	dc, err := s.dial(ctx, to, 30*time.Second)
+	if err != nil {
+		return err
+	}
+	defer dc.Close()
+	clock, err := clockOf(ctx, sc)
+	if err != nil {
+		return err
+	}
+	src, err := sc.SFTP()
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := dc.SFTP()
+	if err != nil {
+		return err
+	}
+	defer dst.Close()
+	var ref carry.Manifest
+	if name != passCatchUp {
+		if ref, err = s.loadManifest(); err != nil {
+			return err
+		}
+	}
+	since := s.st.SourceClock
+	if n := len(s.st.Passes); n > 0 {
+		since = s.st.Passes[n-1].Clock
+	}
+	opt := carry.Options{Paths: s.sw.Carry.Paths, Exclude: s.sw.Carry.Exclude, Checksum: s.sw.Carry.Checksum, Since: since}
+	s.progress("carry %s pass: %s → %s (%s)", name, s.nameOf(from), s.nameOf(to), strings.Join(opt.Paths, ", "))
+	rec := PassRecord{Name: name, From: s.nameOf(from), To: s.nameOf(to), Start: s.r.now(), Since: since, Clock: clock}
+	res, next, err := carry.Pass(ctx, src, dst, ref, opt)
+	if err != nil {
+		return err
+	}
+	if err := s.saveManifest(next); err != nil {
+		return err
+	}
+	rec.End, rec.Res = s.r.now(), res
+	s.st.Passes = append(s.st.Passes, rec)
+	s.r.emit(Event{Event: "carry", Swap: s.name(), Step: name, Status: "ok", Elapsed: res.Duration.Seconds(),
+		Message: fmt.Sprintf("carry %s pass: %d copied (%s), %d deleted, %d conflict(s), of %d paths, in %s",
+			name, res.Copied, verify.HumanBytes(float64(res.Bytes)), res.Deleted, len(res.Conflicts), res.Scanned, res.Duration.Round(time.Millisecond))})
+	for i, c := range res.Conflicts {
+		if i == 10 {
+			s.r.emit(Event{Event: "warning", Swap: s.name(), Message: fmt.Sprintf("… and %d more conflicts (in the journal)", len(res.Conflicts)-10)})
+			break
+		}
+		msg := fmt.Sprintf("carry conflict at %s: %s (%s: %s; %s: %s)", c.Path, c.Reason, rec.From, describe(c.Source), rec.To, describe(c.Dest))
+		s.r.emit(Event{Event: "warning", Swap: s.name(), Message: msg})
+		s.st.Warnings = append(s.st.Warnings, msg)
+	}
+	return s.r.save()
+}
+
+func (s *swapRun) nameOf(which string) string {
+	if which == "new" {
+		return s.st.NewName
+	}
+	return s.st.SourceName
+}
+
+func describe(e *carry.Entry) string {
+	if e == nil {
+		return "deleted"
+	}
+	if e.Type != "f" {
+		return map[string]string{"d": "a directory", "l": "a symlink to " + e.Link}[e.Type]
+	}
+	return fmt.Sprintf("%d bytes, modified %s", e.Size, time.Unix(e.Mtime, 0).UTC().Format(time.RFC3339))
+}
+
+// divergence lists what the source wrote after its snapshot outside the
+// carried paths, once, before it is retired; with on_found: stop it pauses
+// the run for a decision unless the user said to go on.
+func (s *swapRun) divergence(ctx context.Context) error {
+	mode := s.sw.DivergenceMode()
+	if mode == "off" || s.st.has(subDivergence) {
+		return nil
+	}
+	if s.st.Divergence == nil {
+		d, err := s.lookForDivergence(ctx)
+		if err != nil {
+			msg := fmt.Sprintf("no divergence report: %v", err)
+			if mode == "stop" {
+				return errors.Join(ErrDecision, errors.New(msg))
+			}
+			s.r.emit(Event{Event: "warning", Swap: s.name(), Message: msg})
+			s.st.Warnings = append(s.st.Warnings, msg)
+			return s.mark(subDivergence)
+		}
+		s.st.Divergence = &d
+		if err := s.r.save(); err != nil {
+			return err
+		}
+	}
+	d := s.st.Divergence
+	if d.Count == 0 {
+		s.progress("divergence: %s wrote nothing outside the carried paths after its snapshot", s.st.SourceName)
+		return s.mark(subDivergence)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s wrote %d file(s) after its snapshot that no pass carried", s.st.SourceName, d.Count)
+	if d.Cut != "" {
+		fmt.Fprintf(&b, " (%s)", d.Cut)
+	}
+	b.WriteString(":")
+	for _, f := range d.Files {
+		fmt.Fprintf(&b, "\n  %s (%d bytes, %s)", f.Path, f.Size, f.Mtime.Format(time.RFC3339))
+	}
+	s.r.emit(Event{Event: "divergence", Swap: s.name(), Status: mode, Message: b.String()})
+	if mode == "stop" && !s.r.Continue {
+		return errors.Join(ErrDecision, fmt.Errorf("%s", b.String()))
+	}
+	s.st.Warnings = append(s.st.Warnings, fmt.Sprintf("%s wrote %d file(s) after its snapshot that no pass carried (listed in the journal)", s.st.SourceName, d.Count))
+	return s.mark(subDivergence)
+}
+
+func (s *swapRun) lookForDivergence(ctx context.Context) (carry.Divergence, error) {
+	c, err := s.dial(ctx, "source", 30*time.Second)
+	if err != nil {
+		return carry.Divergence{}, err
+	}
+	defer c.Close()
+	sc, err := c.SFTP()
+	if err != nil {
+		return carry.Divergence{}, err
+	}
+	defer sc.Close()
+	watch, ignore := carry.DefaultWatch, slices.Clone(carry.DefaultIgnore)
+	if dv := s.sw.Divergence; dv != nil {
+		if len(dv.Watch) > 0 {
+			watch = dv.Watch
+		}
+		ignore = append(ignore, dv.Ignore...)
+	}
+	var carried []string
+	if s.sw.Carry != nil {
+		carried = s.sw.Carry.Paths
+	}
+	s.progress("divergence: looking for files %s wrote after its snapshot under %s", s.st.SourceName, strings.Join(watch, " "))
+	return carry.Diverged(ctx, sc, watch, ignore, carried, s.st.SourceClock)
+}
+
+// catchUp runs between verify and the cutover: the before_cutover hooks,
+// then the bulk of what the source wrote since its snapshot.
+func catchUp(ctx context.Context, s *swapRun) error {
+	if err := s.runHooks(ctx, "before_cutover"); err != nil {
+		return err
+	}
+	return s.pass(ctx, passCatchUp, "source", "new")
+}
+
+// carryBack carries what users wrote on the new server back to the source
+// when traffic returns to it: once before the switch (the bulk) and once
+// after the new server's hold (what was written meanwhile).
+func (s *swapRun) carryBack(ctx context.Context, name string) error {
+	if s.sw.Carry == nil || s.st.NewID == "" || !slices.Contains(s.st.Done, carrySubPrefix+passCatchUp) {
+		return nil
+	}
+	return s.pass(ctx, name, "new", "source")
+}

@@ -1,0 +1,233 @@
+package runner_test
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vmswap/vmswap/lab"
+	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/plans/runner"
+	"github.com/vmswap/vmswap/verify/probe"
+)
+
+// carried are the lab app's paths: uploads under the web root, sessions.
+var carried = []string{"/var/www/html/uploads", "/var/lib/app/sessions"}
+
+// carrySwap is a swap that carries the lab app's uploads and sessions, with
+// the probe writing too.
+func (w *world) carrySwap(cutover string) plans.Swap {
+	sw := w.swap(cutover)
+	sw.Carry = &plans.Carry{Paths: carried, Exclude: []string{"*.tmp"}}
+	sw.Probe.Writes = true
+	sw.Observe = plans.Duration(2 * time.Second)
+	return sw
+}
+
+// users writes through the swap's entry point for the whole test, as the
+// site's users would, from before the snapshot to after the retire.
+func (w *world) users(sw plans.Swap) *probe.Writer {
+	wr := probe.StartWriter(probe.Config{URL: sw.Probe.URL, Resolver: sw.Probe.Resolver}, 150*time.Millisecond)
+	w.t.Cleanup(wr.Stop)
+	return wr
+}
+
+func checkNothingLost(t *testing.T, wr *probe.Writer) probe.Writes {
+	t.Helper()
+	wr.Stop()
+	got := wr.Check(context.Background())
+	t.Logf("users: %s", got)
+	if got.LostUploads+got.LostSessions != 0 || got.Uploads < 5 || got.Sessions < 5 {
+		t.Fatalf("users' writes: %+v", got)
+	}
+	return got
+}
+
+func (w *world) newID(j *runner.Journal) int {
+	id, _ := strconv.Atoi(j.Swaps[0].NewID)
+	return id
+}
+
+// TestCarryKeepsWhatUsersWrite: uploads and logins made through the load
+// balancer and through DNS while the swap runs, from before the snapshot to
+// after the retire, are all on the new server afterwards.
+func TestCarryKeepsWhatUsersWrite(t *testing.T) {
+	for _, cut := range []string{"loadbalancer", "dns"} {
+		t.Run(cut, func(t *testing.T) {
+			t.Parallel()
+			w := newWorld(t)
+			sw := w.carrySwap(cut)
+			users := w.users(sw)
+			time.Sleep(300 * time.Millisecond)
+			res, j := w.run(w.plan(sw), nil)
+			if res.ExitCode != 0 {
+				t.Fatalf("exit %d: %s (%s)", res.ExitCode, res.Next, j.Swaps[0].Error)
+			}
+			checkNothingLost(t, users)
+			st := j.Swaps[0]
+			if len(st.Passes) != 2 || st.Passes[0].Name != "catch-up" || st.Passes[1].Name != "final" || st.Passes[0].Res.Copied == 0 {
+				t.Fatalf("passes: %+v", st.Passes)
+			}
+			if pw := st.Probe.Writes; pw == nil || pw.Uploads == 0 || pw.LostUploads+pw.LostSessions != 0 {
+				t.Fatalf("the probe's writes: %+v", pw)
+			}
+			if st.Divergence == nil || st.Divergence.Count != 0 {
+				t.Fatalf("divergence: %+v", st.Divergence)
+			}
+			for _, p := range st.Passes {
+				t.Logf("%s pass: %d copied (%d bytes), %d deleted, %d conflicts, %d scanned, %s", p.Name, p.Res.Copied, p.Res.Bytes, p.Res.Deleted, len(p.Res.Conflicts), p.Res.Scanned, p.Res.Duration)
+			}
+		})
+	}
+}
+
+// TestWithoutCarryTheDivergenceReportCatchesIt: the same users, no carried
+// paths, on_found: stop. The run pauses before retiring the old server
+// (exit 4), which still runs, and lists what it wrote; the users' writes
+// are indeed missing on the new server. apply --continue then finishes.
+func TestWithoutCarryTheDivergenceReportCatchesIt(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	sw := w.swap("loadbalancer")
+	sw.Divergence = &plans.Divergence{OnFound: "stop"}
+	users := w.users(sw)
+	time.Sleep(300 * time.Millisecond)
+	doc := w.plan(sw)
+	res, j := w.run(doc, nil)
+	if res.ExitCode != runner.ExitDecision || res.Status != runner.StatusPaused || !strings.Contains(res.Next, "apply --continue") {
+		t.Fatalf("exit %d %s: %s", res.ExitCode, res.Status, res.Next)
+	}
+	d := j.Swaps[0].Divergence
+	if d == nil || d.Count == 0 || len(d.Files) == 0 {
+		t.Fatalf("divergence: %+v", d)
+	}
+	for _, f := range d.Files {
+		if !strings.HasPrefix(f.Path, "/var/www/html/uploads/") && !strings.HasPrefix(f.Path, "/var/lib/app/sessions/") {
+			t.Fatalf("divergence lists %s, which the app did not write", f.Path)
+		}
+	}
+	for _, dr := range w.droplets() {
+		if dr.ID == w.srcID && dr.Status != "active" {
+			t.Fatalf("paused, but the old server is %s", dr.Status)
+		}
+	}
+	users.Stop()
+	if got := users.Check(context.Background()); got.LostUploads == 0 {
+		t.Fatalf("without carry, the writes made after the snapshot should be missing on the new server: %+v", got)
+	}
+	r := &runner.Runner{Doc: doc, Drivers: w.drivers(doc), Journal: j, Poll: 50 * time.Millisecond, Continue: true}
+	if res := r.Run(context.Background()); res.ExitCode != 0 {
+		t.Fatalf("apply --continue: exit %d: %s", res.ExitCode, res.Next)
+	}
+	for _, dr := range w.droplets() {
+		if dr.ID == w.srcID && dr.Status != "off" {
+			t.Fatalf("after --continue the old server is %s", dr.Status)
+		}
+	}
+}
+
+// TestCarryConflictOverwritesNothing: a file changed on both servers after
+// the catch-up pass is reported, and each keeps its own copy.
+func TestCarryConflictOverwritesNothing(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	sw := w.carrySwap("loadbalancer")
+	sw.Probe.Writes = false
+	w.l.WriteFile(w.srcID, "var/www/html/uploads/report.pdf", "version 0")
+	var once sync.Once
+	res, j := w.run(w.plan(sw), func(e runner.Event) {
+		if e.Event == "carry" && e.Step == "catch-up" {
+			once.Do(func() {
+				time.Sleep(1100 * time.Millisecond) // a later second than the pass saw
+				w.l.WriteFile(w.srcID, "var/www/html/uploads/report.pdf", "edited on old")
+				for _, d := range w.droplets() {
+					if d.ID != w.srcID {
+						w.l.WriteFile(d.ID, "var/www/html/uploads/report.pdf", "edited on the new server")
+					}
+				}
+			})
+		}
+	})
+	if res.ExitCode != 0 {
+		t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
+	}
+	st := j.Swaps[0]
+	final := st.Passes[len(st.Passes)-1]
+	if final.Name != "final" || len(final.Res.Conflicts) != 1 || final.Res.Conflicts[0].Path != "/var/www/html/uploads/report.pdf" {
+		t.Fatalf("final pass: %+v", final.Res)
+	}
+	if !strings.Contains(strings.Join(res.Swaps[0].Warnings, "\n"), "carry conflict at /var/www/html/uploads/report.pdf") {
+		t.Fatalf("warnings: %q", res.Swaps[0].Warnings)
+	}
+	if got, _ := w.l.ReadFile(w.newID(j), "var/www/html/uploads/report.pdf"); got != "edited on the new server" {
+		t.Fatalf("new server's copy: %q", got)
+	}
+	if got, _ := w.l.ReadFile(w.srcID, "var/www/html/uploads/report.pdf"); got != "edited on old" {
+		t.Fatalf("old server's copy: %q", got)
+	}
+}
+
+// TestRollbackCarriesBack: after a swap, users write on the new server;
+// `vmswap rollback` switches back and what they wrote is on the old one.
+func TestRollbackCarriesBack(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	sw := w.carrySwap("loadbalancer")
+	sw.Probe.Writes = false
+	sw.Retire.KeepFor = plans.Duration(time.Hour)
+	doc := w.plan(sw)
+	res, j := w.run(doc, nil)
+	if res.ExitCode != 0 {
+		t.Fatalf("swap: %s", res.Next)
+	}
+	users := w.users(sw)
+	time.Sleep(time.Second)
+	r := &runner.Runner{Doc: doc, Drivers: w.drivers(doc), Journal: j, Poll: 50 * time.Millisecond}
+	rev := r.Revert(context.Background())
+	if rev.ExitCode != 0 {
+		t.Fatalf("rollback: exit %d: %s", rev.ExitCode, rev.Next)
+	}
+	checkNothingLost(t, users)
+	names := []string{}
+	for _, p := range j.Swaps[0].Passes {
+		names = append(names, p.Name)
+	}
+	if fmt.Sprint(names) != "[catch-up final carry-back carry-back final]" {
+		t.Fatalf("passes: %v", names)
+	}
+}
+
+// TestRollbackDuringARunCarriesBack: the error budget breaks during
+// observe; the rollback carries back what users wrote on the new server.
+func TestRollbackDuringARunCarriesBack(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	sw := w.carrySwap("loadbalancer")
+	sw.Probe.Writes = false
+	sw.Observe = plans.Duration(3 * time.Second)
+	sw.Probe.ErrorBudget = plans.Budget{Count: 1}
+	users := w.users(sw)
+	var once sync.Once
+	res, _ := w.run(w.plan(sw), func(e runner.Event) {
+		if e.Event == "step" && e.Step == "observe" && e.Status == "started" {
+			once.Do(func() {
+				go func() {
+					time.Sleep(time.Second) // users write on the new server first
+					for _, d := range w.droplets() {
+						if d.ID != w.srcID {
+							w.l.BreakDroplet(d.ID, lab.FaultServe500)
+						}
+					}
+				}()
+			})
+		}
+	})
+	if res.ExitCode != runner.ExitRolledBack {
+		t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
+	}
+	checkNothingLost(t, users)
+}
