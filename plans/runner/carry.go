@@ -249,6 +249,16 @@ func (s *swapRun) doPass(ctx context.Context, name, from, to string) error {
 		since = s.st.Passes[n-1].Clock
 	}
 	opt := carry.Options{Paths: s.sw.Carry.Paths, Exclude: s.sw.Carry.Exclude, Checksum: s.sw.Carry.Checksum, Since: since}
+	lastNote := time.Now()
+	opt.OnCopied = func(n int, bytes int64) {
+		if s.r.AfterCopy != nil {
+			s.r.AfterCopy(name, n)
+		}
+		if time.Since(lastNote) > 2*time.Second {
+			lastNote = time.Now()
+			s.progress("carry %s pass: %d files (%s) copied so far", name, n, verify.HumanBytes(float64(bytes)))
+		}
+	}
 	s.progress("carry %s pass: %s → %s (%s)", name, s.nameOf(from), s.nameOf(to), strings.Join(opt.Paths, ", "))
 	rec := PassRecord{Name: name, From: s.nameOf(from), To: s.nameOf(to), Start: s.r.now(), Since: since, Clock: clock}
 	res, next, err := carry.Pass(ctx, src, dst, ref, opt)

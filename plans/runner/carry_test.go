@@ -231,3 +231,66 @@ func TestRollbackDuringARunCarriesBack(t *testing.T) {
 	}
 	checkNothingLost(t, users)
 }
+
+// TestHooks: hooks run where and when the plan says; a failing hook before
+// the cutover rolls back, one after it stops the run with traffic on the
+// new server (exit 3) and says what ran.
+func TestHooks(t *testing.T) {
+	t.Run("order", func(t *testing.T) {
+		t.Parallel()
+		w := newWorld(t)
+		sw := w.swap("reserved_ip")
+		sw.Hooks = &plans.Hooks{
+			BeforeSnapshot: []plans.Hook{{On: "source", Run: "touch /var/lib/app/flushed"}},
+			AfterSnapshot:  []plans.Hook{{On: "source", Run: "echo resumed writers"}},
+			BeforeCutover:  []plans.Hook{{On: "new", Run: "echo warm cache"}},
+			AfterCutover:   []plans.Hook{{On: "new", Run: "true"}},
+			BeforeRetire:   []plans.Hook{{On: "source", Run: "sleep 0.1"}},
+		}
+		res, j := w.run(w.plan(sw), nil)
+		if res.ExitCode != 0 {
+			t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
+		}
+		var got []string
+		for _, h := range j.Swaps[0].Hooks {
+			got = append(got, fmt.Sprintf("%s/%s/%v/%s", h.Phase, h.On, h.OK, strings.Join(h.Tail, "|")))
+		}
+		want := "[before_snapshot/source/true/ after_snapshot/source/true/resumed writers before_cutover/new/true/warm cache after_cutover/new/true/ before_retire/source/true/]"
+		if fmt.Sprint(got) != want {
+			t.Fatalf("hooks ran %v\nwant %s", got, want)
+		}
+		// The file the first hook touched is in the image, so on the new server.
+		if _, err := w.l.ReadFile(w.newID(j), "var/lib/app/flushed"); err != nil {
+			t.Fatalf("before_snapshot ran after the image was taken: %v", err)
+		}
+	})
+	t.Run("before cutover fails", func(t *testing.T) {
+		t.Parallel()
+		w := newWorld(t)
+		sw := w.swap("reserved_ip")
+		sw.Hooks = &plans.Hooks{BeforeCutover: []plans.Hook{{On: "new", Run: "false"}}}
+		res, j := w.run(w.plan(sw), nil)
+		if res.ExitCode != runner.ExitRolledBack || !strings.Contains(res.Next, `hook before_cutover`) || !strings.Contains(res.Next, "exit status 1") {
+			t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
+		}
+		if n := len(w.droplets()); n != 1 || w.l.Inventory().ReservedIPs[w.ripIP] != w.srcID {
+			t.Fatalf("after the rollback: %d droplets, reserved IP on %d", n, w.l.Inventory().ReservedIPs[w.ripIP])
+		}
+		if h := j.Swaps[0].Hooks; len(h) != 1 || h[0].OK {
+			t.Fatalf("journal hooks: %+v", h)
+		}
+	})
+	t.Run("after cutover fails", func(t *testing.T) {
+		t.Parallel()
+		w := newWorld(t)
+		sw := w.swap("reserved_ip")
+		sw.Hooks = &plans.Hooks{AfterCutover: []plans.Hook{{On: "new", Run: "false"}}}
+		res, j := w.run(w.plan(sw), nil)
+		if res.ExitCode != runner.ExitAttention || !strings.Contains(res.Next, "traffic is on "+j.Swaps[0].NewName+" and stays there") || !strings.Contains(res.Next, `"false"`) {
+			t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
+		}
+		if on := w.l.Inventory().ReservedIPs[w.ripIP]; on != w.newID(j) {
+			t.Fatalf("the reserved IP is on %d, want the new server %d", on, w.newID(j))
+		}
+	})
+}

@@ -100,6 +100,9 @@ type Runner struct {
 	// AfterSave, if set, is called after every journal write with its
 	// sequence number (for crash tests).
 	AfterSave func(n int)
+	// AfterCopy, if set, is called after each file a carry pass copies,
+	// with the pass's name and its count so far (for crash tests).
+	AfterCopy func(pass string, n int)
 	// Finish is set when the run goes on with the plan it recorded rather
 	// than the plan file (apply --finish), so messages say so.
 	Finish bool

@@ -87,6 +87,9 @@ type Options struct {
 	Since int64
 	// Workers is how many files are copied at once. Zero: 16.
 	Workers int
+	// OnCopied, if set, is called after each file copied, with the pass's
+	// counts so far, one call at a time.
+	OnCopied func(files int, bytes int64)
 	// MaxEntries stops a walk that has listed this many entries. Zero: no
 	// limit.
 	MaxEntries int
@@ -431,13 +434,16 @@ func Pass(ctx context.Context, src, dst *sftp.Client, ref Manifest, opt Options)
 			return err
 		}
 		mu.Lock()
+		defer mu.Unlock()
 		res.Copied++
 		res.Bytes += n
 		if s.Type == "f" && n != s.Size {
 			s.Size = n // it changed while copied: the next pass copies it again
 		}
 		next[p] = s
-		mu.Unlock()
+		if opt.OnCopied != nil {
+			opt.OnCopied(res.Copied, res.Bytes)
+		}
 		return nil
 	})
 	if err != nil {

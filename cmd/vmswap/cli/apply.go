@@ -34,6 +34,8 @@ type ApplyOptions struct {
 	Clock runner.Clock
 	// AfterSave is passed to the runner (crash tests).
 	AfterSave func(int)
+	// AfterCopy is passed to the runner (crash tests).
+	AfterCopy func(pass string, n int)
 	// Comparisons are drawn in the report beside the swaps (demo --compare).
 	Comparisons []report.Comparison
 	// Summary, if set, receives the result before it is printed.
@@ -123,6 +125,7 @@ func openSession(opts *ApplyOptions, pr *printer, cmd runner.Command) (*runner.S
 	}
 	if cp != nil {
 		opts.AfterSave = cp.afterSave()
+		opts.AfterCopy = cp.afterCopy()
 	}
 	drivers, err := registry.Build(sess.Doc.Plan, registry.BuildOptions{Getenv: opts.Getenv, Progress: pr.progress, PollInterval: opts.Poll, HTTPClient: cp.httpClient()})
 	if err != nil {
@@ -189,6 +192,6 @@ func run(ctx context.Context, opts *ApplyOptions, doc *plans.Document, j *runner
 		pr.emit(runner.Event{Event: "warning", Message: "interrupt: stopping at the next safe point (press Ctrl-C again to quit at once)"})
 	})
 	defer stop()
-	r := &runner.Runner{Doc: doc, Drivers: drivers, Journal: j, Emit: pr.emit, Clock: opts.Clock, Poll: opts.Poll, AfterSave: opts.AfterSave, PlanFile: opts.PlanFile, Finish: opts.Finish || opts.Continue, Continue: opts.Continue}
+	r := &runner.Runner{Doc: doc, Drivers: drivers, Journal: j, Emit: pr.emit, Clock: opts.Clock, Poll: opts.Poll, AfterSave: opts.AfterSave, AfterCopy: opts.AfterCopy, PlanFile: opts.PlanFile, Finish: opts.Finish || opts.Continue, Continue: opts.Continue}
 	return r.Run(ctx)
 }

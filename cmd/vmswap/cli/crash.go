@@ -15,7 +15,8 @@ import (
 
 // CrashEnv names the crash-test hook: "journal:N" kills the process with
 // SIGKILL right after its Nth journal write, "api:N" right after the
-// response to its Nth mutating API request. The kill-point tests use it to
+// response to its Nth mutating API request, "carry:PASS:N" right after the
+// Nth file copied by the carry pass named PASS (catch-up, final, …). The kill-point tests use it to
 // prove a run resumes from any point; it has no other use, and is built
 // only with the crashhook build tag (the tests' binary).
 const CrashEnv = "VMSWAP_CRASH_AT"
@@ -30,10 +31,14 @@ func parseCrash(getenv func(string) string) (*crashPoint, error) {
 	if v == "" {
 		return nil, nil
 	}
-	kind, num, ok := strings.Cut(v, ":")
+	i := strings.LastIndex(v, ":")
+	if i < 0 {
+		return nil, fmt.Errorf("%s=%q: want journal:N, api:N or carry:PASS:N", CrashEnv, v)
+	}
+	kind, num := v[:i], v[i+1:]
 	n, err := strconv.ParseInt(num, 10, 64)
-	if !ok || err != nil || n < 1 || (kind != "journal" && kind != "api") {
-		return nil, fmt.Errorf("%s=%q: want journal:N or api:N", CrashEnv, v)
+	if err != nil || n < 1 || (kind != "journal" && kind != "api" && !strings.HasPrefix(kind, "carry:")) {
+		return nil, fmt.Errorf("%s=%q: want journal:N, api:N or carry:PASS:N", CrashEnv, v)
 	}
 	return &crashPoint{kind, n}, nil
 }
@@ -50,6 +55,18 @@ func (c *crashPoint) afterSave() func(int) {
 	}
 	return func(n int) {
 		if int64(n) == c.n {
+			crash()
+		}
+	}
+}
+
+// afterCopy returns the carry hook for the crash point.
+func (c *crashPoint) afterCopy() func(pass string, n int) {
+	if c == nil || !strings.HasPrefix(c.kind, "carry:") {
+		return nil
+	}
+	return func(pass string, n int) {
+		if "carry:"+pass == c.kind && int64(n) == c.n {
 			crash()
 		}
 	}

@@ -13,4 +13,6 @@ func parseCrash(func(string) string) (*crashPoint, error) { return nil, nil }
 
 func (*crashPoint) afterSave() func(int) { return nil }
 
+func (*crashPoint) afterCopy() func(string, int) { return nil }
+
 func (*crashPoint) httpClient() *http.Client { return nil }
