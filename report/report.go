@@ -1,7 +1,8 @@
 // Package report renders the HTML report of a swap: one self-contained file
 // (inline SVG and CSS, no scripts, nothing fetched) with the steps as bands on
 // a timeline, requests per second, errors, p50 and p99 latency from the
-// probe, the checks and their results, and the summary.
+// probe, the carry passes, what the old server wrote that nothing carried,
+// the hooks, the checks and their results, and the summary.
 package report
 
 import (
@@ -14,6 +15,7 @@ import (
 
 	"github.com/vmswap/vmswap/plans"
 	"github.com/vmswap/vmswap/plans/runner"
+	"github.com/vmswap/vmswap/verify/carry"
 	"github.com/vmswap/vmswap/verify/probe"
 )
 
@@ -75,6 +77,9 @@ type swapView struct {
 	Steps   []stepView
 	Outage  float64
 	Windows []windowView
+	Passes  []runner.PassRecord
+	Diverge *carry.Divergence
+	Hooks   []runner.HookRun
 }
 
 type windowView struct {
@@ -89,11 +94,12 @@ type stepView struct {
 }
 
 var bandColors = map[string]string{"preflight": "#e8e8e8", "snapshot": "#cfe3ff", "launch": "#d7f0d2", "ready": "#fff2c4",
-	"verify": "#ffd9c4", "cutover": "#f3c6ff", "observe": "#c4f2ef", "retire": "#e0e0f8", "rollback": "#ffc4c4",
+	"verify": "#ffd9c4", "catchup": "#f9e0b0", "cutover": "#f3c6ff", "observe": "#c4f2ef", "retire": "#e0e0f8", "rollback": "#ffc4c4",
 	"shutdown": "#ffd0d0", "resize": "#ffb0b0", "power_on": "#ffe0c0"}
 
 func view(sw plans.Swap, st *runner.SwapState, sr runner.SwapResult) swapView {
-	v := swapView{Title: fmt.Sprintf("%s → %s (%s, %s)", sr.Source, dash(sr.New), sw.Target.Size, sw.Cutover.Kind()), Result: sr, Checks: st.Checks}
+	v := swapView{Title: fmt.Sprintf("%s → %s (%s, %s)", sr.Source, dash(sr.New), sw.Target.Size, sw.Cutover.Kind()), Result: sr, Checks: st.Checks,
+		Passes: st.Passes, Diverge: st.Divergence, Hooks: st.Hooks}
 	var t0, t1 time.Time
 	for _, name := range append(append([]string{}, runner.Steps...), "rollback") {
 		l := st.Steps[name]
@@ -156,6 +162,13 @@ func chartSteps(st *runner.SwapState, steps []string, pr *probe.Summary, t0, t1 
 		lastLabel = x0
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" font-size="11" fill="#333">%s</text>`, x0+2, H-bottom+13+float64(row)*12, name)
 	}
+	// Carry passes: a dark mark at the top of the timeline each.
+	for _, p := range st.Passes {
+		x0, x1 := x(p.Start), x(p.End)
+		fmt.Fprintf(&b, `<rect x="%.1f" y="%.0f" width="%.1f" height="8" fill="#5a3e00"><title>carry %s pass: %d files, %d bytes, %d conflicts, %s</title></rect>`,
+			x0, top, math.Max(x1-x0, 2), p.Name, p.Res.Copied, p.Res.Bytes, len(p.Res.Conflicts), p.Res.Duration.Round(time.Millisecond))
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" font-size="10" fill="#5a3e00">%s pass</text>`, x0+2, top+18, p.Name)
+	}
 	fmt.Fprintf(&b, `<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="#444"/>`, left, H-bottom, W-right, H-bottom)
 	fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" font-size="11">0s</text><text x="%.0f" y="%.0f" font-size="11" text-anchor="end">%.1fs</text>`, left, H-3, W-right, H-3, span)
 	if pr != nil && len(pr.Buckets) > 0 {
@@ -211,6 +224,14 @@ table{border-collapse:collapse;margin:8px 0} td,th{border:1px solid #ccc;padding
 {{range .Windows}}<tr><td>{{.Name}}</td><td class="num">{{.Requests}}</td><td class="num">{{.Failed}}</td><td class="num">{{printf "%.2f" .P50}} ms</td><td class="num">{{printf "%.2f" .P99}} ms</td></tr>{{end}}</table>{{end}}
 <table><tr><th>step</th><th>status</th><th>seconds</th></tr>
 {{range .Steps}}<tr><td>{{.Name}}</td><td class="{{.Status}}">{{.Status}}</td><td class="num">{{printf "%.1f" .Seconds}}</td></tr>{{end}}</table>
+{{with .Result.Writes}}<p class="{{if or .LostUploads .LostSessions}}failed{{else}}ok{{end}}">Users' writes: {{.}}.</p>{{end}}
+{{if .Passes}}<table><tr><th>carry pass</th><th>from → to</th><th>files copied</th><th>bytes</th><th>deleted</th><th>conflicts</th><th>time</th></tr>
+{{range .Passes}}<tr><td>{{.Name}}</td><td>{{.From}} → {{.To}}</td><td class="num">{{.Res.Copied}}</td><td class="num">{{.Res.Bytes}}</td><td class="num">{{.Res.Deleted}}</td><td class="num">{{len .Res.Conflicts}}</td><td class="num">{{.Res.Duration}}</td></tr>
+{{range .Res.Conflicts}}<tr><td colspan="7" class="failed">conflict: {{.Path}}: {{.Reason}}</td></tr>{{end}}{{end}}</table>{{end}}
+{{with .Diverge}}<p>Written on the old server after its snapshot, outside the carried paths: {{.Count}} file(s){{if .Cut}} ({{.Cut}}){{end}}.</p>
+{{if .Files}}<table><tr><th>path</th><th>size</th><th>modified</th></tr>{{range .Files}}<tr><td>{{.Path}}</td><td class="num">{{.Size}}</td><td>{{.Mtime}}</td></tr>{{end}}</table>{{end}}{{end}}
+{{if .Hooks}}<table><tr><th>hook</th><th>on</th><th>command</th><th>result</th></tr>
+{{range .Hooks}}<tr><td>{{.Phase}}</td><td>{{.On}}</td><td><code>{{.Run}}</code></td><td class="{{if .OK}}ok{{else}}failed{{end}}">{{if .OK}}ok{{else}}FAILED{{end}}</td></tr>{{end}}</table>{{end}}
 {{if .Checks}}<table><tr><th>check</th><th>result</th><th>detail</th></tr>
 {{range .Checks}}<tr><td>{{.Name}}</td><td class="{{if .OK}}ok{{else}}failed{{end}}">{{if .OK}}ok{{else}}FAILED{{end}}</td><td>{{.Detail}}</td></tr>{{end}}</table>{{end}}
 {{end}}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/vmswap/vmswap/plans"
 	"github.com/vmswap/vmswap/plans/runner"
+	"github.com/vmswap/vmswap/verify/carry"
 	"github.com/vmswap/vmswap/verify/probe"
 )
 
@@ -33,10 +34,15 @@ func TestReportIsSelfContained(t *testing.T) {
 		"preflight": step(0, 0.1), "snapshot": step(0.1, 1), "launch": step(1, 1.1), "ready": step(1.1, 1.8),
 		"verify": step(1.8, 2), "cutover": step(2, 2.5), "observe": step(2.5, 5.5), "retire": step(5.5, 6)},
 		Checks: []runner.CheckResult{{Name: "memory", OK: true, Detail: "3.88GiB (want >= 3.5GiB)"}, {Name: "compare", OK: false, Detail: "bodies differ"}},
-		Probe:  pr}
+		Probe:  pr,
+		Passes: []runner.PassRecord{{Name: "catch-up", From: "web-1", To: "web-1-abc", Start: t0.Add(1900 * time.Millisecond), End: t0.Add(2 * time.Second), Res: carry.Result{Copied: 12, Bytes: 4096,
+			Conflicts: []carry.Conflict{{Path: "/srv/uploads/a.png", Reason: "changed on both sides"}}}}},
+		Divergence: &carry.Divergence{Count: 1, Files: []carry.ChangedFile{{Path: "/etc/app.conf", Size: 12, Mtime: t0}}},
+		Hooks:      []runner.HookRun{{Phase: "before_cutover", On: "new", Run: "systemctl reload app", OK: true}}}
 	p := &plans.Plan{Swaps: []plans.Swap{{Target: plans.Target{Size: "s-2vcpu-4gb"}, Cutover: plans.Cutover{LoadBalancer: &plans.LBCutover{}}}}}
 	j := &runner.Journal{RunID: "abc123", Swaps: []*runner.SwapState{st}}
-	res := &runner.Result{Status: "succeeded", Swaps: []runner.SwapResult{{Source: "web-1", New: "web-1-abc", Requests: 800, Failed: 2, P50ms: 1, P99ms: 3, DurationS: 6, Status: "succeeded"}}}
+	res := &runner.Result{Status: "succeeded", Swaps: []runner.SwapResult{{Source: "web-1", New: "web-1-abc", Requests: 800, Failed: 2, P50ms: 1, P99ms: 3, DurationS: 6, Status: "succeeded",
+		Writes: &probe.Writes{Uploads: 30, Sessions: 30}}}}
 	cmp := Comparison{Title: "classic", Result: runner.SwapResult{Failed: 200}, Probe: pr, Outage: 1100 * time.Millisecond,
 		Steps: map[string]*runner.StepLog{"shutdown": step(2, 2.3), "resize": step(2.3, 2.8), "power_on": step(2.8, 3.3)}}
 	var b bytes.Buffer
@@ -45,7 +51,8 @@ func TestReportIsSelfContained(t *testing.T) {
 	}
 	html := b.String()
 	for _, want := range []string{"vmswap: succeeded", "web-1 → web-1-abc", "<svg", ">snapshot<", ">observe<", ">shutdown<", "requests/s", "p99 ms",
-		"2 failed", "Outage: 1.1 s", "3.88GiB (want &gt;= 3.5GiB)", "FAILED"} {
+		"2 failed", "Outage: 1.1 s", "3.88GiB (want &gt;= 3.5GiB)", "FAILED",
+		"carry catch-up pass: 12 files", "conflict: /srv/uploads/a.png", "30 uploads and 30 sessions made during the swap, 0 lost", "/etc/app.conf", "systemctl reload app"} {
 		if !strings.Contains(html, want) {
 			t.Errorf("report lacks %q", want)
 		}

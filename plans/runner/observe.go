@@ -64,6 +64,7 @@ func ObserveWorld(ctx context.Context, p *plans.Plan, o registry.BuildOptions) e
 				o.Progress("warning: %s", w)
 			}
 		}
+		muts = append(muts, stateMutations(i, sw, name)...)
 		action := "power off " + name
 		if sw.Retire.Action == "delete" {
 			action = "delete " + name
@@ -129,6 +130,27 @@ func sizeProblems(sw plans.Swap, src *provider.Server, sz *provider.Size, warn p
 	}
 	if warn != nil && (sz.MemoryMB < src.MemoryMB || sz.VCPUs < src.VCPUs) && sz.Slug != src.Size {
 		warn("warning: %s is smaller than %s's %s (%d MB, %d CPUs to %d MB, %d CPUs): this is a downsize", sz.Slug, src.Name, src.Size, src.MemoryMB, src.VCPUs, sz.MemoryMB, sz.VCPUs)
+	}
+	return out
+}
+
+// stateMutations says what a swap does about state on its servers: hooks,
+// carry passes, the divergence report.
+func stateMutations(i int, sw plans.Swap, name string) []string {
+	var out []string
+	for _, ph := range sw.Hooks.Phases() {
+		for _, h := range ph.Hooks {
+			out = append(out, fmt.Sprintf("swaps[%d]: %s, run on the %s server over SSH: %s", i, strings.ReplaceAll(ph.Name, "_", " "), h.On, h.Run))
+		}
+	}
+	if c := sw.Carry; c != nil {
+		out = append(out, fmt.Sprintf("swaps[%d]: copy what %s writes after its snapshot under %s to the new server over SFTP: before the cutover, and again once %s gets no more traffic", i, name, strings.Join(c.Paths, ", "), name))
+	}
+	switch sw.DivergenceMode() {
+	case "warn":
+		out = append(out, fmt.Sprintf("swaps[%d]: before retiring %s, list the files it wrote after its snapshot that nothing carried", i, name))
+	case "stop":
+		out = append(out, fmt.Sprintf("swaps[%d]: before retiring %s, list the files it wrote after its snapshot that nothing carried, and pause (exit 4) if there are any", i, name))
 	}
 	return out
 }

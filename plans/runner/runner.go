@@ -136,6 +136,20 @@ type SwapResult struct {
 	Error     string   `json:"error,omitempty"`
 	Left      []string `json:"left,omitempty"`
 	Warnings  []string `json:"warnings,omitempty"`
+	// Carried sums the carry passes; Diverged counts the files the source
+	// wrote after its snapshot that no pass carried.
+	Carried  *CarrySum     `json:"carried,omitempty"`
+	Diverged *int          `json:"diverged,omitempty"`
+	Writes   *probe.Writes `json:"writes,omitempty"`
+}
+
+// CarrySum is what a swap's carry passes did, together.
+type CarrySum struct {
+	Passes    int   `json:"passes"`
+	Files     int   `json:"files"`
+	Bytes     int64 `json:"bytes"`
+	Deleted   int   `json:"deleted"`
+	Conflicts int   `json:"conflicts"`
 }
 
 // NewJournal starts the journal of a new run of doc.
@@ -258,7 +272,18 @@ func (r *Runner) swapResult(sr *swapRun) SwapResult {
 	if out.Source == "" {
 		out.Source = sr.sw.Source.Server
 	}
+	for _, p := range st.Passes {
+		if out.Carried == nil {
+			out.Carried = &CarrySum{}
+		}
+		c := out.Carried
+		c.Passes, c.Files, c.Bytes, c.Deleted, c.Conflicts = c.Passes+1, c.Files+p.Res.Copied, c.Bytes+p.Res.Bytes, c.Deleted+p.Res.Deleted, c.Conflicts+len(p.Res.Conflicts)
+	}
+	if d := st.Divergence; d != nil {
+		out.Diverged = &d.Count
+	}
 	if p := st.Probe; p != nil {
+		out.Writes = p.Writes
 		out.Requests, out.Failed = p.Requests, p.Failed
 		out.P50ms = float64(p.P50.Microseconds()) / 1000
 		out.P99ms = float64(p.P99.Microseconds()) / 1000

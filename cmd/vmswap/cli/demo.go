@@ -209,6 +209,9 @@ func demoWorld(ctx context.Context, l *lab.Lab, dir string, pr *printer, compare
 	v := plans.Verify{SSH: sshCfg, Memory: th(">= 3.5GiB"), Disk: th(">= 70GB"), CPUs: th(">= 2"),
 		HTTP:    []verify.HTTPCheck{{URL: fmt.Sprintf("http://www.demo.test:%d/health", port), Status: 200, BodyContains: "ok"}},
 		Compare: []string{"/", "/about.html"}}
+	// The demo app's users upload files and log in during the swaps: their
+	// uploads and sessions follow the traffic.
+	carry := &plans.Carry{Paths: []string{"/var/www/html/uploads", "/var/lib/app/sessions"}}
 	p := &plans.Plan{
 		Version:   plans.Version,
 		ID:        "demo",
@@ -218,7 +221,8 @@ func demoWorld(ctx context.Context, l *lab.Lab, dir string, pr *printer, compare
 				Name: "web-1 via load balancer", Source: plans.Source{Provider: "lab", Server: "web-1"}, Target: plans.Target{Size: "s-2vcpu-4gb"},
 				Verify:  v,
 				Cutover: plans.Cutover{LoadBalancer: &plans.LBCutover{Provider: "lab", ID: lbID, IdentifyHeader: "X-Served-By", Drain: plans.Duration(time.Second)}},
-				Probe:   &plans.Probe{URL: fmt.Sprintf("http://%s:%d/", lbIP, port), Rate: 200},
+				Probe:   &plans.Probe{URL: fmt.Sprintf("http://%s:%d/", lbIP, port), Rate: 200, Writes: true},
+				Carry:   carry,
 				Observe: plans.Duration(3 * time.Second),
 				Retire:  plans.Retire{Action: "power_off", KeepFor: plans.Duration(24 * time.Hour), ShutdownTimeout: plans.Duration(10 * time.Second)},
 			},
@@ -226,7 +230,8 @@ func demoWorld(ctx context.Context, l *lab.Lab, dir string, pr *printer, compare
 				Name: "web-2 via DNS", Source: plans.Source{Provider: "lab", Server: "web-2"}, Target: plans.Target{Size: "s-2vcpu-4gb"},
 				Verify:  v,
 				Cutover: plans.Cutover{DNS: &plans.DNSCutover{Provider: "lab", Record: "www.demo.test", Grace: plans.Duration(2 * time.Second)}},
-				Probe:   &plans.Probe{URL: fmt.Sprintf("http://www.demo.test:%d/", port), Rate: 200, Resolver: ep.DNS},
+				Probe:   &plans.Probe{URL: fmt.Sprintf("http://www.demo.test:%d/", port), Rate: 200, Resolver: ep.DNS, Writes: true},
+				Carry:   carry,
 				Observe: plans.Duration(3 * time.Second),
 				Retire:  plans.Retire{Action: "power_off", KeepFor: plans.Duration(24 * time.Hour), ShutdownTimeout: plans.Duration(10 * time.Second)},
 			},

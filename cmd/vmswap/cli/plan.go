@@ -54,6 +54,9 @@ type PlanOptions struct {
 	Grace    time.Duration
 	Timeout  time.Duration
 	Quiesce  bool
+	Carry    []string
+	CarryEx  []string
+	OnDiverg string
 }
 
 // NewCmdPlan builds `vmswap plan`.
@@ -113,6 +116,9 @@ func addPlanFlags(cmd *cobra.Command, o *PlanOptions) {
 	fl.DurationVar(&o.Grace, "grace", 0, "added to the old TTL before the old server stops (DNS; default 30s)")
 	fl.DurationVar(&o.Timeout, "ready-timeout", 0, "bound on each provider wait (default 15m)")
 	fl.BoolVar(&o.Quiesce, "quiesce", false, "run sync on the source over SSH (needs --ssh-user) just before its live, crash-consistent snapshot")
+	fl.StringArrayVar(&o.Carry, "carry", nil, "absolute `PATH` on the server whose changes after the snapshot follow the traffic over SFTP, e.g. /var/www/html/uploads (repeatable; needs --ssh-user)")
+	fl.StringArrayVar(&o.CarryEx, "carry-exclude", nil, "glob `PATTERN` not carried, e.g. '*.tmp' (repeatable)")
+	fl.StringVar(&o.OnDiverg, "on-divergence", "", "what to do when the source wrote files after its snapshot outside --carry: warn (default with --ssh-user), stop (pause before retire, exit 4) or off")
 }
 
 // buildPlan makes a plan from flags, reporting every missing or bad flag.
@@ -170,6 +176,17 @@ func buildPlan(o *PlanOptions) (*plans.Plan, error) {
 	}
 	if o.SSHUser != "" {
 		sw.Verify.SSH = &plans.SSH{User: o.SSHUser, Key: o.SSHKey, Port: o.SSHPort, KnownHosts: o.HostKeys}
+	}
+	if len(o.Carry) > 0 {
+		sw.Carry = &plans.Carry{Paths: o.Carry, Exclude: o.CarryEx}
+	} else if len(o.CarryEx) > 0 {
+		errs = append(errs, "--carry-exclude needs --carry: the paths to carry")
+	}
+	if (len(o.Carry) > 0 || o.OnDiverg != "" && o.OnDiverg != "off") && o.SSHUser == "" {
+		errs = append(errs, "--carry and --on-divergence work over SSH: add --ssh-user (and --ssh-key)")
+	}
+	if o.OnDiverg != "" {
+		sw.Divergence = &plans.Divergence{OnFound: o.OnDiverg}
 	}
 	switch {
 	case o.LB != "":

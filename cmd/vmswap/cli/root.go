@@ -19,6 +19,7 @@ import (
 
 	"github.com/vmswap/vmswap/plans"
 	"github.com/vmswap/vmswap/plans/runner"
+	"github.com/vmswap/vmswap/verify"
 )
 
 // Version is set at build time with -ldflags "-X ...cli.Version=v1.2.3".
@@ -274,6 +275,17 @@ func (p *printer) summary(res *runner.Result) {
 	fmt.Fprintf(w, "\n%-14s %-22s %-12s %-12s %9s %7s %8s %8s %8s\n", "SOURCE", "NEW", "CUTOVER", "STATUS", "REQUESTS", "FAILED", "P50", "P99", "TIME")
 	for _, s := range res.Swaps {
 		fmt.Fprintf(w, "%-14s %-22s %-12s %-12s %9d %7d %7.1fms %7.1fms %7.1fs\n", s.Source, dash(s.New), s.Cutover, s.Status, s.Requests, s.Failed, s.P50ms, s.P99ms, s.DurationS)
+	}
+	for _, s := range res.Swaps {
+		if c := s.Carried; c != nil {
+			fmt.Fprintf(w, "%s: carried %d files (%s) in %d passes, %d deleted, %d conflicts\n", s.Source, c.Files, verify.HumanBytes(float64(c.Bytes)), c.Passes, c.Deleted, c.Conflicts)
+		}
+		if s.Diverged != nil && *s.Diverged > 0 {
+			fmt.Fprintf(w, "%s: wrote %d files after its snapshot that nothing carried (listed above and in the journal)\n", s.Source, *s.Diverged)
+		}
+		if s.Writes != nil {
+			fmt.Fprintf(w, "%s: %s\n", s.Source, s.Writes)
+		}
 	}
 	fmt.Fprintf(w, "\nvmswap: %s\n", res.Status)
 	for _, s := range res.Swaps {
