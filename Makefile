@@ -46,7 +46,7 @@ fuzz:
 	$(GO) test ./verify/ -run '^$$' -fuzz '^FuzzParseThreshold$$' -fuzztime $(FUZZTIME)
 
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./cmd/vmswap/
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./cmd/vmswap/ ./verify/carry/
 
 demo:
 	$(GO) run ./cmd/vmswap demo
