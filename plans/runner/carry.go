@@ -53,6 +53,9 @@ type HookRun struct {
 	End   time.Time `json:"end"`
 }
 
+// maxJournalConflicts bounds the conflicts a pass record keeps.
+const maxJournalConflicts = 100
+
 // Names of the carry passes (their sub-steps are "carry:" + name).
 const (
 	passCatchUp    = "catch-up"
@@ -238,6 +241,9 @@ func (s *swapRun) doPass(ctx context.Context, name, from, to string) error {
 		return err
 	}
 	defer dst.Close()
+	// SFTP calls take no context: closing the sessions is what stops a
+	// copy in flight when the user interrupts.
+	defer context.AfterFunc(ctx, func() { src.Close(); dst.Close() })()
 	var ref carry.Manifest
 	if name != passCatchUp {
 		if ref, err = s.loadManifest(); err != nil {
@@ -269,10 +275,17 @@ func (s *swapRun) doPass(ctx context.Context, name, from, to string) error {
 		return err
 	}
 	rec.End, rec.Res = s.r.now(), res
+	if len(rec.Res.Conflicts) > maxJournalConflicts {
+		// The journal is rewritten at every step: it keeps the first ones.
+		rec.Res.Conflicts = rec.Res.Conflicts[:maxJournalConflicts]
+	}
 	s.st.Passes = append(s.st.Passes, rec)
 	s.r.emit(Event{Event: "carry", Swap: s.name(), Step: name, Status: "ok", Elapsed: res.Duration.Seconds(),
 		Message: fmt.Sprintf("carry %s pass: %d copied (%s), %d deleted, %d conflict(s), of %d paths, in %s",
 			name, res.Copied, verify.HumanBytes(float64(res.Bytes)), res.Deleted, len(res.Conflicts), res.Scanned, res.Duration.Round(time.Millisecond))})
+	if n := len(res.Conflicts); n > maxJournalConflicts {
+		s.st.Warnings = append(s.st.Warnings, fmt.Sprintf("the carry %s pass had %d conflicts; the journal keeps the first %d", name, n, maxJournalConflicts))
+	}
 	for i, c := range res.Conflicts {
 		if i == 10 {
 			s.r.emit(Event{Event: "warning", Swap: s.name(), Message: fmt.Sprintf("… and %d more conflicts (in the journal)", len(res.Conflicts)-10)})
