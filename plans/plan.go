@@ -302,6 +302,30 @@ type ObservedSwap struct {
 	// cutover moves it too.
 	RecordOther *dns.Record `yaml:"record_other,omitempty" json:"record_other,omitempty"`
 	IPTarget    string      `yaml:"ip_assigned_to,omitempty" json:"ip_assigned_to,omitempty"`
+	// Cost is what the swap costs, from the provider's own prices: for the
+	// reviewer, never compared at apply.
+	Cost *Cost `yaml:"cost,omitempty" json:"cost,omitempty"`
+}
+
+// Cost is what a swap costs and changes in cost, in the currency the
+// provider's API reports. A nil figure is one the API does not report.
+type Cost struct {
+	Currency          string   `yaml:"currency,omitempty" json:"currency,omitempty"`
+	SourceMonthly     *float64 `yaml:"source_monthly,omitempty" json:"source_monthly,omitempty"`
+	TargetMonthly     *float64 `yaml:"target_monthly,omitempty" json:"target_monthly,omitempty"`
+	MonthlyDifference *float64 `yaml:"monthly_difference,omitempty" json:"monthly_difference,omitempty"`
+	// OverlapHours is how long both servers run (launch to retire, as
+	// expected), and Overlap the new server's price for it.
+	OverlapHours float64  `yaml:"overlap_hours" json:"overlap_hours"`
+	Overlap      *float64 `yaml:"overlap,omitempty" json:"overlap,omitempty"`
+	// KeepHours is how long the retired server is kept powered off, and
+	// Kept what that costs.
+	KeepHours float64  `yaml:"keep_hours" json:"keep_hours"`
+	Kept      *float64 `yaml:"kept,omitempty" json:"kept,omitempty"`
+	// SnapshotGB bounds the snapshot's size (the source's disk); its price
+	// is not reported by the APIs vmswap reads.
+	SnapshotGB int      `yaml:"snapshot_gb" json:"snapshot_gb"`
+	Notes      []string `yaml:"notes,omitempty" json:"notes,omitempty"`
 }
 
 // durationSyntax is what a duration looks like, whatever its size.

@@ -10,6 +10,7 @@ package provider
 import (
 	"context"
 	"errors"
+	"math"
 	"time"
 )
 
@@ -59,6 +60,34 @@ type Size struct {
 	// NoIPv6 is set for a size that cannot have an IPv6 address (some EC2
 	// instance types).
 	NoIPv6 bool `json:"no_ipv6,omitempty" yaml:"no_ipv6,omitempty"`
+	// Price is what the provider's API says the size costs; nil where it
+	// reports no price (EC2 without the Pricing API).
+	Price *Price `json:"price,omitempty" yaml:"price,omitempty"`
+}
+
+// Price is a size's price as its provider's API reports it.
+type Price struct {
+	Monthly  float64 `json:"monthly" yaml:"monthly"`
+	Hourly   float64 `json:"hourly" yaml:"hourly"`
+	Currency string  `json:"currency" yaml:"currency"`
+	// MaxHoursPerMonth caps the hours billed in a month (DigitalOcean: 672,
+	// so a full month costs Monthly). Zero: no cap.
+	MaxHoursPerMonth int `json:"max_hours_per_month,omitempty" yaml:"max_hours_per_month,omitempty"`
+	// BilledWhenOff: a powered-off server is billed as if it ran
+	// (DigitalOcean droplets).
+	BilledWhenOff bool `json:"billed_when_off,omitempty" yaml:"billed_when_off,omitempty"`
+}
+
+// For is the price of h hours of one server: hourly, with each month's
+// hours capped where the provider caps them.
+func (p *Price) For(h float64) float64 {
+	if p.MaxHoursPerMonth <= 0 {
+		return h * p.Hourly
+	}
+	const month = 730 // hours in an average month
+	full := math.Floor(h / month)
+	rest := math.Min(h-full*month, float64(p.MaxHoursPerMonth))
+	return full*p.Monthly + rest*p.Hourly
 }
 
 // ServerGetter finds servers.

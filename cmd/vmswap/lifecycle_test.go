@@ -86,7 +86,7 @@ func TestApplyAfterRollbackStartsANewRun(t *testing.T) {
 	w := newCutoverWorld(t, "", "loadbalancer")
 	must(t, vmswap(t, w.env, "apply", "--poll", "50ms", w.planFile), 0, "vmswap: succeeded")
 	first := w.serving(t)
-	must(t, vmswap(t, w.env, "rollback", "--poll", "50ms", w.planFile), 0, "vmswap: reverted")
+	must(t, vmswap(t, w.env, "rollback", "--yes", "--poll", "50ms", w.planFile), 0, "vmswap: reverted")
 	if got := w.serving(t); !slices.Equal(got, []int{w.srcID}) {
 		t.Fatalf("pool after rollback: %v", got)
 	}
@@ -131,7 +131,7 @@ func TestChangedPlanDuringInterruptedRun(t *testing.T) {
 	if obs := j.Swaps[0].Steps["observe"]; obs.End.Sub(obs.Start) >= 2*time.Second {
 		t.Fatalf("--finish ran the changed plan (observe %s)", obs.End.Sub(obs.Start))
 	}
-	must(t, vmswap(t, w.env, "rollback", "--poll", "50ms", w.planFile), 0, "vmswap: reverted")
+	must(t, vmswap(t, w.env, "rollback", "--yes", "--poll", "50ms", w.planFile), 0, "vmswap: reverted")
 	must(t, vmswap(t, w.env, "apply", "--poll", "50ms", w.planFile), 0, "starting run", "vmswap: succeeded")
 	j, _ = runner.LoadJournal(runner.JournalPath(w.planFile))
 	if obs := j.Swaps[0].Steps["observe"]; obs.End.Sub(obs.Start) < 2*time.Second {
@@ -235,7 +235,7 @@ func TestRollbackAfterInterruptedCutover(t *testing.T) {
 					}
 				}
 			}
-			r := vmswap(t, w.env, "rollback", "--poll", "50ms", "--break-lock", w.planFile)
+			r := vmswap(t, w.env, "rollback", "--yes", "--poll", "50ms", "--break-lock", w.planFile)
 			sum := ext.Stop()
 			must(t, r, 0, "vmswap: reverted")
 			if got := w.serving(t); !slices.Equal(got, []int{w.srcID}) {
@@ -344,7 +344,7 @@ func TestRollbackAfterCompletedCutover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	must(t, vmswap(t, w.env, "rollback", "--poll", "50ms", w.planFile), 0, "vmswap: reverted")
+	must(t, vmswap(t, w.env, "rollback", "--yes", "--poll", "50ms", w.planFile), 0, "vmswap: reverted")
 	sum := ext.Stop()
 	if got := w.serving(t); !slices.Equal(got, []int{w.srcID}) {
 		t.Fatalf("after rollback the reserved IP leads to %v, want %d", got, w.srcID)

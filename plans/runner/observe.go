@@ -34,11 +34,12 @@ func ObserveWorld(ctx context.Context, p *plans.Plan, o registry.BuildOptions) e
 		if runs := claimsOn(src); len(runs) > 0 {
 			errs = append(errs, fmt.Sprintf("%s is being swapped by run %s (tag %s on the server): plan it once that run is finished or rolled back", src.Name, strings.Join(runs, ", "), claimTag(runs[0])))
 		}
-		if sz, err := comp.GetSize(ctx, sw.Target.Size); err != nil {
+		tgt, err := comp.GetSize(ctx, sw.Target.Size)
+		if err != nil {
 			errs = append(errs, err.Error())
 		} else {
-			seen.TargetSize = *sz
-			errs = append(errs, sizeProblems(sw, src, sz, o.Progress)...)
+			seen.TargetSize = *tgt
+			errs = append(errs, sizeProblems(sw, src, tgt, o.Progress)...)
 		}
 		name := src.Name
 		muts = append(muts, fmt.Sprintf("swaps[%d]: snapshot %s (%s) live, so the image is crash-consistent%s, as vmswap-%s-<time>-%s", i, name, src.ID, quiesceNote(sw), name, p.ID))
@@ -65,6 +66,12 @@ func ObserveWorld(ctx context.Context, p *plans.Plan, o registry.BuildOptions) e
 			}
 		}
 		muts = append(muts, stateMutations(i, sw, name)...)
+		if tgt != nil {
+			// The source's own size for its price; a size the provider no
+			// longer lists just has no price.
+			from, _ := comp.GetSize(ctx, src.Size)
+			seen.Cost = estimateCost(sw, src, from, tgt, expectedOverlap(sw, kind, &seen))
+		}
 		action := "power off " + name
 		if sw.Retire.Action == "delete" {
 			action = "delete " + name

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-multierror"
 
+	"github.com/vmswap/vmswap/plans"
 	"github.com/vmswap/vmswap/verify"
 )
 
@@ -165,4 +167,36 @@ func (r *Runner) revertSwap(ctx context.Context, s *swapRun) (int, string) {
 		return fail(err)
 	}
 	return ExitOK, ""
+}
+
+// RevertPlan says, one line per swap, what Revert will do with run j.
+func RevertPlan(j *Journal, doc *plans.Document) []string {
+	var out []string
+	for i := len(j.Swaps) - 1; i >= 0; i-- {
+		st := j.Swaps[i]
+		sw := doc.Plan.Swaps[i]
+		src := st.SourceNameOr(sw.Source.Server)
+		switch {
+		case st.Status == StatusSucceeded || st.has(subOldRetired) && st.Status != StatusRolledBack && st.Status != StatusReverted:
+			line := fmt.Sprintf("power %s on, check it, move traffic back to it from %s, then retire %s (%s)", src, st.NewName, st.NewName, orRetire(sw.Retire.Action))
+			if sw.Carry != nil {
+				line += fmt.Sprintf("; what users wrote on %s under %s is carried back first", st.NewName, strings.Join(sw.Carry.Paths, ", "))
+			}
+			out = append(out, line)
+		case st.Status == StatusRunning || st.Status == StatusInterrupted || st.Status == StatusNeedsAttention || st.Status == StatusPaused:
+			line := fmt.Sprintf("undo the unfinished swap of %s: move traffic back to it if any moved, then delete what the run created", src)
+			if st.NewName != "" {
+				line = fmt.Sprintf("undo the unfinished swap of %s: move traffic back to it if any moved, then delete %s and the image", src, st.NewName)
+			}
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+func orRetire(a string) string {
+	if a == "delete" {
+		return "deleted"
+	}
+	return "powered off"
 }

@@ -189,8 +189,9 @@ type Driver struct {
 	poll time.Duration
 	prog provider.Progress
 
-	mu   sync.Mutex
-	seen map[int]*godo.Droplet // droplets GetServer read, for Launch to copy
+	mu    sync.Mutex
+	seen  map[int]*godo.Droplet // droplets GetServer read, for Launch to copy
+	sizes []godo.Size           // the sizes list, read once per process
 }
 
 func (d *Driver) remember(dr *godo.Droplet) {
@@ -309,14 +310,28 @@ func (d *Driver) GetServer(ctx context.Context, ref string) (*provider.Server, e
 // GetSize implements provider.SizeGetter.
 // https://docs.digitalocean.com/reference/api/api-reference/#operation/sizes_list
 func (d *Driver) GetSize(ctx context.Context, slug string) (*provider.Size, error) {
-	sizes, _, err := d.c.Sizes.List(ctx, &godo.ListOptions{PerPage: 200})
-	if err != nil {
-		return nil, wrap(err, "list sizes")
+	d.mu.Lock()
+	sizes := d.sizes
+	d.mu.Unlock()
+	if sizes == nil {
+		var err error
+		if sizes, _, err = d.c.Sizes.List(ctx, &godo.ListOptions{PerPage: 200}); err != nil {
+			return nil, wrap(err, "list sizes")
+		}
+		d.mu.Lock()
+		d.sizes = sizes
+		d.mu.Unlock()
 	}
 	var some []string
 	for _, s := range sizes {
 		if s.Slug == slug {
-			return &provider.Size{Slug: s.Slug, MemoryMB: s.Memory, VCPUs: s.Vcpus, DiskGB: s.Disk}, nil
+			sz := &provider.Size{Slug: s.Slug, MemoryMB: s.Memory, VCPUs: s.Vcpus, DiskGB: s.Disk}
+			if s.PriceMonthly > 0 {
+				// DigitalOcean bills by the hour up to 672 hours a month, in
+				// US dollars, and bills a powered-off droplet as if it ran.
+				sz.Price = &provider.Price{Monthly: s.PriceMonthly, Hourly: s.PriceHourly, Currency: "USD", MaxHoursPerMonth: 672, BilledWhenOff: true}
+			}
+			return sz, nil
 		}
 		if len(some) < 6 && s.Available {
 			some = append(some, s.Slug)

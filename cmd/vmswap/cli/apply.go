@@ -24,7 +24,9 @@ type ApplyOptions struct {
 	// Finish finishes the last run with the plan it recorded.
 	Finish bool
 	// Continue goes on with a run paused for a decision (exit 4).
-	Continue  bool
+	Continue bool
+	// Yes answers the question upgrade and rollback ask before a change.
+	Yes       bool
 	Output    string
 	BreakLock bool
 	Report    string

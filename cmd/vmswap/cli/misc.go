@@ -203,7 +203,17 @@ func NewCmdUpgrade(f *Factory, runF func(*PlanOptions, *ApplyOptions) error) *co
 			if runF != nil {
 				return runF(po, ao)
 			}
+			if !ao.Yes && !po.IO.IsTerminal {
+				// Before anything is read from the provider.
+				return confirm(po.IO, false, "nothing was changed: upgrade asks before it changes anything")
+			}
+			if ao.Output == "json" {
+				po.Format = "json"
+			}
 			if err := planRun(cmd.Context(), po); err != nil {
+				return err
+			}
+			if err := confirm(po.IO, ao.Yes, fmt.Sprintf("nothing was changed; the plan is saved in %s (apply it with `vmswap apply %s`)", po.Out, po.Out)); err != nil {
 				return err
 			}
 			ao.PlanFile = po.Out
@@ -214,6 +224,7 @@ func NewCmdUpgrade(f *Factory, runF func(*PlanOptions, *ApplyOptions) error) *co
 	cmd.Flags().StringVar(&po.Out, "plan-file", "", "where to save the plan (default vmswap-<source>-<time>.yaml)")
 	cmd.Flags().StringVar(&ao.Output, "output", "text", "text or json")
 	cmd.Flags().StringVar(&ao.Report, "report", "", "write an HTML report of the swap to this file")
+	cmd.Flags().BoolVarP(&ao.Yes, "yes", "y", false, "go ahead without asking (needed without a terminal, as in CI)")
 	return cmd
 }
 

@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -57,6 +58,9 @@ type PlanOptions struct {
 	Carry    []string
 	CarryEx  []string
 	OnDiverg string
+	// Format is text (the plan's changes and cost on stderr) or json (one
+	// "plan" event on stdout).
+	Format string
 }
 
 // NewCmdPlan builds `vmswap plan`.
@@ -82,6 +86,7 @@ apply will make. Nothing is changed. Review it, commit it, then run vmswap apply
 	addPlanFlags(cmd, opts)
 	cmd.Flags().StringVarP(&opts.Out, "out", "o", "", "write the plan to this file (default: stdout)")
 	cmd.Flags().StringVar(&opts.Refresh, "refresh", "", "re-observe the world for this plan file and rewrite it")
+	cmd.Flags().StringVar(&opts.Format, "format", "text", "text, or json: the changes and the cost as one JSON event on stdout")
 	return cmd
 }
 
@@ -124,6 +129,9 @@ func addPlanFlags(cmd *cobra.Command, o *PlanOptions) {
 // buildPlan makes a plan from flags, reporting every missing or bad flag.
 func buildPlan(o *PlanOptions) (*plans.Plan, error) {
 	var errs []string
+	if o.Format != "" && o.Format != "text" && o.Format != "json" {
+		errs = append(errs, fmt.Sprintf("--format %q: want text or json", o.Format))
+	}
 	if o.Source == "" {
 		errs = append(errs, "--source is required: the name or ID of the server to upgrade")
 	}
@@ -263,18 +271,78 @@ func planRun(ctx context.Context, o *PlanOptions) error {
 	if _, err := plans.Check(orStdout(out), b); err != nil {
 		return exitf(runner.ExitBadInput, "the plan from these flags is not valid:\n%v", err)
 	}
-	if out == "" || out == "-" {
+	toStdout := out == "" || out == "-"
+	if !toStdout {
+		if err := os.WriteFile(out, b, 0o644); err != nil {
+			return err
+		}
+	}
+	if o.Format == "json" {
+		return planEvent(o.IO, p, out, toStdout)
+	}
+	if toStdout {
 		_, err = o.IO.Out.Write(b)
-		return err
+	} else {
+		fmt.Fprintf(o.IO.ErrOut, "wrote %s; apply will:\n", out)
 	}
-	if err := os.WriteFile(out, b, 0o644); err != nil {
-		return err
-	}
-	fmt.Fprintf(o.IO.ErrOut, "wrote %s; apply will:\n", out)
 	for _, m := range p.Mutations {
-		fmt.Fprintf(o.IO.ErrOut, "  - %s\n", m)
+		if !toStdout {
+			fmt.Fprintf(o.IO.ErrOut, "  - %s\n", m)
+		}
 	}
-	return nil
+	printCost(o.IO, p)
+	return err
+}
+
+// printCost says what the plan's swaps cost, on stderr.
+func printCost(io *IOStreams, p *plans.Plan) {
+	if p.Observed == nil {
+		return
+	}
+	var lines []string
+	for i, seen := range p.Observed.Swaps {
+		lines = append(lines, runner.CostLines(p.Swaps[i].Source.Server, seen.Cost)...)
+	}
+	if len(lines) == 0 {
+		return
+	}
+	fmt.Fprintln(io.ErrOut, "cost, from the provider's prices:")
+	for _, l := range lines {
+		fmt.Fprintf(io.ErrOut, "  %s\n", l)
+	}
+}
+
+// planEvent prints the plan's changes and cost as one JSON event, with the
+// plan itself when it was not written to a file.
+func planEvent(io *IOStreams, p *plans.Plan, file string, withPlan bool) error {
+	type swapCost struct {
+		Source string      `json:"source"`
+		Cost   *plans.Cost `json:"cost,omitempty"`
+	}
+	ev := struct {
+		Event     string      `json:"event"`
+		Time      time.Time   `json:"time"`
+		File      string      `json:"file,omitempty"`
+		Mutations []string    `json:"mutations"`
+		Swaps     []swapCost  `json:"swaps"`
+		Plan      *plans.Plan `json:"plan,omitempty"`
+	}{Event: "plan", Time: time.Now().UTC(), Mutations: p.Mutations}
+	if withPlan {
+		ev.Plan = p
+	} else {
+		ev.File = file
+	}
+	if p.Observed != nil {
+		for i, seen := range p.Observed.Swaps {
+			ev.Swaps = append(ev.Swaps, swapCost{p.Swaps[i].Source.Server, seen.Cost})
+		}
+	}
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(io.Out, string(b))
+	return err
 }
 
 func orStdout(s string) string {

@@ -19,7 +19,10 @@ func NewCmdRollback(f *Factory, runF func(*ApplyOptions) error) *cobra.Command {
 keep_for), rollback powers it on, checks it with the plan's HTTP checks, moves traffic back
 to it, and retires the new server as the plan retires servers. For a run that stopped
 part-way, it undoes what that run did and deletes what it created. It always works from
-the plan the run recorded in its journal, even if the plan file changed since.`,
+the plan the run recorded in its journal, even if the plan file changed since.
+
+It moves production traffic, so it says what it will do and asks first; --yes skips the
+question, and without a terminal (CI) --yes is required.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.PlanFile = args[0]
@@ -30,6 +33,7 @@ the plan the run recorded in its journal, even if the plan file changed since.`,
 		},
 	}
 	addRunFlags(cmd, opts)
+	cmd.Flags().BoolVarP(&opts.Yes, "yes", "y", false, "go ahead without asking (needed without a terminal, as in CI)")
 	return cmd
 }
 
@@ -50,6 +54,15 @@ func rollbackRun(ctx context.Context, opts *ApplyOptions) error {
 		return nil
 	}
 	defer sess.Close()
+	if !opts.Yes {
+		fmt.Fprintf(opts.IO.ErrOut, "rollback of run %s (%s) will:\n", sess.Journal.RunID, sess.Journal.Status)
+		for _, l := range runner.RevertPlan(sess.Journal, sess.Doc) {
+			fmt.Fprintf(opts.IO.ErrOut, "  - %s\n", l)
+		}
+	}
+	if err := confirm(opts.IO, opts.Yes, "nothing was changed: rollback asks before it moves traffic"); err != nil {
+		return pr.fail(err)
+	}
 	stop := context.AfterFunc(ctx, func() {
 		pr.emit(runner.Event{Event: "warning", Message: "interrupt: the rollback runs to its end, since stopping half-way would leave traffic split (press Ctrl-C again to quit at once)"})
 	})

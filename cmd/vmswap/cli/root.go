@@ -4,6 +4,7 @@
 package cli
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -30,7 +31,8 @@ type IOStreams struct {
 	In     io.Reader
 	Out    io.Writer // results and JSON
 	ErrOut io.Writer // progress and warnings
-	// IsTerminal reports whether Out/ErrOut are a terminal (colour, prompts).
+	// IsTerminal reports whether stdin and stderr are a terminal: a person
+	// is there to answer a question.
 	IsTerminal bool
 }
 
@@ -134,7 +136,7 @@ func Main(args []string, f *Factory) int {
 // DefaultFactory is the factory of the real process.
 func DefaultFactory(sig <-chan os.Signal) *Factory {
 	return &Factory{
-		IO:      &IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr, IsTerminal: term.IsTerminal(int(os.Stderr.Fd()))},
+		IO:      &IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr, IsTerminal: term.IsTerminal(int(os.Stdin.Fd())) && term.IsTerminal(int(os.Stderr.Fd()))},
 		Getenv:  os.Getenv,
 		Signals: sig,
 	}
@@ -309,4 +311,25 @@ func dash(s string) string {
 // its own line.
 func planErrors(err error) error {
 	return &ExitError{Code: runner.ExitBadInput, Err: err}
+}
+
+// confirm asks, as Terraform does, before a command changes production:
+// only "yes" goes on. --yes skips the question; without a terminal to ask
+// on, the command refuses (exit 2): a CI job must say --yes explicitly.
+func confirm(io *IOStreams, yes bool, refuse string) error {
+	if yes {
+		return nil
+	}
+	if !io.IsTerminal {
+		return exitf(runner.ExitBadInput, "%s: no terminal to ask on, so pass --yes to go ahead", refuse)
+	}
+	fmt.Fprint(io.ErrOut, "\nDo you want to perform these actions? Only 'yes' will be accepted: ")
+	line, err := bufio.NewReader(io.In).ReadString('\n')
+	if strings.TrimSpace(line) != "yes" {
+		if err != nil && line == "" {
+			fmt.Fprintln(io.ErrOut)
+		}
+		return exitf(runner.ExitBadInput, "%s: the answer was not 'yes'", refuse)
+	}
+	return nil
 }
