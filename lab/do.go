@@ -266,7 +266,11 @@ func (l *Lab) doDropletsCreate(c *call) (result, *apiError) {
 		return result{}, unprocessable("%v", err)
 	}
 	d.ID, d.IP = l.nextID(), ip
-	if err := provisionDisk(l.diskDir("d", d.ID), snapDir, d.Name, keys); err != nil {
+	hostname := d.Name
+	if snapDir != "" && l.takeFault(FaultKeepHostname, "") != nil {
+		hostname = "" // the image's own
+	}
+	if err := provisionDisk(l.diskDir("d", d.ID), snapDir, hostname, keys); err != nil {
 		return result{}, &apiError{status: 500, id: "server_error", msg: err.Error()}
 	}
 	for _, t := range d.Tags {
@@ -482,6 +486,13 @@ func (l *Lab) doDropletActionsPost(c *call) (result, *apiError) {
 			d.Status = "active"
 			return true
 		})
+	case "rename":
+		if !validHostname(in.Name) {
+			return result{}, unprocessable("Name is not a valid hostname: use letters, digits, dots and dashes.")
+		}
+		a = l.newAction("rename", d.ID, "droplet", d.Region)
+		name := in.Name
+		l.finish(a, l.cfg.Durations.Action, func() bool { d.Name = name; return true })
 	case "resize":
 		if d.Status != "off" {
 			return result{}, unprocessable("Droplet is currently on. Please power it off to run this event.")
@@ -1210,4 +1221,17 @@ func (l *Lab) doTagsDelete(c *call) (result, *apiError) {
 	}
 	delete(l.st.Tags, name)
 	return result{204, nil}, nil
+}
+
+// validHostname is DigitalOcean's rule for droplet names.
+func validHostname(n string) bool {
+	if n == "" || len(n) > 255 {
+		return false
+	}
+	for _, r := range n {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-') {
+			return false
+		}
+	}
+	return true
 }

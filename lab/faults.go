@@ -35,6 +35,10 @@ const (
 	// drops the connection before answering, as a proxy or network does
 	// when it fails at the wrong moment.
 	FaultDropAfterCommit = "drop_after_commit"
+	// FaultKeepHostname makes the next droplet created from a snapshot keep
+	// the snapshot's hostname, as an image without cloud-init's hostname
+	// reset does.
+	FaultKeepHostname = "keep_hostname"
 )
 
 // Fault is one injected failure. Inject it with Lab.Inject or POST /lab/faults.
@@ -63,13 +67,13 @@ func (l *Lab) injectLocked(f Fault) error {
 		if f.Operation == "" {
 			return fmt.Errorf("lab: fault %s needs an operation", f.Kind)
 		}
-	case FaultNeverActive, FaultServe500, FaultServeContent, FaultSlowBoot, FaultDNSReject:
+	case FaultNeverActive, FaultServe500, FaultServeContent, FaultSlowBoot, FaultDNSReject, FaultKeepHostname:
 	case FaultLBIgnoreNew:
 		for _, lb := range l.st.LBs {
 			lb.IgnoreAfter = true
 		}
 	default:
-		return fmt.Errorf("lab: unknown fault kind %q (known: %s)", f.Kind, strings.Join([]string{FaultHTTPError, FaultRateLimit, FaultActionErrored, FaultNeverActive, FaultServe500, FaultServeContent, FaultSlowBoot, FaultDNSReject, FaultLBIgnoreNew, FaultDropAfterCommit}, ", "))
+		return fmt.Errorf("lab: unknown fault kind %q (known: %s)", f.Kind, strings.Join([]string{FaultHTTPError, FaultRateLimit, FaultActionErrored, FaultNeverActive, FaultServe500, FaultServeContent, FaultSlowBoot, FaultDNSReject, FaultLBIgnoreNew, FaultDropAfterCommit, FaultKeepHostname}, ", "))
 	}
 	if f.Count <= 0 {
 		f.Count = 1

@@ -400,7 +400,8 @@ func (m *machine) diskUsed() int64 {
 
 // provisionDisk lays out a new droplet's disk: from a snapshot's copy, or a
 // fresh distribution image with a default page. Either way the droplet gets
-// its own hostname and host key, as cloud-init gives a new instance.
+// its own host key, and its own hostname unless name is "" (the image's),
+// as cloud-init gives a new instance.
 func provisionDisk(dir, fromSnapshot, name string, keys []string) error {
 	if fromSnapshot != "" {
 		if err := copyDir(fromSnapshot, dir); err != nil {
@@ -412,8 +413,10 @@ func provisionDisk(dir, fromSnapshot, name string, keys []string) error {
 			return err
 		}
 	}
-	if err := writeFile(filepath.Join(dir, hostnameFile), name+"\n"); err != nil {
-		return err
+	if name != "" {
+		if err := writeFile(filepath.Join(dir, hostnameFile), name+"\n"); err != nil {
+			return err
+		}
 	}
 	if len(keys) > 0 {
 		if err := appendLines(filepath.Join(dir, authorizedKeys), keys); err != nil {

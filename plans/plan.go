@@ -77,6 +77,10 @@ type Swap struct {
 	// crash-consistent; this flushes the page cache to disk first.
 	Quiesce bool   `yaml:"quiesce,omitempty" json:"quiesce,omitempty" doc:"Run sync on the source over SSH (verify.ssh) just before the live, crash-consistent snapshot."`
 	Retire  Retire `yaml:"retire,omitempty" json:"retire,omitempty"`
+	// Names is what happens to names when the old server is retired: keep
+	// (the new server takes the source's name; the old one becomes
+	// NAME-retired-RUN) or suffix (the new server keeps NAME-RUN).
+	Names string `yaml:"names,omitempty" json:"names,omitempty" check:"enum=keep|suffix,label=names" doc:"keep (default): the new server takes the source's name once the source is retired, and the source becomes NAME-retired-RUN; suffix: the new server stays NAME-RUN."`
 	// Carry lists what the source writes after its snapshot that must follow
 	// the traffic (uploads, sessions), copied over SFTP.
 	Carry *Carry `yaml:"carry,omitempty" json:"carry,omitempty"`
@@ -113,6 +117,9 @@ type Verify struct {
 	// CompareBase is the URL the compare paths are resolved against. Empty:
 	// the first HTTP check's URL, else the probe URL.
 	CompareBase string `yaml:"compare_base,omitempty" json:"compare_base,omitempty" doc:"Base URL for compare paths; default the first http check's URL."`
+	// HostnameCheck is what a new server whose OS hostname is the source's
+	// (an image that carried it) gets: warn (default) or fail.
+	HostnameCheck string `yaml:"hostname_check,omitempty" json:"hostname_check,omitempty" check:"enum=warn|fail,label=hostname_check" doc:"When the new server's OS hostname is the source's (the image carried it): warn (default) or fail verify."`
 	// ConnectAddress sends HTTP checks to this host[:port] instead of the new
 	// server's public IP (a bastion, a port-forward).
 	ConnectAddress string `yaml:"connect_address,omitempty" json:"connect_address,omitempty" doc:"Send checks here instead of the new server's IP (bastion, port-forward)."`
@@ -192,6 +199,9 @@ func (h *Hooks) Of(phase string) []Hook {
 	}
 	return nil
 }
+
+// KeepsNames reports whether the new server takes the source's name.
+func (sw *Swap) KeepsNames() bool { return sw.Names != "suffix" }
 
 // DivergenceMode is what the swap does about writes outside its carried
 // paths: "off" without SSH to look with.

@@ -189,6 +189,14 @@ type Tagger interface {
 	UntagServer(ctx context.Context, id, tag string) error
 }
 
+// Renamer renames servers, so that a server keeps its name across swaps.
+type Renamer interface {
+	// RenameServer gives the server a new name; one it has already is a
+	// no-op, so a repeated call is safe. The operating system's hostname is
+	// not changed.
+	RenameServer(ctx context.Context, id, name string) error
+}
+
 // Compute is everything a swap needs from a compute provider.
 type Compute interface {
 	ServerGetter
@@ -199,6 +207,7 @@ type Compute interface {
 	Deleter
 	TagFinder
 	Tagger
+	Renamer
 }
 
 // Entrypoint is a way traffic reaches a server: a load balancer that lists

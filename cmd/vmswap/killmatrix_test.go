@@ -233,6 +233,13 @@ func killAndResume(t *testing.T, w *killWorld, pt string) {
 	if got := w.serving(t); len(got) != 1 || got[0] != newID {
 		t.Fatalf("after kill at %s: the entry point leads to %v, want the new droplet %d", pt, got, newID)
 	}
+	// The names moved, whatever the kill interrupted: the server is still
+	// web-1, and the retired one is web-1-retired-RUN.
+	for _, d := range inv.Droplets {
+		if d.ID == newID && d.Name != "web-1" || d.ID == w.srcID && !strings.HasPrefix(d.Name, "web-1-retired-") {
+			t.Fatalf("after kill at %s: droplet %d is named %q", pt, d.ID, d.Name)
+		}
+	}
 	for _, d := range inv.Droplets {
 		for _, tag := range d.Tags {
 			if strings.HasPrefix(tag, "vmswap-claim:") {

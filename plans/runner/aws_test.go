@@ -162,6 +162,11 @@ func TestAWSSwaps(t *testing.T) {
 			if old.Status != "off" {
 				t.Fatalf("old instance is %s", old.Status)
 			}
+			// The names moved with the Name tag: the new instance is web-1.
+			nw, _ := r.Drivers["aws"].Compute.GetServer(context.Background(), j.Swaps[0].NewID)
+			if nw.Name != "web-1" || old.Name != "web-1-retired-"+j.RunID[:6] {
+				t.Fatalf("names after the swap: new %q, old %q", nw.Name, old.Name)
+			}
 			switch cut {
 			case "target_group":
 				pool, _ := r.Drivers["aws"].LB.Pool(context.Background(), a.w.TargetGroup)
@@ -212,6 +217,11 @@ func TestAWSSwaps(t *testing.T) {
 		r := a.runner(doc, nil, nil)
 		if got, _ := r.Drivers["aws"].IP.AssignedTo(context.Background(), a.w.EIP); got != a.w.InstanceID {
 			t.Fatalf("EIP after switching back: %s", got)
+		}
+		old, _ := r.Drivers["aws"].Compute.GetServer(context.Background(), a.w.InstanceID)
+		nw, _ := r.Drivers["aws"].Compute.GetServer(context.Background(), j.Swaps[0].NewID)
+		if old.Name != "web-1" || nw.Name != j.Swaps[0].NewName {
+			t.Fatalf("names after switching back: old %q, new %q (want web-1, %s)", old.Name, nw.Name, j.Swaps[0].NewName)
 		}
 	})
 	t.Run("iam_policy", func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/vmswap/vmswap/plans"
@@ -106,8 +107,56 @@ func retire(ctx context.Context, s *swapRun) error {
 			return err
 		}
 	}
+	if err := s.moveNames(ctx); err != nil {
+		return err
+	}
 	if !s.sw.Retire.KeepImage && s.st.ImageID != "" {
 		return s.once(subImageDeleted, func() error { return s.comp.DeleteImage(ctx, s.st.ImageID) })
+	}
+	return nil
+}
+
+// retiredName is what the source is called once retired and kept.
+func (s *swapRun) retiredName() string {
+	return fmt.Sprintf("%s-retired-%s", s.st.SourceName, s.r.Journal.RunID[:6])
+}
+
+// moveNames gives the new server the source's name once the source is
+// retired: the source is renamed first (names are unique on some clouds),
+// then the new server takes its name. Each rename is journalled before it
+// is made; a rerun makes the ones not done.
+func (s *swapRun) moveNames(ctx context.Context) error {
+	if !s.sw.KeepsNames() || s.st.NewID == "" {
+		return nil
+	}
+	if s.sw.Retire.Action != "delete" {
+		if err := s.once(subRenameOld, func() error {
+			s.progress("renaming %s to %s", s.st.SourceName, s.retiredName())
+			return s.comp.RenameServer(ctx, s.st.SourceID, s.retiredName())
+		}); err != nil {
+			return err
+		}
+	}
+	return s.once(subRenameNew, func() error {
+		s.progress("renaming %s to %s: the server keeps its name", s.st.NewName, s.st.SourceName)
+		return s.comp.RenameServer(ctx, s.st.NewID, s.st.SourceName)
+	})
+}
+
+// restoreNames undoes moveNames when the swap is switched back: the new
+// server gives the name up first, then the source takes it back.
+func (s *swapRun) restoreNames(ctx context.Context) error {
+	if slices.Contains(s.st.Intents, subRenameNew) {
+		s.progress("renaming %s back to %s", s.st.SourceName, s.st.NewName)
+		if err := s.comp.RenameServer(ctx, s.st.NewID, s.st.NewName); err != nil {
+			return err
+		}
+	}
+	if slices.Contains(s.st.Intents, subRenameOld) {
+		s.progress("renaming %s back to %s", s.retiredName(), s.st.SourceName)
+		if err := s.comp.RenameServer(ctx, s.st.SourceID, s.st.SourceName); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/vmswap/vmswap/provider"
@@ -94,7 +95,7 @@ func launch(ctx context.Context, s *swapRun) error {
 	}
 	if s.st.Token == "" {
 		s.st.Token = fmt.Sprintf("%s-%d", s.r.Journal.RunID, s.i)
-		s.st.NewName = fmt.Sprintf("%s-%s", src.Name, s.r.Journal.RunID[:6])
+		s.st.NewName = fmt.Sprintf("%s-%s", baseName(src), s.r.Journal.RunID[:6])
 		if err := s.r.save(); err != nil {
 			return err
 		}
@@ -168,4 +169,26 @@ func ready(ctx context.Context, s *swapRun) error {
 			return err
 		}
 	}
+}
+
+// baseName is the name a launch is named after: the source's, without the
+// run suffix an earlier swap gave it when vmswap launched the source (its
+// launch tag, vmswap-launch:RUN-N on DigitalOcean, vmswap-launch=RUN-N on
+// EC2, names the run), so that names never stack suffixes.
+func baseName(src *provider.Server) string {
+	for _, t := range src.Tags {
+		token, ok := strings.CutPrefix(t, "vmswap-launch:")
+		if !ok {
+			token, ok = strings.CutPrefix(t, "vmswap-launch=")
+		}
+		if !ok {
+			continue
+		}
+		if i := strings.LastIndex(token, "-"); i >= 6 {
+			if base, ok := strings.CutSuffix(src.Name, "-"+token[:6]); ok && base != "" {
+				return base
+			}
+		}
+	}
+	return src.Name
 }

@@ -130,8 +130,16 @@ func (s *SwapState) SourceNameOr(ref string) string {
 	return ref
 }
 
-// cutoverStarted reports whether any cutover call was made or attempted.
-func (s *SwapState) cutoverStarted() bool { return len(s.Intents) > 0 }
+// cutoverStarted reports whether any cutover call was made or attempted
+// (hooks, carry passes and renames are intents too, but move no traffic).
+func (s *SwapState) cutoverStarted() bool {
+	for _, i := range s.Intents {
+		if slices.Contains(cutoverSubs, i) {
+			return true
+		}
+	}
+	return false
+}
 
 // RollbackOwed reports whether a swap's rollback started and did not
 // finish: only `vmswap rollback` may go on from there.

@@ -79,6 +79,13 @@ func ObserveWorld(ctx context.Context, p *plans.Plan, o registry.BuildOptions) e
 			action += fmt.Sprintf(" and keep it %s for rollback", sw.Retire.KeepFor.D())
 		}
 		muts = append(muts, fmt.Sprintf("swaps[%d]: after %s of observation, %s", i, sw.Observe.D(), action))
+		if sw.KeepsNames() {
+			if sw.Retire.Action == "delete" {
+				muts = append(muts, fmt.Sprintf("swaps[%d]: then rename the new server %s: it keeps the name", i, name))
+			} else {
+				muts = append(muts, fmt.Sprintf("swaps[%d]: then rename %s to %s-retired-<run>, and the new server to %s: it keeps the name", i, name, name, name))
+			}
+		}
 		if !sw.Retire.KeepImage {
 			muts = append(muts, fmt.Sprintf("swaps[%d]: delete the snapshot", i))
 		}

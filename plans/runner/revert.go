@@ -83,6 +83,11 @@ func (r *Runner) revertSwap(ctx context.Context, s *swapRun) (int, string) {
 	wctx, cancel := context.WithTimeout(ctx, s.timeout())
 	defer cancel()
 
+	// 0. The names go back where they were.
+	if err := s.restoreNames(wctx); err != nil {
+		return fail(err)
+	}
+
 	// 1. The old server runs and answers.
 	s.progress("powering on %s", st.SourceName)
 	if err := s.comp.PowerOn(wctx, st.SourceID); err != nil {

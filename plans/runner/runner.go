@@ -33,7 +33,12 @@ const (
 	subOldRetired   = "old_retired"    // the source was powered off or deleted
 	subImageDeleted = "image_deleted"  // the snapshot was deleted
 	subHeldTags     = "held_tags"      // the new server got the tags other pools select by
+	subRenameOld    = "renamed_old"    // the source was renamed NAME-retired-RUN
+	subRenameNew    = "renamed_new"    // the new server took the source's name
 )
+
+// cutoverSubs are the sub-steps that move traffic.
+var cutoverSubs = []string{subLBAdded, subLBRoutesNew, subLBOldRemoved, subDNSSet, subDNSOtherSet, subIPAssigned, subHeldTags}
 
 // Steps of a swap, in order.
 var Steps = []string{"preflight", "snapshot", "launch", "ready", "verify", "catchup", "cutover", "observe", "retire"}

@@ -50,6 +50,7 @@ func verifyStep(ctx context.Context, s *swapRun) error {
 					record(name, []error{fmt.Errorf("%s, want %s", show, t.Text)}, "")
 				}
 			}
+			s.checkHostname(facts.Hostname, record)
 			check("memory", v.Memory, facts.MemoryBytes, verify.HumanBytes(facts.MemoryBytes))
 			check("disk", v.Disk, facts.DiskBytes, verify.HumanBytes(facts.DiskBytes))
 			check("cpus", v.CPUs, facts.CPUs, strconv.FormatFloat(facts.CPUs, 'f', -1, 64))
@@ -116,4 +117,28 @@ func sshFacts(ctx context.Context, host string, cfg verify.SSHConfig) (*verify.F
 	}
 	defer c.Close()
 	return c.Facts(ctx)
+}
+
+// checkHostname reports the new server's OS hostname beside the one it was
+// launched as. An image that carried the source's hostname makes two
+// machines answer to one name in logs and monitoring: a warning, or a
+// failed check if the plan says hostname_check: fail.
+func (s *swapRun) checkHostname(got string, record func(string, []error, string)) {
+	want := s.st.NewName
+	switch {
+	case got == "":
+		return
+	case got == want:
+		record("hostname", nil, fmt.Sprintf("%s (expected %s)", got, want))
+	case got == s.st.SourceName:
+		msg := fmt.Sprintf("hostname %s is the source's (expected %s): the image carried it; set it on first boot (cloud-init's preserve_hostname: false)", got, want)
+		if s.sw.Verify.HostnameCheck == "fail" {
+			record("hostname", []error{errors.New(msg)}, "")
+			return
+		}
+		s.r.emit(Event{Event: "warning", Swap: s.name(), Message: msg})
+		s.st.Warnings = append(s.st.Warnings, msg)
+	default:
+		record("hostname", nil, fmt.Sprintf("%s (expected %s; not the source's either)", got, want))
+	}
 }

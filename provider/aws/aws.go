@@ -530,6 +530,16 @@ func (d *Driver) TagServer(ctx context.Context, id, tag string) error {
 	return nil
 }
 
+// RenameServer implements provider.Renamer: an instance's name is its Name
+// tag.
+// https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_CreateTags.html
+func (d *Driver) RenameServer(ctx context.Context, id, name string) error {
+	if _, err := d.c.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{id}, Tags: []types.Tag{{Key: sdk.String("Name"), Value: sdk.String(name)}}}); err != nil {
+		return apiErr(err, "rename %s to %s", id, name)
+	}
+	return nil
+}
+
 // UntagServer implements provider.Tagger.
 // https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DeleteTags.html
 func (d *Driver) UntagServer(ctx context.Context, id, tag string) error {

@@ -688,6 +688,27 @@ func (d *Driver) PowerOn(ctx context.Context, id string) error {
 	return d.waitAction(ctx, n, a.ID, "power on")
 }
 
+// RenameServer implements provider.Renamer with the rename action.
+// https://docs.digitalocean.com/reference/api/api-reference/#operation/dropletActions_post
+func (d *Driver) RenameServer(ctx context.Context, id, name string) error {
+	n, err := dropletID(id)
+	if err != nil {
+		return err
+	}
+	dr, err := d.settled(ctx, n)
+	if err != nil {
+		return err
+	}
+	if dr.Name == name {
+		return nil
+	}
+	a, _, err := d.c.DropletActions.Rename(ctx, n, name)
+	if err != nil {
+		return wrap(err, "rename droplet %d to %s", n, name)
+	}
+	return d.waitAction(ctx, n, a.ID, "rename")
+}
+
 // DeleteServer implements provider.Deleter.
 // https://docs.digitalocean.com/reference/api/api-reference/#operation/droplets_destroy
 func (d *Driver) DeleteServer(ctx context.Context, id string) error {

@@ -58,6 +58,8 @@ type PlanOptions struct {
 	Carry    []string
 	CarryEx  []string
 	OnDiverg string
+	Names    string
+	HostChk  string
 	// Format is text (the plan's changes and cost on stderr) or json (one
 	// "plan" event on stdout).
 	Format string
@@ -123,6 +125,8 @@ func addPlanFlags(cmd *cobra.Command, o *PlanOptions) {
 	fl.BoolVar(&o.Quiesce, "quiesce", false, "run sync on the source over SSH (needs --ssh-user) just before its live, crash-consistent snapshot")
 	fl.StringArrayVar(&o.Carry, "carry", nil, "absolute `PATH` on the server whose changes after the snapshot follow the traffic over SFTP, e.g. /var/www/html/uploads (repeatable; needs --ssh-user)")
 	fl.StringArrayVar(&o.CarryEx, "carry-exclude", nil, "glob `PATTERN` not carried, e.g. '*.tmp' (repeatable)")
+	fl.StringVar(&o.Names, "names", "keep", "keep: the new server takes the source's name once the source is retired (renamed NAME-retired-RUN); suffix: it stays NAME-RUN")
+	fl.StringVar(&o.HostChk, "hostname-check", "warn", "when the new server's OS hostname is the source's (the image carried it): warn or fail")
 	fl.StringVar(&o.OnDiverg, "on-divergence", "", "what to do when the source wrote files after its snapshot outside --carry: warn (default with --ssh-user), stop (pause before retire, exit 4) or off")
 }
 
@@ -195,6 +199,16 @@ func buildPlan(o *PlanOptions) (*plans.Plan, error) {
 	}
 	if o.OnDiverg != "" {
 		sw.Divergence = &plans.Divergence{OnFound: o.OnDiverg}
+	}
+	if o.Names == "suffix" {
+		sw.Names = o.Names
+	} else if o.Names != "keep" && o.Names != "" {
+		errs = append(errs, fmt.Sprintf("--names %q: want keep or suffix", o.Names))
+	}
+	if o.HostChk == "fail" {
+		sw.Verify.HostnameCheck = o.HostChk
+	} else if o.HostChk != "warn" && o.HostChk != "" {
+		errs = append(errs, fmt.Sprintf("--hostname-check %q: want warn or fail", o.HostChk))
 	}
 	switch {
 	case o.LB != "":

@@ -1,0 +1,139 @@
+package runner_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmswap/vmswap/lab"
+	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/plans/runner"
+	"github.com/vmswap/vmswap/verify/probe"
+)
+
+// TestServerKeepsItsName swaps web-1 up, then down to a size its image fits:
+// one active server named exactly web-1 at the last size is left, the two
+// retired ones are web-1-retired-…, and no request failed.
+func TestServerKeepsItsName(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ext, err := probe.Start(probe.Config{URL: w.url(w.lbIP), Rate: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var runs []string
+	for _, size := range []string{"g-2vcpu-8gb", "s-1vcpu-1gb"} {
+		sw := w.swap("loadbalancer")
+		sw.Target.Size = size
+		sw.Verify.Compare = nil
+		res, j := w.run(w.plan(sw), nil)
+		if res.ExitCode != 0 {
+			t.Fatalf("swap to %s: exit %d: %s", size, res.ExitCode, res.Next)
+		}
+		runs = append(runs, j.RunID[:6])
+		if want := "web-1-" + j.RunID[:6]; j.Swaps[0].NewName != want {
+			t.Fatalf("launched as %s, want %s: a launch name is the base name plus one run suffix", j.Swaps[0].NewName, want)
+		}
+	}
+	sum := ext.Stop()
+	if sum.Failed != 0 || sum.Requests == 0 {
+		t.Fatalf("probe: %d of %d failed: %v", sum.Failed, sum.Requests, sum.Errors)
+	}
+	var active, retired []string
+	for _, d := range w.droplets() {
+		switch d.Status {
+		case "active":
+			active = append(active, d.Name+"@"+d.Size)
+		case "off":
+			retired = append(retired, d.Name)
+		}
+	}
+	if len(active) != 1 || active[0] != "web-1@s-1vcpu-1gb" {
+		t.Fatalf("active: %v", active)
+	}
+	if len(retired) != 2 || !strings.HasPrefix(retired[0], "web-1-retired-") || !strings.HasPrefix(retired[1], "web-1-retired-") {
+		t.Fatalf("retired: %v", retired)
+	}
+	t.Logf("after two swaps (runs %v): active %v, retired %v, %d requests, 0 failed", runs, active, retired, sum.Requests)
+}
+
+// TestNamesComeBackOnRollback: switching back gives the source its name
+// back, and the new server the name it was launched with.
+func TestNamesComeBackOnRollback(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	sw := w.swap("reserved_ip")
+	sw.Retire.KeepFor = plans.Duration(time.Hour)
+	doc := w.plan(sw)
+	res, j := w.run(doc, nil)
+	if res.ExitCode != 0 {
+		t.Fatalf("swap: %s", res.Next)
+	}
+	names := func() map[int]string {
+		out := map[int]string{}
+		for _, d := range w.droplets() {
+			out[d.ID] = d.Name
+		}
+		return out
+	}
+	if n := names(); n[w.newID(j)] != "web-1" || n[w.srcID] != "web-1-retired-"+j.RunID[:6] {
+		t.Fatalf("names after the swap: %v", n)
+	}
+	r := &runner.Runner{Doc: doc, Drivers: w.drivers(doc), Journal: j, Poll: 50 * time.Millisecond}
+	if rev := r.Revert(context.Background()); rev.ExitCode != 0 {
+		t.Fatalf("rollback: %s", rev.Next)
+	}
+	if n := names(); n[w.srcID] != "web-1" || n[w.newID(j)] != j.Swaps[0].NewName {
+		t.Fatalf("names after switching back: %v", n)
+	}
+}
+
+// TestSuffixNamesNeverStack: with names: suffix the new server keeps its
+// launch name, and swapping that one again launches web-1-RUN, not
+// web-1-RUN-RUN.
+func TestSuffixNamesNeverStack(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	sw := w.swap("reserved_ip")
+	sw.Names = "suffix"
+	res, j := w.run(w.plan(sw), nil)
+	if res.ExitCode != 0 {
+		t.Fatalf("swap: %s", res.Next)
+	}
+	first := j.Swaps[0].NewName
+	sw.Source.Server = first
+	sw.Target.Size = "s-2vcpu-4gb"
+	sw.Target.Size = "s-4vcpu-8gb"
+	res, j = w.run(w.plan(sw), nil)
+	if res.ExitCode != 0 {
+		t.Fatalf("second swap: %s", res.Next)
+	}
+	if got := j.Swaps[0].NewName; got != "web-1-"+j.RunID[:6] {
+		t.Fatalf("swapping %s launched %s", first, got)
+	}
+}
+
+// TestImageThatCarriedTheHostname: a new server whose OS hostname is the
+// source's is a warning, or a failed verify with hostname_check: fail.
+func TestImageThatCarriedTheHostname(t *testing.T) {
+	for _, mode := range []string{"warn", "fail"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			w := newWorld(t)
+			w.l.Inject(lab.Fault{Kind: lab.FaultKeepHostname})
+			sw := w.swap("reserved_ip")
+			sw.Verify.HostnameCheck = mode
+			res, _ := w.run(w.plan(sw), nil)
+			if mode == "warn" {
+				if res.ExitCode != 0 || !strings.Contains(strings.Join(res.Swaps[0].Warnings, "\n"), "hostname web-1 is the source's") {
+					t.Fatalf("exit %d, warnings %q", res.ExitCode, res.Swaps[0].Warnings)
+				}
+				return
+			}
+			if res.ExitCode != runner.ExitRolledBack || !strings.Contains(res.Next, "hostname web-1 is the source's") {
+				t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
+			}
+		})
+	}
+}
