@@ -69,7 +69,7 @@ func TestKillDuringCarryPasses(t *testing.T) {
 			if st := j.Swaps[0]; !contains(st.Intents, "carry:"+pass) || contains(st.Done, "carry:"+pass) {
 				t.Fatalf("killed at %s, but the journal says intents %v, done %v", pt, st.Intents, st.Done)
 			}
-			second := vmswap(t, w.env, "apply", "--poll", "50ms", "--break-lock", w.planFile)
+			second := vmswap(t, w.env, "apply", "--poll", "50ms", w.planFile)
 			if second.code != 0 {
 				t.Fatalf("resume after kill at %s: exit %d\n%s", pt, second.code, second.stderr)
 			}

@@ -7,9 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
-	"syscall"
 	"time"
 
 	"github.com/vmswap/vmswap/plans"
@@ -188,9 +185,6 @@ func (s *SwapState) has(step string) bool { return slices.Contains(s.Done, step)
 // JournalPath is where a plan's journal lives: beside it.
 func JournalPath(planFile string) string { return planFile + ".journal.json" }
 
-// LockPath is where a plan's lock lives: beside the journal.
-func LockPath(planFile string) string { return planFile + ".lock" }
-
 // LoadJournal reads a journal; (nil, nil) if there is none.
 func LoadJournal(path string) (*Journal, error) {
 	b, err := os.ReadFile(path)
@@ -272,125 +266,6 @@ func writeAtomic(path string, data []byte) error {
 		d.Close()
 	}
 	return nil
-}
-
-// LockInfo is who holds a lock.
-type LockInfo struct {
-	Host    string    `json:"host"`
-	PID     int       `json:"pid"`
-	Started time.Time `json:"started"`
-	Command string    `json:"command"`
-}
-
-func (li LockInfo) String() string {
-	return fmt.Sprintf("%s pid %d since %s (%s)", li.Host, li.PID, li.Started.Format(time.RFC3339), li.Command)
-}
-
-// LockedError is returned when another run holds the lock.
-type LockedError struct {
-	Path  string
-	Info  LockInfo
-	Stale bool // the holding process is gone
-}
-
-func (e *LockedError) Error() string {
-	if e.Stale {
-		return fmt.Sprintf("lock %s is held by %s, which is no longer running: if no other vmswap works on this plan, run again with --break-lock", e.Path, e.Info)
-	}
-	return fmt.Sprintf("another vmswap is applying this plan: %s holds %s", e.Info, e.Path)
-}
-
-// Lock is a held lock file.
-type Lock struct{ path string }
-
-// AcquireLock creates the lock file exclusively. A lock held by a live
-// process, or by a dead one without breakStale, is a *LockedError; a stale
-// lock is only broken when asked.
-func AcquireLock(path, command string, breakStale bool) (*Lock, error) {
-	host, _ := os.Hostname()
-	info := LockInfo{Host: host, PID: os.Getpid(), Started: time.Now().UTC(), Command: command}
-	b, _ := json.Marshal(info)
-	for attempt := 0; attempt < 2; attempt++ {
-		f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
-		if err == nil {
-			_, werr := f.Write(b)
-			serr := f.Sync()
-			f.Close()
-			if werr != nil || serr != nil {
-				os.Remove(path)
-				return nil, fmt.Errorf("lock %s: %v", path, errors.Join(werr, serr))
-			}
-			return &Lock{path: path}, nil
-		}
-		if !errors.Is(err, os.ErrExist) {
-			return nil, fmt.Errorf("lock %s: %w", path, err)
-		}
-		var held LockInfo
-		raw, rerr := os.ReadFile(path)
-		if rerr == nil {
-			json.Unmarshal(raw, &held)
-		}
-		stale := held.Host == host && !processAlive(held.PID)
-		if !stale || !breakStale {
-			return nil, &LockedError{Path: path, Info: held, Stale: stale}
-		}
-		os.Remove(path)
-	}
-	return nil, fmt.Errorf("lock %s: could not acquire", path)
-}
-
-// LockHeld reports whether the lock file exists and its holder runs.
-func LockHeld(path string) bool {
-	info, err := ReadLock(path)
-	return err == nil && info != nil && !info.Stale()
-}
-
-// ReadLock returns who holds a lock (nil if nobody).
-func ReadLock(path string) (*LockInfo, error) {
-	raw, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var li LockInfo
-	if err := json.Unmarshal(raw, &li); err != nil {
-		return nil, fmt.Errorf("lock %s is damaged: %w", path, err)
-	}
-	return &li, nil
-}
-
-// Stale reports whether the lock's holder is known to be gone: it ran on
-// this host and its process no longer exists.
-func (li LockInfo) Stale() bool {
-	host, _ := os.Hostname()
-	return li.Host == host && !processAlive(li.PID)
-}
-
-func processAlive(pid int) bool {
-	if pid <= 0 {
-		return false
-	}
-	err := syscall.Kill(pid, 0)
-	if err == nil || errors.Is(err, syscall.EPERM) {
-		// A zombie still answers kill(0); check its state.
-		if b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat"); err == nil {
-			if f := strings.Fields(string(b)); len(f) > 2 && f[2] == "Z" {
-				return false
-			}
-		}
-		return true
-	}
-	return false
-}
-
-// Release removes the lock.
-func (l *Lock) Release() error {
-	if l == nil {
-		return nil
-	}
-	return os.Remove(l.path)
 }
 
 // NextRun starts a new run of doc after old finished (rolled back, refused,

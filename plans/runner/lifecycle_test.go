@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -166,21 +168,60 @@ func TestLock(t *testing.T) {
 	_, err = runner.AcquireLock(path, "apply p.yaml", false)
 	var le *runner.LockedError
 	host, _ := os.Hostname()
-	if !errors.As(err, &le) || le.Stale || !strings.Contains(err.Error(), fmt.Sprintf("%s pid %d since", host, os.Getpid())) {
+	if !errors.As(err, &le) || !strings.Contains(err.Error(), fmt.Sprintf("%s pid %d since", host, os.Getpid())) {
 		t.Fatalf("second lock: %v", err)
 	}
-	l1.Release()
-	// A lock whose process is gone: reported, broken only when asked.
-	os.WriteFile(path, []byte(fmt.Sprintf(`{"host":%q,"pid":999999,"started":"2026-01-01T00:00:00Z","command":"apply p.yaml"}`, host)), 0o644)
-	_, err = runner.AcquireLock(path, "apply p.yaml", false)
-	if !errors.As(err, &le) || !le.Stale || !strings.Contains(err.Error(), "--break-lock") {
-		t.Fatalf("stale lock: %v", err)
+	if st, _ := runner.ReadLock(path); st == nil || !st.Held || st.PID != os.Getpid() {
+		t.Fatalf("lock state while held: %+v", st)
 	}
-	l2, err := runner.AcquireLock(path, "apply p.yaml", true)
+	l1.Release()
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("lock file after release: %v", err)
+	}
+	// What a process killed with -9 leaves: the file, without the OS lock.
+	// Nothing to break: the next command takes it.
+	os.WriteFile(path, []byte(fmt.Sprintf(`{"host":%q,"pid":999999,"started":"2026-01-01T00:00:00Z","command":"apply p.yaml"}`, host)), 0o644)
+	if st, _ := runner.ReadLock(path); st == nil || st.Held || st.PID != 999999 {
+		t.Fatalf("lock state of a dead holder: %+v", st)
+	}
+	l2, err := runner.AcquireLock(path, "apply p.yaml", false)
 	if err != nil {
-		t.Fatalf("break stale lock: %v", err)
+		t.Fatalf("lock left by a killed process: %v", err)
 	}
 	l2.Release()
+}
+
+// TestLockHeldByAnotherProcess: the OS lock is held by another process
+// (flock(1)), which then is killed with -9: refused while it runs, taken
+// at once after.
+func TestLockHeldByAnotherProcess(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "p.yaml.lock")
+	os.WriteFile(path, []byte(`{"host":"ci-runner-7","pid":4242,"started":"2026-01-01T00:00:00Z","command":"apply p.yaml"}`), 0o644)
+	cmd := exec.Command("flock", "--exclusive", "--close", path, "sleep", "60")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its sleep goes with it
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("flock(1): %v", err)
+	}
+	defer syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	deadline := time.Now().Add(5 * time.Second)
+	for !runner.LockHeld(path) {
+		if time.Now().After(deadline) {
+			t.Fatal("flock(1) never took the lock")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	_, err := runner.AcquireLock(path, "apply p.yaml", true)
+	var le *runner.LockedError
+	if !errors.As(err, &le) || !strings.Contains(err.Error(), "ci-runner-7 pid 4242") {
+		t.Fatalf("lock held by a live process: %v", err)
+	}
+	cmd.Process.Signal(syscall.SIGKILL) // the holder only: its child holds nothing
+	cmd.Wait()
+	l, err := runner.AcquireLock(path, "apply p.yaml", false)
+	if err != nil {
+		t.Fatalf("after its holder was killed: %v", err)
+	}
+	l.Release()
 }
 
 // TestNextRunKeepsCompletedSwaps: a two-swap plan whose second swap rolled

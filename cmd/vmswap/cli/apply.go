@@ -86,7 +86,10 @@ plan: nothing to do.`,
 // (apply, rollback).
 func addRunFlags(cmd *cobra.Command, opts *ApplyOptions) {
 	cmd.Flags().StringVarP(&opts.Output, "output", "o", "text", "text or json (one event per line on stdout)")
-	cmd.Flags().BoolVar(&opts.BreakLock, "break-lock", false, "remove a lock left by a vmswap that is no longer running")
+	// A local lock is an OS lock that a killed vmswap releases: nothing to
+	// break. The flag stays accepted for scripts written for older versions.
+	cmd.Flags().BoolVar(&opts.BreakLock, "break-lock", false, "accepted for older scripts: a lock is released by the kernel when its vmswap ends, however it ends")
+	cmd.Flags().MarkHidden("break-lock")
 	cmd.Flags().DurationVar(&opts.Poll, "poll", 0, "how often to poll the provider (default 2s)")
 	cmd.Flags().MarkHidden("poll")
 }

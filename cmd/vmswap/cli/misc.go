@@ -102,7 +102,7 @@ func statusRun(o *StatusOptions) error {
 	}
 	var lock *LockStatus
 	if li, err := runner.ReadLock(runner.LockPath(o.PlanFile)); err == nil && li != nil {
-		lock = &LockStatus{LockInfo: *li, Stale: li.Stale()}
+		lock = &LockStatus{LockInfo: li.LockInfo, Stale: !li.Held}
 	}
 	if j.Status == runner.StatusRunning && (lock == nil || lock.Stale) {
 		j.Status = runner.StatusInterrupted // its process is gone
@@ -116,7 +116,7 @@ func statusRun(o *StatusOptions) error {
 	fmt.Fprintf(w, "run %s of %s: %s (started %s, updated %s)\n", j.RunID, o.PlanFile, j.Status, j.Started.Format(time.RFC3339), j.Updated.Format(time.RFC3339))
 	if lock != nil {
 		if lock.Stale {
-			fmt.Fprintf(w, "lock: left by %s, which is no longer running (the next apply or rollback reports it; pass --break-lock)\n", lock.LockInfo)
+			fmt.Fprintf(w, "lock: left by %s, which is no longer running (the next apply or rollback takes it over)\n", lock.LockInfo)
 		} else {
 			fmt.Fprintf(w, "locked: %s\n", lock.LockInfo)
 		}
