@@ -37,11 +37,31 @@ type Plan struct {
 	ID        string              `yaml:"id,omitempty" json:"id,omitempty" doc:"Plan ID, carried in a tag on everything the plan creates."`
 	Providers map[string]Provider `yaml:"providers" json:"providers" check:"nonempty,label=providers" doc:"Named provider blocks, referred to by swaps."`
 	Swaps     []Swap              `yaml:"swaps" json:"swaps" check:"nonempty,label=swaps" doc:"The swaps, applied in order."`
+	// State keeps the journal and lock in object storage instead of beside
+	// the plan file, so a run outlives the machine that started it.
+	State *State `yaml:"state,omitempty" json:"state,omitempty" doc:"Where the run's journal and lock live: beside the plan file by default, or in S3-compatible storage."`
 	// Observed is what `vmswap plan` saw; apply refuses the plan if the world
 	// differs.
 	Observed *Observed `yaml:"observed,omitempty" json:"observed,omitempty" doc:"What vmswap plan observed; apply refuses the plan if the world differs."`
 	// Mutations lists, for a reader, every change apply will make.
 	Mutations []string `yaml:"mutations,omitempty" json:"mutations,omitempty" doc:"Every change apply will make, for a reviewer."`
+}
+
+// State says where a plan's run state lives.
+type State struct {
+	S3 *S3State `yaml:"s3" json:"s3" doc:"S3-compatible storage: AWS S3, DigitalOcean Spaces, Cloudflare R2, MinIO."`
+}
+
+// S3State is a bucket and prefix holding a plan's state. Credentials come
+// from the environment: SPACES_ACCESS_KEY_ID / SPACES_SECRET_ACCESS_KEY, or
+// the AWS chain.
+type S3State struct {
+	Bucket   string `yaml:"bucket" json:"bucket" doc:"The bucket."`
+	Prefix   string `yaml:"prefix,omitempty" json:"prefix,omitempty" doc:"Key prefix; the plan's objects go under PREFIX/PLAN-ID/."`
+	Region   string `yaml:"region,omitempty" json:"region,omitempty" doc:"Region; default AWS_REGION, else us-east-1."`
+	Endpoint string `yaml:"endpoint,omitempty" json:"endpoint,omitempty" doc:"Endpoint URL for Spaces (https://nyc3.digitaloceanspaces.com), R2 or MinIO; empty: AWS S3."`
+	// Lease is how long the lock stays taken without its holder renewing it.
+	Lease Duration `yaml:"lease,omitempty" json:"lease,omitempty" doc:"How long the lock outlives a holder that stopped renewing it (killed); default 2m."`
 }
 
 // Provider is a provider block. Credentials come from the environment.

@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"regexp"
 	"strings"
+	"time"
 )
 
 var planIDSyntax = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
@@ -67,6 +68,24 @@ func (d *Document) Validate() error {
 			// Never echo it: a value that is not a variable name may be a
 			// pasted token.
 			add(path+".token_env", "token_env must name an environment variable (letters, digits, _), like DO_TOKEN; it must not hold the token itself (its value is not shown here)")
+		}
+	}
+	if st := p.State; st != nil {
+		switch {
+		case st.S3 == nil:
+			add("state", "state needs an s3 block: {s3: {bucket: ..., prefix: ...}}")
+		case st.S3.Bucket == "":
+			add("state.s3", "missing bucket")
+		case st.S3.Endpoint != "":
+			if u, err := url.Parse(st.S3.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				add("state.s3.endpoint", "endpoint %q: want an http:// or https:// URL", st.S3.Endpoint)
+			}
+		}
+		if st.S3 != nil && st.S3.Lease > 0 && st.S3.Lease.D() < 3*time.Second {
+			add("state.s3.lease", "a lease under 3s cannot be renewed in time: use 3s or more (default 2m)")
+		}
+		if p.ID == "" {
+			add("state", "a plan with remote state needs an id (its objects live under PREFIX/ID/): `vmswap plan` writes one")
 		}
 	}
 	sources := map[string]int{}

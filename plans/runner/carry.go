@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -175,10 +174,24 @@ func (s *swapRun) manifestPath() string {
 	return fmt.Sprintf("%s.swap%d.carry.json", s.r.Journal.Path(), s.i)
 }
 
+// manifestObject is the carry reference's name in remote state.
+func (s *swapRun) manifestObject() string { return fmt.Sprintf("swap%d.carry.json", s.i) }
+
 func (s *swapRun) loadManifest() (carry.Manifest, error) {
 	b, err := os.ReadFile(s.manifestPath())
+	if errors.Is(err, os.ErrNotExist) && s.r.Journal.remote != nil {
+		// A run resumed on another machine: the reference is in the state.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		b, _, err = s.r.Journal.remote.s.Read(ctx, s.manifestObject())
+		cancel()
+		if err == nil && b == nil {
+			err = os.ErrNotExist
+		}
+	}
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
+		// Never a silent fresh start: with no reference, the new server's
+		// own changes would look like the old one's and be overwritten.
+		return nil, fmt.Errorf("the carry reference of the previous pass (%s) is missing: copy it back, or carry the paths by hand and roll back or finish the run", s.manifestPath())
 	}
 	if err != nil {
 		return nil, err
@@ -195,11 +208,17 @@ func (s *swapRun) saveManifest(m carry.Manifest) error {
 	if err != nil {
 		return err
 	}
-	tmp := s.manifestPath() + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	if err := writeAtomic(s.manifestPath(), b); err != nil {
 		return err
 	}
-	return os.Rename(tmp, filepath.Clean(s.manifestPath()))
+	if r := s.r.Journal.remote; r != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if _, err := r.s.Write(ctx, s.manifestObject(), b, "*"); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // pass runs one carry pass, once. from and to are "source" or "new".

@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/plans/state"
 	"github.com/vmswap/vmswap/verify/carry"
 	"github.com/vmswap/vmswap/verify/probe"
 )
@@ -41,7 +43,8 @@ type Journal struct {
 	// History holds the plan file's earlier runs, oldest first.
 	History []RunRecord `json:"history,omitempty"`
 
-	path string
+	path   string
+	remote *remoteCopy
 	// saves counts this process's writes (for Runner.AfterSave).
 	saves int
 	// clock stamps Updated (the runner's clock).
@@ -194,6 +197,16 @@ func LoadJournal(path string) (*Journal, error) {
 	if err != nil {
 		return nil, fmt.Errorf("journal: %w", err)
 	}
+	j, err := parseJournal(b, path)
+	if err != nil {
+		return nil, err
+	}
+	j.path = path
+	return j, nil
+}
+
+// parseJournal reads a journal's bytes; where names it for messages.
+func parseJournal(b []byte, path string) (*Journal, error) {
 	var j Journal
 	if err := json.Unmarshal(b, &j); err != nil {
 		return nil, fmt.Errorf("journal %s is damaged (%v): move it aside to start over, after checking what the run created", path, err)
@@ -216,8 +229,19 @@ func LoadJournal(path string) (*Journal, error) {
 	default:
 		return nil, fmt.Errorf("journal %s has format version %d; this vmswap reads %d", path, j.Version, JournalVersion)
 	}
-	j.path = path
 	return &j, nil
+}
+
+// journalObject is the journal's name in remote state.
+const journalObject = "journal.json"
+
+// remoteCopy is where a journal lives when the plan keeps its state in
+// object storage: the object is the truth, written only over the version
+// this process last read or wrote; the local file is a copy for the tools
+// on this machine.
+type remoteCopy struct {
+	s    *state.S3
+	etag string
 }
 
 // Save writes the journal atomically: a temporary file, fsync, rename, and
@@ -235,6 +259,18 @@ func (j *Journal) Save() error {
 	}
 	if err := writeAtomic(j.path, b); err != nil {
 		return fmt.Errorf("journal: %w", err)
+	}
+	if r := j.remote; r != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		etag, err := r.s.Write(ctx, journalObject, b, r.etag)
+		cancel()
+		if errors.Is(err, state.ErrConflict) {
+			return fmt.Errorf("journal %s was written by someone else since this run read it (was this run's lock taken over?): not overwriting it; see `vmswap status` before going on", r.s.Where(journalObject))
+		}
+		if err != nil {
+			return err
+		}
+		r.etag = etag
 	}
 	j.saves++
 	return nil

@@ -1,9 +1,14 @@
 package runner
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"os"
+	"time"
 
 	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/plans/state"
 )
 
 // Session is what a command acting on a plan file's runs holds: the plan to
@@ -21,35 +26,67 @@ type Session struct {
 	Journal  *Journal
 	Lock     *Lock
 	Decision Decision
+
+	// remoteLock and remote are the plan's remote state, when it has one.
+	remoteLock *state.Lock
+	remote     *remoteCopy
 }
 
-// Close releases the lock.
-func (s *Session) Close() error { return s.Lock.Release() }
+// Close releases the locks.
+func (s *Session) Close() error {
+	err := s.remoteLock.Release()
+	return errors.Join(s.Lock.Release(), err)
+}
 
-// OpenSession loads a plan file's journal under its lock and decides what
-// cmd does. newRunID names a new run. A plan file that does not load is an
-// error for commands that start runs; finishing or undoing a run uses the
-// plan that run recorded, so they work even if the file was rewritten or
-// removed.
+// SessionOptions are how a command opens a session.
+type SessionOptions struct {
+	// BreakLock takes over a remote lock whose lease still runs.
+	BreakLock bool
+	// NewRunID names a new run.
+	NewRunID func() string
+	// Getenv reads the credentials of remote state. Nil: os.Getenv.
+	Getenv func(string) string
+	// Note receives lines worth telling the user (a lock taken over).
+	Note func(string)
+}
+
+// OpenSession is OpenSessionWith the process's environment.
 func OpenSession(file string, cmd Command, breakLock bool, newRunID func() string) (*Session, error) {
+	return OpenSessionWith(file, cmd, SessionOptions{BreakLock: breakLock, NewRunID: newRunID})
+}
+
+// OpenSessionWith loads a plan file's journal under its lock and decides
+// what cmd does. A plan file that does not load is an error for commands
+// that start runs; finishing or undoing a run uses the plan that run
+// recorded, so they work even if the file was rewritten or removed. A plan
+// whose state is remote (state: s3) is locked and read there, so that a
+// run started on one machine is seen, and resumed, from any other.
+func OpenSessionWith(file string, cmd Command, o SessionOptions) (*Session, error) {
+	if o.Getenv == nil {
+		o.Getenv = os.Getenv
+	}
 	fileDoc, ferr := plans.Load(file)
 	if ferr != nil {
 		if _, err := os.Stat(JournalPath(file)); err != nil || cmd == CmdApply || cmd == CmdCleanup || cmd == CmdReplan {
 			return nil, ferr
 		}
 	}
-	lock, err := AcquireLock(LockPath(file), string(cmd)+" "+file, breakLock)
+	lock, err := AcquireLock(LockPath(file), string(cmd)+" "+file, o.BreakLock)
 	if err != nil {
 		return nil, err
 	}
 	s := &Session{File: file, Lock: lock}
 	fail := func(err error) (*Session, error) {
-		lock.Release()
+		s.Close()
 		return nil, err
 	}
 	jpath := JournalPath(file)
-	j, err := LoadJournal(jpath)
-	if err != nil {
+	var j *Journal
+	if fileDoc != nil && fileDoc.Plan.State != nil {
+		if j, err = s.openRemote(fileDoc, cmd, jpath, o); err != nil {
+			return fail(err)
+		}
+	} else if j, err = LoadJournal(jpath); err != nil {
 		return fail(err)
 	}
 	if j != nil && j.Status == StatusRunning {
@@ -64,7 +101,10 @@ func OpenSession(file string, cmd Command, breakLock bool, newRunID func() strin
 	switch s.Decision.Action {
 	case ActStart:
 		s.Doc = fileDoc
-		s.Journal = NextRun(j, jpath, fileDoc, newRunID())
+		s.Journal = NextRun(j, jpath, fileDoc, o.NewRunID())
+		if s.remote != nil {
+			s.Journal.remote = s.remote
+		}
 	case ActResume, ActUndo:
 		s.Journal = j
 		if s.Doc, err = j.Doc(); err != nil {
@@ -77,10 +117,48 @@ func OpenSession(file string, cmd Command, breakLock bool, newRunID func() strin
 		s.Doc, s.Journal = fileDoc, j
 	default:
 		s.Journal = j
-		lock.Release()
-		s.Lock = nil
+		s.Close()
+		s.Lock, s.remoteLock = nil, nil
 	}
 	return s, nil
+}
+
+// openRemote takes the plan's remote lock and reads its journal there; the
+// local file becomes a copy of it. A plan with no journal there yet starts
+// from the local one, if any: the first save puts it there.
+func (s *Session) openRemote(doc *plans.Document, cmd Command, jpath string, o SessionOptions) (*Journal, error) {
+	cfg := doc.Plan.State.S3
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	st, err := state.Open(ctx, cfg, doc.PlanID(), o.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	lease := orDur(cfg.Lease, 2*time.Minute)
+	if s.remoteLock, err = st.AcquireLock(ctx, string(cmd)+" "+s.File, "", state.CIJob(o.Getenv), lease, o.BreakLock, o.Note); err != nil {
+		return nil, err
+	}
+	raw, etag, err := st.Read(ctx, journalObject)
+	if err != nil {
+		return nil, err
+	}
+	s.remote = &remoteCopy{s: st, etag: etag}
+	if raw == nil {
+		j, err := LoadJournal(jpath)
+		if j != nil {
+			j.remote = s.remote
+		}
+		return j, err
+	}
+	j, err := parseJournal(raw, st.Where(journalObject))
+	if err != nil {
+		return nil, err
+	}
+	if err := writeAtomic(jpath, raw); err != nil {
+		return nil, fmt.Errorf("journal: %w", err)
+	}
+	j.path, j.remote = jpath, s.remote
+	return j, nil
 }
 
 // RefusedError is a Decision to refuse, as an error.
@@ -99,7 +177,10 @@ func (d Decision) Refusal() error {
 // CheckReplan refuses to write a new plan over file while a run of the plan
 // in it is unfinished (running, interrupted, needing attention).
 func CheckReplan(file string) error {
-	j, err := LoadJournal(JournalPath(file))
+	j, _, remote, err := RemoteStatus(file, os.Getenv)
+	if !remote {
+		j, err = LoadJournal(JournalPath(file))
+	}
 	if err != nil {
 		return err
 	}
@@ -107,4 +188,30 @@ func CheckReplan(file string) error {
 		j.Status = StatusInterrupted
 	}
 	return Decide(CmdReplan, j, false, file).Refusal()
+}
+
+// RemoteStatus reads, without taking any lock, the journal and the lock of
+// a plan whose state is remote: what `vmswap status` shows from any machine.
+// ok is false for a plan with local state.
+func RemoteStatus(file string, getenv func(string) string) (j *Journal, lock *state.LockInfo, ok bool, err error) {
+	doc, err := plans.Load(file)
+	if err != nil || doc.Plan.State == nil {
+		return nil, nil, false, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st, err := state.Open(ctx, doc.Plan.State.S3, doc.PlanID(), getenv)
+	if err != nil {
+		return nil, nil, true, err
+	}
+	raw, _, err := st.Read(ctx, journalObject)
+	if err != nil || raw == nil {
+		return nil, nil, true, err
+	}
+	if j, err = parseJournal(raw, st.Where(journalObject)); err != nil {
+		return nil, nil, true, err
+	}
+	j.path = st.Where(journalObject)
+	lock, err = st.ReadLock(ctx)
+	return j, lock, true, err
 }

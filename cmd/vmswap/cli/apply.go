@@ -13,6 +13,7 @@ import (
 	"github.com/vmswap/vmswap/plans"
 	"github.com/vmswap/vmswap/plans/registry"
 	"github.com/vmswap/vmswap/plans/runner"
+	"github.com/vmswap/vmswap/plans/state"
 	"github.com/vmswap/vmswap/report"
 )
 
@@ -87,9 +88,8 @@ plan: nothing to do.`,
 func addRunFlags(cmd *cobra.Command, opts *ApplyOptions) {
 	cmd.Flags().StringVarP(&opts.Output, "output", "o", "text", "text or json (one event per line on stdout)")
 	// A local lock is an OS lock that a killed vmswap releases: nothing to
-	// break. The flag stays accepted for scripts written for older versions.
-	cmd.Flags().BoolVar(&opts.BreakLock, "break-lock", false, "accepted for older scripts: a lock is released by the kernel when its vmswap ends, however it ends")
-	cmd.Flags().MarkHidden("break-lock")
+	// break there. A remote lock's lease can outlive a killed holder.
+	cmd.Flags().BoolVar(&opts.BreakLock, "break-lock", false, "take over a remote state lock (state: s3) whose lease still runs, when its holder is gone for sure; a local lock is released by the kernel when its vmswap ends")
 	cmd.Flags().DurationVar(&opts.Poll, "poll", 0, "how often to poll the provider (default 2s)")
 	cmd.Flags().MarkHidden("poll")
 }
@@ -105,14 +105,16 @@ func newRunID() string {
 // before a run. A decision to do nothing or to refuse comes back with no
 // drivers and no lock.
 func openSession(opts *ApplyOptions, pr *printer, cmd runner.Command) (*runner.Session, map[string]*registry.Drivers, error) {
-	sess, err := runner.OpenSession(opts.PlanFile, cmd, opts.BreakLock, newRunID)
+	sess, err := runner.OpenSessionWith(opts.PlanFile, cmd, runner.SessionOptions{BreakLock: opts.BreakLock, NewRunID: newRunID, Getenv: opts.Getenv,
+		Note: func(m string) { pr.emit(runner.Event{Event: "warning", Message: m}) }})
 	if err != nil {
 		var pe plans.Errors
 		if errors.As(err, &pe) {
 			return nil, nil, planErrors(err)
 		}
 		var le *runner.LockedError
-		if errors.As(err, &le) {
+		var rle *state.LockedError
+		if errors.As(err, &le) || errors.As(err, &rle) {
 			return nil, nil, exitf(runner.ExitBadInput, "%v", err)
 		}
 		return nil, nil, exitf(runner.ExitAttention, "%v", err)

@@ -49,7 +49,8 @@ func cleanupRun(ctx context.Context, o *CleanupOptions) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	sess, err := runner.OpenSession(o.PlanFile, runner.CmdCleanup, false, newRunID)
+	sess, err := runner.OpenSessionWith(o.PlanFile, runner.CmdCleanup, runner.SessionOptions{NewRunID: newRunID, Getenv: o.Getenv,
+		Note: func(m string) { fmt.Fprintf(o.IO.ErrOut, "warning: %s\n", m) }})
 	if err != nil {
 		var pe plans.Errors
 		if errors.As(err, &pe) {

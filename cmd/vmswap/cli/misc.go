@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"runtime/debug"
 	"time"
@@ -57,13 +58,14 @@ func validateRun(o *ValidateOptions) error {
 // StatusOptions are the inputs of `vmswap status`.
 type StatusOptions struct {
 	IO       *IOStreams
+	Getenv   func(string) string
 	PlanFile string
 	Output   string
 }
 
 // NewCmdStatus builds `vmswap status PLAN`.
 func NewCmdStatus(f *Factory, runF func(*StatusOptions) error) *cobra.Command {
-	opts := &StatusOptions{IO: f.IO}
+	opts := &StatusOptions{IO: f.IO, Getenv: f.Getenv}
 	cmd := &cobra.Command{
 		Use:   "status PLAN",
 		Short: "Show where the last run of a plan stands, from its journal",
@@ -93,16 +95,26 @@ type LockStatus struct {
 }
 
 func statusRun(o *StatusOptions) error {
-	j, err := runner.LoadJournal(runner.JournalPath(o.PlanFile))
+	getenv := o.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	var lock *LockStatus
+	j, rlock, remote, err := runner.RemoteStatus(o.PlanFile, getenv)
+	if !remote {
+		j, err = runner.LoadJournal(runner.JournalPath(o.PlanFile))
+		if li, lerr := runner.ReadLock(runner.LockPath(o.PlanFile)); lerr == nil && li != nil {
+			lock = &LockStatus{LockInfo: li.LockInfo, Stale: !li.Held}
+		}
+	} else if rlock != nil {
+		// A remote lock is live while its lease runs.
+		lock = &LockStatus{LockInfo: runner.LockInfo{Host: rlock.Host, PID: rlock.PID, Started: rlock.Started, Command: rlock.Command}, Stale: time.Now().After(rlock.Until)}
+	}
 	if err != nil {
 		return exitf(runner.ExitAttention, "%v", err)
 	}
 	if j == nil {
-		return exitf(runner.ExitBadInput, "%s has not been applied (no %s)", o.PlanFile, runner.JournalPath(o.PlanFile))
-	}
-	var lock *LockStatus
-	if li, err := runner.ReadLock(runner.LockPath(o.PlanFile)); err == nil && li != nil {
-		lock = &LockStatus{LockInfo: li.LockInfo, Stale: !li.Held}
+		return exitf(runner.ExitBadInput, "%s has not been applied (no journal)", o.PlanFile)
 	}
 	if j.Status == runner.StatusRunning && (lock == nil || lock.Stale) {
 		j.Status = runner.StatusInterrupted // its process is gone
