@@ -229,15 +229,16 @@ func TestLabPlanApplyInterruptResume(t *testing.T) {
 		count[q.Operation]++
 	}
 	// web-1's seeding made one droplet; the swap one more. Its droplet
-	// actions: one snapshot, nothing else (retire deletes).
-	if count["droplets_create"] != 2 || count["dropletActions_post"] != 1 {
+	// actions: one snapshot, and the rename that gives the new droplet
+	// web-1's name (retire deletes web-1, so it needs no rename).
+	if count["droplets_create"] != 2 || count["dropletActions_post"] != 2 {
 		t.Fatalf("creates %d, droplet actions %d: a step ran twice", count["droplets_create"], count["dropletActions_post"])
 	}
 	inv, err := lab.FetchInventory(ctx, ep)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(inv.Droplets) != 1 || inv.Droplets[0].Size != "s-2vcpu-4gb" || len(inv.Snapshots) != 0 || inv.LBs[0].Droplets[0] != inv.Droplets[0].ID {
+	if len(inv.Droplets) != 1 || inv.Droplets[0].Size != "s-2vcpu-4gb" || inv.Droplets[0].Name != "web-1" || len(inv.Snapshots) != 0 || inv.LBs[0].Droplets[0] != inv.Droplets[0].ID {
 		t.Fatalf("inventory after the swap: %+v", inv)
 	}
 	st := vmswap(t, nil, "status", planFile)
