@@ -222,6 +222,11 @@ func (d *Document) validateSwap(i int, sw Swap, add func(string, string, ...any)
 		}
 	}
 	if dv := sw.Divergence; dv != nil {
+		for j, pat := range dv.Ignore {
+			if _, err := path.Match(pat, ""); err != nil {
+				add(at(fmt.Sprintf("divergence.ignore[%d]", j)), "ignore pattern %q: %v", pat, err)
+			}
+		}
 		if sw.Verify.SSH == nil && dv.OnFound != "off" {
 			add(at("divergence"), "the divergence report looks over SSH: add verify.ssh, or set on_found: off")
 		}
@@ -236,6 +241,8 @@ func (d *Document) validateSwap(i int, sw Swap, add func(string, string, ...any)
 			where := at(fmt.Sprintf("hooks.%s[%d]", ph.Name, j))
 			if strings.TrimSpace(h.Run) == "" {
 				add(where, "a hook needs a command in run")
+			} else if len(h.Run) > 8192 {
+				add(where, "a hook's command is %d characters long; keep it under 8192 (put a longer one in a script on the server)", len(h.Run))
 			}
 			if h.On == "" {
 				add(where, "say where the hook runs: on: source or on: new")
@@ -271,6 +278,8 @@ func (d *Document) Hash() string {
 // a server, or "".
 func absPathProblem(p string) string {
 	switch {
+	case strings.ContainsRune(p, 0):
+		return "it contains a NUL byte"
 	case !strings.HasPrefix(p, "/"):
 		return "want an absolute path on the server, starting with /"
 	case path.Clean(p) == "/":

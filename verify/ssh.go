@@ -239,10 +239,19 @@ type syncBuffer struct {
 	b  bytes.Buffer
 }
 
+// maxOutput bounds what a command's output keeps: its last part.
+const maxOutput = 64 << 10
+
 func (b *syncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.b.Write(p)
+	n, err := b.b.Write(p)
+	if b.b.Len() > 2*maxOutput {
+		keep := append([]byte(nil), b.b.Bytes()[b.b.Len()-maxOutput:]...)
+		b.b.Reset()
+		b.b.Write(keep)
+	}
+	return n, err
 }
 
 func (b *syncBuffer) String() string {

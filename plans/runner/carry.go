@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/vmswap/vmswap/plans"
 	"github.com/vmswap/vmswap/verify"
@@ -61,6 +62,7 @@ const (
 	passFinal      = "final"
 	passBack       = "carry-back"
 	passBackFinal  = "carry-back final"
+	passAfterPause = "final, after the pause"
 	subDivergence  = "divergence"
 	hookSubPrefix  = "hook:"
 	carrySubPrefix = "carry:"
@@ -141,7 +143,7 @@ func (s *swapRun) runHook(ctx context.Context, phase string, h plans.Hook) error
 	if h.On == "new" {
 		target = s.st.NewName
 	}
-	s.progress("hook %s on %s: %s", phase, target, h.Run)
+	s.r.emit(Event{Event: "hook", Swap: s.name(), Step: phase, Message: fmt.Sprintf("hook %s on %s: %s", phase, target, h.Run)})
 	run := HookRun{Phase: phase, On: h.On, Run: h.Run, Start: s.r.now()}
 	c, err := s.dial(ctx, h.On, timeout)
 	var out string
@@ -152,7 +154,7 @@ func (s *swapRun) runHook(ctx context.Context, phase string, h plans.Hook) error
 	run.End, run.OK, run.Tail = s.r.now(), err == nil, tail(out, 10)
 	s.st.Hooks = append(s.st.Hooks, run)
 	for _, l := range run.Tail {
-		s.progress("  %s", l)
+		s.r.emit(Event{Event: "hook", Swap: s.name(), Step: phase, Message: "  " + l})
 	}
 	if err != nil {
 		return fmt.Errorf("hook %s on %s (%q) failed: %w", phase, target, h.Run, err)
@@ -160,12 +162,21 @@ func (s *swapRun) runHook(ctx context.Context, phase string, h plans.Hook) error
 	return s.r.save()
 }
 
+// tail is the last n lines of a command's output, each at most 300
+// characters, with control characters escaped.
 func tail(out string, n int) []string {
 	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
 	if len(lines) == 1 && lines[0] == "" {
 		return nil
 	}
-	return lines[max(0, len(lines)-n):]
+	lines = lines[max(0, len(lines)-n):]
+	for i, l := range lines {
+		if r := []rune(l); len(r) > 300 {
+			l = string(r[:300]) + fmt.Sprintf("… (%d more characters)", len(r)-300)
+		}
+		lines[i] = printable(l)
+	}
+	return lines
 }
 
 // manifestPath is where a swap's carry reference lives: beside the
@@ -310,7 +321,7 @@ func (s *swapRun) doPass(ctx context.Context, name, from, to string) error {
 			s.r.emit(Event{Event: "warning", Swap: s.name(), Message: fmt.Sprintf("… and %d more conflicts (in the journal)", len(res.Conflicts)-10)})
 			break
 		}
-		msg := fmt.Sprintf("carry conflict at %s: %s (%s: %s; %s: %s)", c.Path, c.Reason, rec.From, describe(c.Source), rec.To, describe(c.Dest))
+		msg := fmt.Sprintf("carry conflict at %s: %s (%s: %s; %s: %s)", printable(c.Path), c.Reason, rec.From, describe(c.Source), rec.To, describe(c.Dest))
 		s.r.emit(Event{Event: "warning", Swap: s.name(), Message: msg})
 		s.st.Warnings = append(s.st.Warnings, msg)
 	}
@@ -329,7 +340,7 @@ func describe(e *carry.Entry) string {
 		return "deleted"
 	}
 	if e.Type != "f" {
-		return map[string]string{"d": "a directory", "l": "a symlink to " + e.Link}[e.Type]
+		return map[string]string{"d": "a directory", "l": "a symlink to " + printable(e.Link)}[e.Type]
 	}
 	return fmt.Sprintf("%d bytes, modified %s", e.Size, time.Unix(e.Mtime, 0).UTC().Format(time.RFC3339))
 }
@@ -370,10 +381,11 @@ func (s *swapRun) divergence(ctx context.Context) error {
 	}
 	b.WriteString(":")
 	for _, f := range d.Files {
-		fmt.Fprintf(&b, "\n  %s (%d bytes, %s)", f.Path, f.Size, f.Mtime.Format(time.RFC3339))
+		fmt.Fprintf(&b, "\n  %s (%d bytes, %s)", printable(f.Path), f.Size, f.Mtime.Format(time.RFC3339))
 	}
 	s.r.emit(Event{Event: "divergence", Swap: s.name(), Status: mode, Message: b.String()})
 	if mode == "stop" && !s.r.Continue {
+		s.st.Paused = "divergence"
 		return errors.Join(ErrDecision, fmt.Errorf("%s", b.String()))
 	}
 	s.st.Warnings = append(s.st.Warnings, fmt.Sprintf("%s wrote %d file(s) after its snapshot that no pass carried (listed in the journal)", s.st.SourceName, d.Count))
@@ -423,4 +435,14 @@ func (s *swapRun) carryBack(ctx context.Context, name string) error {
 		return nil
 	}
 	return s.pass(ctx, name, "new", "source")
+}
+
+// printable shows a name from a server with its control characters
+// escaped: a file name must not move the cursor or forge an output line.
+func printable(s string) string {
+	if strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) < 0 {
+		return s
+	}
+	q := strconv.Quote(s)
+	return q[1 : len(q)-1]
 }

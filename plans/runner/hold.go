@@ -82,12 +82,31 @@ func retire(ctx context.Context, s *swapRun) error {
 		// app to make sure): what it wrote since the catch-up follows, and
 		// what nothing carries is reported, before it goes.
 		if err := s.runHooks(ctx, "before_retire"); err != nil {
+			// What the source wrote since the catch-up still follows the
+			// traffic: it is out of traffic now, whatever the hook did.
+			if perr := s.pass(ctx, passFinal, "source", "new"); perr != nil {
+				err = errors.Join(err, perr)
+			}
 			return errors.Join(ErrAfterCutover, err)
 		}
 		if err := s.pass(ctx, passFinal, "source", "new"); err != nil {
 			return err
 		}
+		if s.st.Paused != "" && s.r.Continue {
+			// Going on after a pause: the source may have been written to
+			// while it waited (a client that kept its connection, a
+			// cached DNS answer): carry that, and look again.
+			if err := s.pass(ctx, passAfterPause, "source", "new"); err != nil {
+				return err
+			}
+			s.st.Divergence = nil
+			s.st.Done = slices.DeleteFunc(s.st.Done, func(d string) bool { return d == subDivergence })
+			s.st.Paused = ""
+		}
 		if err := s.divergence(ctx); err != nil {
+			return err
+		}
+		if err := s.deleteGuard(); err != nil {
 			return err
 		}
 		if err := s.once(subOldRetired, func() error {
@@ -159,4 +178,32 @@ func (s *swapRun) restoreNames(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// deleteGuard pauses before retire: delete would destroy the only copy of
+// something: the source's side of a carry conflict, or files it wrote that
+// nothing carried. Powering off keeps them for keep_for; deleting does not.
+func (s *swapRun) deleteGuard() error {
+	if s.sw.Retire.Action != "delete" || s.r.Continue {
+		return nil
+	}
+	var paths []string
+	for _, p := range s.st.Passes {
+		if p.From == s.st.SourceName {
+			for _, c := range p.Res.Conflicts {
+				if c.Source != nil && !slices.Contains(paths, c.Path) {
+					paths = append(paths, c.Path)
+				}
+			}
+		}
+	}
+	diverged := 0
+	if d := s.st.Divergence; d != nil {
+		diverged = d.Count
+	}
+	if len(paths) == 0 && diverged == 0 {
+		return nil
+	}
+	s.st.Paused = "delete"
+	return errors.Join(ErrDecision, fmt.Errorf("retire: delete would destroy %s's only copy of %d conflicting file(s) %v and %d file(s) it wrote that nothing carried", s.st.SourceName, len(paths), paths, diverged))
 }

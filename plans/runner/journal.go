@@ -112,6 +112,8 @@ type SwapState struct {
 	Passes      []PassRecord      `json:"passes,omitempty"`
 	Divergence  *carry.Divergence `json:"divergence,omitempty"`
 	Hooks       []HookRun         `json:"hooks,omitempty"`
+	// Paused is why the swap waits for a decision (divergence, delete).
+	Paused string `json:"paused,omitempty"`
 
 	Checks []CheckResult  `json:"checks,omitempty"`
 	Probe  *probe.Summary `json:"probe,omitempty"`

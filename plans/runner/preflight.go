@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/go-multierror"
 	"github.com/vmswap/vmswap/loadbalancer"
@@ -40,6 +42,11 @@ func preflight(ctx context.Context, s *swapRun) error {
 	if k := s.sw.Verify.SSH; k != nil && k.Key != "" {
 		if err := verify.CheckKeyFile(k.Key); err != nil {
 			errs = multierror.Append(errs, err)
+		}
+	}
+	if src.Status == provider.StatusRunning {
+		for _, e := range s.sourceSSHProblems(ctx, src) {
+			errs = multierror.Append(errs, e)
 		}
 	}
 	var stale []string
@@ -157,4 +164,62 @@ func otherEntrypoints(ctx context.Context, comp provider.Compute, sw *plans.Swap
 		}
 	}
 	return held, warnings, nil
+}
+
+// needsSourceSSH reports whether the swap works on the source over SSH.
+func (s *swapRun) needsSourceSSH() bool {
+	if s.sw.Verify.SSH == nil {
+		return false
+	}
+	if s.sw.Quiesce || s.needsClock() {
+		return true
+	}
+	for _, ph := range s.sw.Hooks.Phases() {
+		for _, h := range ph.Hooks {
+			if h.On == "source" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// sourceSSHProblems checks, before anything changes, what the swap will do
+// on the source over SSH: that the plan's user and key get in, and that the
+// carried paths are directories or files there, never symlinks.
+func (s *swapRun) sourceSSHProblems(ctx context.Context, src *provider.Server) []error {
+	if !s.needsSourceSSH() {
+		return nil
+	}
+	s.st.SourceIP, s.st.SourceID, s.st.SourceName = src.PublicIP, src.ID, src.Name
+	c, err := s.dial(ctx, "source", 15*time.Second)
+	if err != nil {
+		return []error{fmt.Errorf("SSH to the source, which quiesce, hooks, carried paths and the divergence report need: %w", err)}
+	}
+	defer c.Close()
+	if _, err := clockOf(ctx, c); err != nil {
+		return []error{fmt.Errorf("%s: %w", src.Name, err)}
+	}
+	if s.sw.Carry == nil {
+		return nil
+	}
+	fs, err := c.SFTP()
+	if err != nil {
+		return []error{fmt.Errorf("%s: carried paths are copied over SFTP: %w", src.Name, err)}
+	}
+	defer fs.Close()
+	var out []error
+	for _, p := range s.sw.Carry.Paths {
+		fi, err := fs.Lstat(p)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			s.r.emit(Event{Event: "warning", Swap: s.name(), Message: fmt.Sprintf("carry path %s does not exist on %s (yet): anything written there after the snapshot is carried", p, src.Name)})
+		case err != nil:
+			out = append(out, fmt.Errorf("carry path %s on %s: %w", p, src.Name, err))
+		case fi.Mode()&os.ModeSymlink != 0:
+			target, _ := fs.ReadLink(p)
+			out = append(out, fmt.Errorf("carry path %s on %s is a symlink (to %s): carry the directory it points to instead", p, src.Name, printable(target)))
+		}
+	}
+	return out
 }

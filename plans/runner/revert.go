@@ -29,7 +29,7 @@ func (r *Runner) Revert(ctx context.Context) *Result {
 		switch sr.st.Status {
 		case StatusSucceeded:
 			code, next = r.revertSwap(ctx, sr)
-		case StatusRunning, StatusInterrupted, StatusNeedsAttention:
+		case StatusRunning, StatusInterrupted, StatusNeedsAttention, StatusPaused:
 			if sr.st.has(subOldRetired) {
 				// Retire had begun: the swap is done but for cleanup.
 				code, next = r.revertSwap(ctx, sr)
@@ -164,6 +164,9 @@ func (r *Runner) revertSwap(ctx context.Context, s *swapRun) (int, string) {
 		}
 	}
 	stopProbe(s)
+	if w := writesOf(st.Probe); w != nil && w.LostUploads+w.LostSessions > 0 {
+		return fail(fmt.Errorf("%s serves again and %s is retired, but the probe's writes: %s: %s", st.SourceName, st.NewName, w, strings.Join(w.Lost, "; ")))
+	}
 	r.release(context.WithoutCancel(ctx), s)
 	st.Status = StatusReverted
 	st.Steps["rollback"].End, st.Steps["rollback"].Status = r.now(), "ok"

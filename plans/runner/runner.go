@@ -277,12 +277,17 @@ func (r *Runner) swapResult(sr *swapRun) SwapResult {
 	if out.Source == "" {
 		out.Source = sr.sw.Source.Server
 	}
+	conflicts := map[string]bool{} // a path in conflict is counted once, however many passes saw it
 	for _, p := range st.Passes {
 		if out.Carried == nil {
 			out.Carried = &CarrySum{}
 		}
 		c := out.Carried
-		c.Passes, c.Files, c.Bytes, c.Deleted, c.Conflicts = c.Passes+1, c.Files+p.Res.Copied, c.Bytes+p.Res.Bytes, c.Deleted+p.Res.Deleted, c.Conflicts+len(p.Res.Conflicts)
+		c.Passes, c.Files, c.Bytes, c.Deleted = c.Passes+1, c.Files+p.Res.Copied, c.Bytes+p.Res.Bytes, c.Deleted+p.Res.Deleted
+		for _, cf := range p.Res.Conflicts {
+			conflicts[cf.Path] = true
+		}
+		c.Conflicts = len(conflicts)
 	}
 	if d := st.Divergence; d != nil {
 		out.Diverged = &d.Count
@@ -340,9 +345,13 @@ func (r *Runner) runSwap(ctx context.Context, sr *swapRun) (int, string) {
 		if ctx.Err() != nil {
 			return r.interrupted(sr, s.name)
 		}
-		st.Steps[s.name].End, st.Steps[s.name].Status = r.now(), "failed"
+		status := "failed"
+		if errors.Is(err, ErrDecision) {
+			status = "paused"
+		}
+		st.Steps[s.name].End, st.Steps[s.name].Status = r.now(), status
 		st.Error = fmt.Sprintf("%s: %v", s.name, err)
-		r.emit(Event{Event: "step", Swap: sr.name(), Step: s.name, Status: "failed", Message: err.Error()})
+		r.emit(Event{Event: "step", Swap: sr.name(), Step: s.name, Status: status, Message: err.Error()})
 		switch {
 		case s.name == "preflight":
 			r.release(context.WithoutCancel(ctx), sr)
@@ -442,6 +451,9 @@ func exposed(p *probe.Summary) (failed, total int) {
 // applyCommand is the command that continues this run: with --finish when
 // the run is carried on with the plan it recorded (the plan file changed).
 func (r *Runner) applyCommand() string {
+	if r.Continue {
+		return "vmswap apply --continue " + r.planFile()
+	}
 	if r.Finish {
 		return "vmswap apply --finish " + r.planFile()
 	}

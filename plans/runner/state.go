@@ -141,7 +141,10 @@ func Decide(cmd Command, last *Journal, planChanged bool, file string) Decision 
 	case CmdCleanup:
 		// A run that needs attention may have left what only cleanup
 		// removes; what it still serves from is never an orphan.
-		if st == StatusRunning || st == StatusInterrupted || st == StatusPaused {
+		if st == StatusPaused {
+			return Decision{ActRefuse, fmt.Sprintf("run %s of %s is paused for a decision and owns what it created: go on with `vmswap apply --continue %s` or undo it (`vmswap rollback %s`) first", run, file, file, file)}
+		}
+		if st == StatusRunning || st == StatusInterrupted {
 			return Decision{ActRefuse, fmt.Sprintf("run %s of %s is %s and owns what it created: finish it (`vmswap apply --finish %s`) or undo it (`vmswap rollback %s`) first", run, file, st, file, file)}
 		}
 		return Decision{Action: ActProceed}

@@ -204,7 +204,7 @@ func (w *walker) dir(ctx context.Context, p string) {
 			w.mu.Unlock()
 			continue
 		}
-		if excluded(child, w.opt.Exclude) {
+		if excluded(child, w.opt.Exclude, w.opt.Paths) {
 			continue
 		}
 		if t := entryOf(fi).Type; t == "" {
@@ -234,23 +234,34 @@ func entryOf(fi fs.FileInfo) Entry {
 	return e
 }
 
-// excluded matches a path against exclude patterns. A pattern without
-// glob characters that starts with a slash excludes that path and
-// everything under it.
-func excluded(p string, patterns []string) bool {
+// excluded matches a path against exclude patterns. A pattern without a
+// slash matches a base name ("*.tmp"); one starting with a slash, the whole
+// path ("/var/www/html/uploads/cache/*"), and without glob characters also
+// everything under it ("/var/log"); any other, the path relative to the
+// root it is under ("cache/*" in a carried /var/www/html/uploads).
+func excluded(p string, patterns, roots []string) bool {
 	for _, pat := range patterns {
-		if strings.HasPrefix(pat, "/") && !strings.ContainsAny(pat, "*?[") {
+		switch {
+		case strings.HasPrefix(pat, "/") && !strings.ContainsAny(pat, "*?["):
 			if p == pat || strings.HasPrefix(p, strings.TrimSuffix(pat, "/")+"/") {
 				return true
 			}
-			continue
-		}
-		subject := path.Base(p)
-		if strings.Contains(pat, "/") {
-			subject = p
-		}
-		if ok, _ := path.Match(pat, subject); ok {
-			return true
+		case strings.HasPrefix(pat, "/"):
+			if ok, _ := path.Match(pat, p); ok {
+				return true
+			}
+		case strings.Contains(pat, "/"):
+			for _, r := range roots {
+				if rel, ok := strings.CutPrefix(p, strings.TrimSuffix(r, "/")+"/"); ok {
+					if m, _ := path.Match(pat, rel); m {
+						return true
+					}
+				}
+			}
+		default:
+			if ok, _ := path.Match(pat, path.Base(p)); ok {
+				return true
+			}
 		}
 	}
 	return false
@@ -391,11 +402,13 @@ func Pass(ctx context.Context, src, dst *sftp.Client, ref Manifest, opt Options)
 			res.Conflicts = append(res.Conflicts, c)
 		case !sok:
 			removes = append(removes, p)
-		case dok && d.Type != s.Type && (d.Type == "d" || s.Type == "d"):
-			// A directory replaced by a file, or the reverse: rare enough
-			// to leave to a person.
-			res.Conflicts = append(res.Conflicts, Conflict{Path: p, Source: &s, Dest: &d, Reason: "a file on one side is a directory on the other; the destination's was kept"})
+		case dok && d.Type == "d" && s.Type != "d":
+			// A directory replaced by a file: what is in it on the
+			// destination is not the pass's to delete.
+			res.Conflicts = append(res.Conflicts, Conflict{Path: p, Source: &s, Dest: &d, Reason: "a directory on the destination is a file on the source; the destination's was kept"})
 		case s.Type == "d":
+			// (A file or symlink the destination has unchanged there is
+			// replaced by the directory.)
 			mkdirs = append(mkdirs, p)
 		default:
 			files = append(files, p)
@@ -412,6 +425,11 @@ func Pass(ctx context.Context, src, dst *sftp.Client, ref Manifest, opt Options)
 		mkdir := dst.Mkdir
 		if slices.Contains(opt.Paths, p) {
 			mkdir = dst.MkdirAll // a carried path's parents may be missing
+		}
+		if d, ok := D[p]; ok && d.Type != "d" {
+			if err := dst.Remove(p); err != nil {
+				return res, nil, fmt.Errorf("carry: replace %s by a directory: %w", p, err)
+			}
 		}
 		if err := mkdir(p); err != nil && !isExist(dst, p) {
 			return res, nil, fmt.Errorf("carry: mkdir %s: %w", p, err)

@@ -180,13 +180,18 @@ func TestPassNeverFollowsASymlinkOut(t *testing.T) {
 	// On the source, a link to a directory outside the carried path: it is
 	// carried as a link, and nothing is read through it.
 	os.Symlink(outside, filepath.Join(p.old, "uploads/out"))
-	// On the destination, a directory of the source is a symlink to
-	// elsewhere: nothing is written through it.
+	// On the destination, a directory of the source was replaced by a
+	// symlink to elsewhere since the previous pass: nothing is written
+	// through it.
+	p.write(p.old, "uploads/into/first", "x", 0o644, time.Time{})
+	p.write(p.new, "uploads/into/first", "x", 0o644, time.Time{})
+	_, before := p.pass(nil)
 	trap := t.TempDir()
+	os.RemoveAll(filepath.Join(p.new, "uploads/into"))
 	os.Symlink(trap, filepath.Join(p.new, "uploads/into"))
 	p.write(p.old, "uploads/into/file", "x", 0o644, time.Time{})
 
-	res, ref := p.pass(nil)
+	res, ref := p.pass(before)
 	if _, ok := ref[filepath.Join(p.mnt, "uploads/out/secret")]; ok {
 		t.Fatal("the walk followed a symlink out of the carried path")
 	}
@@ -271,5 +276,29 @@ func TestDivergedListsWritesOutsideCarriedPaths(t *testing.T) {
 	}
 	if d.Count != 1 || d.Files[0].Path != filepath.Join(p.mnt, "etc/app.conf") || d.Files[0].Size != 7 {
 		t.Fatalf("divergence: %+v", d)
+	}
+}
+
+// TestPassExcludesAndTypeChanges: a relative pattern with a slash is
+// matched under the carried path; a symlink the source replaced by a
+// directory (the destination's link unchanged) becomes that directory.
+func TestPassExcludesAndTypeChanges(t *testing.T) {
+	p := newPair(t)
+	os.Symlink("sub", filepath.Join(p.old, "uploads/alias"))
+	os.Symlink("sub", filepath.Join(p.new, "uploads/alias"))
+	_, ref := p.pass(nil)
+	os.Remove(filepath.Join(p.old, "uploads/alias"))
+	p.write(p.old, "uploads/alias/new.png", "png", 0o644, time.Time{})
+	p.write(p.old, "uploads/cache/page.html", "regenerated", 0o644, time.Time{})
+	p.write(p.old, "uploads/sub/cache.bin", "kept out too", 0o644, time.Time{})
+	p.opt.Exclude = []string{"cache/*", "sub/cache.*"}
+	res, _ := p.pass(ref)
+	if len(res.Conflicts) != 0 || p.read(p.new, "uploads/alias/new.png") != "png" {
+		t.Fatalf("symlink replaced by a directory: %+v, new has %q", res, p.read(p.new, "uploads/alias/new.png"))
+	}
+	for _, rel := range []string{"uploads/cache/page.html", "uploads/sub/cache.bin"} {
+		if _, err := os.Stat(filepath.Join(p.new, rel)); !os.IsNotExist(err) {
+			t.Fatalf("%s was carried though excluded: %v", rel, err)
+		}
 	}
 }

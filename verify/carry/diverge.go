@@ -50,10 +50,10 @@ type Divergence struct {
 // seconds on the server's own clock), except under ignore and the carried
 // paths, without following symlinks.
 func Diverged(ctx context.Context, c *sftp.Client, watch, ignore, carried []string, since int64) (Divergence, error) {
-	w := &walker{c: c, opt: Options{Exclude: append(slices.Clone(ignore), carried...), MaxEntries: maxScanned}, m: Manifest{}, sem: make(chan struct{}, 8)}
+	w := &walker{c: c, opt: Options{Paths: watch, Exclude: append(slices.Clone(ignore), carried...), MaxEntries: maxScanned}, m: Manifest{}, sem: make(chan struct{}, 8)}
 	for _, root := range watch {
 		fi, err := c.Lstat(root)
-		if err != nil || !fi.IsDir() || excluded(root, w.opt.Exclude) {
+		if err != nil || !fi.IsDir() || excluded(root, w.opt.Exclude, nil) {
 			continue
 		}
 		w.wg.Add(1)

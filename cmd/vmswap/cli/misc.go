@@ -149,8 +149,16 @@ func statusRun(o *StatusOptions) error {
 		if s.Error != "" {
 			fmt.Fprintf(w, "  error: %s\n", s.Error)
 		}
-		if !s.KeepUntil.IsZero() && s.Status == runner.StatusSucceeded {
+		rb := s.Steps["rollback"]
+		switch {
+		case rb != nil && rb.Status == "running" && (lock == nil || lock.Stale):
+			// A switch back that was killed: the old server may be on.
+			fmt.Fprintf(w, "  a rollback of this swap was stopped part-way: run `vmswap rollback %s` again to finish it\n", o.PlanFile)
+		case !s.KeepUntil.IsZero() && s.Status == runner.StatusSucceeded && rb == nil:
 			fmt.Fprintf(w, "  old server kept powered off until %s (vmswap rollback %s switches back)\n", s.KeepUntil.Format(time.RFC3339), o.PlanFile)
+		}
+		if s.Paused != "" && s.Status == runner.StatusPaused {
+			fmt.Fprintf(w, "  paused before retire (%s): `vmswap apply --continue %s` goes on, `vmswap rollback %s` switches back\n", s.Paused, o.PlanFile, o.PlanFile)
 		}
 	}
 	if d := runner.Decide(runner.CmdApply, j, false, o.PlanFile); d.Action == runner.ActResume {
