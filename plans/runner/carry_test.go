@@ -3,6 +3,7 @@ package runner_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -293,4 +294,134 @@ func TestHooks(t *testing.T) {
 			t.Fatalf("the reserved IP is on %d, want the new server %d", on, w.newID(j))
 		}
 	})
+}
+
+// pausedRun runs a carrying swap that pauses before retire: the source
+// wrote a file outside the carried paths after its snapshot.
+func (w *world) pausedRun(t *testing.T, sw plans.Swap) (*plans.Document, *runner.Journal) {
+	t.Helper()
+	sw.Divergence = &plans.Divergence{OnFound: "stop"}
+	sw.Hooks = &plans.Hooks{AfterSnapshot: []plans.Hook{{On: "source", Run: "touch /etc/app.conf"}}}
+	doc := w.plan(sw)
+	res, j := w.run(doc, nil)
+	if res.ExitCode != runner.ExitDecision || j.Swaps[0].Status != runner.StatusPaused {
+		t.Fatalf("exit %d %s: %s", res.ExitCode, j.Swaps[0].Status, res.Next)
+	}
+	if d := j.Swaps[0].Divergence; d == nil || d.Count != 1 || d.Files[0].Path != "/etc/app.conf" {
+		t.Fatalf("divergence: %+v", d)
+	}
+	return doc, j
+}
+
+func put(t *testing.T, url, body string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPut, url, strings.NewReader(body))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("PUT %s: %v %v", url, resp, err)
+	}
+	resp.Body.Close()
+}
+
+// TestRollbackOfAPausedRun: a run paused before retire is switched back by
+// `vmswap rollback`: what users wrote on the new server meanwhile is
+// carried back, traffic returns to the source, the new server is deleted.
+func TestRollbackOfAPausedRun(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	sw := w.carrySwap("loadbalancer")
+	sw.Probe.Writes = false
+	doc, j := w.pausedRun(t, sw)
+	users := w.users(sw)
+	time.Sleep(time.Second)
+	r := &runner.Runner{Doc: doc, Drivers: w.drivers(doc), Journal: j, Poll: 50 * time.Millisecond}
+	rev := r.Revert(context.Background())
+	if rev.ExitCode != 0 || rev.Status != runner.StatusReverted || j.Swaps[0].Status != runner.StatusRolledBack {
+		t.Fatalf("rollback of a paused run: exit %d %s, swap %s: %s", rev.ExitCode, rev.Status, j.Swaps[0].Status, rev.Next)
+	}
+	checkNothingLost(t, users)
+	inv := w.l.Inventory()
+	if len(inv.Droplets) != 1 || inv.LBs[0].Droplets[0] != w.srcID || inv.Droplets[0].Name != "web-1" {
+		t.Fatalf("after the rollback: %+v", inv)
+	}
+}
+
+// TestContinueCarriesWhatCameMeanwhile: after a pause, a write that still
+// reached the old server (a client on a stale address) is carried by
+// apply --continue before the old server is retired.
+func TestContinueCarriesWhatCameMeanwhile(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	sw := w.carrySwap("loadbalancer")
+	sw.Probe.Writes = false
+	doc, j := w.pausedRun(t, sw)
+	put(t, w.url(w.srcIP)+"uploads/late.txt", "written during the pause")
+	r := &runner.Runner{Doc: doc, Drivers: w.drivers(doc), Journal: j, Poll: 50 * time.Millisecond, Continue: true}
+	if res := r.Run(context.Background()); res.ExitCode != 0 {
+		t.Fatalf("apply --continue: exit %d: %s", res.ExitCode, res.Next)
+	}
+	if got, _ := w.l.ReadFile(w.newID(j), "var/www/html/uploads/late.txt"); got != "written during the pause" {
+		t.Fatalf("the write made during the pause, on the new server: %q", got)
+	}
+	last := j.Swaps[0].Passes[len(j.Swaps[0].Passes)-1]
+	if last.Name != "final, after the pause" || last.Res.Copied != 1 {
+		t.Fatalf("passes: %+v", j.Swaps[0].Passes)
+	}
+}
+
+// TestDeleteKeepsTheOnlyCopy: with retire: delete, a carry conflict pauses
+// the run before the delete (exit 4), the old server kept; --continue
+// deletes it.
+func TestDeleteKeepsTheOnlyCopy(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	sw := w.carrySwap("loadbalancer")
+	sw.Probe.Writes = false
+	sw.Retire = plans.Retire{Action: "delete"}
+	w.l.WriteFile(w.srcID, "var/www/html/uploads/report.pdf", "version 0")
+	var once sync.Once
+	doc := w.plan(sw)
+	res, j := w.run(doc, func(e runner.Event) {
+		if e.Event == "carry" && e.Step == "catch-up" {
+			once.Do(func() {
+				time.Sleep(1100 * time.Millisecond)
+				w.l.WriteFile(w.srcID, "var/www/html/uploads/report.pdf", "edited on old")
+				for _, d := range w.droplets() {
+					if d.ID != w.srcID {
+						w.l.WriteFile(d.ID, "var/www/html/uploads/report.pdf", "edited on the new server")
+					}
+				}
+			})
+		}
+	})
+	if res.ExitCode != runner.ExitDecision || !strings.Contains(j.Swaps[0].Error, "delete would destroy") {
+		t.Fatalf("exit %d: %s (%s)", res.ExitCode, res.Next, j.Swaps[0].Error)
+	}
+	if got, err := w.l.ReadFile(w.srcID, "var/www/html/uploads/report.pdf"); err != nil || got != "edited on old" {
+		t.Fatalf("the old server's copy: %q %v", got, err)
+	}
+	r := &runner.Runner{Doc: doc, Drivers: w.drivers(doc), Journal: j, Poll: 50 * time.Millisecond, Continue: true}
+	if res := r.Run(context.Background()); res.ExitCode != 0 {
+		t.Fatalf("apply --continue: exit %d: %s", res.ExitCode, res.Next)
+	}
+	if n := len(w.droplets()); n != 1 {
+		t.Fatalf("%d droplets after --continue: the old one was not deleted", n)
+	}
+}
+
+// TestWrongSSHKeyChangesNothing: a key the source does not accept is found
+// in preflight: exit 2, nothing created.
+func TestWrongSSHKeyChangesNothing(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	sw := w.carrySwap("reserved_ip")
+	other, _ := newKeyFile(t, t.TempDir())
+	sw.Verify.SSH.Key = other
+	res, _ := w.run(w.plan(sw), nil)
+	if res.ExitCode != runner.ExitBadInput || !strings.Contains(res.Swaps[0].Error, "SSH to the source") {
+		t.Fatalf("exit %d: %s (%s)", res.ExitCode, res.Next, res.Swaps[0].Error)
+	}
+	if n := w.l.OperationCounts()["droplets_create"]; n != 1 {
+		t.Fatalf("%d droplets created", n)
+	}
 }
