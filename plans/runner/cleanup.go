@@ -2,9 +2,12 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
+	"time"
 
 	"github.com/vmswap/vmswap/plans"
 	"github.com/vmswap/vmswap/plans/registry"
@@ -17,10 +20,65 @@ type Orphan struct {
 	Kind     string `json:"kind"` // server or image
 	ID       string `json:"id"`
 	Name     string `json:"name"`
+	// Until is when a retired server's keep window ended (cleanup --expired).
+	Until time.Time `json:"until,omitempty"`
 }
 
 func (o Orphan) String() string {
-	return fmt.Sprintf("%s %s (%s) at %s", o.Kind, o.Name, o.ID, o.Provider)
+	s := fmt.Sprintf("%s %s (%s) at %s", o.Kind, o.Name, o.ID, o.Provider)
+	if !o.Until.IsZero() {
+		s += ", kept powered off until " + o.Until.Format(time.RFC3339)
+	}
+	return s
+}
+
+// keepTagPrefix marks a retired server kept powered off; the rest of the
+// tag is when its keep window ends, so that the window is visible in the
+// provider's console and to `cleanup --expired` from any machine.
+const keepTagPrefix = "vmswap-keep-until:"
+
+const keepTagTime = "20060102T150405Z"
+
+func keepTag(t time.Time) string { return keepTagPrefix + t.UTC().Format(keepTagTime) }
+
+// FindExpired lists the retired sources of the run whose keep window has
+// ended at now: powered off, with the window the journal and their tag
+// record behind them. A source someone powered on again is not expired.
+func FindExpired(ctx context.Context, doc *plans.Document, j *Journal, drivers map[string]*registry.Drivers, now time.Time) ([]Orphan, error) {
+	var out []Orphan
+	if j == nil {
+		return nil, nil
+	}
+	for i, st := range j.Swaps {
+		if st.Status != StatusSucceeded || st.KeepUntil.IsZero() || st.SourceID == "" || i >= len(doc.Plan.Swaps) {
+			continue
+		}
+		name := doc.Plan.Swaps[i].Source.Provider
+		d := drivers[name]
+		if d == nil || d.Compute == nil {
+			continue
+		}
+		srv, err := d.Compute.GetServer(ctx, st.SourceID)
+		if errors.Is(err, provider.ErrNotFound) {
+			continue // gone already
+		}
+		if err != nil {
+			return nil, err
+		}
+		until := st.KeepUntil
+		for _, t := range srv.Tags {
+			if v, ok := strings.CutPrefix(t, keepTagPrefix); ok {
+				if tt, err := time.Parse(keepTagTime, v); err == nil {
+					until = tt
+				}
+			}
+		}
+		if srv.Status != provider.StatusOff || now.Before(until) {
+			continue
+		}
+		out = append(out, Orphan{Provider: name, Kind: "server", ID: srv.ID, Name: srv.Name, Until: until})
+	}
+	return out, nil
 }
 
 // FindOrphans lists the servers and images carrying the tag (or image

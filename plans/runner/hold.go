@@ -126,6 +126,12 @@ func retire(ctx context.Context, s *swapRun) error {
 			return err
 		}
 	}
+	if !s.st.KeepUntil.IsZero() {
+		// The window on the server itself, for `cleanup --expired`.
+		if err := s.once(subKeepTagged, func() error { return s.comp.TagServer(ctx, s.st.SourceID, keepTag(s.st.KeepUntil)) }); err != nil {
+			return err
+		}
+	}
 	if err := s.moveNames(ctx); err != nil {
 		return err
 	}

@@ -2,11 +2,15 @@ package runner_test
 
 import (
 	"context"
+	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vmswap/vmswap/lab"
+	"github.com/vmswap/vmswap/lab/labtest"
 	"github.com/vmswap/vmswap/plans"
 	"github.com/vmswap/vmswap/plans/runner"
 	"github.com/vmswap/vmswap/verify/probe"
@@ -135,5 +139,68 @@ func TestImageThatCarriedTheHostname(t *testing.T) {
 				t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
 			}
 		})
+	}
+}
+
+// TestCleanupExpired: of two retired sources, kept for 1s and for 1h, and
+// an unrelated powered-off droplet, `cleanup --expired` finds exactly the
+// one whose window ended; the window is on the server as a tag too.
+func TestCleanupExpired(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	sd := w.l.Seeder()
+	id2, _, err := sd.Droplet(ctx, "web-2", "s-1vcpu-1gb", nil, site)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip2, err := sd.ReservedIP(ctx, id2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _, err := sd.Droplet(ctx, "batch-1", "s-1vcpu-1gb", nil, site)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := labtest.Godo(t, w.l).DropletActions.PowerOff(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	sw1 := w.swap("reserved_ip")
+	sw1.Retire.KeepFor = plans.Duration(time.Second)
+	sw2 := w.swap("reserved_ip")
+	sw2.Source.Server, sw2.Cutover.ReservedIP.IP = "web-2", ip2
+	sw2.Probe.URL = w.url(ip2)
+	sw2.Verify.SSH, sw2.Verify.Compare = nil, nil
+	sw2.Retire.KeepFor = plans.Duration(time.Hour)
+	p := w.plan(sw1).Plan
+	p.Swaps = append(p.Swaps, sw2)
+	doc := w.reparse(p)
+	res, j := w.run(doc, nil)
+	if res.ExitCode != 0 {
+		t.Fatalf("swaps: %s", res.Next)
+	}
+	for _, d := range w.droplets() {
+		if d.ID == w.srcID && !slices.ContainsFunc(d.Tags, func(t string) bool { return strings.HasPrefix(t, "vmswap-keep-until:") }) {
+			t.Fatalf("the kept source carries no keep window: %v", d.Tags)
+		}
+	}
+	time.Sleep(1100 * time.Millisecond)
+	expired, err := runner.FindExpired(ctx, doc, j, w.drivers(doc), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(expired) != 1 || expired[0].ID != strconv.Itoa(w.srcID) {
+		t.Fatalf("expired: %v (web-1 was %d, web-2 %d, batch-1 %d)", expired, w.srcID, id2, other)
+	}
+	if errs := runner.DeleteOrphans(ctx, expired, w.drivers(doc)); len(errs) != 0 {
+		t.Fatal(errs)
+	}
+	var left []string
+	for _, d := range w.droplets() {
+		left = append(left, d.Name)
+	}
+	slices.Sort(left)
+	if fmt.Sprint(left) != fmt.Sprintf("[batch-1 web-1 web-2 web-2-retired-%s]", j.RunID[:6]) {
+		t.Fatalf("after cleanup --expired: %v", left)
 	}
 }

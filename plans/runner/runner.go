@@ -35,6 +35,7 @@ const (
 	subHeldTags     = "held_tags"      // the new server got the tags other pools select by
 	subRenameOld    = "renamed_old"    // the source was renamed NAME-retired-RUN
 	subRenameNew    = "renamed_new"    // the new server took the source's name
+	subKeepTagged   = "keep_tagged"    // the kept source carries its keep window
 )
 
 // cutoverSubs are the sub-steps that move traffic.

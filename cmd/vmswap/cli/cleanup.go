@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -20,6 +21,8 @@ type CleanupOptions struct {
 	Getenv   func(string) string
 	PlanFile string
 	Yes      bool
+	// Expired deletes retired sources whose keep window ended instead.
+	Expired bool
 }
 
 // NewCmdCleanup builds `vmswap cleanup PLAN`.
@@ -31,7 +34,11 @@ func NewCmdCleanup(f *Factory, runF func(*CleanupOptions) error) *cobra.Command 
 		Long: `Cleanup finds every server carrying the plan's tag (vmswap:<plan id>) and every snapshot
 named after the plan that nothing uses (a succeeded swap's new server is in use, and so is
 its snapshot when the plan keeps it), lists them, and deletes them after confirmation.
-Without a terminal it never asks: pass --yes.`,
+Without a terminal it never asks: pass --yes.
+
+With --expired it deletes instead the old servers the plan's last run retired and kept
+powered off (retire: {action: power_off, keep_for: ...}) whose keep window has ended — a
+powered-off server is billed until it is deleted. Run it nightly.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.PlanFile = args[0]
@@ -42,6 +49,7 @@ Without a terminal it never asks: pass --yes.`,
 		},
 	}
 	cmd.Flags().BoolVarP(&opts.Yes, "yes", "y", false, "delete without asking")
+	cmd.Flags().BoolVar(&opts.Expired, "expired", false, "delete the retired old servers whose keep window has ended")
 	return cmd
 }
 
@@ -67,7 +75,12 @@ func cleanupRun(ctx context.Context, o *CleanupOptions) error {
 	if err != nil {
 		return exitf(runner.ExitBadInput, "%v", err)
 	}
-	orphans, err := runner.FindOrphans(ctx, doc, j, drivers)
+	var orphans []runner.Orphan
+	if o.Expired {
+		orphans, err = runner.FindExpired(ctx, doc, j, drivers, time.Now())
+	} else {
+		orphans, err = runner.FindOrphans(ctx, doc, j, drivers)
+	}
 	if err != nil {
 		return exitf(runner.ExitAttention, "%v", err)
 	}
