@@ -7,10 +7,10 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT     := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -y -qq -o Dpkg::Use-Pty=0
 DEB_PKGS := openssh-server openssh-client haproxy bind9 bind9-utils
 
-.PHONY: build test deps vet fmt bench demo fuzz clean report-png
+.PHONY: build test deps vet fmt bench demo fuzz clean report-png workflows cross
 
 build:
-	$(GO) build -o bin/vmswap ./cmd/vmswap
+	$(GO) build -buildvcs=true -o bin/vmswap ./cmd/vmswap
 
 MOTO    := moto[server]==5.2.5
 VENV    := .tools/venv
@@ -34,9 +34,20 @@ fmt:
 vet:
 	$(GO) vet ./...
 
-test: deps fmt vet
+test: deps fmt vet workflows cross
 	$(GO) test -race -count=1 -v -timeout 40m -parallel 4 ./... 2>&1 | tee test.log; exit $${PIPESTATUS[0]}
 	$(MAKE) --no-print-directory fuzz
+
+# workflows checks the GitHub Actions examples with actionlint (pinned).
+ACTIONLINT := github.com/rhysd/actionlint/cmd/actionlint@v1.7.7
+workflows:
+	@GOFLAGS= $(GO) install $(ACTIONLINT)
+	$$($(GO) env GOPATH)/bin/actionlint examples/github-actions/*.yml
+
+# cross builds vmswap for every platform people run it on.
+CROSS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
+cross:
+	@for t in $(CROSS); do echo "build $$t"; GOOS=$${t%/*} GOARCH=$${t#*/} $(GO) build -o /dev/null ./cmd/vmswap || exit 1; done
 
 # fuzz runs each fuzz target for a bounded time (CI: 10s each).
 FUZZTIME ?= 10s

@@ -105,6 +105,12 @@ type SizeGetter interface {
 	GetSize(ctx context.Context, slug string) (*Size, error)
 }
 
+// SizeLister lists the sizes a provider offers, for saying which would do
+// when the one asked for cannot.
+type SizeLister interface {
+	ListSizes(ctx context.Context) ([]Size, error)
+}
+
 // Snapshotter images a running server without stopping it.
 type Snapshotter interface {
 	// Snapshot images the server under the given name, which is unique to

@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	bin = filepath.Join(dir, "vmswap")
-	if out, err := exec.Command("go", "build", "-tags", "crashhook", "-o", bin, ".").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-buildvcs=true", "-tags", "crashhook", "-o", bin, ".").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
 		os.Exit(1)
 	}
@@ -316,5 +316,18 @@ func TestLabServeErrors(t *testing.T) {
 	r = vmswap(t, []string{"DIGITALOCEAN_TOKEN=", "DIGITALOCEAN_ACCESS_TOKEN="}, "plan", "--source", "web-1", "--size", "s-2vcpu-4gb", "--lb", "x")
 	if r.code != runner.ExitBadInput || !strings.Contains(r.stderr, "set DIGITALOCEAN_TOKEN or DIGITALOCEAN_ACCESS_TOKEN") {
 		t.Fatalf("no token: %+v", r)
+	}
+}
+
+// TestVersion: the binary says which commit it was built from.
+func TestVersion(t *testing.T) {
+	head, err := exec.Command("git", "rev-parse", "HEAD").Output()
+	if err != nil {
+		t.Fatalf("git rev-parse HEAD: %v", err)
+	}
+	r := vmswap(t, nil, "version")
+	want := "commit " + strings.TrimSpace(string(head))[:12]
+	if r.code != 0 || !strings.Contains(r.stdout, want) || !strings.Contains(r.stdout, "plan format 1") {
+		t.Fatalf("version: exit %d %q, want it to contain %q", r.code, r.stdout, want)
 	}
 }

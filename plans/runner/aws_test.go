@@ -203,6 +203,29 @@ func TestAWSSwaps(t *testing.T) {
 		}
 		t.Logf("aws rollback: %s", res.Next)
 	})
+	t.Run("downsize", func(t *testing.T) {
+		// Instance types go down as freely as up: t3.small to t3.micro.
+		a := newAWSWorld(t)
+		doc := a.doc("elastic_ip")
+		doc.Plan.Swaps[0].Target.Size = "t3.micro"
+		doc = func() *plans.Document {
+			b, _ := yaml.Marshal(doc.Plan)
+			d, err := plans.Check(doc.File, b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return d
+		}()
+		j := runner.NewJournal(runner.JournalPath(doc.File), doc, "awsdown12345")
+		if res := a.runner(doc, j, nil).Run(context.Background()); res.ExitCode != 0 {
+			t.Fatalf("downsize: exit %d: %s", res.ExitCode, res.Next)
+		}
+		r := a.runner(doc, nil, nil)
+		nw, _ := r.Drivers["aws"].Compute.GetServer(context.Background(), j.Swaps[0].NewID)
+		if nw.Size != "t3.micro" || nw.Name != "web-1" {
+			t.Fatalf("after the downsize: %+v", nw)
+		}
+	})
 	t.Run("switch_back", func(t *testing.T) {
 		a := newAWSWorld(t)
 		doc := a.doc("elastic_ip")

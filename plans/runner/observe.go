@@ -1,9 +1,11 @@
 package runner
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -39,7 +41,7 @@ func ObserveWorld(ctx context.Context, p *plans.Plan, o registry.BuildOptions) e
 			errs = append(errs, err.Error())
 		} else {
 			seen.TargetSize = *tgt
-			errs = append(errs, sizeProblems(sw, src, tgt, o.Progress)...)
+			errs = append(errs, sizeProblems(sw, src, tgt, o.Progress, fittingSizes(ctx, comp))...)
 		}
 		name := src.Name
 		muts = append(muts, fmt.Sprintf("swaps[%d]: snapshot %s (%s) live, so the image is crash-consistent%s, as vmswap-%s-<time>-%s", i, name, src.ID, quiesceNote(sw), name, p.ID))
@@ -117,13 +119,20 @@ func quiesceNote(sw plans.Swap) string {
 // sizeProblems says why a target size cannot work for the swap: the disk
 // the image needs, the size the source has already, a threshold the size
 // cannot meet. A smaller size is only worth a warning.
-func sizeProblems(sw plans.Swap, src *provider.Server, sz *provider.Size, warn provider.Progress) []string {
+func sizeProblems(sw plans.Swap, src *provider.Server, sz *provider.Size, warn provider.Progress, fitting func(*provider.Server) []string) []string {
+	if fitting == nil {
+		fitting = func(*provider.Server) []string { return nil }
+	}
 	var out []string
 	if sz.NoIPv6 && src.PublicIPv6 != "" && sw.Cutover.DNS != nil {
 		out = append(out, fmt.Sprintf("size %s cannot have an IPv6 address, but %s has one and its DNS name may point at it (AAAA): choose a size with IPv6", sz.Slug, src.Name))
 	}
 	if sz.DiskGB < src.DiskGB {
-		out = append(out, fmt.Sprintf("size %s has a %d GB disk, smaller than %s's %d GB: choose a larger size", sz.Slug, sz.DiskGB, src.Name, src.DiskGB))
+		msg := fmt.Sprintf("size %s has a %d GB disk, smaller than %s's %d GB: an image of it needs at least that", sz.Slug, sz.DiskGB, src.Name, src.DiskGB)
+		if fits := fitting(src); len(fits) > 0 {
+			msg += "; sizes whose disk fits: " + strings.Join(fits, ", ")
+		}
+		out = append(out, msg)
 	}
 	if sz.Slug == src.Size {
 		out = append(out, fmt.Sprintf("%s is already %s: choose another size", src.Name, sz.Slug))
@@ -167,4 +176,44 @@ func stateMutations(i int, sw plans.Swap, name string) []string {
 		out = append(out, fmt.Sprintf("swaps[%d]: before retiring %s, list the files it wrote after its snapshot that nothing carried, and pause (exit 4) if there are any", i, name))
 	}
 	return out
+}
+
+// fittingSizes returns the sizes an image of src fits, cheapest first (the
+// first eight), when the provider lists its sizes.
+func fittingSizes(ctx context.Context, comp provider.Compute) func(*provider.Server) []string {
+	return func(src *provider.Server) []string {
+		l, ok := comp.(provider.SizeLister)
+		if !ok {
+			return nil
+		}
+		all, err := l.ListSizes(ctx)
+		if err != nil {
+			return nil
+		}
+		var fit []provider.Size
+		for _, s := range all {
+			if s.DiskGB >= src.DiskGB && s.Slug != src.Size {
+				fit = append(fit, s)
+			}
+		}
+		slices.SortFunc(fit, func(a, b provider.Size) int {
+			pa, pb := 0.0, 0.0
+			if a.Price != nil {
+				pa = a.Price.Monthly
+			}
+			if b.Price != nil {
+				pb = b.Price.Monthly
+			}
+			return cmp.Compare(pa, pb)
+		})
+		var out []string
+		for _, s := range fit[:min(8, len(fit))] {
+			d := fmt.Sprintf("%s (%d vCPU, %d MB, %d GB", s.Slug, s.VCPUs, s.MemoryMB, s.DiskGB)
+			if s.Price != nil && s.Price.Currency == "USD" {
+				d += fmt.Sprintf(", $%.0f/mo", s.Price.Monthly)
+			}
+			out = append(out, d+")")
+		}
+		return out
+	}
 }

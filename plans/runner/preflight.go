@@ -35,7 +35,7 @@ func preflight(ctx context.Context, s *swapRun) error {
 		warn := func(format string, args ...any) {
 			s.r.emit(Event{Event: "warning", Swap: s.name(), Message: strings.TrimPrefix(fmt.Sprintf(format, args...), "warning: ")})
 		}
-		for _, p := range sizeProblems(*s.sw, src, size, warn) {
+		for _, p := range sizeProblems(*s.sw, src, size, warn, fittingSizes(ctx, s.comp)) {
 			errs = multierror.Append(errs, errors.New(p))
 		}
 	}

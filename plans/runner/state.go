@@ -105,7 +105,9 @@ func Decide(cmd Command, last *Journal, planChanged bool, file string) Decision 
 		case CmdApply:
 			return Decision{Action: ActStart}
 		case CmdFinish, CmdContinue:
-			return Decision{ActRefuse, fmt.Sprintf("%s has no run to %s: run `vmswap apply %s`", file, strings.TrimPrefix(string(cmd), "apply --"), file)}
+			// Nothing unfinished: a CI job that finishes whatever a killed
+			// job left runs this every time.
+			return Decision{ActNothing, fmt.Sprintf("%s has no run to %s (it was never applied): nothing to do", file, strings.TrimPrefix(string(cmd), "apply --"))}
 		case CmdRollback:
 			return Decision{ActRefuse, fmt.Sprintf("%s has not been applied: nothing to roll back", file)}
 		}

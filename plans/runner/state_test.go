@@ -22,7 +22,7 @@ func TestDecideEveryStateAndCommand(t *testing.T) {
 	// pairs whose answer differs when the file changed since the run.
 	rows := map[State]map[Command]want{
 		"": { // never applied
-			CmdApply: {ActStart, ""}, CmdFinish: {ActRefuse, "no run to finish"}, CmdContinue: {ActRefuse, "no run to continue"}, CmdRollback: {ActRefuse, "nothing to roll back"},
+			CmdApply: {ActStart, ""}, CmdFinish: {ActNothing, "no run to finish"}, CmdContinue: {ActNothing, "no run to continue"}, CmdRollback: {ActRefuse, "nothing to roll back"},
 			CmdCleanup: {ActProceed, ""}, CmdReplan: {ActProceed, ""}},
 		StatusRunning: {
 			CmdApply: {ActResume, ""}, CmdFinish: {ActResume, ""}, CmdContinue: {ActResume, ""}, CmdRollback: {ActUndo, ""},
@@ -117,13 +117,13 @@ func TestSizeProblems(t *testing.T) {
 		{"no IPv6 for a dual-stack source", dnsSwap, provider.Size{Slug: "c1.xlarge", DiskGB: 20, MemoryMB: 16384, NoIPv6: true}, "cannot have an IPv6 address"},
 		{"a good size", dnsSwap, provider.Size{Slug: "m5.xlarge", DiskGB: 20, MemoryMB: 16384, VCPUs: 4}, ""},
 	} {
-		got := strings.Join(sizeProblems(tc.sw, src, &tc.size, warn), "\n")
+		got := strings.Join(sizeProblems(tc.sw, src, &tc.size, warn, nil), "\n")
 		if tc.want == "" && got != "" || !strings.Contains(got, tc.want) {
 			t.Errorf("%s: %q, want %q", tc.desc, got, tc.want)
 		}
 	}
 	warned = nil
-	sizeProblems(plans.Swap{}, src, &provider.Size{Slug: "m5.medium", DiskGB: 20, MemoryMB: 4096, VCPUs: 2}, warn)
+	sizeProblems(plans.Swap{}, src, &provider.Size{Slug: "m5.medium", DiskGB: 20, MemoryMB: 4096, VCPUs: 2}, warn, nil)
 	if len(warned) != 1 || !strings.Contains(warned[0], "downsize") {
 		t.Fatalf("a downsize: %q", warned)
 	}

@@ -325,19 +325,39 @@ func (d *Driver) GetSize(ctx context.Context, slug string) (*provider.Size, erro
 	var some []string
 	for _, s := range sizes {
 		if s.Slug == slug {
-			sz := &provider.Size{Slug: s.Slug, MemoryMB: s.Memory, VCPUs: s.Vcpus, DiskGB: s.Disk}
-			if s.PriceMonthly > 0 {
-				// DigitalOcean bills by the hour up to 672 hours a month, in
-				// US dollars, and bills a powered-off droplet as if it ran.
-				sz.Price = &provider.Price{Monthly: s.PriceMonthly, Hourly: s.PriceHourly, Currency: "USD", MaxHoursPerMonth: 672, BilledWhenOff: true}
-			}
-			return sz, nil
+			return toSize(s), nil
 		}
 		if len(some) < 6 && s.Available {
 			some = append(some, s.Slug)
 		}
 	}
 	return nil, fmt.Errorf("digitalocean: size %q: %w (sizes include %s)", slug, provider.ErrNotFound, strings.Join(some, ", "))
+}
+
+// ListSizes implements provider.SizeLister: the available sizes.
+func (d *Driver) ListSizes(ctx context.Context) ([]provider.Size, error) {
+	if _, err := d.GetSize(ctx, ""); err != nil && !errors.Is(err, provider.ErrNotFound) {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []provider.Size
+	for _, s := range d.sizes {
+		if s.Available {
+			out = append(out, *toSize(s))
+		}
+	}
+	return out, nil
+}
+
+func toSize(s godo.Size) *provider.Size {
+	sz := &provider.Size{Slug: s.Slug, MemoryMB: s.Memory, VCPUs: s.Vcpus, DiskGB: s.Disk}
+	if s.PriceMonthly > 0 {
+		// DigitalOcean bills by the hour up to 672 hours a month, in US
+		// dollars, and bills a powered-off droplet as if it ran.
+		sz.Price = &provider.Price{Monthly: s.PriceMonthly, Hourly: s.PriceHourly, Currency: "USD", MaxHoursPerMonth: 672, BilledWhenOff: true}
+	}
+	return sz
 }
 
 // FindImage implements provider.Snapshotter: a droplet snapshot by name.

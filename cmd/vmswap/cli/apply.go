@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -163,7 +165,11 @@ func applyRun(ctx context.Context, opts *ApplyOptions) error {
 	}
 	if sess.Lock == nil { // nothing to do
 		pr.emit(runner.Event{Event: "progress", Message: sess.Decision.Why})
-		pr.summary(&runner.Result{Status: sess.Journal.Status})
+		status := runner.State("none")
+		if sess.Journal != nil {
+			status = sess.Journal.Status
+		}
+		pr.summary(&runner.Result{Status: status})
 		return nil
 	}
 	defer sess.Close()
@@ -183,6 +189,11 @@ func applyRun(ctx context.Context, opts *ApplyOptions) error {
 		opts.Summary(res)
 	}
 	pr.summary(res)
+	if f := opts.Getenv("GITHUB_STEP_SUMMARY"); f != "" {
+		if err := writeStepSummary(f, opts.PlanFile, res); err != nil {
+			pr.emit(runner.Event{Event: "warning", Message: "GITHUB_STEP_SUMMARY: " + err.Error()})
+		}
+	}
 	if res.ExitCode != 0 {
 		return &ExitError{Code: res.ExitCode, Err: errors.New("")}
 	}
@@ -202,3 +213,26 @@ func run(ctx context.Context, opts *ApplyOptions, doc *plans.Document, j *runner
 	r := &runner.Runner{Doc: doc, Drivers: drivers, Journal: j, Emit: pr.emit, Clock: opts.Clock, Poll: opts.Poll, AfterSave: opts.AfterSave, AfterCopy: opts.AfterCopy, PlanFile: opts.PlanFile, Finish: opts.Finish || opts.Continue, Continue: opts.Continue}
 	return r.Run(ctx)
 }
+
+// writeStepSummary appends the swap table, in Markdown, to the file GitHub
+// Actions shows on the run's page.
+func writeStepSummary(file, plan string, res *runner.Result) error {
+	f, err := os.OpenFile(file, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var b strings.Builder
+	fmt.Fprintf(&b, "### vmswap %s: %s\n\n", plan, res.Status)
+	b.WriteString("| source | new | cutover | status | requests | failed | p99 | time |\n|---|---|---|---|---:|---:|---:|---:|\n")
+	for _, s := range res.Swaps {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %d | %d | %.1f ms | %.1f s |\n", mdCell(s.Source), mdCell(dash(s.New)), s.Cutover, s.Status, s.Requests, s.Failed, s.P99ms, s.DurationS)
+	}
+	if res.Next != "" {
+		fmt.Fprintf(&b, "\n%s\n", mdCell(res.Next))
+	}
+	_, err = f.WriteString(b.String() + "\n")
+	return err
+}
+
+func mdCell(s string) string { return strings.NewReplacer("|", "\\|", "\n", " ").Replace(s) }

@@ -58,7 +58,7 @@ func TestCommandsDecideFromTheJournal(t *testing.T) {
 		want  string
 	}{
 		{desc: "apply of a succeeded plan does nothing", state: runner.StatusSucceeded, args: []string{"apply"}, code: 0, want: "already applied"},
-		{desc: "finish with no run", args: []string{"apply", "--finish"}, code: 2, want: "no run to finish"},
+		{desc: "finish with no run does nothing", args: []string{"apply", "--finish"}, code: 0, want: "no run to finish"},
 		{desc: "rollback with no run", args: []string{"rollback"}, code: 2, want: "nothing to roll back"},
 		{desc: "rollback of a reverted run does nothing", state: runner.StatusReverted, args: []string{"rollback"}, code: 0, want: "already rolled back"},
 		{desc: "rollback of a refused run does nothing", state: runner.StatusRefused, args: []string{"rollback"}, code: 0, want: "changed nothing"},

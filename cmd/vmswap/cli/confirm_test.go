@@ -185,4 +185,11 @@ func TestPlanShowsCost(t *testing.T) {
 	if code != 0 || !strings.Contains(stderr, "$42.00 a month now, $6.00 after: -$36.00 a month") {
 		t.Fatalf("exit %d; a downsize's cost:\n%s", code, stderr)
 	}
+	// A size the image cannot fit (a smaller disk) is refused before
+	// anything changes, naming the sizes that would do.
+	code, _, stderr = w.run(false, strings.NewReader(""), "plan", "--endpoint", w.l.Endpoints().DigitalOceanAPI, "--source", "web-1", "--size", "s-1vcpu-512mb-10gb",
+		"--reserved-ip", w.flags[7], "-o", filepath.Join(w.dir, "s.yaml"))
+	if code != 2 || !strings.Contains(stderr, "sizes whose disk fits: s-1vcpu-2gb (1 vCPU, 2048 MB, 50 GB, $12/mo)") {
+		t.Fatalf("exit %d; a size too small for the image:\n%s", code, stderr)
+	}
 }

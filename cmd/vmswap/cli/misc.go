@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -197,11 +199,7 @@ func NewCmdVersion(f *Factory) *cobra.Command {
 		Short: "Print the version",
 		Args:  cobra.NoArgs,
 		Run: func(cmd *cobra.Command, args []string) {
-			v := Version
-			if bi, ok := debug.ReadBuildInfo(); ok && v == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-				v = bi.Main.Version
-			}
-			fmt.Fprintf(f.IO.Out, "vmswap %s (plan format %d)\n", v, plans.Version)
+			fmt.Fprintln(f.IO.Out, versionLine())
 		},
 	}
 }
@@ -249,3 +247,39 @@ func NewCmdUpgrade(f *Factory, runF func(*PlanOptions, *ApplyOptions) error) *co
 }
 
 var _ = context.Background
+
+// versionLine is the version from the build: the release's, or the module
+// version and commit the Go toolchain recorded (go install …@v1.2.3, or a
+// build in a checkout).
+func versionLine() string {
+	v, commit, when, dirty, goVersion := Version, "", "", false, runtime.Version()
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if v == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			v = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				commit = s.Value
+			case "vcs.time":
+				when = s.Value
+			case "vcs.modified":
+				dirty = s.Value == "true"
+			}
+		}
+	}
+	out := "vmswap " + v
+	var parts []string
+	if commit != "" {
+		c := commit[:min(12, len(commit))]
+		if dirty {
+			c += " with local changes"
+		}
+		parts = append(parts, "commit "+c)
+	}
+	if when != "" {
+		parts = append(parts, when)
+	}
+	parts = append(parts, goVersion, fmt.Sprintf("%s/%s", runtime.GOOS, runtime.GOARCH), fmt.Sprintf("plan format %d", plans.Version))
+	return out + " (" + strings.Join(parts, ", ") + ")"
+}
