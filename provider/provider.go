@@ -105,6 +105,12 @@ type SizeGetter interface {
 	GetSize(ctx context.Context, slug string) (*Size, error)
 }
 
+// TagPrefixFinder finds servers by the start of a tag, across every plan
+// in an account: how `cleanup --expired --provider` finds retired servers.
+type TagPrefixFinder interface {
+	FindTagPrefix(ctx context.Context, prefix string) ([]Server, error)
+}
+
 // SizeLister lists the sizes a provider offers, for saying which would do
 // when the one asked for cannot.
 type SizeLister interface {

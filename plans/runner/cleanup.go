@@ -66,12 +66,8 @@ func FindExpired(ctx context.Context, doc *plans.Document, j *Journal, drivers m
 			return nil, err
 		}
 		until := st.KeepUntil
-		for _, t := range srv.Tags {
-			if v, ok := strings.CutPrefix(t, keepTagPrefix); ok {
-				if tt, err := time.Parse(keepTagTime, v); err == nil {
-					until = tt
-				}
-			}
+		if tt, ok := keptUntil(srv); ok {
+			until = tt
 		}
 		if srv.Status != provider.StatusOff || now.Before(until) {
 			continue
@@ -162,4 +158,40 @@ func DeleteOrphans(ctx context.Context, orphans []Orphan, drivers map[string]*re
 		}
 	}
 	return slices.Clip(errs)
+}
+
+// keptUntil reads a retired server's keep window from its tag.
+func keptUntil(srv *provider.Server) (time.Time, bool) {
+	for _, t := range srv.Tags {
+		if v, ok := strings.CutPrefix(t, keepTagPrefix); ok {
+			// EC2 shows a tag as key=value; vmswap's mark has no value.
+			if tt, err := time.Parse(keepTagTime, strings.TrimSuffix(v, "=")); err == nil {
+				return tt, true
+			}
+		}
+	}
+	return time.Time{}, false
+}
+
+// FindExpiredIn lists, across a whole account, the servers vmswap retired
+// and kept whose keep window has ended at now: powered off, carrying the
+// keep tag of any plan's run.
+func FindExpiredIn(ctx context.Context, name string, comp provider.Compute, now time.Time) ([]Orphan, error) {
+	f, ok := comp.(provider.TagPrefixFinder)
+	if !ok {
+		return nil, fmt.Errorf("provider %s cannot search servers by tag", name)
+	}
+	servers, err := f.FindTagPrefix(ctx, keepTagPrefix)
+	if err != nil {
+		return nil, err
+	}
+	var out []Orphan
+	for i := range servers {
+		srv := &servers[i]
+		until, ok := keptUntil(srv)
+		if ok && srv.Status == provider.StatusOff && !now.Before(until) {
+			out = append(out, Orphan{Provider: name, Kind: "server", ID: srv.ID, Name: srv.Name, Until: until})
+		}
+	}
+	return out, nil
 }

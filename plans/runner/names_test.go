@@ -192,6 +192,11 @@ func TestCleanupExpired(t *testing.T) {
 	if len(expired) != 1 || expired[0].ID != strconv.Itoa(w.srcID) {
 		t.Fatalf("expired: %v (web-1 was %d, web-2 %d, batch-1 %d)", expired, w.srcID, id2, other)
 	}
+	// The same across the account, from the tags alone (no journal).
+	all, err := runner.FindExpiredIn(ctx, "lab", w.drivers(doc)["lab"].Compute, time.Now())
+	if err != nil || len(all) != 1 || all[0].ID != strconv.Itoa(w.srcID) {
+		t.Fatalf("expired across the account: %v %v", all, err)
+	}
 	if errs := runner.DeleteOrphans(ctx, expired, w.drivers(doc)); len(errs) != 0 {
 		t.Fatal(errs)
 	}

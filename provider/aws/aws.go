@@ -572,6 +572,21 @@ func (d *Driver) FindTagged(ctx context.Context, t string) ([]provider.Server, [
 	return servers, images, nil
 }
 
+// FindTagPrefix implements provider.TagPrefixFinder: instances with a tag
+// key starting with prefix (vmswap's marks are keys with empty values).
+// https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DescribeInstances.html
+func (d *Driver) FindTagPrefix(ctx context.Context, prefix string) ([]provider.Server, error) {
+	list, err := d.describe(ctx, &ec2.DescribeInstancesInput{Filters: []types.Filter{{Name: sdk.String("tag-key"), Values: []string{prefix + "*"}}}})
+	if err != nil {
+		return nil, apiErr(err, "find instances with a tag %s*", prefix)
+	}
+	var out []provider.Server
+	for i := range list {
+		out = append(out, *toServer(&list[i]))
+	}
+	return out, nil
+}
+
 // AssignedTo implements provider.IPAssigner for Elastic IPs.
 // https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DescribeAddresses.html
 func (d *Driver) AssignedTo(ctx context.Context, ip string) (string, error) {

@@ -846,6 +846,29 @@ func (d *Driver) FindTagged(ctx context.Context, tag string) ([]provider.Server,
 	return servers, images, nil
 }
 
+// FindTagPrefix implements provider.TagPrefixFinder: every droplet, page
+// by page, with a tag starting with prefix.
+// https://docs.digitalocean.com/reference/api/api-reference/#operation/droplets_list
+func (d *Driver) FindTagPrefix(ctx context.Context, prefix string) ([]provider.Server, error) {
+	opt := &godo.ListOptions{PerPage: 200, Page: 1}
+	var out []provider.Server
+	for {
+		drs, resp, err := d.c.Droplets.List(ctx, opt)
+		if err != nil {
+			return nil, wrap(err, "list droplets")
+		}
+		for i := range drs {
+			if slices.ContainsFunc(drs[i].Tags, func(t string) bool { return strings.HasPrefix(t, prefix) }) {
+				out = append(out, *toServer(&drs[i]))
+			}
+		}
+		if resp == nil || resp.Links == nil || resp.Links.IsLastPage() || len(drs) == 0 {
+			return out, nil
+		}
+		opt.Page++
+	}
+}
+
 // AssignedTo implements provider.IPAssigner.
 // https://docs.digitalocean.com/reference/api/api-reference/#operation/reservedIPs_get
 func (d *Driver) AssignedTo(ctx context.Context, ip string) (string, error) {
