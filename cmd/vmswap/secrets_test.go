@@ -111,6 +111,7 @@ func TestSecretsNeverWritten(t *testing.T) {
 		writeKey(t, keyFile)
 		secrets = append(secrets, keyBody(t, keyFile)...)
 		doc.Plan.Swaps[0].Verify.SSH = &plans.SSH{User: "root", Key: keyFile, Port: w.l.SSHPort(), KnownHosts: "accept-new", KnownHostsFile: filepath.Join(dir, "known_hosts")}
+		doc.Plan.Swaps[0].Divergence = &plans.Divergence{OnFound: "warn"} // it warns without SSH to the source; verify fails
 		b, _ := yaml.Marshal(doc.Plan)
 		planFile := filepath.Join(dir, fault.Kind+".yaml")
 		os.WriteFile(planFile, b, 0o644)

@@ -113,11 +113,16 @@ func (s *swapRun) noteSourceClock(ctx context.Context) error {
 		return nil
 	}
 	c, err := s.dial(ctx, "source", 15*time.Second)
-	if err != nil {
-		return fmt.Errorf("reading the source's clock before its snapshot: %w", err)
+	var t int64
+	if err == nil {
+		t, err = clockOf(ctx, c)
+		c.Close()
 	}
-	defer c.Close()
-	t, err := clockOf(ctx, c)
+	if err != nil && !s.needsSourceSSH() {
+		// Only the default divergence report needed it: it says it has
+		// nothing to report, and the swap goes on.
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("reading the source's clock before its snapshot: %w", err)
 	}
@@ -352,6 +357,12 @@ func (s *swapRun) divergence(ctx context.Context) error {
 	mode := s.sw.DivergenceMode()
 	if mode == "off" || s.st.has(subDivergence) {
 		return nil
+	}
+	if s.st.SourceClock == 0 {
+		msg := "no divergence report: the source's clock could not be read over SSH before its snapshot"
+		s.r.emit(Event{Event: "warning", Swap: s.name(), Message: msg})
+		s.st.Warnings = append(s.st.Warnings, msg)
+		return s.mark(subDivergence)
 	}
 	if s.st.Divergence == nil {
 		d, err := s.lookForDivergence(ctx)

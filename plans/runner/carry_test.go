@@ -418,7 +418,7 @@ func TestWrongSSHKeyChangesNothing(t *testing.T) {
 	other, _ := newKeyFile(t, t.TempDir())
 	sw.Verify.SSH.Key = other
 	res, _ := w.run(w.plan(sw), nil)
-	if res.ExitCode != runner.ExitBadInput || !strings.Contains(res.Swaps[0].Error, "SSH to the source") {
+	if res.ExitCode != runner.ExitBadInput || !strings.Contains(res.Swaps[0].Error, "SSH to the source") || !strings.Contains(res.Swaps[0].Error, "unable to authenticate") {
 		t.Fatalf("exit %d: %s (%s)", res.ExitCode, res.Next, res.Swaps[0].Error)
 	}
 	if n := w.l.OperationCounts()["droplets_create"]; n != 1 {

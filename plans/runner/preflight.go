@@ -166,12 +166,14 @@ func otherEntrypoints(ctx context.Context, comp provider.Compute, sw *plans.Swap
 	return held, warnings, nil
 }
 
-// needsSourceSSH reports whether the swap works on the source over SSH.
+// needsSourceSSH reports whether the swap cannot do without SSH to the
+// source: quiesce, carried paths, hooks on it, or a divergence report that
+// must stop the run. (The default report, warn, only warns without it.)
 func (s *swapRun) needsSourceSSH() bool {
 	if s.sw.Verify.SSH == nil {
 		return false
 	}
-	if s.sw.Quiesce || s.needsClock() {
+	if s.sw.Quiesce || s.sw.Carry != nil || s.sw.DivergenceMode() == "stop" {
 		return true
 	}
 	for _, ph := range s.sw.Hooks.Phases() {
@@ -188,13 +190,17 @@ func (s *swapRun) needsSourceSSH() bool {
 // on the source over SSH: that the plan's user and key get in, and that the
 // carried paths are directories or files there, never symlinks.
 func (s *swapRun) sourceSSHProblems(ctx context.Context, src *provider.Server) []error {
-	if !s.needsSourceSSH() {
+	if !s.needsSourceSSH() && !s.needsClock() {
 		return nil
 	}
 	s.st.SourceIP, s.st.SourceID, s.st.SourceName = src.PublicIP, src.ID, src.Name
 	c, err := s.dial(ctx, "source", 15*time.Second)
+	if err != nil && !s.needsSourceSSH() {
+		s.r.emit(Event{Event: "warning", Swap: s.name(), Message: fmt.Sprintf("no divergence report: it reads the source over SSH, and %v", err)})
+		return nil
+	}
 	if err != nil {
-		return []error{fmt.Errorf("SSH to the source, which quiesce, hooks, carried paths and the divergence report need: %w", err)}
+		return []error{fmt.Errorf("SSH to the source, which quiesce, hooks, carried paths and divergence.on_found: stop need: %w", err)}
 	}
 	defer c.Close()
 	if _, err := clockOf(ctx, c); err != nil {
