@@ -2,17 +2,12 @@ package lab_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/pem"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/crypto/ssh"
 
 	"github.com/vmswap/vmswap/lab"
 	"github.com/vmswap/vmswap/lab/labtest"
@@ -24,13 +19,9 @@ import (
 func TestDropletSFTPIsRootedAtItsDisk(t *testing.T) {
 	l := labtest.Start(t, lab.Config{})
 	dir := t.TempDir()
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	blk, _ := ssh.MarshalPrivateKey(priv, "")
-	key := filepath.Join(dir, "id")
-	os.WriteFile(key, pem.EncodeToMemory(blk), 0o600)
-	signer, _ := ssh.NewSignerFromKey(priv)
+	key, pub := labtest.NewKey(t, dir)
 	ctx := context.Background()
-	kid, err := l.Seeder().AddKey(ctx, "t", string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
+	kid, err := l.Seeder().AddKey(ctx, "t", pub)
 	if err != nil {
 		t.Fatal(err)
 	}

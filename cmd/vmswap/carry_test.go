@@ -2,17 +2,12 @@ package main_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/pem"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/ssh"
-
+	"github.com/vmswap/vmswap/lab/labtest"
 	"github.com/vmswap/vmswap/plans"
 	"github.com/vmswap/vmswap/plans/runner"
 	"github.com/vmswap/vmswap/verify/probe"
@@ -23,17 +18,8 @@ import (
 func newCarryWorld(t *testing.T, cutover string) *killWorld {
 	w := newCutoverWorld(t, "", cutover)
 	dir := t.TempDir()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	blk, _ := ssh.MarshalPrivateKey(priv, "")
-	key := filepath.Join(dir, "id_ed25519")
-	if err := os.WriteFile(key, pem.EncodeToMemory(blk), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	signer, _ := ssh.NewSignerFromKey(priv)
-	if err := w.l.WriteFile(w.srcID, "root/.ssh/authorized_keys", string(ssh.MarshalAuthorizedKey(signer.PublicKey()))); err != nil {
+	key, pub := labtest.NewKey(t, dir)
+	if err := w.l.WriteFile(w.srcID, "root/.ssh/authorized_keys", pub); err != nil {
 		t.Fatal(err)
 	}
 	sw := &w.plan.Swaps[0]

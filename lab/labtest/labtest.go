@@ -5,8 +5,14 @@ package labtest
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"os"
+	"path/filepath"
 	"testing"
 
+	"golang.org/x/crypto/ssh"
 	"golang.org/x/oauth2"
 
 	"github.com/digitalocean/godo"
@@ -51,4 +57,27 @@ func Godo(t testing.TB, l *lab.Lab) *godo.Client {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// NewKey writes a fresh ed25519 private key into dir and returns its file
+// and its authorized_keys line, for a droplet to accept.
+func NewKey(t testing.TB, dir string) (file, authorized string) {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	file = filepath.Join(dir, "id_ed25519")
+	if err := os.WriteFile(file, pem.EncodeToMemory(blk), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return file, string(ssh.MarshalAuthorizedKey(signer.PublicKey()))
 }

@@ -131,16 +131,13 @@ func TestWithoutCarryTheDivergenceReportCatchesIt(t *testing.T) {
 	}
 }
 
-// TestCarryConflictOverwritesNothing: a file changed on both servers after
-// the catch-up pass is reported, and each keeps its own copy.
-func TestCarryConflictOverwritesNothing(t *testing.T) {
-	t.Parallel()
-	w := newWorld(t)
-	sw := w.carrySwap("loadbalancer")
-	sw.Probe.Writes = false
+// conflictAfterCatchUp writes report.pdf on the source before the run, and
+// differently on both servers once the catch-up pass has copied it: the
+// final pass finds a conflict.
+func (w *world) conflictAfterCatchUp() func(runner.Event) {
 	w.l.WriteFile(w.srcID, "var/www/html/uploads/report.pdf", "version 0")
 	var once sync.Once
-	res, j := w.run(w.plan(sw), func(e runner.Event) {
+	return func(e runner.Event) {
 		if e.Event == "carry" && e.Step == "catch-up" {
 			once.Do(func() {
 				time.Sleep(1100 * time.Millisecond) // a later second than the pass saw
@@ -152,7 +149,17 @@ func TestCarryConflictOverwritesNothing(t *testing.T) {
 				}
 			})
 		}
-	})
+	}
+}
+
+// TestCarryConflictOverwritesNothing: a file changed on both servers after
+// the catch-up pass is reported, and each keeps its own copy.
+func TestCarryConflictOverwritesNothing(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	sw := w.carrySwap("loadbalancer")
+	sw.Probe.Writes = false
+	res, j := w.run(w.plan(sw), w.conflictAfterCatchUp())
 	if res.ExitCode != 0 {
 		t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
 	}
@@ -378,22 +385,8 @@ func TestDeleteKeepsTheOnlyCopy(t *testing.T) {
 	sw := w.carrySwap("loadbalancer")
 	sw.Probe.Writes = false
 	sw.Retire = plans.Retire{Action: "delete"}
-	w.l.WriteFile(w.srcID, "var/www/html/uploads/report.pdf", "version 0")
-	var once sync.Once
 	doc := w.plan(sw)
-	res, j := w.run(doc, func(e runner.Event) {
-		if e.Event == "carry" && e.Step == "catch-up" {
-			once.Do(func() {
-				time.Sleep(1100 * time.Millisecond)
-				w.l.WriteFile(w.srcID, "var/www/html/uploads/report.pdf", "edited on old")
-				for _, d := range w.droplets() {
-					if d.ID != w.srcID {
-						w.l.WriteFile(d.ID, "var/www/html/uploads/report.pdf", "edited on the new server")
-					}
-				}
-			})
-		}
-	})
+	res, j := w.run(doc, w.conflictAfterCatchUp())
 	if res.ExitCode != runner.ExitDecision || !strings.Contains(j.Swaps[0].Error, "delete would destroy") {
 		t.Fatalf("exit %d: %s (%s)", res.ExitCode, res.Next, j.Swaps[0].Error)
 	}

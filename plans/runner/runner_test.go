@@ -2,9 +2,6 @@ package runner_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/ssh"
 	"gopkg.in/yaml.v3"
 
 	"github.com/vmswap/vmswap/dns/authority"
@@ -76,19 +72,7 @@ func newWorld(t *testing.T) *world {
 	return w
 }
 
-func newKeyFile(t *testing.T, dir string) (file, pub string) {
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	blk, _ := ssh.MarshalPrivateKey(priv, "")
-	file = filepath.Join(dir, "id_ed25519")
-	if err := os.WriteFile(file, pem.EncodeToMemory(blk), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s, _ := ssh.NewSignerFromKey(priv)
-	return file, string(ssh.MarshalAuthorizedKey(s.PublicKey()))
-}
+func newKeyFile(t *testing.T, dir string) (file, pub string) { return labtest.NewKey(t, dir) }
 
 func (w *world) url(host string) string {
 	return fmt.Sprintf("http://%s:%d/", host, w.l.HTTPPort())

@@ -2,18 +2,14 @@ package carry_test
 
 import (
 	"context"
-	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/pem"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pkg/sftp"
-	"golang.org/x/crypto/ssh"
 
 	"github.com/vmswap/vmswap/lab"
 	"github.com/vmswap/vmswap/lab/labtest"
@@ -32,14 +28,10 @@ type labPair struct {
 func newLabPair(b *testing.B) *labPair {
 	l := labtest.Start(b, lab.Config{})
 	dir := b.TempDir()
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	blk, _ := ssh.MarshalPrivateKey(priv, "")
-	key := filepath.Join(dir, "id")
-	os.WriteFile(key, pem.EncodeToMemory(blk), 0o600)
-	signer, _ := ssh.NewSignerFromKey(priv)
+	key, pub := labtest.NewKey(b, dir)
 	ctx := context.Background()
 	sd := l.Seeder()
-	kid, err := sd.AddKey(ctx, "bench", string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
+	kid, err := sd.AddKey(ctx, "bench", pub)
 	if err != nil {
 		b.Fatal(err)
 	}
