@@ -45,6 +45,8 @@ type Journal struct {
 
 	path   string
 	remote *remoteCopy
+	// prev is the run this one followed, until this one changes anything.
+	prev *Journal
 	// saves counts this process's writes (for Runner.AfterSave).
 	saves int
 	// clock stamps Updated (the runner's clock).
@@ -231,6 +233,9 @@ func parseJournal(b []byte, path string) (*Journal, error) {
 	default:
 		return nil, fmt.Errorf("journal %s has format version %d; this vmswap reads %d", path, j.Version, JournalVersion)
 	}
+	if j.RunID == "" || j.Status == "" || j.PlanHash == "" {
+		return nil, fmt.Errorf("journal %s is damaged (it names no run, status or plan): move it aside to start over, after checking what the run created", path)
+	}
 	return &j, nil
 }
 
@@ -317,6 +322,7 @@ func NextRun(old *Journal, path string, doc *plans.Document, runID string) *Jour
 		return j
 	}
 	j.Seq = old.Seq
+	j.prev = old
 	j.History = append(append([]RunRecord{}, old.History...), RunRecord{RunID: old.RunID, PlanID: old.PlanID, PlanHash: old.PlanHash,
 		Status: old.Status, Started: old.Started, Ended: old.Updated})
 	if old.PlanHash != j.PlanHash || old.Status == StatusReverted {
@@ -339,4 +345,21 @@ func (j *Journal) PlanIDs() []string {
 		}
 	}
 	return ids
+}
+
+// restorePrevious makes the run this one followed the journal's last run
+// again, with this one in the history as refused: a run refused before it
+// changed anything must not hide the run that did (what rollback and
+// cleanup --expired work from).
+func (j *Journal) restorePrevious(ended time.Time) bool {
+	prev := j.prev
+	if prev == nil {
+		return false
+	}
+	rec := RunRecord{RunID: j.RunID, PlanID: j.PlanID, PlanHash: j.PlanHash, Status: StatusRefused, Started: j.Started, Ended: ended}
+	path, remote, clock, saves, seq := j.path, j.remote, j.clock, j.saves, j.Seq
+	*j = *prev
+	j.path, j.remote, j.clock, j.saves, j.Seq, j.prev = path, remote, clock, saves, seq, nil
+	j.History = append(slices.Clone(j.History), rec)
+	return true
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/vmswap/vmswap/lab/labtest"
 	"github.com/vmswap/vmswap/plans"
 	"github.com/vmswap/vmswap/plans/runner"
+	"github.com/vmswap/vmswap/provider"
 	"github.com/vmswap/vmswap/verify/probe"
 )
 
@@ -90,6 +91,14 @@ func TestNamesComeBackOnRollback(t *testing.T) {
 	}
 	if n := names(); n[w.srcID] != "web-1" || n[w.newID(j)] != j.Swaps[0].NewName {
 		t.Fatalf("names after switching back: %v", n)
+	}
+	// The source serves again: no keep window on it; the retired new
+	// server has one.
+	for _, d := range w.droplets() {
+		kept := slices.ContainsFunc(d.Tags, func(t string) bool { return strings.HasPrefix(t, "vmswap-keep-until:") })
+		if d.ID == w.srcID && kept || d.ID == w.newID(j) && !kept {
+			t.Fatalf("keep tags after switching back: %s %v", d.Name, d.Tags)
+		}
 	}
 }
 
@@ -207,5 +216,61 @@ func TestCleanupExpired(t *testing.T) {
 	slices.Sort(left)
 	if fmt.Sprint(left) != fmt.Sprintf("[batch-1 web-1 web-2 web-2-retired-%s]", j.RunID[:6]) {
 		t.Fatalf("after cleanup --expired: %v", left)
+	}
+	// Switching back now is refused before anything changes: web-1's old
+	// server is gone.
+	r := &runner.Runner{Doc: doc, Drivers: w.drivers(doc), Journal: j, Poll: 50 * time.Millisecond}
+	if rev := r.Revert(ctx); rev.ExitCode != runner.ExitBadInput || !strings.Contains(rev.Next, "no longer exists") {
+		t.Fatalf("rollback after cleanup --expired: exit %d: %s", rev.ExitCode, rev.Next)
+	}
+}
+
+// TestRollbackRefusedWhenTheWorldMovedOn: a finished swap whose new server
+// was since replaced by a later swap (another plan), or whose old server
+// was deleted by cleanup --expired, is not switched back: exit 2, nothing
+// changed. And a later run refused in preflight does not hide the run
+// that succeeded.
+func TestRollbackRefusedWhenTheWorldMovedOn(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	sw := w.swap("reserved_ip")
+	sw.Retire.KeepFor = plans.Duration(time.Hour)
+	docA := w.plan(sw)
+	res, jA := w.run(docA, nil)
+	if res.ExitCode != 0 {
+		t.Fatalf("swap A: %s", res.Next)
+	}
+	// A run of the same plan refused in preflight (its world changed):
+	// nothing changed, and run A stays the plan's last run.
+	stale := *docA.Plan
+	stale.Observed = &plans.Observed{At: time.Now(), Swaps: []plans.ObservedSwap{{Source: provider.Server{ID: "999", Name: "web-1"}}}}
+	docStale := w.reparse(&stale)
+	j2 := runner.NextRun(jA, runner.JournalPath(docStale.File), docStale, "stale123456")
+	r2 := &runner.Runner{Doc: docStale, Drivers: w.drivers(docStale), Journal: j2, Poll: 50 * time.Millisecond}
+	if res := r2.Run(ctx); res.ExitCode != runner.ExitBadInput {
+		t.Fatalf("stale run: exit %d: %s", res.ExitCode, res.Next)
+	}
+	if j2.RunID != jA.RunID || j2.Status != runner.StatusSucceeded || j2.History[len(j2.History)-1].Status != runner.StatusRefused {
+		t.Fatalf("after a refused run, the journal's last run is %s (%s), history %+v", j2.RunID, j2.Status, j2.History)
+	}
+	// Another plan swaps web-1 (now the server A launched) again.
+	swB := w.swap("reserved_ip")
+	swB.Target.Size = "s-4vcpu-8gb"
+	swB.Verify.Compare = nil
+	pB := *w.plan(swB).Plan
+	pB.ID = "planb"
+	docB := w.reparse(&pB)
+	if res, _ := w.run(docB, nil); res.ExitCode != 0 {
+		t.Fatalf("swap B: %s", res.Next)
+	}
+	before := w.l.Inventory()
+	r := &runner.Runner{Doc: docA, Drivers: w.drivers(docA), Journal: j2, Poll: 50 * time.Millisecond}
+	rev := r.Revert(ctx)
+	if rev.ExitCode != runner.ExitBadInput || !strings.Contains(rev.Next, "no longer runs") || j2.Status != runner.StatusSucceeded {
+		t.Fatalf("rollback of A after B: exit %d %s: %s", rev.ExitCode, j2.Status, rev.Next)
+	}
+	if after := w.l.Inventory(); fmt.Sprint(after.Droplets) != fmt.Sprint(before.Droplets) || fmt.Sprint(after.ReservedIPs) != fmt.Sprint(before.ReservedIPs) {
+		t.Fatalf("a refused rollback changed the world:\nbefore %+v\nafter  %+v", before, after)
 	}
 }

@@ -33,6 +33,14 @@ func ObserveWorld(ctx context.Context, p *plans.Plan, o registry.BuildOptions) e
 			continue
 		}
 		seen := plans.ObservedSwap{Source: *src}
+		if src.Status != provider.StatusRunning {
+			errs = append(errs, fmt.Sprintf("%s is %s, not running: vmswap upgrades a running server (a retired one is upgraded by swapping the one that replaced it)", src.Name, src.Status))
+		}
+		if k := sw.Verify.SSH; k != nil && k.Key != "" {
+			if err := verify.CheckKeyFile(k.Key); err != nil {
+				errs = append(errs, err.Error())
+			}
+		}
 		if runs := claimsOn(src); len(runs) > 0 {
 			errs = append(errs, fmt.Sprintf("%s is being swapped by run %s (tag %s on the server): plan it once that run is finished or rolled back", src.Name, strings.Join(runs, ", "), claimTag(runs[0])))
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/go-multierror"
 
 	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/provider"
 	"github.com/vmswap/vmswap/verify"
 )
 
@@ -43,6 +44,10 @@ func (r *Runner) Revert(ctx context.Context) *Result {
 			continue
 		}
 		res.Swaps = append([]SwapResult{r.swapResult(sr)}, res.Swaps...)
+		if code == ExitBadInput && len(res.Swaps) == 1 {
+			// Refused before changing anything: the run stays as it was.
+			return &Result{Status: r.Journal.Status, ExitCode: code, Next: next, Swaps: res.Swaps}
+		}
 		if code != ExitOK {
 			res.Status, res.ExitCode, res.Next = StatusNeedsAttention, code, next
 			break
@@ -72,6 +77,14 @@ func (r *Runner) revertSwap(ctx context.Context, s *swapRun) (int, string) {
 	if sw.Retire.Action == "delete" && st.has(subOldRetired) {
 		return ExitBadInput, fmt.Sprintf("%s was deleted when the swap finished (retire: delete): there is no old server to switch back to", st.SourceName)
 	}
+	if st.Status == StatusSucceeded && st.Steps["rollback"] == nil {
+		// Before anything changes: both servers are still what this run
+		// left, and traffic is still on the new one. A later swap of the
+		// same server, or cleanup --expired, may have moved on since.
+		if why := s.revertable(ctx); why != "" {
+			return ExitBadInput, "nothing was changed: " + why
+		}
+	}
 	if !st.KeepUntil.IsZero() && r.clock().Now().After(st.KeepUntil) {
 		r.emit(Event{Event: "warning", Swap: s.name(), Message: fmt.Sprintf("the keep window of %s ended at %s; switching back anyway since it still exists", st.SourceName, st.KeepUntil.Format(time.RFC3339))})
 	}
@@ -88,10 +101,16 @@ func (r *Runner) revertSwap(ctx context.Context, s *swapRun) (int, string) {
 		return fail(err)
 	}
 
-	// 1. The old server runs and answers.
+	// 1. The old server runs and answers, and is no longer marked for
+	// cleanup --expired: it serves again.
 	s.progress("powering on %s", st.SourceName)
 	if err := s.comp.PowerOn(wctx, st.SourceID); err != nil {
 		return fail(err)
+	}
+	if !st.KeepUntil.IsZero() {
+		if err := s.comp.UntagServer(wctx, st.SourceID, keepTag(st.KeepUntil)); err != nil {
+			return fail(err)
+		}
 	}
 	addr := s.addrOfSource()
 	for {
@@ -162,6 +181,12 @@ func (r *Runner) revertSwap(ctx context.Context, s *swapRun) (int, string) {
 		if err := s.comp.PowerOff(ctx, st.NewID, orDur(sw.Retire.ShutdownTimeout, 2*time.Minute)); err != nil {
 			return fail(err)
 		}
+		if sw.Retire.KeepFor > 0 {
+			// The retired new server has its keep window too.
+			if err := s.comp.TagServer(ctx, st.NewID, keepTag(r.clock().Now().Add(sw.Retire.KeepFor.D()))); err != nil {
+				return fail(err)
+			}
+		}
 	}
 	stopProbe(s)
 	if w := writesOf(st.Probe); w != nil && w.LostUploads+w.LostSessions > 0 {
@@ -207,4 +232,29 @@ func orRetire(a string) string {
 		return "deleted"
 	}
 	return "powered off"
+}
+
+// revertable says why a finished swap cannot be switched back ("" if it
+// can): its old server must still exist, and its new server must still be
+// the one the cutover leads to.
+func (s *swapRun) revertable(ctx context.Context) string {
+	st := s.st
+	src, err := s.comp.GetServer(ctx, st.SourceID)
+	if errors.Is(err, provider.ErrNotFound) || err == nil && src.Status == provider.StatusGone {
+		return fmt.Sprintf("the old server %s (%s) no longer exists (deleted after its keep window?): there is nothing to switch back to", st.SourceName, st.SourceID)
+	}
+	if err != nil {
+		return fmt.Sprintf("could not read the old server %s: %v", st.SourceID, err)
+	}
+	nw, err := s.comp.GetServer(ctx, st.NewID)
+	if errors.Is(err, provider.ErrNotFound) || err == nil && nw.Status != provider.StatusRunning {
+		return fmt.Sprintf("the new server %s (%s) no longer runs: a later swap or a person retired it, so this run's rollback would undo someone else's change; switch back with the plan of the latest swap", st.NewName, st.NewID)
+	}
+	if err != nil {
+		return fmt.Sprintf("could not read the new server %s: %v", st.NewID, err)
+	}
+	if err := s.kind.holds(ctx, s); err != nil {
+		return fmt.Sprintf("traffic no longer goes to %s (%v): someone or something moved it since; nothing to switch back", st.NewName, err)
+	}
+	return ""
 }

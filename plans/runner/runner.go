@@ -116,6 +116,9 @@ type Runner struct {
 	PlanFile string
 	// Continue passes the decision a paused run waits for (apply --continue).
 	Continue bool
+
+	// changed is set once a swap of this run goes past preflight.
+	changed bool
 }
 
 // Result is the outcome of a run.
@@ -266,6 +269,11 @@ func (r *Runner) Run(ctx context.Context) *Result {
 		res.Swaps = append(res.Swaps, r.swapResult(sr))
 	}
 	j.Status = res.Status
+	if res.Status == StatusRefused && !r.changed && j.restorePrevious(r.now()) {
+		// Nothing was changed: the run before this one stays the one that
+		// rollback and cleanup act on.
+		res.Next += fmt.Sprintf(" (run %s, %s, is still this plan's last run)", j.RunID, j.Status)
+	}
 	if err := r.save(); err != nil && res.ExitCode == ExitOK {
 		res.ExitCode, res.Next = ExitAttention, err.Error()
 	}
@@ -329,6 +337,10 @@ func (r *Runner) runSwap(ctx context.Context, sr *swapRun) (int, string) {
 			return r.interrupted(sr, s.name)
 		}
 		st.Steps[s.name] = &StepLog{Start: r.now(), Status: "running"}
+		if s.name != "preflight" {
+			r.changed = true
+			r.Journal.prev = nil
+		}
 		r.emit(Event{Event: "step", Swap: sr.name(), Step: s.name, Status: "started"})
 		if err := r.save(); err != nil {
 			return ExitAttention, err.Error()
@@ -427,8 +439,14 @@ func (r *Runner) runSwap(ctx context.Context, sr *swapRun) (int, string) {
 	}
 	r.release(context.WithoutCancel(ctx), sr)
 	st.Status = StatusSucceeded
-	r.emit(Event{Event: "swap", Swap: sr.name(), Status: string(StatusSucceeded),
-		Message: fmt.Sprintf("%s replaced by %s (%s)", st.SourceName, st.NewName, sr.sw.Target.Size)})
+	msg := fmt.Sprintf("%s replaced by %s (%s)", st.SourceName, st.NewName, sr.sw.Target.Size)
+	if st.has(subRenameNew) {
+		msg = fmt.Sprintf("%s is now the %s launched as %s", st.SourceName, sr.sw.Target.Size, st.NewName)
+		if st.has(subRenameOld) {
+			msg += fmt.Sprintf("; the old one is %s", sr.retiredName())
+		}
+	}
+	r.emit(Event{Event: "swap", Swap: sr.name(), Status: string(StatusSucceeded), Message: msg})
 	if err := r.save(); err != nil {
 		return ExitAttention, err.Error()
 	}

@@ -130,17 +130,24 @@ func (s *Session) openRemote(doc *plans.Document, cmd Command, jpath string, o S
 	cfg := doc.Plan.State.S3
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	unavailable := func(err error) error {
+		var le *state.LockedError
+		if errors.As(err, &le) || errors.Is(err, state.ErrConflict) {
+			return err
+		}
+		return fmt.Errorf("%w: %w", state.ErrUnavailable, err)
+	}
 	st, err := state.Open(ctx, cfg, doc.PlanID(), o.Getenv)
 	if err != nil {
-		return nil, err
+		return nil, unavailable(err)
 	}
 	lease := orDur(cfg.Lease, 2*time.Minute)
 	if s.remoteLock, err = st.AcquireLock(ctx, string(cmd)+" "+s.File, "", state.CIJob(o.Getenv), lease, o.BreakLock, o.Note); err != nil {
-		return nil, err
+		return nil, unavailable(err)
 	}
 	raw, etag, err := st.Read(ctx, journalObject)
 	if err != nil {
-		return nil, err
+		return nil, unavailable(err)
 	}
 	s.remote = &remoteCopy{s: st, etag: etag}
 	if raw == nil {

@@ -30,9 +30,14 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
+	"github.com/aws/smithy-go/logging"
 
 	"github.com/vmswap/vmswap/plans"
 )
+
+// ErrUnavailable wraps what keeps the state from being read or locked at
+// all (a bucket that does not exist, no credentials): nothing was changed.
+var ErrUnavailable = errors.New("remote state unavailable")
 
 // ErrConflict is a conditional write refused: the object changed (or
 // appeared, or went) since it was read.
@@ -52,6 +57,9 @@ type S3 struct {
 func Open(ctx context.Context, cfg *plans.S3State, planID string, getenv func(string) string) (*S3, error) {
 	opts := []func(*config.LoadOptions) error{
 		config.WithRetryer(func() sdk.Retryer { return retry.NewStandard(func(o *retry.StandardOptions) { o.MaxAttempts = 5 }) }),
+		// The SDK's own log lines (checksums skipped, IMDS fallbacks) are
+		// not the user's business; errors come back as errors.
+		config.WithLogger(logging.Nop{}),
 	}
 	region := cfg.Region
 	if region == "" {
@@ -71,6 +79,7 @@ func Open(ctx context.Context, cfg *plans.S3State, planID string, getenv func(st
 		return nil, fmt.Errorf("state: %w", err)
 	}
 	c := s3.NewFromConfig(sc, func(o *s3.Options) {
+		o.DisableLogOutputChecksumValidationSkipped = true
 		if cfg.Endpoint != "" {
 			o.BaseEndpoint = sdk.String(cfg.Endpoint)
 			o.UsePathStyle = true // MinIO, moto; Spaces and R2 accept it too
@@ -89,6 +98,10 @@ func (s *S3) Where(name string) string { return "s3://" + s.bucket + "/" + s.key
 func (s *S3) Read(ctx context.Context, name string) ([]byte, string, error) {
 	out, err := s.c.GetObject(ctx, &s3.GetObjectInput{Bucket: &s.bucket, Key: sdk.String(s.key(name))})
 	if err != nil {
+		var ae smithy.APIError
+		if errors.As(err, &ae) && ae.ErrorCode() == "NoSuchBucket" {
+			return nil, "", fmt.Errorf("state: bucket %s does not exist (or is not visible to these credentials)", s.bucket)
+		}
 		if isStatus(err, http.StatusNotFound) {
 			return nil, "", nil
 		}

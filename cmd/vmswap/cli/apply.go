@@ -119,6 +119,9 @@ func openSession(opts *ApplyOptions, pr *printer, cmd runner.Command) (*runner.S
 		if errors.As(err, &le) || errors.As(err, &rle) {
 			return nil, nil, exitf(runner.ExitBadInput, "%v", err)
 		}
+		if errors.Is(err, state.ErrUnavailable) || errors.Is(err, state.ErrConflict) {
+			return nil, nil, exitf(runner.ExitBadInput, "nothing was changed: %v", err)
+		}
 		return nil, nil, exitf(runner.ExitAttention, "%v", err)
 	}
 	if err := sess.Decision.Refusal(); err != nil {

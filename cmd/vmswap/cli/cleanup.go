@@ -108,6 +108,9 @@ func (o *CleanupOptions) deleteListed(ctx context.Context, orphans []runner.Orph
 	again := "vmswap cleanup --yes " + o.PlanFile
 	if o.Provider != "" {
 		again = "vmswap cleanup --expired --yes --provider " + o.Provider
+		if o.Endpoint != "" {
+			again += " --endpoint " + o.Endpoint
+		}
 	} else if o.Expired {
 		again = "vmswap cleanup --expired --yes " + o.PlanFile
 	}

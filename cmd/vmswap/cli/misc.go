@@ -163,7 +163,9 @@ func statusRun(o *StatusOptions) error {
 			fmt.Fprintf(w, "  paused before retire (%s): `vmswap apply --continue %s` goes on, `vmswap rollback %s` switches back\n", s.Paused, o.PlanFile, o.PlanFile)
 		}
 	}
-	if d := runner.Decide(runner.CmdApply, j, false, o.PlanFile); d.Action == runner.ActResume {
+	if lock != nil && !lock.Stale {
+		fmt.Fprintf(w, "next: a vmswap is working on it now (%s): wait for it\n", lock.LockInfo)
+	} else if d := runner.Decide(runner.CmdApply, j, false, o.PlanFile); d.Action == runner.ActResume {
 		fmt.Fprintf(w, "next: vmswap apply %s continues it; vmswap rollback %s undoes it\n", o.PlanFile, o.PlanFile)
 	} else if d.Why != "" && d.Action == runner.ActRefuse {
 		fmt.Fprintf(w, "next: %s\n", d.Why)
