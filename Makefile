@@ -7,7 +7,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT     := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -y -qq -o Dpkg::Use-Pty=0
 DEB_PKGS := openssh-server openssh-client haproxy bind9 bind9-utils
 
-.PHONY: build test deps vet fmt bench demo fuzz clean report-png workflows cross
+.PHONY: build test deps vet fmt bench demo fuzz clean report-png workflows cross release-check
 
 build:
 	$(GO) build -buildvcs=true -o bin/vmswap ./cmd/vmswap
@@ -34,7 +34,7 @@ fmt:
 vet:
 	$(GO) vet ./...
 
-test: deps fmt vet workflows cross
+test: deps fmt vet workflows cross release-check
 	$(GO) test -race -count=1 -v -timeout 40m -parallel 4 ./... 2>&1 | tee test.log; exit $${PIPESTATUS[0]}
 	$(MAKE) --no-print-directory fuzz
 
@@ -43,6 +43,18 @@ ACTIONLINT := github.com/rhysd/actionlint/cmd/actionlint@v1.7.7
 workflows:
 	@GOFLAGS= $(GO) install $(ACTIONLINT)
 	$$($(GO) env GOPATH)/bin/actionlint examples/github-actions/*.yml
+
+# release-check validates .goreleaser.yaml with goreleaser (pinned: the
+# newest release this Go can build), installed once into GOPATH/bin.
+GORELEASER := github.com/goreleaser/goreleaser/v2
+GORELEASER_VERSION := v2.15.1
+release-check:
+	@bin=$$($(GO) env GOPATH)/bin/goreleaser; \
+	if ! $(GO) version -m $$bin 2>/dev/null | grep -q "mod.*$(GORELEASER).*$(GORELEASER_VERSION)"; then \
+		echo "make: installing goreleaser $(GORELEASER_VERSION) (a few minutes, once)"; \
+		GOFLAGS= $(GO) install $(GORELEASER)@$(GORELEASER_VERSION) || exit 1; \
+	fi; \
+	$$bin check
 
 # cross builds vmswap for every platform people run it on.
 CROSS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
