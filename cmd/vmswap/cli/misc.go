@@ -223,18 +223,25 @@ func NewCmdUpgrade(f *Factory, runF func(*PlanOptions, *ApplyOptions) error) *co
 			if runF != nil {
 				return runF(po, ao)
 			}
+			// With --output json, a refusal is an error event on stdout too.
+			fail := func(err error) error {
+				if pr, perr := newPrinter(po.IO, ao.Output); perr == nil {
+					return pr.fail(err)
+				}
+				return err
+			}
 			if !ao.Yes && !po.IO.IsTerminal {
 				// Before anything is read from the provider.
-				return confirm(po.IO, false, "nothing was changed: upgrade asks before it changes anything")
+				return fail(confirm(po.IO, false, "nothing was changed: upgrade asks before it changes anything"))
 			}
 			if ao.Output == "json" {
 				po.Format = "json"
 			}
 			if err := planRun(cmd.Context(), po); err != nil {
-				return err
+				return fail(err)
 			}
 			if err := confirm(po.IO, ao.Yes, fmt.Sprintf("nothing was changed; the plan is saved in %s (apply it with `vmswap apply %s`)", po.Out, po.Out)); err != nil {
-				return err
+				return fail(err)
 			}
 			ao.PlanFile = po.Out
 			return applyRun(cmd.Context(), ao)
