@@ -97,6 +97,10 @@ type Swap struct {
 	// crash-consistent; this flushes the page cache to disk first.
 	Quiesce bool   `yaml:"quiesce,omitempty" json:"quiesce,omitempty" doc:"Run sync on the source over SSH (verify.ssh) just before the live, crash-consistent snapshot."`
 	Retire  Retire `yaml:"retire,omitempty" json:"retire,omitempty"`
+	// Gates are points where apply stops for a person (exit 4) until
+	// `vmswap apply --continue`: before_cutover, once the new server passed
+	// verify, to look at it before it gets traffic.
+	Gates []string `yaml:"gates,omitempty" json:"gates,omitempty" doc:"Points where apply pauses (exit 4) for apply --continue: before_cutover."`
 	// Names is what happens to names when the old server is retired: keep
 	// (the new server takes the source's name; the old one becomes
 	// NAME-retired-RUN) or suffix (the new server keeps NAME-RUN).

@@ -255,6 +255,11 @@ func (d *Document) validateSwap(i int, sw Swap, add func(string, string, ...any)
 			}
 		}
 	}
+	for j, g := range sw.Gates {
+		if g != "before_cutover" {
+			add(at(fmt.Sprintf("gates[%d]", j)), "unknown gate %q (known: before_cutover)", g)
+		}
+	}
 	if sw.Retire.Action == "delete" && sw.Retire.KeepFor > 0 {
 		add(at("retire.keep_for"), "keep_for applies to power_off; a deleted server cannot be kept")
 	}

@@ -432,6 +432,9 @@ func (s *swapRun) lookForDivergence(ctx context.Context) (carry.Divergence, erro
 // catchUp runs between verify and the cutover: the before_cutover hooks,
 // then the bulk of what the source wrote since its snapshot.
 func catchUp(ctx context.Context, s *swapRun) error {
+	if err := s.gate(gateBeforeCutover); err != nil {
+		return err
+	}
 	if err := s.runHooks(ctx, "before_cutover"); err != nil {
 		return err
 	}
@@ -456,4 +459,22 @@ func printable(s string) string {
 	}
 	q := strconv.Quote(s)
 	return q[1 : len(q)-1]
+}
+
+// gateBeforeCutover is the gate after verify: the new server runs and
+// passed its checks, and has no traffic yet.
+const gateBeforeCutover = "before_cutover"
+
+// gate stops the run for a person at a gate the plan asks for (exit 4),
+// once; apply --continue passes it.
+func (s *swapRun) gate(name string) error {
+	if !slices.Contains(s.sw.Gates, name) || s.st.has("gate:"+name) {
+		return nil
+	}
+	if s.r.Continue && s.st.Paused == name {
+		s.st.Paused = ""
+		return s.mark("gate:" + name)
+	}
+	s.st.Paused = name
+	return errors.Join(ErrDecision, fmt.Errorf("gate %s: %s (%s) passed verify and gets no traffic yet", name, s.st.NewName, s.st.NewIP))
 }

@@ -418,3 +418,42 @@ func TestWrongSSHKeyChangesNothing(t *testing.T) {
 		t.Fatalf("%d droplets created", n)
 	}
 }
+
+// TestGateBeforeCutover: with gates: [before_cutover], apply stops after
+// verify (exit 4): the new server runs, traffic is still on the source.
+// apply --continue moves it; from the gate, rollback deletes the new one.
+func TestGateBeforeCutover(t *testing.T) {
+	for _, then := range []string{"continue", "rollback"} {
+		t.Run(then, func(t *testing.T) {
+			t.Parallel()
+			w := newWorld(t)
+			sw := w.swap("loadbalancer")
+			sw.Gates = []string{"before_cutover"}
+			doc := w.plan(sw)
+			res, j := w.run(doc, nil)
+			if res.ExitCode != runner.ExitDecision || !strings.Contains(res.Next, "gate before_cutover") || j.Swaps[0].Status != runner.StatusPaused {
+				t.Fatalf("exit %d %s: %s", res.ExitCode, j.Swaps[0].Status, res.Next)
+			}
+			inv := w.l.Inventory()
+			if len(inv.Droplets) != 2 || len(inv.LBs[0].Droplets) != 1 || inv.LBs[0].Droplets[0] != w.srcID {
+				t.Fatalf("at the gate: %+v", inv)
+			}
+			r := &runner.Runner{Doc: doc, Drivers: w.drivers(doc), Journal: j, Poll: 50 * time.Millisecond, Continue: then == "continue"}
+			if then == "continue" {
+				if res := r.Run(context.Background()); res.ExitCode != 0 {
+					t.Fatalf("apply --continue: exit %d: %s", res.ExitCode, res.Next)
+				}
+				if lb := w.l.Inventory().LBs[0].Droplets; len(lb) != 1 || lb[0] != w.newID(j) {
+					t.Fatalf("after --continue the pool is %v", lb)
+				}
+				return
+			}
+			if rev := r.Revert(context.Background()); rev.ExitCode != 0 {
+				t.Fatalf("rollback at the gate: exit %d: %s", rev.ExitCode, rev.Next)
+			}
+			if inv := w.l.Inventory(); len(inv.Droplets) != 1 || inv.LBs[0].Droplets[0] != w.srcID {
+				t.Fatalf("after rollback at the gate: %+v", inv)
+			}
+		})
+	}
+}

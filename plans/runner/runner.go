@@ -386,6 +386,10 @@ func (r *Runner) runSwap(ctx context.Context, sr *swapRun) (int, string) {
 			if serr := r.save(); serr != nil {
 				return ExitAttention, serr.Error()
 			}
+			if st.Paused == gateBeforeCutover {
+				return ExitDecision, fmt.Sprintf("paused before the cutover (gate before_cutover): %s passed verify and runs at %s with no traffic yet, while %s serves. Look at it, then run `vmswap apply --continue %s` to move traffic; or `vmswap rollback %s` to delete it",
+					st.NewName, st.NewIP, st.SourceName, r.planFile(), r.planFile())
+			}
 			return ExitDecision, fmt.Sprintf("paused before retiring %s, which still runs, out of traffic, at %s. Copy what you need from it to %s (%s), then run `vmswap apply --continue %s`; or switch back with `vmswap rollback %s`",
 				st.SourceName, st.SourceIP, st.NewName, st.NewIP, r.planFile(), r.planFile())
 		case errors.Is(err, ErrAfterCutover):

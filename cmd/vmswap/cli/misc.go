@@ -160,7 +160,7 @@ func statusRun(o *StatusOptions) error {
 			fmt.Fprintf(w, "  old server kept powered off until %s (vmswap rollback %s switches back)\n", s.KeepUntil.Format(time.RFC3339), o.PlanFile)
 		}
 		if s.Paused != "" && s.Status == runner.StatusPaused {
-			fmt.Fprintf(w, "  paused before retire (%s): `vmswap apply --continue %s` goes on, `vmswap rollback %s` switches back\n", s.Paused, o.PlanFile, o.PlanFile)
+			fmt.Fprintf(w, "  paused (%s): `vmswap apply --continue %s` goes on, `vmswap rollback %s` undoes it\n", s.Paused, o.PlanFile, o.PlanFile)
 		}
 	}
 	if lock != nil && !lock.Stale {

@@ -60,6 +60,7 @@ type PlanOptions struct {
 	OnDiverg string
 	Names    string
 	HostChk  string
+	Gates    []string
 	// Format is text (the plan's changes and cost on stderr) or json (one
 	// "plan" event on stdout).
 	Format string
@@ -125,6 +126,7 @@ func addPlanFlags(cmd *cobra.Command, o *PlanOptions) {
 	fl.BoolVar(&o.Quiesce, "quiesce", false, "run sync on the source over SSH (needs --ssh-user) just before its live, crash-consistent snapshot")
 	fl.StringArrayVar(&o.Carry, "carry", nil, "absolute `PATH` on the server whose changes after the snapshot follow the traffic over SFTP, e.g. /var/www/html/uploads (repeatable; needs --ssh-user)")
 	fl.StringArrayVar(&o.CarryEx, "carry-exclude", nil, "glob `PATTERN` not carried, e.g. '*.tmp' (repeatable)")
+	fl.StringArrayVar(&o.Gates, "gate", nil, "pause apply (exit 4) at this point until `vmswap apply --continue`: before_cutover (repeatable)")
 	fl.StringVar(&o.Names, "names", "keep", "keep: the new server takes the source's name once the source is retired (renamed NAME-retired-RUN); suffix: it stays NAME-RUN")
 	fl.StringVar(&o.HostChk, "hostname-check", "warn", "when the new server's OS hostname is the source's (the image carried it): warn or fail")
 	fl.StringVar(&o.OnDiverg, "on-divergence", "", "what to do when the source wrote files after its snapshot outside --carry: warn (default with --ssh-user), stop (pause before retire, exit 4) or off")
@@ -200,6 +202,7 @@ func buildPlan(o *PlanOptions) (*plans.Plan, error) {
 	if o.OnDiverg != "" {
 		sw.Divergence = &plans.Divergence{OnFound: o.OnDiverg}
 	}
+	sw.Gates = o.Gates
 	if o.Names == "suffix" {
 		sw.Names = o.Names
 	} else if o.Names != "keep" && o.Names != "" {
