@@ -12,7 +12,10 @@ package plans
 
 import (
 	"fmt"
+	"net"
+	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -136,6 +139,10 @@ type Verify struct {
 	Disk   *verify.Threshold  `yaml:"disk,omitempty" json:"disk,omitempty" check:"unit=bytes" doc:"Root filesystem size, e.g. \">= 150GB\"."`
 	CPUs   *verify.Threshold  `yaml:"cpus,omitempty" json:"cpus,omitempty" check:"unit=count" doc:"CPU count, e.g. \">= 4\"."`
 	HTTP   []verify.HTTPCheck `yaml:"http,omitempty" json:"http,omitempty" doc:"Requests sent to the new server with the URL's Host header and SNI."`
+	// Commands are the user's own tests, run on this machine before the
+	// cutover with HTTP(S)_PROXY pointing at a proxy that sends the plan's
+	// public hostnames to the new server.
+	Commands []Command `yaml:"commands,omitempty" json:"commands,omitempty" doc:"Your own tests (curl, playwright, a shell suite), run here before the cutover through a proxy that sends the site's hostnames to the new server; a failure rolls back."`
 	// Compare lists paths requested from old and new; status and body must match.
 	Compare []string `yaml:"compare,omitempty" json:"compare,omitempty" doc:"Paths whose status and body must be the same on old and new."`
 	// CompareBase is the URL the compare paths are resolved against. Empty:
@@ -149,6 +156,12 @@ type Verify struct {
 	ConnectAddress string `yaml:"connect_address,omitempty" json:"connect_address,omitempty" doc:"Send checks here instead of the new server's IP (bastion, port-forward)."`
 	// CAFile adds a CA bundle for HTTPS checks.
 	CAFile string `yaml:"ca_file,omitempty" json:"ca_file,omitempty" doc:"Extra CA bundle (PEM) for HTTPS checks."`
+}
+
+// Command is one of the user's own checks.
+type Command struct {
+	Run     string   `yaml:"run" json:"run" doc:"A shell command, run from the plan file's directory."`
+	Timeout Duration `yaml:"timeout,omitempty" json:"timeout,omitempty" doc:"Default 5m."`
 }
 
 // SSH says how to reach the new server from inside.
@@ -222,6 +235,32 @@ func (h *Hooks) Of(phase string) []Hook {
 		}
 	}
 	return nil
+}
+
+// PublicHosts are the site's hostnames the swap knows: those of its HTTP
+// checks, its probe and its DNS record (lowercase, no port, no IPs).
+func (sw *Swap) PublicHosts() []string {
+	var out []string
+	add := func(h string) {
+		h = strings.ToLower(strings.TrimSuffix(h, "."))
+		if h != "" && net.ParseIP(h) == nil && !slices.Contains(out, h) {
+			out = append(out, h)
+		}
+	}
+	for _, h := range sw.Verify.HTTP {
+		if u, err := url.Parse(h.URL); err == nil {
+			add(u.Hostname())
+		}
+	}
+	if sw.Probe != nil {
+		if u, err := url.Parse(sw.Probe.URL); err == nil {
+			add(u.Hostname())
+		}
+	}
+	if sw.Cutover.DNS != nil {
+		add(sw.Cutover.DNS.Record)
+	}
+	return out
 }
 
 // KeepsNames reports whether the new server takes the source's name.

@@ -255,6 +255,14 @@ func (d *Document) validateSwap(i int, sw Swap, add func(string, string, ...any)
 			}
 		}
 	}
+	for j, c := range sw.Verify.Commands {
+		if strings.TrimSpace(c.Run) == "" {
+			add(at(fmt.Sprintf("verify.commands[%d]", j)), "a command needs run")
+		}
+	}
+	if len(sw.Verify.Commands) > 0 && len(sw.PublicHosts()) == 0 {
+		add(at("verify.commands"), "commands reach the new server through the site's hostnames: add an http check or a probe url with them")
+	}
 	for j, g := range sw.Gates {
 		if g != "before_cutover" {
 			add(at(fmt.Sprintf("gates[%d]", j)), "unknown gate %q (known: before_cutover)", g)

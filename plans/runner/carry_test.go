@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -456,4 +457,52 @@ func TestGateBeforeCutover(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestVerifyCommands: the user's own tests run before the cutover through
+// the pinning proxy, which sends the site's hostname to the new server (no
+// hosts file): curl sees the new server answer. A failing one rolls back,
+// its output in the checks; the provider token is not in its environment.
+func TestVerifyCommands(t *testing.T) {
+	t.Run("pass", func(t *testing.T) {
+		t.Parallel()
+		w := newWorld(t)
+		sw := w.swap("loadbalancer")
+		site := fmt.Sprintf("http://www.shop.test:%d/", w.l.HTTPPort())
+		sw.Verify.Commands = []plans.Command{{Run: `curl -sS -f -D - -o /dev/null --max-time 5 ` + site + ` | grep -i "^x-served-by: web-1-" && echo "served by the new server"`, Timeout: plans.Duration(20 * time.Second)}}
+		res, j := w.run(w.plan(sw), nil)
+		if res.ExitCode != 0 {
+			t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
+		}
+		var seen bool
+		for _, c := range j.Swaps[0].Checks {
+			seen = seen || strings.HasPrefix(c.Name, "command curl") && c.OK && strings.Contains(c.Detail, "served by the new server")
+		}
+		if !seen {
+			t.Fatalf("checks: %+v", j.Swaps[0].Checks)
+		}
+	})
+	t.Run("fail", func(t *testing.T) {
+		t.Parallel()
+		w := newWorld(t)
+		sw := w.swap("reserved_ip")
+		sw.Verify.Commands = []plans.Command{{Run: `echo "token=[${DIGITALOCEAN_TOKEN}] proxy=${HTTPS_PROXY%:*} hosts=$VMSWAP_HOSTS"; exit 3`}}
+		doc := w.plan(sw)
+		j := runner.NewJournal(runner.JournalPath(doc.File), doc, "cmdfail123")
+		r := &runner.Runner{Doc: doc, Drivers: w.drivers(doc), Journal: j, Poll: 50 * time.Millisecond,
+			Environ: func() []string { return append(os.Environ(), "DIGITALOCEAN_TOKEN="+w.l.Token()) }}
+		res := r.Run(context.Background())
+		if res.ExitCode != runner.ExitRolledBack {
+			t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
+		}
+		var detail string
+		for _, c := range j.Swaps[0].Checks {
+			if strings.HasPrefix(c.Name, "command ") {
+				detail = c.Detail
+			}
+		}
+		if !strings.Contains(detail, "exit status 3") || !strings.Contains(detail, "token=[]") || !strings.Contains(detail, "proxy=http://127.0.0.1") || !strings.Contains(detail, "hosts=www.shop.test") {
+			t.Fatalf("the failed command's check: %q", detail)
+		}
+	})
 }

@@ -116,6 +116,9 @@ type Runner struct {
 	PlanFile string
 	// Continue passes the decision a paused run waits for (apply --continue).
 	Continue bool
+	// Environ is the environment the user's verify.commands start from.
+	// Nil: the process's.
+	Environ func() []string
 
 	// changed is set once a swap of this run goes past preflight.
 	changed bool

@@ -5,7 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-multierror"
@@ -77,6 +84,21 @@ func verifyStep(ctx context.Context, s *swapRun) error {
 			record("compare", verify.Compare(ctx, oldClient, client, base, v.Compare), fmt.Sprintf("%d paths answer the same on old and new", len(v.Compare)))
 		}
 	}
+	for _, c := range v.Commands {
+		tail, err := s.runCommand(ctx, c)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		ok := "passed through the pinning proxy"
+		if len(tail) > 0 {
+			ok += ": " + tail[len(tail)-1]
+		}
+		var problems []error
+		if err != nil {
+			problems = []error{fmt.Errorf("%v; last output: %s", err, strings.Join(tail, " | "))}
+		}
+		record("command "+c.Run, problems, ok)
+	}
 	if err := s.r.save(); err != nil {
 		return err
 	}
@@ -141,4 +163,89 @@ func (s *swapRun) checkHostname(got string, record func(string, []error, string)
 	default:
 		record("hostname", nil, fmt.Sprintf("%s (expected %s; not the source's either)", got, want))
 	}
+}
+
+// runCommand runs one of the user's own checks on this machine, with
+// HTTP(S)_PROXY pointing at a proxy that sends the site's hostnames to the
+// new server. Its environment is the user's, without the provider tokens
+// vmswap reads (a test suite has no use for them), plus VMSWAP_NEW_ADDRESS,
+// VMSWAP_OLD_ADDRESS and VMSWAP_HOSTS. It returns the last lines of its
+// output.
+func (s *swapRun) runCommand(ctx context.Context, c plans.Command) ([]string, error) {
+	addr := s.st.NewIP
+	if ca := s.sw.Verify.ConnectAddress; ca != "" {
+		if h, _, err := net.SplitHostPort(ca); err == nil {
+			addr = h
+		}
+	}
+	hosts := s.sw.PublicHosts()
+	px := &verify.PinProxy{Hosts: hosts, Addr: addr}
+	purl, err := px.Start()
+	if err != nil {
+		return nil, err
+	}
+	defer px.Close()
+	cctx, cancel := context.WithTimeout(ctx, orDur(c.Timeout, 5*time.Minute))
+	defer cancel()
+	shell, flag := "sh", "-c"
+	if runtime.GOOS == "windows" {
+		shell, flag = "cmd", "/C"
+	}
+	cmd := exec.CommandContext(cctx, shell, flag, c.Run)
+	cmd.Dir = filepath.Dir(s.r.planFile())
+	cmd.WaitDelay = 5 * time.Second
+	environ := os.Environ
+	if s.r.Environ != nil {
+		environ = s.r.Environ
+	}
+	env := slices.DeleteFunc(environ(), func(kv string) bool {
+		k, _, _ := strings.Cut(kv, "=")
+		return slices.Contains(s.secretVars(), k) || strings.EqualFold(k, "http_proxy") || strings.EqualFold(k, "https_proxy") || strings.EqualFold(k, "no_proxy")
+	})
+	cmd.Env = append(append(env, verify.ProxyEnv(purl)...), "VMSWAP_NEW_ADDRESS="+s.st.NewIP, "VMSWAP_OLD_ADDRESS="+s.st.SourceIP, "VMSWAP_HOSTS="+strings.Join(hosts, " "))
+	var out boundedBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	s.progress("command: %s (through %s, sending %s to %s)", c.Run, purl, strings.Join(hosts, ", "), addr)
+	err = cmd.Run()
+	t := tail(out.String(), 10)
+	for _, l := range t {
+		s.r.emit(Event{Event: "hook", Swap: s.name(), Step: "verify", Message: "  " + l})
+	}
+	if cctx.Err() == context.DeadlineExceeded {
+		return t, fmt.Errorf("no result in %s", orDur(c.Timeout, 5*time.Minute))
+	}
+	return t, err
+}
+
+// secretVars are the environment variables vmswap reads credentials from.
+func (s *swapRun) secretVars() []string {
+	vars := []string{"DIGITALOCEAN_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN", "CLOUDFLARE_API_TOKEN", "HCLOUD_TOKEN", "RFC2136_TSIG_SECRET", "SPACES_SECRET_ACCESS_KEY"}
+	for _, p := range s.r.Doc.Plan.Providers {
+		if p.TokenEnv != "" {
+			vars = append(vars, p.TokenEnv)
+		}
+	}
+	return vars
+}
+
+// boundedBuffer keeps the last 64 KiB written to it.
+type boundedBuffer struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (b *boundedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.b = append(b.b, p...)
+	if len(b.b) > 128<<10 {
+		b.b = append([]byte(nil), b.b[len(b.b)-64<<10:]...)
+	}
+	return len(p), nil
+}
+
+func (b *boundedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return string(b.b)
 }
