@@ -126,11 +126,23 @@ func FindOrphans(ctx context.Context, doc *plans.Document, j *Journal, drivers m
 			}
 			servers, images = append(servers, ss...), append(images, is...)
 		}
-		for _, s := range servers {
-			if !inUse[s.ID] && !seen["s"+s.ID] {
-				seen["s"+s.ID] = true
-				out = append(out, Orphan{Provider: name, Kind: "server", ID: s.ID, Name: s.Name})
+		for i := range servers {
+			s := &servers[i]
+			if inUse[s.ID] || seen["s"+s.ID] {
+				continue
 			}
+			seen["s"+s.ID] = true
+			// Whatever the journal says, a server a load balancer or a
+			// reserved IP sends traffic to is not an orphan: someone put it
+			// back in service.
+			if el, ok := d.Compute.(provider.EntrypointLister); ok {
+				if eps, err := el.Entrypoints(ctx, s); err != nil {
+					return nil, err
+				} else if len(eps) > 0 {
+					continue
+				}
+			}
+			out = append(out, Orphan{Provider: name, Kind: "server", ID: s.ID, Name: s.Name})
 		}
 		for _, im := range images {
 			if !inUse[im.ID] && !seen["i"+im.ID] {

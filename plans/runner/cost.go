@@ -32,7 +32,7 @@ func estimateCost(sw plans.Swap, src *provider.Server, from, to *provider.Size, 
 	c := &plans.Cost{OverlapHours: round(overlap.Hours(), 2), SnapshotGB: src.DiskGB}
 	if sw.Retire.Action != "delete" {
 		c.KeepHours = round(sw.Retire.KeepFor.D().Hours(), 2)
-		if c.KeepHours == 0 {
+		if sw.Retire.KeepFor == 0 {
 			c.Notes = append(c.Notes, fmt.Sprintf("%s is powered off and kept with no end (keep_for is not set): it is billed until someone deletes it", src.Name))
 		}
 	}

@@ -114,6 +114,8 @@ type SwapState struct {
 	Passes      []PassRecord      `json:"passes,omitempty"`
 	Divergence  *carry.Divergence `json:"divergence,omitempty"`
 	Hooks       []HookRun         `json:"hooks,omitempty"`
+	// SourceDeleted: cleanup --expired deleted the kept source.
+	SourceDeleted bool `json:"source_deleted,omitempty"`
 	// Paused is why the swap waits for a decision (divergence, delete).
 	Paused string `json:"paused,omitempty"`
 
@@ -362,4 +364,19 @@ func (j *Journal) restorePrevious(ended time.Time) bool {
 	j.path, j.remote, j.clock, j.saves, j.Seq, j.prev = path, remote, clock, saves, seq, nil
 	j.History = append(slices.Clone(j.History), rec)
 	return true
+}
+
+// MarkDeleted records that cleanup deleted these servers, when they are the
+// kept sources of the run's swaps.
+func (j *Journal) MarkDeleted(ids []string) error {
+	changed := false
+	for _, st := range j.Swaps {
+		if slices.Contains(ids, st.SourceID) && !st.SourceDeleted {
+			st.SourceDeleted, changed = true, true
+		}
+	}
+	if !changed {
+		return nil
+	}
+	return j.Save()
 }

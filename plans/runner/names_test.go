@@ -267,10 +267,43 @@ func TestRollbackRefusedWhenTheWorldMovedOn(t *testing.T) {
 	before := w.l.Inventory()
 	r := &runner.Runner{Doc: docA, Drivers: w.drivers(docA), Journal: j2, Poll: 50 * time.Millisecond}
 	rev := r.Revert(ctx)
-	if rev.ExitCode != runner.ExitBadInput || !strings.Contains(rev.Next, "no longer runs") || j2.Status != runner.StatusSucceeded {
+	if rev.ExitCode != runner.ExitBadInput || !strings.Contains(rev.Next, "retired by a later swap") || j2.Status != runner.StatusSucceeded {
 		t.Fatalf("rollback of A after B: exit %d %s: %s", rev.ExitCode, j2.Status, rev.Next)
 	}
 	if after := w.l.Inventory(); fmt.Sprint(after.Droplets) != fmt.Sprint(before.Droplets) || fmt.Sprint(after.ReservedIPs) != fmt.Sprint(before.ReservedIPs) {
 		t.Fatalf("a refused rollback changed the world:\nbefore %+v\nafter  %+v", before, after)
+	}
+}
+
+// TestRollbackWhenTheNewServerDied: a person powered the new server off
+// (the site is down): rollback switches back to the old one.
+func TestRollbackWhenTheNewServerDied(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	sw := w.swap("loadbalancer")
+	sw.Retire.KeepFor = plans.Duration(time.Hour)
+	doc := w.plan(sw)
+	res, j := w.run(doc, nil)
+	if res.ExitCode != 0 {
+		t.Fatalf("swap: %s", res.Next)
+	}
+	if _, _, err := labtest.Godo(t, w.l).DropletActions.PowerOff(ctx, w.newID(j)); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if d := w.l.Inventory(); slices.ContainsFunc(d.Droplets, func(x lab.InventoryDroplet) bool { return x.ID == w.newID(j) && x.Status == "off" }) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the new droplet never went off")
+		}
+	}
+	r := &runner.Runner{Doc: doc, Drivers: w.drivers(doc), Journal: j, Poll: 50 * time.Millisecond}
+	if rev := r.Revert(ctx); rev.ExitCode != 0 {
+		t.Fatalf("rollback with the new server down: exit %d: %s", rev.ExitCode, rev.Next)
+	}
+	if lb := w.l.Inventory().LBs[0].Droplets; len(lb) != 1 || lb[0] != w.srcID {
+		t.Fatalf("after the rollback the pool is %v", lb)
 	}
 }

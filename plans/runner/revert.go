@@ -236,7 +236,9 @@ func orRetire(a string) string {
 
 // revertable says why a finished swap cannot be switched back ("" if it
 // can): its old server must still exist, and its new server must still be
-// the one the cutover leads to.
+// this run's — not retired by a later swap (which renamed it and marked its
+// keep window). A new server a person powered off or took out of the pool
+// is switched back from: that is when switching back matters most.
 func (s *swapRun) revertable(ctx context.Context) string {
 	st := s.st
 	src, err := s.comp.GetServer(ctx, st.SourceID)
@@ -247,14 +249,18 @@ func (s *swapRun) revertable(ctx context.Context) string {
 		return fmt.Sprintf("could not read the old server %s: %v", st.SourceID, err)
 	}
 	nw, err := s.comp.GetServer(ctx, st.NewID)
-	if errors.Is(err, provider.ErrNotFound) || err == nil && nw.Status != provider.StatusRunning {
-		return fmt.Sprintf("the new server %s (%s) no longer runs: a later swap or a person retired it, so this run's rollback would undo someone else's change; switch back with the plan of the latest swap", st.NewName, st.NewID)
+	if errors.Is(err, provider.ErrNotFound) || err == nil && nw.Status == provider.StatusGone {
+		return fmt.Sprintf("the new server %s (%s) no longer exists: bring %s back by hand (power it on, put it back where traffic arrives)", st.NewName, st.NewID, src.Name)
 	}
 	if err != nil {
 		return fmt.Sprintf("could not read the new server %s: %v", st.NewID, err)
 	}
-	if err := s.kind.holds(ctx, s); err != nil {
-		return fmt.Sprintf("traffic no longer goes to %s (%v): someone or something moved it since; nothing to switch back", st.NewName, err)
+	want := st.NewName
+	if st.has(subRenameNew) {
+		want = st.SourceName
+	}
+	if _, kept := keptUntil(nw); kept || nw.Name != want {
+		return fmt.Sprintf("the server this run launched (%s, now named %s) was retired by a later swap of %s: switching this run back would undo that one; switch back with the plan of the latest swap", st.NewID, nw.Name, st.SourceName)
 	}
 	return ""
 }

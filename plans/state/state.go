@@ -241,7 +241,9 @@ func (s *S3) AcquireLock(ctx context.Context, command, run, ciJob string, lease 
 			return nil, rerr
 		}
 		var old LockInfo
-		json.Unmarshal(raw, &old)
+		if held != "" && (json.Unmarshal(raw, &old) != nil || old.Until.IsZero()) && !breakLock {
+			return nil, fmt.Errorf("%w: the lock %s is unreadable (not one vmswap wrote): if no vmswap works on this plan, pass --break-lock", ErrUnavailable, s.Where(lockName))
+		}
 		expired := held != "" && time.Now().After(old.Until)
 		if held != "" && !expired && !breakLock {
 			return nil, &LockedError{Where: s.Where(lockName), Info: old}

@@ -99,7 +99,17 @@ func cleanupRun(ctx context.Context, o *CleanupOptions) error {
 	if err != nil {
 		return exitf(runner.ExitAttention, "%v", err)
 	}
-	return o.deleteListed(ctx, orphans, drivers, o.PlanFile)
+	if err := o.deleteListed(ctx, orphans, drivers, o.PlanFile); err != nil || !o.Expired || j == nil {
+		return err
+	}
+	var ids []string
+	for _, or := range orphans {
+		ids = append(ids, or.ID)
+	}
+	if err := j.MarkDeleted(ids); err != nil {
+		return exitf(runner.ExitAttention, "deleted, but the journal could not record it: %v", err)
+	}
+	return nil
 }
 
 // deleteListed shows what was found, asks (or takes --yes), deletes, and

@@ -113,6 +113,9 @@ func statusRun(o *StatusOptions) error {
 		lock = &LockStatus{LockInfo: runner.LockInfo{Host: rlock.Host, PID: rlock.PID, Started: rlock.Started, Command: rlock.Command}, Stale: time.Now().After(rlock.Until)}
 	}
 	if err != nil {
+		if remote && !strings.Contains(err.Error(), "damaged") {
+			return exitf(runner.ExitBadInput, "%v", err)
+		}
 		return exitf(runner.ExitAttention, "%v", err)
 	}
 	if j == nil {
@@ -156,6 +159,8 @@ func statusRun(o *StatusOptions) error {
 		case rb != nil && rb.Status == "running" && (lock == nil || lock.Stale):
 			// A switch back that was killed: the old server may be on.
 			fmt.Fprintf(w, "  a rollback of this swap was stopped part-way: run `vmswap rollback %s` again to finish it\n", o.PlanFile)
+		case s.SourceDeleted:
+			fmt.Fprintf(w, "  old server %s deleted after its keep window (cleanup --expired): there is no switching back\n", s.SourceName)
 		case !s.KeepUntil.IsZero() && s.Status == runner.StatusSucceeded && rb == nil:
 			fmt.Fprintf(w, "  old server kept powered off until %s (vmswap rollback %s switches back)\n", s.KeepUntil.Format(time.RFC3339), o.PlanFile)
 		}

@@ -69,6 +69,10 @@ func rollbackRun(ctx context.Context, opts *ApplyOptions) error {
 	defer stop()
 	r := &runner.Runner{Doc: sess.Doc, Drivers: drivers, Journal: sess.Journal, Emit: pr.emit, Clock: opts.Clock, Poll: opts.Poll, PlanFile: opts.PlanFile}
 	res := r.Revert(context.WithoutCancel(ctx))
+	if res.ExitCode == runner.ExitBadInput {
+		// Refused before anything changed: no table of what did not happen.
+		return pr.fail(exitf(runner.ExitBadInput, "%s", res.Next))
+	}
 	pr.summary(res)
 	if res.ExitCode != 0 {
 		return &ExitError{Code: res.ExitCode, Err: errors.New("")}
