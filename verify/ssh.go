@@ -215,7 +215,7 @@ func (c *SSHClient) Combined(ctx context.Context, cmd string) (string, error) {
 		return "", fmt.Errorf("ssh: %w", err)
 	}
 	defer s.Close()
-	var out syncBuffer
+	var out TailBuffer
 	s.Stdout, s.Stderr = &out, &out
 	done := make(chan error, 1)
 	go func() { done <- s.Run(cmd) }()
@@ -233,8 +233,9 @@ func (c *SSHClient) Combined(ctx context.Context, cmd string) (string, error) {
 	return out.String(), err
 }
 
-// syncBuffer is a buffer two goroutines (stdout, stderr) write to.
-type syncBuffer struct {
+// TailBuffer keeps the last part (64 KiB) of a command's output; stdout
+// and stderr may write to it at once.
+type TailBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
@@ -242,7 +243,7 @@ type syncBuffer struct {
 // maxOutput bounds what a command's output keeps: its last part.
 const maxOutput = 64 << 10
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *TailBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	n, err := b.b.Write(p)
@@ -254,7 +255,7 @@ func (b *syncBuffer) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func (b *syncBuffer) String() string {
+func (b *TailBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()

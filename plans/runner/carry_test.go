@@ -121,7 +121,7 @@ func TestWithoutCarryTheDivergenceReportCatchesIt(t *testing.T) {
 	if got := users.Check(context.Background()); got.LostUploads == 0 {
 		t.Fatalf("without carry, the writes made after the snapshot should be missing on the new server: %+v", got)
 	}
-	r := &runner.Runner{Doc: doc, Drivers: w.drivers(doc), Journal: j, Poll: 50 * time.Millisecond, Continue: true}
+	r := w.runner(doc, j, true)
 	if res := r.Run(context.Background()); res.ExitCode != 0 {
 		t.Fatalf("apply --continue: exit %d: %s", res.ExitCode, res.Next)
 	}
@@ -195,7 +195,7 @@ func TestRollbackCarriesBack(t *testing.T) {
 	}
 	users := w.users(sw)
 	time.Sleep(time.Second)
-	r := &runner.Runner{Doc: doc, Drivers: w.drivers(doc), Journal: j, Poll: 50 * time.Millisecond}
+	r := w.runner(doc, j, false)
 	rev := r.Revert(context.Background())
 	if rev.ExitCode != 0 {
 		t.Fatalf("rollback: exit %d: %s", rev.ExitCode, rev.Next)
@@ -342,7 +342,7 @@ func TestRollbackOfAPausedRun(t *testing.T) {
 	doc, j := w.pausedRun(t, sw)
 	users := w.users(sw)
 	time.Sleep(time.Second)
-	r := &runner.Runner{Doc: doc, Drivers: w.drivers(doc), Journal: j, Poll: 50 * time.Millisecond}
+	r := w.runner(doc, j, false)
 	rev := r.Revert(context.Background())
 	if rev.ExitCode != 0 || rev.Status != runner.StatusReverted || j.Swaps[0].Status != runner.StatusRolledBack {
 		t.Fatalf("rollback of a paused run: exit %d %s, swap %s: %s", rev.ExitCode, rev.Status, j.Swaps[0].Status, rev.Next)
@@ -364,7 +364,7 @@ func TestContinueCarriesWhatCameMeanwhile(t *testing.T) {
 	sw.Probe.Writes = false
 	doc, j := w.pausedRun(t, sw)
 	put(t, w.url(w.srcIP)+"uploads/late.txt", "written during the pause")
-	r := &runner.Runner{Doc: doc, Drivers: w.drivers(doc), Journal: j, Poll: 50 * time.Millisecond, Continue: true}
+	r := w.runner(doc, j, true)
 	if res := r.Run(context.Background()); res.ExitCode != 0 {
 		t.Fatalf("apply --continue: exit %d: %s", res.ExitCode, res.Next)
 	}
@@ -394,7 +394,7 @@ func TestDeleteKeepsTheOnlyCopy(t *testing.T) {
 	if got, err := w.l.ReadFile(w.srcID, "var/www/html/uploads/report.pdf"); err != nil || got != "edited on old" {
 		t.Fatalf("the old server's copy: %q %v", got, err)
 	}
-	r := &runner.Runner{Doc: doc, Drivers: w.drivers(doc), Journal: j, Poll: 50 * time.Millisecond, Continue: true}
+	r := w.runner(doc, j, true)
 	if res := r.Run(context.Background()); res.ExitCode != 0 {
 		t.Fatalf("apply --continue: exit %d: %s", res.ExitCode, res.Next)
 	}
@@ -439,7 +439,7 @@ func TestGateBeforeCutover(t *testing.T) {
 			if len(inv.Droplets) != 2 || len(inv.LBs[0].Droplets) != 1 || inv.LBs[0].Droplets[0] != w.srcID {
 				t.Fatalf("at the gate: %+v", inv)
 			}
-			r := &runner.Runner{Doc: doc, Drivers: w.drivers(doc), Journal: j, Poll: 50 * time.Millisecond, Continue: then == "continue"}
+			r := w.runner(doc, j, then == "continue")
 			if then == "continue" {
 				if res := r.Run(context.Background()); res.ExitCode != 0 {
 					t.Fatalf("apply --continue: exit %d: %s", res.ExitCode, res.Next)

@@ -27,6 +27,12 @@ import (
 	"github.com/vmswap/vmswap/verify/probe"
 )
 
+// runner carries on a run of doc in the world: a resume (apply, or apply
+// --continue with cont) or a rollback.
+func (w *world) runner(doc *plans.Document, j *runner.Journal, cont bool) *runner.Runner {
+	return &runner.Runner{Doc: doc, Drivers: w.drivers(doc), Journal: j, Poll: 50 * time.Millisecond, Continue: cont}
+}
+
 func (w *world) drivers(doc *plans.Document) map[string]*registry.Drivers {
 	d, err := registry.Build(doc.Plan, registry.BuildOptions{Getenv: w.getenv, PollInterval: 50 * time.Millisecond})
 	if err != nil {
@@ -50,7 +56,7 @@ func TestRollbackAfterSuccess(t *testing.T) {
 	}
 	newID, _ := strconv.Atoi(j.Swaps[0].NewID)
 	ext, _ := probe.Start(probe.Config{URL: w.url(w.lbIP), Rate: 50})
-	r := &runner.Runner{Doc: doc, Drivers: w.drivers(doc), Journal: j, Poll: 50 * time.Millisecond}
+	r := w.runner(doc, j, false)
 	rev := r.Revert(context.Background())
 	sum := ext.Stop()
 	t.Logf("rollback: %s; outside probe %d requests, %d failed", rev.Status, sum.Requests, sum.Failed)
@@ -258,7 +264,7 @@ func TestNextRunKeepsCompletedSwaps(t *testing.T) {
 	}
 	firstNew := j.Swaps[0].NewID
 	next := runner.NextRun(j, filepath.Join(w.dir, "next.json"), doc, "nextrun12345")
-	r := &runner.Runner{Doc: doc, Drivers: w.drivers(doc), Journal: next, Poll: 50 * time.Millisecond}
+	r := w.runner(doc, next, false)
 	res = r.Run(context.Background())
 	if res.ExitCode != 0 || next.Swaps[0].NewID != firstNew || next.Swaps[1].Status != runner.StatusSucceeded {
 		t.Fatalf("second run: exit %d %s; first swap's new server %s -> %s", res.ExitCode, res.Next, firstNew, next.Swaps[0].NewID)
@@ -448,7 +454,7 @@ func TestSharedDNSRecord(t *testing.T) {
 	if got := w.servedA(t); !sameValues(got, newIP, ip2) {
 		t.Fatalf("after the swap www serves %v, want %s and web-2's %s", got, newIP, ip2)
 	}
-	r := &runner.Runner{Doc: doc, Drivers: w.drivers(doc), Journal: j, Poll: 50 * time.Millisecond}
+	r := w.runner(doc, j, false)
 	if rev := r.Revert(ctx); rev.ExitCode != 0 {
 		t.Fatalf("revert: %s", rev.Next)
 	}
@@ -586,7 +592,7 @@ func TestDualStackDNS(t *testing.T) {
 	if p := res.Swaps[0]; p.Failed != 0 || p.Requests < 50 {
 		t.Fatalf("probe: %+v", p)
 	}
-	r := &runner.Runner{Doc: doc, Drivers: w.drivers(doc), Journal: j, Poll: 50 * time.Millisecond}
+	r := w.runner(doc, j, false)
 	if rev := r.Revert(ctx); rev.ExitCode != 0 {
 		t.Fatalf("revert: %s", rev.Next)
 	}

@@ -85,7 +85,7 @@ func TestNamesComeBackOnRollback(t *testing.T) {
 	if n := names(); n[w.newID(j)] != "web-1" || n[w.srcID] != "web-1-retired-"+j.RunID[:6] {
 		t.Fatalf("names after the swap: %v", n)
 	}
-	r := &runner.Runner{Doc: doc, Drivers: w.drivers(doc), Journal: j, Poll: 50 * time.Millisecond}
+	r := w.runner(doc, j, false)
 	if rev := r.Revert(context.Background()); rev.ExitCode != 0 {
 		t.Fatalf("rollback: %s", rev.Next)
 	}
@@ -219,7 +219,7 @@ func TestCleanupExpired(t *testing.T) {
 	}
 	// Switching back now is refused before anything changes: web-1's old
 	// server is gone.
-	r := &runner.Runner{Doc: doc, Drivers: w.drivers(doc), Journal: j, Poll: 50 * time.Millisecond}
+	r := w.runner(doc, j, false)
 	if rev := r.Revert(ctx); rev.ExitCode != runner.ExitBadInput || !strings.Contains(rev.Next, "no longer exists") {
 		t.Fatalf("rollback after cleanup --expired: exit %d: %s", rev.ExitCode, rev.Next)
 	}
@@ -247,7 +247,7 @@ func TestRollbackRefusedWhenTheWorldMovedOn(t *testing.T) {
 	stale.Observed = &plans.Observed{At: time.Now(), Swaps: []plans.ObservedSwap{{Source: provider.Server{ID: "999", Name: "web-1"}}}}
 	docStale := w.reparse(&stale)
 	j2 := runner.NextRun(jA, runner.JournalPath(docStale.File), docStale, "stale123456")
-	r2 := &runner.Runner{Doc: docStale, Drivers: w.drivers(docStale), Journal: j2, Poll: 50 * time.Millisecond}
+	r2 := w.runner(docStale, j2, false)
 	if res := r2.Run(ctx); res.ExitCode != runner.ExitBadInput {
 		t.Fatalf("stale run: exit %d: %s", res.ExitCode, res.Next)
 	}
@@ -265,7 +265,7 @@ func TestRollbackRefusedWhenTheWorldMovedOn(t *testing.T) {
 		t.Fatalf("swap B: %s", res.Next)
 	}
 	before := w.l.Inventory()
-	r := &runner.Runner{Doc: docA, Drivers: w.drivers(docA), Journal: j2, Poll: 50 * time.Millisecond}
+	r := w.runner(docA, j2, false)
 	rev := r.Revert(ctx)
 	if rev.ExitCode != runner.ExitBadInput || !strings.Contains(rev.Next, "retired by a later swap") || j2.Status != runner.StatusSucceeded {
 		t.Fatalf("rollback of A after B: exit %d %s: %s", rev.ExitCode, j2.Status, rev.Next)
@@ -299,7 +299,7 @@ func TestRollbackWhenTheNewServerDied(t *testing.T) {
 			t.Fatal("the new droplet never went off")
 		}
 	}
-	r := &runner.Runner{Doc: doc, Drivers: w.drivers(doc), Journal: j, Poll: 50 * time.Millisecond}
+	r := w.runner(doc, j, false)
 	if rev := r.Revert(ctx); rev.ExitCode != 0 {
 		t.Fatalf("rollback with the new server down: exit %d: %s", rev.ExitCode, rev.Next)
 	}

@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/go-multierror"
@@ -203,7 +202,7 @@ func (s *swapRun) runCommand(ctx context.Context, c plans.Command) ([]string, er
 		return slices.Contains(s.secretVars(), k) || strings.EqualFold(k, "http_proxy") || strings.EqualFold(k, "https_proxy") || strings.EqualFold(k, "no_proxy")
 	})
 	cmd.Env = append(append(env, verify.ProxyEnv(purl)...), "VMSWAP_NEW_ADDRESS="+s.st.NewIP, "VMSWAP_OLD_ADDRESS="+s.st.SourceIP, "VMSWAP_HOSTS="+strings.Join(hosts, " "))
-	var out boundedBuffer
+	var out verify.TailBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	s.progress("command: %s (through %s, sending %s to %s)", c.Run, purl, strings.Join(hosts, ", "), addr)
 	err = cmd.Run()
@@ -226,26 +225,4 @@ func (s *swapRun) secretVars() []string {
 		}
 	}
 	return vars
-}
-
-// boundedBuffer keeps the last 64 KiB written to it.
-type boundedBuffer struct {
-	mu sync.Mutex
-	b  []byte
-}
-
-func (b *boundedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.b = append(b.b, p...)
-	if len(b.b) > 128<<10 {
-		b.b = append([]byte(nil), b.b[len(b.b)-64<<10:]...)
-	}
-	return len(p), nil
-}
-
-func (b *boundedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return string(b.b)
 }

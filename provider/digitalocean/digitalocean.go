@@ -310,17 +310,9 @@ func (d *Driver) GetServer(ctx context.Context, ref string) (*provider.Server, e
 // GetSize implements provider.SizeGetter.
 // https://docs.digitalocean.com/reference/api/api-reference/#operation/sizes_list
 func (d *Driver) GetSize(ctx context.Context, slug string) (*provider.Size, error) {
-	d.mu.Lock()
-	sizes := d.sizes
-	d.mu.Unlock()
-	if sizes == nil {
-		var err error
-		if sizes, _, err = d.c.Sizes.List(ctx, &godo.ListOptions{PerPage: 200}); err != nil {
-			return nil, wrap(err, "list sizes")
-		}
-		d.mu.Lock()
-		d.sizes = sizes
-		d.mu.Unlock()
+	sizes, err := d.sizeList(ctx)
+	if err != nil {
+		return nil, err
 	}
 	var some []string
 	for _, s := range sizes {
@@ -334,15 +326,28 @@ func (d *Driver) GetSize(ctx context.Context, slug string) (*provider.Size, erro
 	return nil, fmt.Errorf("digitalocean: size %q: %w (sizes include %s)", slug, provider.ErrNotFound, strings.Join(some, ", "))
 }
 
-// ListSizes implements provider.SizeLister: the available sizes.
-func (d *Driver) ListSizes(ctx context.Context) ([]provider.Size, error) {
-	if _, err := d.GetSize(ctx, ""); err != nil && !errors.Is(err, provider.ErrNotFound) {
-		return nil, err
-	}
+// sizeList is the account's sizes list, read once per process.
+func (d *Driver) sizeList(ctx context.Context) ([]godo.Size, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.sizes == nil {
+		sizes, _, err := d.c.Sizes.List(ctx, &godo.ListOptions{PerPage: 200})
+		if err != nil {
+			return nil, wrap(err, "list sizes")
+		}
+		d.sizes = sizes
+	}
+	return d.sizes, nil
+}
+
+// ListSizes implements provider.SizeLister: the available sizes.
+func (d *Driver) ListSizes(ctx context.Context) ([]provider.Size, error) {
+	sizes, err := d.sizeList(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var out []provider.Size
-	for _, s := range d.sizes {
+	for _, s := range sizes {
 		if s.Available {
 			out = append(out, *toSize(s))
 		}
