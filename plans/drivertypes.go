@@ -37,6 +37,7 @@ var DriverTypeTable = map[string]DriverType{
 	},
 	"rfc2136":    {Caps: []Capability{CapDNS}},
 	"haproxy":    {Caps: []Capability{CapLB}},
+	"nginx":      {Caps: []Capability{CapLB}},
 	"cloudflare": {Caps: []Capability{CapDNS}},
 	"digitalocean": {
 		Caps:       []Capability{CapCompute, CapDNS, CapLB, CapReservedIP},

@@ -55,7 +55,7 @@ swaps:
     retier: {action: delete}
 `,
 			want: []string{
-				"p.yaml:4:15: unknown provider type \"amazon\" (known: aws, cloudflare, digitalocean, haproxy, rfc2136)",
+				"p.yaml:4:15: unknown provider type \"amazon\" (known: aws, cloudflare, digitalocean, haproxy, nginx, rfc2136)",
 				"p.yaml:7:20: size \"S_4VCPU\" is not a DigitalOcean size slug like s-4vcpu-8gb",
 				"p.yaml:9:15: threshold \"about 8 gigs\": want an operator and a number, like \">= 7.5GiB\" or \">= 4\"",
 				"p.yaml:12:32: unknown provider \"dx\" (did you mean \"do\"?)",
@@ -96,6 +96,29 @@ swaps:
 			want: []string{
 				"p.yaml:6:5: memory, disk and cpus are read over SSH: add verify.ssh",
 				"p.yaml:7:15: a DNS cutover needs a probe url with the record's name, so that vmswap can watch traffic",
+			},
+		},
+		{
+			desc: "nginx: a relative directory, no address, shell in the command, no identify header, its settings on another type",
+			plan: `version: 1
+providers:
+  do: {type: digitalocean, port: 80}
+  web: {type: nginx, endpoint: etc/nginx/vmswap, command: "nginx; rm -rf /"}
+  far: {type: nginx, endpoint: "ssh://proxy.internal/etc/nginx/vmswap", address: "10.0.0.2:80", ssh: {known_hosts: accept-new}}
+swaps:
+  - source: {provider: do, server: web-1}
+    target: {size: s-2vcpu-4gb}
+    cutover:
+      loadbalancer: {provider: web, id: app}
+`,
+			want: []string{
+				"p.yaml:3:3: command, address, port and ssh are settings of an nginx provider, not of digitalocean",
+				"p.yaml:4:3: nginx address \"\": the host:port nginx listens on for the site, like 10.0.0.2:80",
+				"p.yaml:4:32: nginx endpoint \"etc/nginx/vmswap\": the absolute directory of the upstream files vmswap owns (/etc/nginx/vmswap), or ssh://USER@HOST/DIR on a proxy host",
+				"p.yaml:4:59: nginx command \"nginx; rm -rf /\": words only (no quotes or shell syntax), like nginx -c /etc/nginx/nginx.conf",
+				"p.yaml:5:32: nginx endpoint \"ssh://proxy.internal/etc/nginx/vmswap\": ssh://USER@HOST[:PORT]/DIR, the proxy host and the directory of the upstream files",
+				"p.yaml:5:97: known_hosts: accept-new needs known_hosts_file: vmswap never writes ~/.ssh/known_hosts",
+				"p.yaml:10:7: nginx reports no member's health: set identify_header to a response header that names the server (X-Served-By), so vmswap proves requests through nginx reach the new one",
 			},
 		},
 	}

@@ -69,7 +69,7 @@ type S3State struct {
 
 // Provider is a provider block. Credentials come from the environment.
 type Provider struct {
-	Type string `yaml:"type" json:"type" check:"enum=@drivers,label=provider type" doc:"Driver type: digitalocean, aws, cloudflare, haproxy or rfc2136."`
+	Type string `yaml:"type" json:"type" check:"enum=@drivers,label=provider type" doc:"Driver type: digitalocean, aws, cloudflare, haproxy, nginx or rfc2136."`
 	// Endpoint overrides the API base URL (the lab, a proxy).
 	Endpoint string `yaml:"endpoint,omitempty" json:"endpoint,omitempty" doc:"API base URL override (the lab, a proxy)."`
 	// Nameserver is the authoritative DNS server (host:port) asked whether a
@@ -84,6 +84,12 @@ type Provider struct {
 	// RFC2136_TSIG_SECRET (or token_env).
 	TSIGKey       string `yaml:"tsig_key,omitempty" json:"tsig_key,omitempty" doc:"rfc2136: TSIG key name; the secret comes from RFC2136_TSIG_SECRET."`
 	TSIGAlgorithm string `yaml:"tsig_algorithm,omitempty" json:"tsig_algorithm,omitempty" doc:"rfc2136: hmac-sha256 (default), hmac-sha384, hmac-sha512."`
+	// Command, Address, Port and SSH are nginx's: how to run it, where it
+	// listens, the port of new members, and how to reach its host.
+	Command string   `yaml:"command,omitempty" json:"command,omitempty" doc:"nginx: its command line, without -t or -s, e.g. \"nginx -c /etc/nginx/nginx.conf\"; default nginx."`
+	Address string   `yaml:"address,omitempty" json:"address,omitempty" doc:"nginx: the host:port it listens on, through which vmswap proves a new member gets requests."`
+	Port    int      `yaml:"port,omitempty" json:"port,omitempty" check:"range=0..65535,label=port" doc:"nginx: the port new members are added with; default the first server line's."`
+	SSH     *HostSSH `yaml:"ssh,omitempty" json:"ssh,omitempty" doc:"nginx: how to log in to its host when endpoint is ssh://HOST/DIR (known_hosts is strict against ~/.ssh/known_hosts unless known_hosts_file is set)."`
 }
 
 // Swap is one server upgrade.
@@ -177,6 +183,15 @@ type SSH struct {
 	KnownHostsFile string `yaml:"known_hosts_file,omitempty" json:"known_hosts_file,omitempty" doc:"Default: vmswap's own PLAN.known_hosts beside the plan."`
 	// Address overrides the host SSH connects to.
 	Address string `yaml:"address,omitempty" json:"address,omitempty" doc:"Connect here instead of the new server's IP."`
+}
+
+// HostSSH is how vmswap logs in to a host of its own drivers (nginx's
+// proxy host); the user is in the endpoint URL.
+type HostSSH struct {
+	Key            string `yaml:"key,omitempty" json:"key,omitempty" doc:"Private key file; empty uses ssh-agent."`
+	Port           int    `yaml:"port,omitempty" json:"port,omitempty" check:"range=0..65535,label=ssh port" doc:"Default 22, or the endpoint URL's port."`
+	KnownHosts     string `yaml:"known_hosts,omitempty" json:"known_hosts,omitempty" check:"enum=strict|accept-new,label=host key policy" doc:"Host key policy: strict (default) or accept-new (needs known_hosts_file)."`
+	KnownHostsFile string `yaml:"known_hosts_file,omitempty" json:"known_hosts_file,omitempty" doc:"Default: ~/.ssh/known_hosts, read only."`
 }
 
 // Carry is what follows the traffic from the old server to the new one.

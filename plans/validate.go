@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"path"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"strings"
@@ -51,10 +52,15 @@ func (d *Document) Validate() error {
 			if !strings.HasPrefix(pb.Endpoint, "unix://") && !strings.HasPrefix(pb.Endpoint, "tcp://") && !strings.HasPrefix(pb.Endpoint, "/") {
 				add(path+".endpoint", "haproxy endpoint %q: the runtime API socket, unix:///run/haproxy/admin.sock or tcp://127.0.0.1:9999", pb.Endpoint)
 			}
+		case pb.Type == "nginx":
+			validateNginx(path, pb, add)
 		case pb.Endpoint != "":
 			if u, err := url.Parse(pb.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 				add(path+".endpoint", "endpoint %q: want an http:// or https:// URL", pb.Endpoint)
 			}
+		}
+		if pb.Type != "nginx" && (pb.Command != "" || pb.Address != "" || pb.Port != 0 || pb.SSH != nil) {
+			add(path, "command, address, port and ssh are settings of an nginx provider, not of %s", pb.Type)
 		}
 		if pb.Nameserver != "" && !(pb.Type == "aws" && pb.Nameserver == "none") {
 			if _, _, err := net.SplitHostPort(pb.Nameserver); err != nil {
@@ -160,6 +166,9 @@ func (d *Document) validateSwap(i int, sw Swap, add func(string, string, ...any)
 		d.providerRef(at("cutover.loadbalancer.provider"), c.Provider, CapLB, add)
 		if c.ID == "" {
 			add(at("cutover.loadbalancer"), "missing id: the load balancer's ID")
+		}
+		if pb := d.Plan.Providers[c.Provider]; pb.Type == "nginx" && c.IdentifyHeader == "" {
+			add(at("cutover.loadbalancer"), "nginx reports no member's health: set identify_header to a response header that names the server (X-Served-By), so vmswap proves requests through nginx reach the new one")
 		}
 	}
 	if c := sw.Cutover.DNS; c != nil {
@@ -301,4 +310,33 @@ func absPathProblem(p string) string {
 		return fmt.Sprintf("write it plainly, as %s", path.Clean(p))
 	}
 	return ""
+}
+
+// validateNginx checks an nginx provider block: the upstream files'
+// directory, here or on a host over SSH, and the address nginx listens on.
+func validateNginx(path string, pb Provider, add func(string, string, ...any)) {
+	dir := pb.Endpoint
+	if strings.HasPrefix(dir, "ssh://") {
+		u, err := url.Parse(dir)
+		if err != nil || u.Hostname() == "" || u.User.Username() == "" || u.Path == "" || u.RawQuery != "" {
+			add(path+".endpoint", "nginx endpoint %q: ssh://USER@HOST[:PORT]/DIR, the proxy host and the directory of the upstream files", pb.Endpoint)
+		} else if _, set := u.User.Password(); set {
+			add(path+".endpoint", "nginx endpoint: no password in the URL; vmswap logs in with a key (ssh.key) or ssh-agent")
+		}
+		if pb.SSH != nil && pb.SSH.KnownHosts == "accept-new" && pb.SSH.KnownHostsFile == "" {
+			add(path+".ssh", "known_hosts: accept-new needs known_hosts_file: vmswap never writes ~/.ssh/known_hosts")
+		}
+		dir = u.Path
+	} else if pb.SSH != nil {
+		add(path+".ssh", "ssh is for an nginx on another host: write endpoint as ssh://USER@HOST/DIR")
+	}
+	if !strings.HasPrefix(dir, "/") && !filepath.IsAbs(dir) {
+		add(path+".endpoint", "nginx endpoint %q: the absolute directory of the upstream files vmswap owns (/etc/nginx/vmswap), or ssh://USER@HOST/DIR on a proxy host", pb.Endpoint)
+	}
+	if _, _, err := net.SplitHostPort(pb.Address); err != nil {
+		add(path+".address", "nginx address %q: the host:port nginx listens on for the site, like 10.0.0.2:80", pb.Address)
+	}
+	if strings.ContainsAny(pb.Command, "\"'$`;|&<>") {
+		add(path+".command", "nginx command %q: words only (no quotes or shell syntax), like nginx -c /etc/nginx/nginx.conf", pb.Command)
+	}
 }

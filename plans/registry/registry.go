@@ -8,7 +8,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,10 +26,12 @@ import (
 	"github.com/vmswap/vmswap/loadbalancer/awselb"
 	dolb "github.com/vmswap/vmswap/loadbalancer/digitalocean"
 	"github.com/vmswap/vmswap/loadbalancer/haproxy"
+	"github.com/vmswap/vmswap/loadbalancer/nginx"
 	"github.com/vmswap/vmswap/plans"
 	"github.com/vmswap/vmswap/provider"
 	awscompute "github.com/vmswap/vmswap/provider/aws"
 	docompute "github.com/vmswap/vmswap/provider/digitalocean"
+	"github.com/vmswap/vmswap/verify"
 )
 
 // Drivers are the drivers built from one provider block; a nil field is a
@@ -61,6 +65,7 @@ var builders = map[string]func(name string, p plans.Provider, o BuildOptions) (*
 	"aws":          buildAWS,
 	"rfc2136":      buildRFC2136,
 	"haproxy":      buildHAProxy,
+	"nginx":        buildNginx,
 	"cloudflare":   buildCloudflare,
 	"digitalocean": buildDigitalOcean,
 }
@@ -129,6 +134,33 @@ func buildAWS(name string, p plans.Provider, o BuildOptions) (*Drivers, error) {
 
 func buildHAProxy(name string, p plans.Provider, o BuildOptions) (*Drivers, error) {
 	lb, err := haproxy.New(haproxy.Config{Socket: p.Endpoint, PollInterval: o.PollInterval, Progress: o.Progress})
+	if err != nil {
+		return nil, fmt.Errorf("provider %q: %w", name, err)
+	}
+	return &Drivers{LB: lb}, nil
+}
+
+// buildNginx builds the nginx driver: the endpoint is the directory of the
+// upstream files here, or ssh://USER@HOST[:PORT]/DIR on a proxy host, whose
+// host key is checked strictly against ~/.ssh/known_hosts unless the block's
+// ssh settings say otherwise.
+func buildNginx(name string, p plans.Provider, o BuildOptions) (*Drivers, error) {
+	cfg := nginx.Config{Dir: p.Endpoint, Command: strings.Fields(p.Command), Address: p.Address, Port: p.Port, PollInterval: o.PollInterval, Progress: o.Progress}
+	if strings.HasPrefix(p.Endpoint, "ssh://") {
+		u, err := url.Parse(p.Endpoint)
+		if err != nil {
+			return nil, fmt.Errorf("provider %q: endpoint: %w", name, err)
+		}
+		sc := verify.SSHConfig{User: u.User.Username()}
+		if k := p.SSH; k != nil {
+			sc.KeyFile, sc.Port, sc.KnownHosts, sc.HostKeyPolicy = k.Key, k.Port, k.KnownHostsFile, k.KnownHosts
+		}
+		if u.Port() != "" {
+			sc.Port, _ = strconv.Atoi(u.Port())
+		}
+		cfg.Dir, cfg.Host = u.Path, nginx.NewSSH(u.Hostname(), sc)
+	}
+	lb, err := nginx.New(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("provider %q: %w", name, err)
 	}

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"github.com/vmswap/vmswap/dns/authority"
 	"github.com/vmswap/vmswap/dns/rfc2136/bindtest"
 	"github.com/vmswap/vmswap/loadbalancer/haproxy/haproxytest"
+	"github.com/vmswap/vmswap/loadbalancer/nginx/nginxtest"
 	"github.com/vmswap/vmswap/plans"
 	"github.com/vmswap/vmswap/plans/registry"
 	"github.com/vmswap/vmswap/plans/runner"
@@ -54,6 +57,44 @@ func TestSwapThroughHAProxy(t *testing.T) {
 	}
 	if k := pool.Keys(); len(k) != 1 || k[0] != "addr:"+j.Swaps[0].NewIP {
 		t.Fatalf("haproxy members after the swap: %v", k)
+	}
+}
+
+// TestSwapThroughNginx: the droplet behind a real nginx, in an upstream
+// whose server lines vmswap owns, is swapped with the probe at 500 req/s
+// through nginx: the new server is added and proven by its X-Served-By
+// through nginx, the old one marked down, drained and deleted, and no
+// request fails.
+func TestSwapThroughNginx(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	n := nginxtest.Start(t, fmt.Sprintf("%s:%d", w.srcIP, w.l.HTTPPort()))
+	sw := w.swap("loadbalancer")
+	sw.Cutover.LoadBalancer = &plans.LBCutover{Provider: "ngx", ID: "app", IdentifyHeader: "X-Served-By"}
+	sw.Probe = &plans.Probe{URL: "http://" + n.Entry + "/", Rate: 500}
+	doc := w.planWith(sw, map[string]plans.Provider{"ngx": {Type: "nginx", Endpoint: n.Dir, Command: strings.Join(n.Command, " "), Address: n.Entry}})
+	res, j := w.run(doc, nil)
+	if res.ExitCode != 0 {
+		t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
+	}
+	sr := res.Swaps[0]
+	t.Logf("nginx swap: %d requests, %d failed, p99 %.1fms, %.1fs", sr.Requests, sr.Failed, sr.P99ms, sr.DurationS)
+	if sr.Failed != 0 || sr.Requests < 500 {
+		t.Fatalf("probe: %+v", sr)
+	}
+	b, err := os.ReadFile(filepath.Join(n.Dir, "app.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("server %s:%d;", j.Swaps[0].NewIP, w.l.HTTPPort()); strings.TrimSpace(string(b)) != want {
+		t.Fatalf("the upstream after the swap:\n%s\nwant %s", b, want)
+	}
+	var routed bool
+	for _, e := range w.events {
+		routed = routed || strings.Contains(e.Message, "load balancer app routes to")
+	}
+	if !routed {
+		t.Fatal("the runner did not prove through nginx that the new server gets requests")
 	}
 }
 
