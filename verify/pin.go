@@ -27,6 +27,8 @@ type PinProxy struct {
 	// Addr is the server's address, host only (ports are kept from the
 	// request: 80, 443 or the URL's own).
 	Addr string
+	// Listen is where the proxy listens. Empty: a free port on 127.0.0.1.
+	Listen string
 
 	ln    net.Listener
 	srv   *http.Server
@@ -35,9 +37,14 @@ type PinProxy struct {
 	conns map[net.Conn]bool // tunnels' ends, closed by Close
 }
 
-// Start listens on 127.0.0.1 (a free port) and serves until Close.
+// Start listens on Listen (default a free port on 127.0.0.1) and serves
+// until Close.
 func (p *PinProxy) Start() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr := p.Listen
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return "", err
 	}

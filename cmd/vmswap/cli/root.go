@@ -68,7 +68,8 @@ to it (load balancer, DNS record or reserved IP), watches it under live traffic,
 then retires the old server. Any failure rolls back.
 
 Exit codes: 0 ok; 1 failed and rolled back (the source serves); 2 bad input or stale
-plan (nothing changed); 3 failed and needs attention (the message says what to run).`,
+plan (nothing changed); 3 failed and needs attention (the message says what to run);
+4 paused for a decision (a gate, or writes nothing carried): apply --continue or rollback.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -76,7 +77,7 @@ plan (nothing changed); 3 failed and needs attention (the message says what to r
 	root.SetErr(f.IO.ErrOut)
 	root.AddCommand(NewCmdApply(f, nil), NewCmdPlan(f, nil), NewCmdUpgrade(f, nil), NewCmdValidate(f, nil),
 		NewCmdStatus(f, nil), NewCmdSchema(f, nil), NewCmdVersion(f), NewCmdDemo(f, nil), NewCmdLab(f),
-		NewCmdRollback(f, nil), NewCmdCleanup(f, nil))
+		NewCmdRollback(f, nil), NewCmdCleanup(f, nil), NewCmdPreview(f, nil))
 	return root
 }
 
