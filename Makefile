@@ -5,7 +5,7 @@ SHELL   := /bin/bash
 GO      ?= go
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT     := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -y -qq -o Dpkg::Use-Pty=0
-DEB_PKGS := openssh-server openssh-client haproxy bind9 bind9-utils nginx-light chromium
+DEB_PKGS := openssh-server openssh-client haproxy bind9 bind9-utils nginx-light chromium libnss3-tools
 
 .PHONY: build test deps vet fmt bench demo fuzz clean report-png workflows cross release-check
 

@@ -28,6 +28,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"syscall"
@@ -85,6 +86,9 @@ type Config struct {
 	// HTTPPort is the port every droplet, load balancer and reserved IP serves
 	// HTTP on. Zero: 8080.
 	HTTPPort int
+	// HTTPSPort is the port every droplet serves the same site on over TLS,
+	// with a certificate from the lab's test CA (CACertPEM). Zero: 8443.
+	HTTPSPort int
 	// SSHPort is the port every droplet serves SSH on. Zero: 2222.
 	SSHPort int
 	// StateDir keeps the lab's state and droplet disks. Empty: a temporary
@@ -122,6 +126,8 @@ type Lab struct {
 	edge   *http.Server
 	dnsSrv *dnsServer
 	specs  *specs
+	ca     *testCA
+	caFile string // where WriteEndpoints put the CA
 }
 
 // Start starts a lab: the API server, the DNS server, and every droplet, load
@@ -129,6 +135,9 @@ type Lab struct {
 func Start(cfg Config) (*Lab, error) {
 	if cfg.HTTPPort == 0 {
 		cfg.HTTPPort = 8080
+	}
+	if cfg.HTTPSPort == 0 {
+		cfg.HTTPSPort = 8443
 	}
 	if cfg.SSHPort == 0 {
 		cfg.SSHPort = 2222
@@ -139,7 +148,11 @@ func Start(cfg Config) (*Lab, error) {
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
 	}
-	l := &Lab{cfg: cfg, machines: map[int]*machine{}, lbs: map[string]*balancer{}, rips: map[string]*forwarder{}, timers: map[*time.Timer]struct{}{}}
+	ca, err := newTestCA()
+	if err != nil {
+		return nil, err
+	}
+	l := &Lab{cfg: cfg, ca: ca, machines: map[int]*machine{}, lbs: map[string]*balancer{}, rips: map[string]*forwarder{}, timers: map[*time.Timer]struct{}{}}
 	if l.cfg.StateDir == "" {
 		dir, err := os.MkdirTemp("", "vmswap-lab-")
 		if err != nil {
@@ -257,27 +270,53 @@ type Endpoints struct {
 	DNS             string `json:"dns"`
 	Token           string `json:"token"`
 	HTTPPort        int    `json:"http_port"`
+	HTTPSPort       int    `json:"https_port"`
 	SSHPort         int    `json:"ssh_port"`
+	// CAFile is the lab's test CA (PEM), written beside endpoints.json:
+	// trust it to reach droplets over HTTPS (a plan's verify.ca_file,
+	// curl --cacert).
+	CAFile string `json:"ca_file,omitempty"`
 }
 
-// Endpoints returns the lab's API URLs, DNS address and token.
+// Endpoints returns the lab's API URLs, DNS address and token, and its CA
+// file once WriteEndpoints has written it.
 func (l *Lab) Endpoints() Endpoints {
 	base := "http://" + l.apiLn.Addr().String()
+	l.mu.Lock()
+	caFile := l.caFile
+	l.mu.Unlock()
 	return Endpoints{
 		DigitalOceanAPI: base + "/",
 		CloudflareAPI:   base + "/client/v4",
 		DNS:             l.dnsSrv.addr,
 		Token:           l.Token(),
 		HTTPPort:        l.cfg.HTTPPort,
+		HTTPSPort:       l.cfg.HTTPSPort,
 		SSHPort:         l.cfg.SSHPort,
+		CAFile:          caFile,
 	}
 }
 
-// WriteEndpoints writes Endpoints as JSON to path (0600: it holds the token).
+// WriteEndpoints writes Endpoints as JSON to path (0600: it holds the token),
+// and the lab's CA beside it as ca.pem, named by the JSON's ca_file.
 func (l *Lab) WriteEndpoints(path string) error {
+	caFile, err := filepath.Abs(filepath.Join(filepath.Dir(path), "ca.pem"))
+	if err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+	if err := writeFileAtomic(caFile, l.CACertPEM(), 0o644); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	l.caFile = caFile
+	l.mu.Unlock()
 	b, _ := json.MarshalIndent(l.Endpoints(), "", "  ")
 	return writeFileAtomic(path, append(b, '\n'), 0o600)
 }
+
+// CACertPEM returns the certificate (PEM) of the lab's test CA, generated
+// when the lab started, which issued every droplet's HTTPS certificate.
+func (l *Lab) CACertPEM() []byte { return slices.Clone(l.ca.pem) }
 
 // Token returns the bearer token the lab accepts.
 func (l *Lab) Token() string {
@@ -291,6 +330,9 @@ func (l *Lab) Durations() Durations { return l.cfg.Durations }
 
 // HTTPPort is the port droplets, load balancers and reserved IPs serve on.
 func (l *Lab) HTTPPort() int { return l.cfg.HTTPPort }
+
+// HTTPSPort is the port droplets serve HTTPS on.
+func (l *Lab) HTTPSPort() int { return l.cfg.HTTPSPort }
 
 // SSHPort is the port droplets serve SSH on.
 func (l *Lab) SSHPort() int { return l.cfg.SSHPort }

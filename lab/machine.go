@@ -6,11 +6,13 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"html"
 	"io"
 	"io/fs"
 	"log"
@@ -35,7 +37,7 @@ const (
 	hostnameFile   = "etc/hostname"
 )
 
-// machine is the running part of a droplet: its HTTP and SSH servers.
+// machine is the running part of a droplet: its HTTP, HTTPS and SSH servers.
 type machine struct {
 	lab  *Lab
 	id   int
@@ -43,11 +45,12 @@ type machine struct {
 	dir  string
 	size Size
 
-	mu      sync.Mutex
-	httpSrv *http.Server
-	sshLn   net.Listener
-	fault   string
-	conns   sync.WaitGroup
+	mu       sync.Mutex
+	httpSrv  *http.Server
+	httpsSrv *http.Server // the same site over TLS
+	sshLn    net.Listener
+	fault    string
+	conns    sync.WaitGroup
 }
 
 func (l *Lab) newMachine(d *droplet) *machine {
@@ -65,24 +68,32 @@ func (m *machine) start() error {
 	if m.httpSrv != nil {
 		return nil
 	}
-	hl, err := net.Listen("tcp", net.JoinHostPort(m.ip, strconv.Itoa(m.lab.cfg.HTTPPort)))
-	if err != nil {
-		return fmt.Errorf("lab: droplet %d: %w", m.id, err)
+	var lns []net.Listener
+	closeAll := func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
 	}
-	sl, err := net.Listen("tcp", net.JoinHostPort(m.ip, strconv.Itoa(m.lab.cfg.SSHPort)))
-	if err != nil {
-		hl.Close()
-		return fmt.Errorf("lab: droplet %d: %w", m.id, err)
+	for _, port := range []int{m.lab.cfg.HTTPPort, m.lab.cfg.HTTPSPort, m.lab.cfg.SSHPort} {
+		ln, err := net.Listen("tcp", net.JoinHostPort(m.ip, strconv.Itoa(port)))
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("lab: droplet %d: %w", m.id, err)
+		}
+		lns = append(lns, ln)
 	}
 	cfg, err := m.sshConfig()
 	if err != nil {
-		hl.Close()
-		sl.Close()
+		closeAll()
 		return err
 	}
 	m.httpSrv = &http.Server{Handler: http.HandlerFunc(m.serveHTTP), ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
+	m.httpsSrv = &http.Server{Handler: http.HandlerFunc(m.serveHTTP), ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(io.Discard, "", 0),
+		TLSConfig: &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return m.lab.ca.leaf(m.ip) }}}
+	hl, tl, sl := lns[0], lns[1], lns[2]
 	m.sshLn = sl
 	go m.httpSrv.Serve(hl)
+	go m.httpsSrv.ServeTLS(tl, "", "")
 	go m.serveSSH(sl, cfg)
 	return nil
 }
@@ -91,20 +102,26 @@ func (m *machine) start() error {
 // shutdown); otherwise connections are cut (power off).
 func (m *machine) stop(graceful bool) {
 	m.mu.Lock()
-	srv, sl := m.httpSrv, m.sshLn
-	m.httpSrv, m.sshLn = nil, nil
+	srvs, sl := []*http.Server{m.httpSrv, m.httpsSrv}, m.sshLn
+	m.httpSrv, m.httpsSrv, m.sshLn = nil, nil, nil
 	m.mu.Unlock()
-	if srv == nil {
+	if srvs[0] == nil {
 		return
 	}
 	sl.Close()
 	if graceful {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		srv.Shutdown(ctx)
+		var wg sync.WaitGroup
+		for _, srv := range srvs {
+			wg.Go(func() { srv.Shutdown(ctx) })
+		}
+		wg.Wait()
 		return
 	}
-	srv.Close()
+	for _, srv := range srvs {
+		srv.Close()
+	}
 }
 
 func (m *machine) hostname() string {
@@ -132,6 +149,12 @@ func (m *machine) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.URL.Path == "/health":
 		fmt.Fprintln(w, "ok")
+		return
+	case r.URL.Path == "/served-by":
+		// The header's answer in a page, for a browser's DOM to show.
+		name := html.EscapeString(m.hostname())
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprintf(w, "<!doctype html>\n<title>%s</title>\n<p>Served by %s</p>\n", name, name)
 		return
 	case r.URL.Path == "/login" && r.Method == http.MethodPost:
 		m.login(w, r)

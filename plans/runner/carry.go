@@ -127,7 +127,7 @@ func (s *swapRun) noteSourceClock(ctx context.Context) error {
 		return fmt.Errorf("reading the source's clock before its snapshot: %w", err)
 	}
 	s.st.SourceClock = t
-	return s.r.save()
+	return s.save()
 }
 
 // runHooks runs a phase's hooks, each once (a hook whose run was cut short
@@ -164,7 +164,7 @@ func (s *swapRun) runHook(ctx context.Context, phase string, h plans.Hook) error
 	if err != nil {
 		return fmt.Errorf("hook %s on %s (%q) failed: %w", phase, target, h.Run, err)
 	}
-	return s.r.save()
+	return s.save()
 }
 
 // tail is the last n lines of a command's output, each at most 300
@@ -330,7 +330,7 @@ func (s *swapRun) doPass(ctx context.Context, name, from, to string) error {
 		s.r.emit(Event{Event: "warning", Swap: s.name(), Message: msg})
 		s.st.Warnings = append(s.st.Warnings, msg)
 	}
-	return s.r.save()
+	return s.save()
 }
 
 func (s *swapRun) nameOf(which string) string {
@@ -376,7 +376,7 @@ func (s *swapRun) divergence(ctx context.Context) error {
 			return s.mark(subDivergence)
 		}
 		s.st.Divergence = &d
-		if err := s.r.save(); err != nil {
+		if err := s.save(); err != nil {
 			return err
 		}
 	}

@@ -50,7 +50,7 @@ func (s *swapRun) claim(ctx context.Context, src *provider.Server) error {
 	}
 	// Intent first: a run killed between here and the tag call releases it.
 	s.st.Claim = claimTag(run)
-	if err := s.r.save(); err != nil {
+	if err := s.save(); err != nil {
 		return err
 	}
 	if err := s.comp.TagServer(ctx, src.ID, s.st.Claim); err != nil {

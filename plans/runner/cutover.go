@@ -71,13 +71,13 @@ func (s *swapRun) intend(sub string) error {
 	if !slices.Contains(s.st.Intents, sub) {
 		s.st.Intents = append(s.st.Intents, sub)
 	}
-	return s.r.save()
+	return s.save()
 }
 
 // mark journals a completed cutover sub-step.
 func (s *swapRun) mark(sub string) error {
 	s.st.Done = append(s.st.Done, sub)
-	return s.r.save()
+	return s.save()
 }
 
 // once runs a mutating sub-step unless it is done: intent, call, done.
@@ -238,7 +238,7 @@ func proveRoutes(ctx context.Context, s *swapRun, c *plans.LBCutover, id, ip, na
 		return s.r.clock().Sleep(ctx, pool.HealthyAfter)
 	}
 	u := s.serviceURL()
-	direct, err := verify.Pinned(s.addrOf(ip), s.sw.Verify.CAFile, 5*time.Second)
+	direct, err := verify.Pinned(s.pinAddr(ip), s.sw.Verify.CAFile, 5*time.Second)
 	if err != nil {
 		return err
 	}
@@ -405,7 +405,7 @@ func (k *dnsCutover) forward(ctx context.Context, s *swapRun) error {
 			if errors.Is(err, dns.ErrChanged) {
 				// The compare-and-swap changed nothing: this set needs no undo.
 				s.st.Intents = without(s.st.Intents, f.sub)
-				if serr := s.r.save(); serr != nil {
+				if serr := s.save(); serr != nil {
 					return serr
 				}
 				return fmt.Errorf("someone else changed %s %s since preflight read %v; nothing was changed: %w", k.c.Record, f.typ, f.old, err)

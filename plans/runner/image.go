@@ -21,7 +21,7 @@ func snapshot(ctx context.Context, s *swapRun) error {
 	}
 	if s.st.ImageName == "" {
 		s.st.ImageName = fmt.Sprintf("vmswap-%s-%s-%s", src.Name, s.r.Journal.Started.Format("20060102-150405"), s.r.Journal.PlanID)
-		if err := s.r.save(); err != nil {
+		if err := s.save(); err != nil {
 			return err
 		}
 	}
@@ -45,7 +45,7 @@ func snapshot(ctx context.Context, s *swapRun) error {
 	img, err := s.comp.Snapshot(wctx, src, s.st.ImageName, func(op string) {
 		if s.st.SnapshotOp != op {
 			s.st.SnapshotOp = op
-			if err := s.r.save(); err != nil && saveErr == nil {
+			if err := s.save(); err != nil && saveErr == nil {
 				saveErr = err
 			}
 		}
@@ -62,7 +62,7 @@ func snapshot(ctx context.Context, s *swapRun) error {
 		return err
 	}
 	s.st.ImageID = img.ID
-	if err := s.r.save(); err != nil {
+	if err := s.save(); err != nil {
 		return err
 	}
 	return s.runHooks(ctx, "after_snapshot")
@@ -96,7 +96,7 @@ func launch(ctx context.Context, s *swapRun) error {
 	if s.st.Token == "" {
 		s.st.Token = fmt.Sprintf("%s-%d", s.r.Journal.RunID, s.i)
 		s.st.NewName = fmt.Sprintf("%s-%s", baseName(src), s.r.Journal.RunID[:6])
-		if err := s.r.save(); err != nil {
+		if err := s.save(); err != nil {
 			return err
 		}
 	}
@@ -125,7 +125,7 @@ func launch(ctx context.Context, s *swapRun) error {
 		return err
 	}
 	s.st.NewID = srv.ID
-	if err := s.r.save(); err != nil {
+	if err := s.save(); err != nil {
 		return err
 	}
 	if s.st.Claim != "" {
@@ -147,7 +147,7 @@ func ready(ctx context.Context, s *swapRun) error {
 		return err
 	}
 	s.st.NewIP, s.st.NewIPv6 = srv.PublicIP, srv.PublicIPv6
-	if err := s.r.save(); err != nil {
+	if err := s.save(); err != nil {
 		return err
 	}
 	addr := s.addrOf(srv.PublicIP)

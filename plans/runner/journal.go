@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/vmswap/vmswap/plans"
@@ -42,6 +43,18 @@ type Journal struct {
 	Swaps []*SwapState `json:"swaps"`
 	// History holds the plan file's earlier runs, oldest first.
 	History []RunRecord `json:"history,omitempty"`
+	// Wave is the wave a fleet run is in (1-based), and GatesPassed the
+	// strategy gates apply --continue went past ("after wave 1").
+	Wave        int      `json:"wave,omitempty"`
+	GatesPassed []string `json:"gates_passed,omitempty"`
+	// Gate is the strategy gate the run is paused at, if any.
+	Gate string `json:"gate,omitempty"`
+
+	// mu serializes writes. While a wave's swaps run at once, each writes
+	// only its own SwapState, and hands the journal a copy (snaps) to
+	// write: no goroutine reads a state another one is changing.
+	mu    *sync.Mutex // see lock
+	snaps map[int]json.RawMessage
 
 	path   string
 	remote *remoteCopy
@@ -256,13 +269,75 @@ type remoteCopy struct {
 // Save writes the journal atomically: a temporary file, fsync, rename, and
 // an fsync of the directory so the rename itself survives a crash.
 func (j *Journal) Save() error {
+	mu := j.lock()
+	mu.Lock()
+	defer mu.Unlock()
+	return j.saveLocked()
+}
+
+// journalsMu guards the creation of each journal's own mutex: journals
+// are made in many ways (new, loaded, decoded, copied).
+var journalsMu sync.Mutex
+
+func (j *Journal) lock() *sync.Mutex {
+	journalsMu.Lock()
+	defer journalsMu.Unlock()
+	if j.mu == nil {
+		j.mu = new(sync.Mutex)
+	}
+	return j.mu
+}
+
+// saveSwap writes the journal with swap i as st is now; st is marshalled
+// by the caller's goroutine, the only one that changes it.
+func (j *Journal) saveSwap(i int, st *SwapState) error {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	mu := j.lock()
+	mu.Lock()
+	defer mu.Unlock()
+	if j.snaps != nil {
+		j.snaps[i] = b
+	}
+	return j.saveLocked()
+}
+
+// concurrent makes Save write swaps from their copies (set for the swaps
+// of a running wave), or, with nil, from their states again.
+func (j *Journal) concurrent(idx []int) {
+	mu := j.lock()
+	mu.Lock()
+	defer mu.Unlock()
+	if idx == nil {
+		j.snaps = nil
+		return
+	}
+	j.snaps = map[int]json.RawMessage{}
+	for _, i := range idx {
+		b, _ := json.Marshal(j.Swaps[i])
+		j.snaps[i] = b
+	}
+}
+
+// locked runs fn with the journal's lock held: for the run-level fields
+// that swaps of a wave change (Status on an interrupt, prev).
+func (j *Journal) locked(fn func()) {
+	mu := j.lock()
+	mu.Lock()
+	defer mu.Unlock()
+	fn()
+}
+
+func (j *Journal) saveLocked() error {
 	now := time.Now
 	if j.clock != nil {
 		now = j.clock
 	}
 	j.Updated = now().UTC()
 	j.Seq++
-	b, err := json.MarshalIndent(j, "", "  ")
+	b, err := j.marshal()
 	if err != nil {
 		return err
 	}
@@ -283,6 +358,26 @@ func (j *Journal) Save() error {
 	}
 	j.saves++
 	return nil
+}
+
+// marshal encodes the journal, each swap of a running wave from its copy.
+func (j *Journal) marshal() ([]byte, error) {
+	if j.snaps == nil {
+		return json.MarshalIndent(j, "", "  ")
+	}
+	type plain Journal // without methods: no recursion
+	swaps := make([]any, len(j.Swaps))
+	for i, st := range j.Swaps {
+		if b, ok := j.snaps[i]; ok {
+			swaps[i] = b
+		} else {
+			swaps[i] = st
+		}
+	}
+	return json.MarshalIndent(struct {
+		*plain
+		Swaps []any `json:"swaps"`
+	}{(*plain)(j), swaps}, "", "  ")
 }
 
 func writeAtomic(path string, data []byte) error {
@@ -359,9 +454,9 @@ func (j *Journal) restorePrevious(ended time.Time) bool {
 		return false
 	}
 	rec := RunRecord{RunID: j.RunID, PlanID: j.PlanID, PlanHash: j.PlanHash, Status: StatusRefused, Started: j.Started, Ended: ended}
-	path, remote, clock, saves, seq := j.path, j.remote, j.clock, j.saves, j.Seq
+	path, remote, clock, saves, seq, mu := j.path, j.remote, j.clock, j.saves, j.Seq, j.mu
 	*j = *prev
-	j.path, j.remote, j.clock, j.saves, j.Seq, j.prev = path, remote, clock, saves, seq, nil
+	j.path, j.remote, j.clock, j.saves, j.Seq, j.prev, j.mu, j.snaps = path, remote, clock, saves, seq, nil, mu, nil
 	j.History = append(slices.Clone(j.History), rec)
 	return true
 }

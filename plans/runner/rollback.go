@@ -26,7 +26,7 @@ func (r *Runner) rollback(s *swapRun, cause error) (int, string) {
 	st := s.st
 	r.emit(Event{Event: "step", Swap: s.name(), Step: "rollback", Status: "started", Message: cause.Error()})
 	st.Steps["rollback"] = &StepLog{Start: r.now(), Status: "running"}
-	if err := r.save(); err != nil {
+	if err := s.save(); err != nil {
 		return ExitAttention, fmt.Sprintf("rollback of %s not started: %v", s.name(), err)
 	}
 
@@ -57,7 +57,7 @@ func (r *Runner) rollback(s *swapRun, cause error) (int, string) {
 			note("traffic is not back on "+st.SourceName, err)
 		} else {
 			st.TrafficBack = true
-			if err := r.save(); err != nil {
+			if err := s.save(); err != nil {
 				note("the journal could not record that traffic is back", err)
 			}
 			if wait := s.kind.hold(st); st.NewID != "" && wait > 0 {
@@ -126,7 +126,7 @@ func (r *Runner) rollback(s *swapRun, cause error) (int, string) {
 	if len(left) > 0 {
 		st.Status, st.Left = StatusNeedsAttention, left
 		st.Steps["rollback"].Status = "failed"
-		if err := r.save(); err != nil {
+		if err := s.save(); err != nil {
 			left = append(left, fmt.Sprintf("the journal could not be written: %v", err))
 		}
 		next := fmt.Sprintf("%s failed (%s) and the rollback did not finish:\n  - %s", step, trimSentinel(cause), strings.Join(left, "\n  - "))
@@ -140,7 +140,7 @@ func (r *Runner) rollback(s *swapRun, cause error) (int, string) {
 	st.Status = StatusRolledBack
 	st.Steps["rollback"].Status = "ok"
 	r.emit(Event{Event: "step", Swap: s.name(), Step: "rollback", Status: "ok", Elapsed: st.Steps["rollback"].End.Sub(st.Steps["rollback"].Start).Seconds()})
-	if err := r.save(); err != nil {
+	if err := s.save(); err != nil {
 		return ExitAttention, fmt.Sprintf("rolled back, but the journal could not be written: %v", err)
 	}
 	return ExitRolledBack, fmt.Sprintf("%s failed and was rolled back: %s serves as before, and everything this run created was deleted (confirmed with the provider). Cause: %v", step, st.SourceName, trimSentinel(cause))

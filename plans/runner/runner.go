@@ -13,6 +13,8 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vmswap/vmswap/loadbalancer"
@@ -120,8 +122,10 @@ type Runner struct {
 	// Nil: the process's.
 	Environ func() []string
 
+	emitMu sync.Mutex
+
 	// changed is set once a swap of this run goes past preflight.
-	changed bool
+	changed atomic.Bool
 }
 
 // Result is the outcome of a run.
@@ -216,19 +220,39 @@ func (r *Runner) poll() time.Duration {
 
 func (r *Runner) emit(e Event) {
 	if r.Emit != nil {
+		r.emitMu.Lock()
+		defer r.emitMu.Unlock()
 		e.Time = r.now()
 		r.Emit(e)
 	}
 }
 
+// save writes the journal. While a wave runs, swaps save with
+// swapRun.save instead.
 func (r *Runner) save() error {
-	r.Journal.clock = r.clock().Now
+	r.Journal.locked(func() { r.Journal.clock = r.clock().Now })
 	if err := r.Journal.Save(); err != nil {
 		return err
 	}
+	r.afterSave()
+	return nil
+}
+
+func (r *Runner) afterSave() {
 	if r.AfterSave != nil {
-		r.AfterSave(r.Journal.saves)
+		var n int
+		r.Journal.locked(func() { n = r.Journal.saves })
+		r.AfterSave(n)
 	}
+}
+
+// save writes the journal with this swap's state as it is now; safe while
+// the other swaps of its wave run.
+func (s *swapRun) save() error {
+	if err := s.r.Journal.saveSwap(s.i, s.st); err != nil {
+		return err
+	}
+	s.r.afterSave()
 	return nil
 }
 
@@ -272,7 +296,7 @@ func (r *Runner) Run(ctx context.Context) *Result {
 		res.Swaps = append(res.Swaps, r.swapResult(sr))
 	}
 	j.Status = res.Status
-	if res.Status == StatusRefused && !r.changed && j.restorePrevious(r.now()) {
+	if res.Status == StatusRefused && !r.changed.Load() && j.restorePrevious(r.now()) {
 		// Nothing was changed: the run before this one stays the one that
 		// rollback and cleanup act on.
 		res.Next += fmt.Sprintf(" (run %s, %s, is still this plan's last run)", j.RunID, j.Status)
@@ -341,11 +365,11 @@ func (r *Runner) runSwap(ctx context.Context, sr *swapRun) (int, string) {
 		}
 		st.Steps[s.name] = &StepLog{Start: r.now(), Status: "running"}
 		if s.name != "preflight" {
-			r.changed = true
-			r.Journal.prev = nil
+			r.changed.Store(true)
+			r.Journal.locked(func() { r.Journal.prev = nil })
 		}
 		r.emit(Event{Event: "step", Swap: sr.name(), Step: s.name, Status: "started"})
-		if err := r.save(); err != nil {
+		if err := sr.save(); err != nil {
 			return ExitAttention, err.Error()
 		}
 		err := s.fn(ctx, sr)
@@ -353,7 +377,7 @@ func (r *Runner) runSwap(ctx context.Context, sr *swapRun) (int, string) {
 			st.Steps[s.name].End, st.Steps[s.name].Status = r.now(), "ok"
 			st.Done = append(st.Done, s.name)
 			r.emit(Event{Event: "step", Swap: sr.name(), Step: s.name, Status: "ok", Elapsed: st.Steps[s.name].End.Sub(st.Steps[s.name].Start).Seconds()})
-			if err := r.save(); err != nil {
+			if err := sr.save(); err != nil {
 				return ExitAttention, err.Error()
 			}
 			continue
@@ -372,7 +396,7 @@ func (r *Runner) runSwap(ctx context.Context, sr *swapRun) (int, string) {
 		case s.name == "preflight":
 			r.release(context.WithoutCancel(ctx), sr)
 			st.Status = StatusRefused
-			if serr := r.save(); serr != nil {
+			if serr := sr.save(); serr != nil {
 				return ExitAttention, serr.Error()
 			}
 			if errors.Is(err, ErrClaimed) {
@@ -386,7 +410,7 @@ func (r *Runner) runSwap(ctx context.Context, sr *swapRun) (int, string) {
 		case errors.Is(err, ErrDecision):
 			stopProbe(sr)
 			st.Status = StatusPaused
-			if serr := r.save(); serr != nil {
+			if serr := sr.save(); serr != nil {
 				return ExitAttention, serr.Error()
 			}
 			if st.Paused == gateBeforeCutover {
@@ -398,7 +422,7 @@ func (r *Runner) runSwap(ctx context.Context, sr *swapRun) (int, string) {
 		case errors.Is(err, ErrAfterCutover):
 			stopProbe(sr)
 			st.Status = StatusNeedsAttention
-			if serr := r.save(); serr != nil {
+			if serr := sr.save(); serr != nil {
 				return ExitAttention, serr.Error()
 			}
 			return ExitAttention, fmt.Sprintf("traffic is on %s and stays there; %s. Fix the cause, then run `%s` (the failed hook runs again), or switch back with `vmswap rollback %s`",
@@ -409,7 +433,7 @@ func (r *Runner) runSwap(ctx context.Context, sr *swapRun) (int, string) {
 			stopProbe(sr)
 			st.Status = StatusNeedsAttention
 			st.Left = append(st.Left, fmt.Sprintf("retire of %s did not finish", st.SourceName))
-			if serr := r.save(); serr != nil {
+			if serr := sr.save(); serr != nil {
 				return ExitAttention, serr.Error()
 			}
 			return ExitAttention, fmt.Sprintf("the new server %s serves; retiring the old one failed: run `%s` again to finish", st.NewName, r.applyCommand())
@@ -420,7 +444,7 @@ func (r *Runner) runSwap(ctx context.Context, sr *swapRun) (int, string) {
 	stopProbe(sr)
 	if w := writesOf(st.Probe); probed && w != nil && w.LostUploads+w.LostSessions > 0 {
 		st.Status, st.Error = StatusNeedsAttention, fmt.Sprintf("the probe's writes: %s: %s", w, strings.Join(w.Lost, "; "))
-		if err := r.save(); err != nil {
+		if err := sr.save(); err != nil {
 			return ExitAttention, err.Error()
 		}
 		return ExitAttention, fmt.Sprintf("%s replaced %s, but %s: they are on %s (kept powered off for keep_for) — carry the paths that hold them (carry.paths) and copy them over by hand, or `vmswap rollback %s`",
@@ -436,7 +460,7 @@ func (r *Runner) runSwap(ctx context.Context, sr *swapRun) (int, string) {
 		msg := fmt.Sprintf("%d of %d probe requests failed between the cutover and the end of retire (budget %s)", failed, total, budget)
 		if budget.Breached(int64(failed), int64(total)) {
 			st.Status, st.Error = StatusNeedsAttention, msg
-			if err := r.save(); err != nil {
+			if err := sr.save(); err != nil {
 				return ExitAttention, err.Error()
 			}
 			return ExitAttention, fmt.Sprintf("%s replaced %s, but %s: check %s now (the probe's errors are in the journal); run `%s` to mark the run done, or `vmswap rollback %s` to switch back",
@@ -454,7 +478,7 @@ func (r *Runner) runSwap(ctx context.Context, sr *swapRun) (int, string) {
 		}
 	}
 	r.emit(Event{Event: "swap", Swap: sr.name(), Status: string(StatusSucceeded), Message: msg})
-	if err := r.save(); err != nil {
+	if err := sr.save(); err != nil {
 		return ExitAttention, err.Error()
 	}
 	return ExitOK, ""
@@ -499,9 +523,9 @@ func (r *Runner) interrupted(sr *swapRun, stepName string) (int, string) {
 	if l := sr.st.Steps[stepName]; l != nil && l.Status == "running" {
 		l.Status = "interrupted"
 	}
-	r.Journal.Status = StatusInterrupted
+	r.Journal.locked(func() { r.Journal.Status = StatusInterrupted })
 	next := fmt.Sprintf("interrupted during %s; nothing was rolled back. Continue with: %s (or undo with: vmswap rollback %s)", stepName, r.applyCommand(), r.planFile())
-	if err := r.save(); err != nil {
+	if err := sr.save(); err != nil {
 		next = fmt.Sprintf("interrupted during %s, and the journal could not be written (%v): check what the run created before running vmswap again", stepName, err)
 	}
 	return ExitAttention, next
@@ -580,6 +604,17 @@ func portOf(u *url.URL) string {
 
 // addrOf is where network checks reach a server: the override, or its IP on
 // the service port.
+// pinAddr is where the swap's HTTP checks of the server at ip are sent:
+// the override, or the IP with each URL's own port.
+func (s *swapRun) pinAddr(ip string) string {
+	if s.sw.Verify.ConnectAddress != "" {
+		return s.sw.Verify.ConnectAddress
+	}
+	return ip
+}
+
+// addrOf is the server's service address: the override, or the IP with
+// the port of the swap's first URL.
 func (s *swapRun) addrOf(ip string) string {
 	if s.sw.Verify.ConnectAddress != "" {
 		return s.sw.Verify.ConnectAddress

@@ -62,7 +62,7 @@ func verifyStep(ctx context.Context, s *swapRun) error {
 			check("cpus", v.CPUs, facts.CPUs, strconv.FormatFloat(facts.CPUs, 'f', -1, 64))
 		}
 	}
-	newAddr := s.addrOf(s.st.NewIP)
+	newAddr := s.pinAddr(s.st.NewIP)
 	if len(v.HTTP) > 0 || len(v.Compare) > 0 {
 		client, err := verify.Pinned(newAddr, v.CAFile, 10*time.Second)
 		if err != nil {
@@ -76,7 +76,7 @@ func verifyStep(ctx context.Context, s *swapRun) error {
 			if base == "" {
 				base = s.serviceURL().String()
 			}
-			oldClient, err := verify.Pinned(s.addrOfSource(), v.CAFile, 10*time.Second)
+			oldClient, err := verify.Pinned(s.pinAddr(s.st.SourceIP), v.CAFile, 10*time.Second)
 			if err != nil {
 				return err
 			}
@@ -98,7 +98,7 @@ func verifyStep(ctx context.Context, s *swapRun) error {
 		}
 		record("command "+c.Run, problems, ok)
 	}
-	if err := s.r.save(); err != nil {
+	if err := s.save(); err != nil {
 		return err
 	}
 	if errs.ErrorOrNil() != nil {
