@@ -40,6 +40,11 @@ type Plan struct {
 	ID        string              `yaml:"id,omitempty" json:"id,omitempty" doc:"Plan ID, carried in a tag on everything the plan creates."`
 	Providers map[string]Provider `yaml:"providers" json:"providers" check:"nonempty,label=providers" doc:"Named provider blocks, referred to by swaps."`
 	Swaps     []Swap              `yaml:"swaps" json:"swaps" check:"nonempty,label=swaps" doc:"The swaps, applied in order."`
+	// Fleet says the swaps are every server of a group (a tag), as observed
+	// when the plan was written.
+	Fleet *Fleet `yaml:"fleet,omitempty" json:"fleet,omitempty" doc:"The group of servers the swaps upgrade (a tag); a server that joined or left it since the plan was written makes apply refuse the plan as stale."`
+	// Strategy says how many swaps run at once, and where apply stops.
+	Strategy *Strategy `yaml:"strategy,omitempty" json:"strategy,omitempty" doc:"How the swaps roll out: waves of max_parallel after a canary, gates, what a failure does. Default: one at a time."`
 	// State keeps the journal and lock in object storage instead of beside
 	// the plan file, so a run outlives the machine that started it.
 	State *State `yaml:"state,omitempty" json:"state,omitempty" doc:"Where the run's journal and lock live: beside the plan file by default, or in S3-compatible storage."`
@@ -48,6 +53,80 @@ type Plan struct {
 	Observed *Observed `yaml:"observed,omitempty" json:"observed,omitempty" doc:"What vmswap plan observed; apply refuses the plan if the world differs."`
 	// Mutations lists, for a reader, every change apply will make.
 	Mutations []string `yaml:"mutations,omitempty" json:"mutations,omitempty" doc:"Every change apply will make, for a reviewer."`
+}
+
+// Fleet is the group of servers a plan upgrades.
+type Fleet struct {
+	Provider string `yaml:"provider" json:"provider" doc:"A key of providers: where the servers are."`
+	// Tag selects the servers: a DigitalOcean tag, or an AWS tag as key=value.
+	Tag string `yaml:"tag" json:"tag" check:"nonempty,label=fleet.tag" doc:"The tag every server of the fleet carries (AWS: key=value)."`
+}
+
+// Strategy is how a plan's swaps roll out. The zero value is one swap at
+// a time, in order, as a plan without a strategy.
+type Strategy struct {
+	// MaxParallel is the most swaps in one wave. Zero: 1.
+	MaxParallel int `yaml:"max_parallel,omitempty" json:"max_parallel,omitempty" check:"range=0..100,label=max_parallel" doc:"Swaps in one wave, run at once; default 1."`
+	// MaxUnavailable is the most swaps moving traffic (the cutover step, when
+	// an old member leaves the pool) at once. Zero: MaxParallel.
+	MaxUnavailable int `yaml:"max_unavailable,omitempty" json:"max_unavailable,omitempty" check:"range=0..100,label=max_unavailable" doc:"Most swaps in their cutover (an original member leaving the pool, after its replacement joined) at once; default max_parallel."`
+	// Canary is how many swaps run alone, as a first wave.
+	Canary int `yaml:"canary,omitempty" json:"canary,omitempty" check:"range=0..100,label=canary" doc:"Swaps run first, alone, as wave 1; default 0."`
+	// PauseBetweenWaves is waited after each wave but the last.
+	PauseBetweenWaves Duration `yaml:"pause_between_waves,omitempty" json:"pause_between_waves,omitempty" doc:"Wait between waves, e.g. 1m."`
+	// Gates are where apply stops for a person (exit 4) until apply --continue:
+	// after_canary, after_each_wave.
+	Gates []string `yaml:"gates,omitempty" json:"gates,omitempty" doc:"Where apply pauses (exit 4) for apply --continue: after_canary, after_each_wave."`
+	// OnFailure is what the other swaps of a wave do when one fails.
+	OnFailure string `yaml:"on_failure,omitempty" json:"on_failure,omitempty" check:"enum=rollback_wave|finish_wave,label=on_failure" doc:"When a swap of a wave fails: rollback_wave (default: the wave's unfinished swaps roll back) or finish_wave (they finish); no further wave starts either way."`
+}
+
+// Waves splits n swaps into the strategy's waves of indexes: the canary
+// first, then waves of MaxParallel.
+func (s *Strategy) Waves(n int) [][]int {
+	per, canary := 1, 0
+	if s != nil {
+		per, canary = max(s.MaxParallel, 1), min(s.Canary, n)
+	}
+	var out [][]int
+	next := 0
+	if canary > 0 {
+		out = append(out, seq(0, canary))
+		next = canary
+	}
+	for next < n {
+		end := min(next+per, n)
+		out = append(out, seq(next, end))
+		next = end
+	}
+	return out
+}
+
+func seq(from, to int) []int {
+	out := make([]int, 0, to-from)
+	for i := from; i < to; i++ {
+		out = append(out, i)
+	}
+	return out
+}
+
+// Unavailable is how many swaps may be in their cutover at once.
+func (s *Strategy) Unavailable() int {
+	if s == nil {
+		return 1
+	}
+	if s.MaxUnavailable > 0 {
+		return s.MaxUnavailable
+	}
+	return max(s.MaxParallel, 1)
+}
+
+// GateAfter reports whether apply stops after wave w (0-based) of n.
+func (s *Strategy) GateAfter(w, n int) bool {
+	if s == nil || w >= n-1 {
+		return false
+	}
+	return slices.Contains(s.Gates, "after_each_wave") || (w == 0 && s.Canary > 0 && slices.Contains(s.Gates, "after_canary"))
 }
 
 // State says where a plan's run state lives.
@@ -377,6 +456,14 @@ type Retire struct {
 type Observed struct {
 	At    time.Time      `yaml:"at" json:"at"`
 	Swaps []ObservedSwap `yaml:"swaps" json:"swaps"`
+	// Fleet lists the servers carrying the fleet's tag (ID and name).
+	Fleet []FleetMember `yaml:"fleet,omitempty" json:"fleet,omitempty"`
+}
+
+// FleetMember is a server of a fleet as observed.
+type FleetMember struct {
+	ID   string `yaml:"id" json:"id"`
+	Name string `yaml:"name" json:"name"`
 }
 
 // ObservedSwap is what was seen for one swap.

@@ -103,11 +103,52 @@ func (d *Document) Validate() error {
 		}
 		sources[key] = i
 	}
+	d.validateRollout(add)
 	if len(errs) > 0 {
 		sortErrors(errs)
 		return errs
 	}
 	return nil
+}
+
+// validateRollout checks the fleet and strategy blocks.
+func (d *Document) validateRollout(add func(string, string, ...any)) {
+	p := d.Plan
+	if f := p.Fleet; f != nil {
+		d.providerRef("fleet.provider", f.Provider, CapCompute, add)
+		if pb := p.Providers[f.Provider]; pb.Type == "aws" && !strings.Contains(f.Tag, "=") {
+			add("fleet.tag", "an AWS fleet is selected by a tag as key=value, like role=web")
+		}
+		for i, sw := range p.Swaps {
+			if sw.Source.Provider != f.Provider {
+				add(fmt.Sprintf("swaps[%d].source.provider", i), "the fleet's servers are in provider %q; this swap's source is in %q", f.Provider, sw.Source.Provider)
+			}
+		}
+	}
+	st := p.Strategy
+	if st == nil {
+		return
+	}
+	if st.Canary > 0 && st.Canary >= len(p.Swaps) {
+		add("strategy.canary", "canary %d leaves no swap for a later wave (the plan has %d): use a smaller canary", st.Canary, len(p.Swaps))
+	}
+	if st.MaxUnavailable > 0 && st.MaxParallel > 0 && st.MaxUnavailable > st.MaxParallel {
+		add("strategy.max_unavailable", "max_unavailable %d is more than max_parallel %d: at most max_parallel swaps run at once", st.MaxUnavailable, st.MaxParallel)
+	}
+	for i, g := range st.Gates {
+		switch g {
+		case "after_canary":
+			if st.Canary == 0 {
+				add(fmt.Sprintf("strategy.gates[%d]", i), "gate after_canary needs a canary: set strategy.canary")
+			}
+		case "after_each_wave":
+		default:
+			add(fmt.Sprintf("strategy.gates[%d]", i), "unknown gate %q: after_canary or after_each_wave", g)
+		}
+	}
+	if st.PauseBetweenWaves.D() < 0 {
+		add("strategy.pause_between_waves", "pause_between_waves must not be negative")
+	}
 }
 
 // providerRef checks that a block named in path exists and has capability c.

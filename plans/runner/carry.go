@@ -395,7 +395,7 @@ func (s *swapRun) divergence(ctx context.Context) error {
 		fmt.Fprintf(&b, "\n  %s (%d bytes, %s)", printable(f.Path), f.Size, f.Mtime.Format(time.RFC3339))
 	}
 	s.r.emit(Event{Event: "divergence", Swap: s.name(), Status: mode, Message: b.String()})
-	if mode == "stop" && !s.r.Continue {
+	if mode == "stop" && !s.continued() {
 		s.st.Paused = "divergence"
 		return errors.Join(ErrDecision, fmt.Errorf("%s", b.String()))
 	}
@@ -471,7 +471,7 @@ func (s *swapRun) gate(name string) error {
 	if !slices.Contains(s.sw.Gates, name) || s.st.has("gate:"+name) {
 		return nil
 	}
-	if s.r.Continue && s.st.Paused == name {
+	if s.continued() && s.st.Paused == name {
 		s.st.Paused = ""
 		return s.mark("gate:" + name)
 	}

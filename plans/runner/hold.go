@@ -92,7 +92,7 @@ func retire(ctx context.Context, s *swapRun) error {
 		if err := s.pass(ctx, passFinal, "source", "new"); err != nil {
 			return err
 		}
-		if s.st.Paused != "" && s.r.Continue {
+		if s.st.Paused != "" && s.continued() {
 			// Going on after a pause: the source may have been written to
 			// while it waited (a client that kept its connection, a
 			// cached DNS answer): carry that, and look again.
@@ -190,7 +190,7 @@ func (s *swapRun) restoreNames(ctx context.Context) error {
 // something: the source's side of a carry conflict, or files it wrote that
 // nothing carried. Powering off keeps them for keep_for; deleting does not.
 func (s *swapRun) deleteGuard() error {
-	if s.sw.Retire.Action != "delete" || s.r.Continue {
+	if s.sw.Retire.Action != "delete" || s.continued() {
 		return nil
 	}
 	var paths []string

@@ -125,6 +125,7 @@ func launch(ctx context.Context, s *swapRun) error {
 		return err
 	}
 	s.st.NewID = srv.ID
+	s.r.noteCreated(srv.ID, srv.PublicIP)
 	if err := s.save(); err != nil {
 		return err
 	}
@@ -147,6 +148,7 @@ func ready(ctx context.Context, s *swapRun) error {
 		return err
 	}
 	s.st.NewIP, s.st.NewIPv6 = srv.PublicIP, srv.PublicIPv6
+	s.r.noteCreated(srv.ID, srv.PublicIP)
 	if err := s.save(); err != nil {
 		return err
 	}

@@ -101,6 +101,13 @@ func ObserveWorld(ctx context.Context, p *plans.Plan, o registry.BuildOptions) e
 		}
 		obs.Swaps = append(obs.Swaps, seen)
 	}
+	if p.Fleet != nil {
+		if d := drivers[p.Fleet.Provider]; d != nil && d.Compute != nil {
+			errs = append(errs, observeFleet(ctx, d.Compute, p, planIDOf(p), obs)...)
+		}
+		waves := p.Strategy.Waves(len(p.Swaps))
+		muts = append(muts, fmt.Sprintf("fleet: %d servers tagged %s, upgraded in %d wave(s)%s", len(p.Swaps), p.Fleet.Tag, len(waves), strategyNote(p.Strategy)))
+	}
 	if len(errs) > 0 {
 		return errors.New(strings.Join(errs, "\n"))
 	}
@@ -224,4 +231,23 @@ func fittingSizes(ctx context.Context, comp provider.Compute) func(*provider.Ser
 		}
 		return out
 	}
+}
+
+// planIDOf is the plan's ID as the journal will record it.
+func planIDOf(p *plans.Plan) string {
+	return (&plans.Document{Plan: p}).PlanID()
+}
+
+func strategyNote(s *plans.Strategy) string {
+	if s == nil {
+		return ", one at a time"
+	}
+	out := fmt.Sprintf(" of at most %d", max(s.MaxParallel, 1))
+	if s.Canary > 0 {
+		out += fmt.Sprintf(" after a canary of %d", s.Canary)
+	}
+	if len(s.Gates) > 0 {
+		out += fmt.Sprintf(", pausing %s", strings.Join(s.Gates, " and "))
+	}
+	return out
 }

@@ -72,7 +72,9 @@ func preflight(ctx context.Context, s *swapRun) error {
 		errs = multierror.Append(errs, errors.New(p))
 	}
 	if err == nil && obs != nil {
-		stale = append(stale, s.kind.stale(obs, now)...)
+		o, n := *obs, *now
+		o.Pool, n.Pool = s.r.poolForStale(obs.Pool), s.r.poolForStale(now.Pool)
+		stale = append(stale, s.kind.stale(&o, &n)...)
 	}
 	s.pool = now.Pool
 	if rec := now.Record; rec != nil {

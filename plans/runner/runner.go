@@ -55,6 +55,7 @@ var (
 	ErrNeverRoutes = errors.New("load balancer never routed to the new server")
 	ErrBudget      = errors.New("error budget breached")
 	ErrInterrupted = errors.New("interrupted")
+	ErrWaveFailed  = errors.New("its wave failed")
 )
 
 // Exit codes: each means one thing.
@@ -76,6 +77,8 @@ type Event struct {
 	Status  string    `json:"status,omitempty"`
 	Message string    `json:"message,omitempty"`
 	Elapsed float64   `json:"elapsed_s,omitempty"`
+	// Wave is the fleet wave (1-based) the event is about, if any.
+	Wave int `json:"wave,omitempty"`
 }
 
 // Clock is the runner's time, injected so tests can run holds instantly.
@@ -123,6 +126,15 @@ type Runner struct {
 	Environ func() []string
 
 	emitMu sync.Mutex
+	// created holds the IDs and addresses of the servers this run created
+	// (guarded by createdMu); paused, the swaps paused when apply
+	// --continue started; waveOf, each swap's wave; cutovers bounds the
+	// cutovers at once (strategy.max_unavailable).
+	createdMu sync.Mutex
+	created   map[string]bool
+	paused    map[int]bool
+	waveOf    map[string]int
+	cutovers  chan struct{}
 
 	// changed is set once a swap of this run goes past preflight.
 	changed atomic.Bool
@@ -195,6 +207,9 @@ type swapRun struct {
 	// traffic; zero after a restart, so its hold runs again in full.
 	leftAt        time.Time
 	warnedNoProbe bool
+	// abort, when set, stops the swap at its next step: another swap of
+	// its wave failed (strategy.on_failure: rollback_wave).
+	abort *atomic.Bool
 }
 
 func (r *Runner) swapRun(i int) *swapRun {
@@ -220,6 +235,9 @@ func (r *Runner) poll() time.Duration {
 
 func (r *Runner) emit(e Event) {
 	if r.Emit != nil {
+		if e.Wave == 0 && e.Swap != "" {
+			e.Wave = r.waveOf[e.Swap]
+		}
 		r.emitMu.Lock()
 		defer r.emitMu.Unlock()
 		e.Time = r.now()
@@ -269,32 +287,80 @@ func (s *swapRun) progress(format string, args ...any) {
 
 // Run applies the plan, resuming from the journal. It never returns an
 // error: the Result says what happened and what to do.
+//
+// The swaps run in the strategy's waves: one at a time without one. A
+// wave's swaps run at once; a failure stops the run after its wave; a
+// gate after a wave pauses the run (exit 4) until apply --continue.
 func (r *Runner) Run(ctx context.Context) *Result {
 	j := r.Journal
 	res := &Result{Status: StatusSucceeded}
 	j.Status = StatusRunning
+	r.start()
 	if err := r.save(); err != nil {
 		return &Result{Status: StatusNeedsAttention, ExitCode: ExitAttention, Next: err.Error()}
 	}
-	for i := range r.Doc.Plan.Swaps {
-		sr := r.swapRun(i)
-		if sr.st.Status != StatusSucceeded {
-			code, next := r.runSwap(ctx, sr)
-			if code != ExitOK {
-				// Every outcome has its swap event, not only success; what to do
-				// next is in the summary.
-				r.emit(Event{Event: "swap", Swap: sr.name(), Status: string(sr.st.Status), Message: fmt.Sprintf("%s: %s", sr.st.SourceNameOr(sr.sw.Source.Server), sr.st.Status)})
-				res.ExitCode, res.Next = code, next
-				res.Status = map[int]State{ExitRolledBack: StatusRolledBack, ExitBadInput: StatusRefused, ExitAttention: StatusNeedsAttention, ExitDecision: StatusPaused}[code]
-				if sr.st.Status == StatusInterrupted {
-					res.Status = StatusInterrupted
-				}
-				res.Swaps = append(res.Swaps, r.swapResult(sr))
+	plan := r.Doc.Plan
+	if err := r.checkFleet(ctx); err != nil {
+		res.Status, res.ExitCode = StatusRefused, ExitBadInput
+		res.Next = fmt.Sprintf("nothing was changed: %v; write a new plan: vmswap plan --refresh %s", err, r.planFile())
+		if ctx.Err() != nil {
+			res.Status, res.ExitCode, res.Next = StatusInterrupted, ExitAttention, fmt.Sprintf("interrupted before any swap started; nothing was changed. Run %s again", r.applyCommand())
+		}
+		r.finish(res)
+		return res
+	}
+	waves := plan.Strategy.Waves(len(plan.Swaps))
+	for w, idx := range waves {
+		if code, next := r.runWave(ctx, w, len(waves), idx); code != ExitOK {
+			res.ExitCode, res.Next = code, next
+			res.Status = map[int]State{ExitRolledBack: StatusRolledBack, ExitBadInput: StatusRefused, ExitAttention: StatusNeedsAttention, ExitDecision: StatusPaused}[code]
+			if slices.ContainsFunc(idx, func(i int) bool { return j.Swaps[i].Status == StatusInterrupted }) {
+				res.Status = StatusInterrupted
+			}
+			if plan.Strategy != nil && len(waves) > 1 && code != ExitDecision {
+				res.Next = r.waveFailed(w, len(waves), res.Next)
+			}
+			break
+		}
+		if w == len(waves)-1 {
+			break
+		}
+		if gate := fmt.Sprintf("after wave %d", w+1); plan.Strategy.GateAfter(w, len(waves)) && !slices.Contains(j.GatesPassed, gate) {
+			if !(r.Continue && j.Gate == gate) {
+				j.locked(func() { j.Gate = gate })
+				res.Status, res.ExitCode = StatusPaused, ExitDecision
+				res.Next = fmt.Sprintf("paused after wave %d of %d (%s; the rest still run on their old servers): run `vmswap apply --continue %s` to go on, or `vmswap rollback %s` to switch every upgraded server back",
+					w+1, len(waves), r.upgradedList(), r.planFile(), r.planFile())
+				r.emit(Event{Event: "wave", Wave: w + 1, Status: "paused", Message: res.Next})
+				break
+			}
+			j.locked(func() { j.GatesPassed, j.Gate = append(j.GatesPassed, gate), "" })
+		}
+		if d := plan.Strategy.PauseBetweenWaves.D(); d > 0 {
+			r.emit(Event{Event: "wave", Wave: w + 1, Status: "waiting", Message: fmt.Sprintf("waiting %s before wave %d of %d", d, w+2, len(waves))})
+			if err := r.clock().Sleep(ctx, d); err != nil {
+				j.locked(func() { j.Status = StatusInterrupted })
+				res.Status, res.ExitCode = StatusInterrupted, ExitAttention
+				res.Next = fmt.Sprintf("interrupted between waves %d and %d of %d; nothing was rolled back. Continue with: %s (or undo with: vmswap rollback %s)", w+1, w+2, len(waves), r.applyCommand(), r.planFile())
 				break
 			}
 		}
-		res.Swaps = append(res.Swaps, r.swapResult(sr))
 	}
+	for i := range plan.Swaps {
+		res.Swaps = append(res.Swaps, r.swapResult(r.swapRun(i)))
+	}
+	if plan.Strategy == nil {
+		// A plan without a strategy reports the swaps it reached; a
+		// fleet's summary lists every server.
+		res.Swaps = slices.DeleteFunc(res.Swaps, func(sr SwapResult) bool { return sr.Status == StatusPending })
+	}
+	r.finish(res)
+	return res
+}
+
+// finish records the run's outcome in the journal.
+func (r *Runner) finish(res *Result) {
+	j := r.Journal
 	j.Status = res.Status
 	if res.Status == StatusRefused && !r.changed.Load() && j.restorePrevious(r.now()) {
 		// Nothing was changed: the run before this one stays the one that
@@ -304,7 +370,157 @@ func (r *Runner) Run(ctx context.Context) *Result {
 	if err := r.save(); err != nil && res.ExitCode == ExitOK {
 		res.ExitCode, res.Next = ExitAttention, err.Error()
 	}
-	return res
+}
+
+// start notes, before anything runs, what this invocation may take for
+// granted: the servers the run created, the swaps paused for the decision
+// apply --continue gives, which wave each swap is in.
+func (r *Runner) start() {
+	r.created = map[string]bool{}
+	r.paused = map[int]bool{}
+	r.waveOf = map[string]int{}
+	for i, st := range r.Journal.Swaps {
+		r.noteCreated(st.NewID, st.NewIP)
+		if r.Continue && st.Status == StatusPaused {
+			r.paused[i] = true
+		}
+	}
+	plan := r.Doc.Plan
+	if waves := plan.Strategy.Waves(len(plan.Swaps)); len(waves) > 1 && plan.Strategy != nil {
+		for w, idx := range waves {
+			for _, i := range idx {
+				r.waveOf[r.swapRun(i).name()] = w + 1
+			}
+		}
+	}
+	r.cutovers = make(chan struct{}, plan.Strategy.Unavailable())
+}
+
+// runWave runs the wave's swaps that are not done, at once, and returns
+// the worst outcome.
+func (r *Runner) runWave(ctx context.Context, w, n int, idx []int) (int, string) {
+	j := r.Journal
+	var todo []*swapRun
+	for _, i := range idx {
+		if sr := r.swapRun(i); sr.st.Status != StatusSucceeded {
+			todo = append(todo, sr)
+		}
+	}
+	if len(todo) == 0 {
+		return ExitOK, ""
+	}
+	if n > 1 {
+		j.locked(func() { j.Wave = w + 1 })
+		names := make([]string, len(todo))
+		for k, sr := range todo {
+			names[k] = sr.name()
+		}
+		r.emit(Event{Event: "wave", Wave: w + 1, Status: "started", Message: fmt.Sprintf("wave %d/%d: %s", w+1, n, strings.Join(names, ", "))})
+	}
+	if len(todo) == 1 {
+		code, next := r.runSwap(ctx, todo[0])
+		r.swapOutcome(todo[0], code)
+		return code, next
+	}
+	idxs := make([]int, len(todo))
+	for k, sr := range todo {
+		idxs[k] = sr.i
+	}
+	j.concurrent(idxs)
+	defer j.concurrent(nil)
+	var abort atomic.Bool
+	codes, nexts := make([]int, len(todo)), make([]string, len(todo))
+	var wg sync.WaitGroup
+	for k, sr := range todo {
+		sr.abort = &abort
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			codes[k], nexts[k] = r.runSwap(ctx, sr)
+			r.swapOutcome(sr, codes[k])
+			if codes[k] != ExitOK && codes[k] != ExitDecision && r.Doc.Plan.Strategy.OnFailure != "finish_wave" {
+				abort.Store(true)
+			}
+		}()
+	}
+	wg.Wait()
+	worst, next := ExitOK, ""
+	rank := map[int]int{ExitOK: 0, ExitBadInput: 1, ExitRolledBack: 2, ExitDecision: 3, ExitAttention: 4}
+	var lines []string
+	for k, sr := range todo {
+		if codes[k] == ExitOK || codes[k] == exitNotStarted {
+			continue
+		}
+		lines = append(lines, fmt.Sprintf("%s: %s", sr.name(), nexts[k]))
+		if rank[codes[k]] > rank[worst] {
+			worst = codes[k]
+		}
+	}
+	if worst != ExitOK {
+		next = strings.Join(lines, "\n")
+	}
+	return worst, next
+}
+
+// exitNotStarted is a wave's swap stopped before its first step, because
+// another swap of the wave failed: it is pending again.
+const exitNotStarted = -1
+
+// swapOutcome emits the swap event of a swap that did not succeed (success
+// has its own).
+func (r *Runner) swapOutcome(sr *swapRun, code int) {
+	if code != ExitOK && code != exitNotStarted {
+		r.emit(Event{Event: "swap", Swap: sr.name(), Status: string(sr.st.Status), Message: fmt.Sprintf("%s: %s", sr.st.SourceNameOr(sr.sw.Source.Server), sr.st.Status)})
+	}
+}
+
+// upgradedList names the swaps done so far, for a fleet's messages.
+func (r *Runner) upgradedList() string {
+	var done []string
+	for i, st := range r.Journal.Swaps {
+		if st.Status == StatusSucceeded {
+			done = append(done, r.swapRun(i).name())
+		}
+	}
+	if len(done) == 0 {
+		return "no server upgraded yet"
+	}
+	return "upgraded " + strings.Join(done, ", ")
+}
+
+// waveFailed is what a fleet run that stopped in wave w says: which
+// servers are upgraded, which are back on their old size, which were not
+// touched, and how to go on.
+func (r *Runner) waveFailed(w, n int, why string) string {
+	var up, back, other, rest []string
+	for i, st := range r.Journal.Swaps {
+		name := r.swapRun(i).name()
+		switch st.Status {
+		case StatusSucceeded:
+			up = append(up, name)
+		case StatusRolledBack, StatusRefused:
+			back = append(back, name)
+		case StatusPending:
+			rest = append(rest, name)
+		default:
+			other = append(other, fmt.Sprintf("%s (%s)", name, st.Status))
+		}
+	}
+	list := func(xs []string) string {
+		if len(xs) == 0 {
+			return "none"
+		}
+		return strings.Join(xs, ", ")
+	}
+	out := fmt.Sprintf("wave %d of %d did not finish; no further wave started.\nupgraded: %s\nback on the old size: %s\nnot started: %s", w+1, n, list(up), list(back), list(rest))
+	if len(other) > 0 {
+		out += "\nneeds attention: " + list(other)
+	}
+	out += "\n" + why
+	if len(other) == 0 && (len(back) > 0 || len(rest) > 0) {
+		out += fmt.Sprintf("\nOnce the cause is fixed, `vmswap apply %s` upgrades the rest (what is upgraded stays).", r.planFile())
+	}
+	return out
 }
 
 func (r *Runner) swapResult(sr *swapRun) SwapResult {
@@ -363,6 +579,24 @@ func (r *Runner) runSwap(ctx context.Context, sr *swapRun) (int, string) {
 		if ctx.Err() != nil {
 			return r.interrupted(sr, s.name)
 		}
+		if sr.abort != nil && sr.abort.Load() {
+			if len(st.Done) == 0 {
+				st.Status, st.Error = StatusPending, ""
+				if err := sr.save(); err != nil {
+					return ExitAttention, err.Error()
+				}
+				return exitNotStarted, ""
+			}
+			return r.rollback(sr, errors.Join(ErrWaveFailed, fmt.Errorf("another swap of its wave failed (strategy.on_failure: rollback_wave)")))
+		}
+		if s.name == "cutover" {
+			// At most max_unavailable swaps move traffic at once.
+			select {
+			case r.cutovers <- struct{}{}:
+			case <-ctx.Done():
+				return r.interrupted(sr, s.name)
+			}
+		}
 		st.Steps[s.name] = &StepLog{Start: r.now(), Status: "running"}
 		if s.name != "preflight" {
 			r.changed.Store(true)
@@ -373,6 +607,9 @@ func (r *Runner) runSwap(ctx context.Context, sr *swapRun) (int, string) {
 			return ExitAttention, err.Error()
 		}
 		err := s.fn(ctx, sr)
+		if s.name == "cutover" {
+			<-r.cutovers
+		}
 		if err == nil {
 			st.Steps[s.name].End, st.Steps[s.name].Status = r.now(), "ok"
 			st.Done = append(st.Done, s.name)
@@ -501,7 +738,7 @@ func exposed(p *probe.Summary) (failed, total int) {
 // applyCommand is the command that continues this run: with --finish when
 // the run is carried on with the plan it recorded (the plan file changed).
 func (r *Runner) applyCommand() string {
-	if r.Continue {
+	if r.Continue && (len(r.paused) > 0 || r.Journal.Gate != "") {
 		return "vmswap apply --continue " + r.planFile()
 	}
 	if r.Finish {
@@ -693,4 +930,27 @@ func (s *swapRun) joinHeldTags(ctx context.Context, join bool) error {
 		}
 	}
 	return nil
+}
+
+// continued reports whether this invocation is apply --continue for this
+// swap: it was paused when the run went on. A swap that pauses later in the
+// same invocation waits for its own --continue.
+func (s *swapRun) continued() bool { return s.r.Continue && s.r.paused[s.i] }
+
+// noteCreated records a server this run created, by ID and address.
+func (r *Runner) noteCreated(id, ip string) {
+	r.createdMu.Lock()
+	defer r.createdMu.Unlock()
+	if id != "" {
+		r.created["id:"+id] = true
+	}
+	if ip != "" {
+		r.created["addr:"+ip] = true
+	}
+}
+
+func (r *Runner) isCreated(key string) bool {
+	r.createdMu.Lock()
+	defer r.createdMu.Unlock()
+	return r.created[key]
 }

@@ -28,6 +28,7 @@ import (
 type world struct {
 	t      *testing.T
 	key    string
+	keyID  int
 	l      *lab.Lab
 	srcID  int
 	srcIP  string
@@ -53,6 +54,7 @@ func newWorld(t *testing.T) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
+	w.keyID = keyID
 	if w.srcID, w.srcIP, err = sd.Droplet(ctx, "web-1", "s-1vcpu-1gb", []int{keyID}, site); err != nil {
 		t.Fatal(err)
 	}

@@ -829,13 +829,18 @@ func (d *Driver) UntagServer(ctx context.Context, id, tag string) error {
 // creation, so images are found by the name prefix vmswap gives them
 // together with the tag's plan ID.
 func (d *Driver) FindTagged(ctx context.Context, tag string) ([]provider.Server, []provider.Image, error) {
-	drs, _, err := d.c.Droplets.ListByTag(ctx, tag, &godo.ListOptions{PerPage: 200})
-	if err != nil {
-		return nil, nil, wrap(err, "list droplets tagged %s", tag)
-	}
 	var servers []provider.Server
-	for i := range drs {
-		servers = append(servers, *toServer(&drs[i]))
+	for opt := (&godo.ListOptions{PerPage: 200, Page: 1}); ; opt.Page++ {
+		drs, resp, err := d.c.Droplets.ListByTag(ctx, tag, opt)
+		if err != nil {
+			return nil, nil, wrap(err, "list droplets tagged %s", tag)
+		}
+		for i := range drs {
+			servers = append(servers, *toServer(&drs[i]))
+		}
+		if resp == nil || resp.Links == nil || resp.Links.IsLastPage() || len(drs) == 0 {
+			break
+		}
 	}
 	imgs, _, err := d.c.Images.ListUser(ctx, &godo.ListOptions{PerPage: 200})
 	if err != nil {

@@ -1,0 +1,264 @@
+package runner_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmswap/vmswap/lab"
+	"github.com/vmswap/vmswap/loadbalancer"
+	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/plans/registry"
+	"github.com/vmswap/vmswap/plans/runner"
+)
+
+// fleet is the world with n servers web-1..web-n, all tagged web, behind
+// its load balancer.
+type fleet struct {
+	*world
+	ids []int
+}
+
+func newFleet(t *testing.T, n int) *fleet {
+	t.Helper()
+	w := newWorld(t)
+	f := &fleet{world: w, ids: []int{w.srcID}}
+	ctx := context.Background()
+	doc := w.plan(w.swap("loadbalancer"))
+	lb := w.drivers(doc)["lab"].LB
+	for i := 2; i <= n; i++ {
+		id, _, err := w.l.Seeder().Droplet(ctx, fmt.Sprintf("web-%d", i), "s-1vcpu-1gb", []int{w.keyID}, site)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := lb.AddMember(ctx, w.lbID, loadbalancer.Member{ServerID: strconv.Itoa(id)}); err != nil {
+			t.Fatal(err)
+		}
+		f.ids = append(f.ids, id)
+	}
+	return f
+}
+
+// plan is a fleet plan over the tag web, observed as `vmswap plan --tag`
+// writes it.
+func (f *fleet) plan(st *plans.Strategy, edit func(i int, sw *plans.Swap)) *plans.Document {
+	f.t.Helper()
+	ep := f.l.Endpoints()
+	p := &plans.Plan{Version: 1, ID: "fleet", Providers: map[string]plans.Provider{"lab": {Type: "digitalocean", Endpoint: ep.DigitalOceanAPI, Nameserver: ep.DNS}},
+		Fleet: &plans.Fleet{Provider: "lab", Tag: "web"}, Strategy: st}
+	for i := range f.ids {
+		sw := f.swap("loadbalancer")
+		sw.Name = fmt.Sprintf("web-%d", i+1)
+		sw.Source.Server = sw.Name
+		sw.Probe.Rate = 50
+		// vmswap's own known_hosts, keyed by server ID: the lab reuses the
+		// addresses of deleted droplets, as clouds do.
+		k := *sw.Verify.SSH
+		k.KnownHostsFile = ""
+		sw.Verify.SSH = &k
+		if edit != nil {
+			edit(i, &sw)
+		}
+		p.Swaps = append(p.Swaps, sw)
+	}
+	if err := runner.ObserveWorld(context.Background(), p, registry.BuildOptions{Getenv: f.getenv}); err != nil {
+		f.t.Fatal(err)
+	}
+	return f.reparse(p)
+}
+
+// runner is a runner for doc with the world's journal file, resuming j.
+func (f *fleet) runner(doc *plans.Document, j *runner.Journal, cont bool) *runner.Runner {
+	if j == nil {
+		j = runner.NewJournal(runner.JournalPath(doc.File), doc, "fleet"+strconv.FormatInt(time.Now().UnixNano()%1e6, 10))
+	}
+	return &runner.Runner{Doc: doc, Drivers: f.drivers(doc), Journal: j, Poll: 50 * time.Millisecond, Continue: cont, Finish: cont, Emit: func(e runner.Event) {
+		f.mu.Lock()
+		f.events = append(f.events, e)
+		f.mu.Unlock()
+	}}
+}
+
+// pool is the load balancer's members, as name:size.
+func (f *fleet) pool() []string {
+	names := map[int]string{}
+	for _, d := range f.l.Inventory().Droplets {
+		names[d.ID] = d.Name + ":" + d.Size
+	}
+	var out []string
+	for _, id := range f.lbMembers(f.lbID) {
+		out = append(out, names[id])
+	}
+	slices.Sort(out)
+	return out
+}
+
+// upgraded counts the pool's members of the target size.
+func upgraded(pool []string) int {
+	n := 0
+	for _, m := range pool {
+		if strings.HasSuffix(m, ":s-2vcpu-4gb") {
+			n++
+		}
+	}
+	return n
+}
+
+// TestFleetCanaryGateAndWaves: five servers, a canary of one and waves of
+// two. apply stops after the canary (exit 4) with only web-1 upgraded;
+// apply --continue runs the other waves, each wave's swaps at once, every
+// event tagged with its wave, no probe request failing, and the pool ends
+// with five new servers.
+func TestFleetCanaryGateAndWaves(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, 5)
+	doc := f.plan(&plans.Strategy{MaxParallel: 2, Canary: 1, Gates: []string{"after_canary"}}, nil)
+	if m := strings.Join(doc.Plan.Mutations, "\n"); !strings.Contains(m, "fleet: 5 servers tagged web, upgraded in 3 wave(s) of at most 2 after a canary of 1, pausing after_canary") {
+		t.Fatalf("mutations: %s", m)
+	}
+	r := f.runner(doc, nil, false)
+	res := r.Run(context.Background())
+	if res.ExitCode != runner.ExitDecision || !strings.Contains(res.Next, "paused after wave 1 of 3 (upgraded web-1;") || !strings.Contains(res.Next, "apply --continue") {
+		t.Fatalf("after the canary: exit %d: %s", res.ExitCode, res.Next)
+	}
+	if p := f.pool(); upgraded(p) != 1 || len(p) != 5 || !slices.Contains(p, "web-2:s-1vcpu-1gb") || !slices.Contains(p, "web-1:s-2vcpu-4gb") {
+		t.Fatalf("pool at the gate: %v", p)
+	}
+	if len(res.Swaps) != 5 || res.Swaps[1].Status != runner.StatusPending {
+		t.Fatalf("the summary lists every server: %+v", res.Swaps)
+	}
+	// The gate holds: a plain apply refuses, --continue goes on.
+	j := r.Journal
+	res = f.runner(doc, j, true).Run(context.Background())
+	if res.ExitCode != 0 {
+		t.Fatalf("apply --continue: exit %d: %s", res.ExitCode, res.Next)
+	}
+	if p := f.pool(); upgraded(p) != 5 || len(p) != 5 {
+		t.Fatalf("pool after the rollout: %v", p)
+	}
+	failed, total := 0, 0
+	for _, s := range res.Swaps {
+		failed, total = failed+s.Failed, total+s.Requests
+		if s.Status != runner.StatusSucceeded {
+			t.Fatalf("swap %s: %s", s.Name, s.Status)
+		}
+	}
+	t.Logf("fleet of 5: %d probe requests, %d failed", total, failed)
+	if failed != 0 || total == 0 {
+		t.Fatalf("probe: %d of %d failed", failed, total)
+	}
+	// Waves 2 (web-2, web-3) and 3 (web-4, web-5) ran their swaps at once,
+	// and wave 3 started after wave 2 ended.
+	span := func(i int) (time.Time, time.Time) {
+		st := j.Swaps[i]
+		return st.Steps["preflight"].Start, st.Steps["retire"].End
+	}
+	s1, e1 := span(1)
+	s2, e2 := span(2)
+	s3, _ := span(3)
+	if !(s2.Before(e1) && s1.Before(e2)) || s3.Before(e1) || s3.Before(e2) {
+		t.Fatalf("wave timing: web-2 %v..%v, web-3 %v..%v, web-4 starts %v", s1, e1, s2, e2, s3)
+	}
+	waves := map[string]int{}
+	for _, e := range f.events {
+		if e.Swap != "" && e.Wave == 0 {
+			t.Fatalf("an event without its wave: %+v", e)
+		}
+		waves[e.Swap] = e.Wave
+	}
+	if want := map[string]int{"": 3, "web-1": 1, "web-2": 2, "web-3": 2, "web-4": 3, "web-5": 3}; fmt.Sprint(waves) != fmt.Sprint(want) {
+		t.Fatalf("events' waves: %v", waves)
+	}
+}
+
+// TestFleetWaveFailure: waves of two; the first new server of wave 2
+// answers 500, so its swap fails verify. With rollback_wave its wave-mate
+// rolls back too; with finish_wave it finishes. No further wave starts
+// either way, the summary says which server is where, and apply, run
+// again once the cause is gone, upgrades the rest without touching what
+// is done.
+func TestFleetWaveFailure(t *testing.T) {
+	for _, mode := range []string{"rollback_wave", "finish_wave"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			f := newFleet(t, 6)
+			doc := f.plan(&plans.Strategy{MaxParallel: 2, OnFailure: mode}, func(i int, sw *plans.Swap) {
+				sw.Observe = plans.Duration(3 * time.Second) // the wave-mate is still running when the other fails
+			})
+			r := f.runner(doc, nil, false)
+			emit := r.Emit
+			r.Emit = func(e runner.Event) {
+				if e.Event == "wave" && e.Wave == 2 && e.Status == "started" {
+					if err := f.l.Inject(lab.Fault{Kind: lab.FaultServe500}); err != nil {
+						t.Error(err)
+					}
+				}
+				emit(e)
+			}
+			res := r.Run(context.Background())
+			if res.ExitCode != runner.ExitRolledBack {
+				t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
+			}
+			up, back := 2, 2
+			if mode == "finish_wave" {
+				up, back = 3, 1
+			}
+			var gotUp, gotBack []string
+			for _, s := range res.Swaps {
+				switch s.Status {
+				case runner.StatusSucceeded:
+					gotUp = append(gotUp, s.Name)
+				case runner.StatusRolledBack:
+					gotBack = append(gotBack, s.Name)
+				}
+			}
+			if len(gotUp) != up || len(gotBack) != back || !slices.Contains(gotUp, "web-1") || !slices.Contains(gotUp, "web-2") || slices.Contains(gotUp, "web-5") {
+				t.Fatalf("upgraded %v, rolled back %v; want %d and %d", gotUp, gotBack, up, back)
+			}
+			for _, want := range []string{"wave 2 of 3 did not finish; no further wave started.", "upgraded: " + strings.Join(gotUp, ", ") + "\n", "back on the old size: " + strings.Join(gotBack, ", ") + "\n", "not started: web-5, web-6", "upgrades the rest"} {
+				if !strings.Contains(res.Next, want) {
+					t.Fatalf("the summary lacks %q:\n%s", want, res.Next)
+				}
+			}
+			p := f.pool()
+			if upgraded(p) != up || len(p) != 6 || !slices.Contains(p, "web-5:s-1vcpu-1gb") || !slices.Contains(p, "web-6:s-1vcpu-1gb") {
+				t.Fatalf("pool after the failed wave: %v", p)
+			}
+			if n := len(f.l.Inventory().Droplets); n != 6+up {
+				t.Fatalf("droplets after the failed wave: %d, want %d (nothing of a rolled-back swap is left)", n, 6+up)
+			}
+			// The fault is gone: apply again finishes the fleet.
+			j := runner.NextRun(r.Journal, runner.JournalPath(doc.File), doc, "again1")
+			res = f.runner(doc, j, false).Run(context.Background())
+			if res.ExitCode != 0 {
+				t.Fatalf("the second apply: exit %d: %s", res.ExitCode, res.Next)
+			}
+			if p := f.pool(); upgraded(p) != 6 || len(p) != 6 {
+				t.Fatalf("pool after the second apply: %v", p)
+			}
+		})
+	}
+}
+
+// TestFleetStale: a server that joined the tag after the plan was written
+// makes apply refuse the plan, naming it, before anything changes.
+func TestFleetStale(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, 2)
+	doc := f.plan(&plans.Strategy{MaxParallel: 2}, nil)
+	if _, _, err := f.l.Seeder().Droplet(context.Background(), "web-9", "s-1vcpu-1gb", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	before := len(f.l.Inventory().Droplets)
+	res := f.runner(doc, nil, false).Run(context.Background())
+	if res.ExitCode != runner.ExitBadInput || !strings.Contains(res.Next, "web-9") || !strings.Contains(res.Next, "joined the tag web") || !strings.Contains(res.Next, "plan --refresh") {
+		t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
+	}
+	if n := len(f.l.Inventory().Droplets); n != before {
+		t.Fatalf("a refused fleet plan changed something: %d droplets, %d before", n, before)
+	}
+}
