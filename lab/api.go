@@ -169,9 +169,11 @@ func (l *Lab) wrap(api, op string, h handler) http.Handler {
 func (l *Lab) serve(c *call, h handler, w *recorder) {
 	r := c.r
 	if c.api == apiDigitalOcean {
-		w.header.Set("ratelimit-limit", "5000")
-		w.header.Set("ratelimit-remaining", "4999")
-		w.header.Set("ratelimit-reset", strconv.FormatInt(time.Now().Add(time.Minute).Unix(), 10))
+		if retry := l.rateLimit(w.header); retry > 0 {
+			w.header.Set("Retry-After", strconv.Itoa(int((retry+time.Second-1)/time.Second)))
+			l.writeError(c, w, &apiError{status: 429, id: "too_many_requests", code: 971, msg: "API Rate limit exceeded."})
+			return
+		}
 	}
 	if !l.authorized(r) {
 		if c.api == apiCloudflare {
@@ -386,4 +388,57 @@ func (l *Lab) labFilesPut(c *call) (result, *apiError) {
 		return result{}, unprocessable("%v", err)
 	}
 	return result{204, nil}, nil
+}
+
+// rateLimit counts a DigitalOcean API request against the lab's budget and
+// sets the ratelimit-* headers DigitalOcean sends (the hourly budget, what
+// is left of it, when it next grows). Past the budget it returns how long
+// until a request is allowed, and the request is not counted.
+func (l *Lab) rateLimit(h http.Header) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	rl := l.cfg.RateLimit
+	now := time.Now()
+	if rl == nil {
+		h.Set("ratelimit-limit", "5000")
+		h.Set("ratelimit-remaining", "4999")
+		h.Set("ratelimit-reset", strconv.FormatInt(now.Add(time.Minute).Unix(), 10))
+		return 0
+	}
+	hourly := rl.Hourly
+	if hourly <= 0 {
+		hourly = 5000
+	}
+	i := 0
+	for i < len(l.rateLog) && now.Sub(l.rateLog[i]) >= time.Hour {
+		i++
+	}
+	l.rateLog = l.rateLog[i:]
+	inWindow := 0
+	var oldestInWindow time.Time
+	for _, t := range l.rateLog {
+		if now.Sub(t) < rl.Window {
+			if inWindow == 0 {
+				oldestInWindow = t
+			}
+			inWindow++
+		}
+	}
+	h.Set("ratelimit-limit", strconv.Itoa(hourly))
+	reset := now.Add(time.Hour)
+	if len(l.rateLog) > 0 {
+		reset = l.rateLog[0].Add(time.Hour)
+	}
+	h.Set("ratelimit-reset", strconv.FormatInt(reset.Unix(), 10))
+	switch {
+	case len(l.rateLog) >= hourly:
+		h.Set("ratelimit-remaining", "0")
+		return time.Until(reset)
+	case inWindow >= rl.Requests:
+		h.Set("ratelimit-remaining", strconv.Itoa(hourly-len(l.rateLog)))
+		return oldestInWindow.Add(rl.Window).Sub(now)
+	}
+	l.rateLog = append(l.rateLog, now)
+	h.Set("ratelimit-remaining", strconv.Itoa(hourly-len(l.rateLog)))
+	return 0
 }

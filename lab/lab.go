@@ -97,10 +97,22 @@ type Config struct {
 	// SpecsDir is the directory of the vendored OpenAPI specs (shared/specs).
 	// Empty: no validation.
 	SpecsDir string
+	// RateLimit, when set, is enforced on the DigitalOcean API as
+	// DigitalOcean does: 429 with Retry-After past the budget, and the
+	// ratelimit-* headers on every answer.
+	RateLimit *RateLimit
 	// Durations of simulated operations. Zero value: FastDurations.
 	Durations Durations
 	// Logf receives the lab's diagnostics. Nil: discarded.
 	Logf func(format string, args ...any)
+}
+
+// RateLimit is an API budget: Requests per Window (DigitalOcean: 250 a
+// minute) and Hourly an hour (5,000).
+type RateLimit struct {
+	Requests int
+	Window   time.Duration
+	Hourly   int
 }
 
 // Lab is a running local cloud. Its methods are safe for concurrent use.
@@ -114,6 +126,7 @@ type Lab struct {
 	rips     map[string]*forwarder
 	faults   []*Fault
 	reqlog   []Request
+	rateLog  []time.Time // the DigitalOcean API's requests in the last hour
 	opCounts map[string]int
 	viol     []string
 	tempDir  bool

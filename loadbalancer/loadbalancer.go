@@ -39,6 +39,10 @@ type Member struct {
 	// declare one server several times (HAProxy's server lines); removing
 	// the member removes every one.
 	Lines []string `json:"lines,omitempty" yaml:"lines,omitempty"`
+	// Like, given to AddMember, is the member the new one replaces: a
+	// driver that declares members with settings of their own (nginx's
+	// port, weight, max_fails) gives the new one the same.
+	Like *Member `json:"-" yaml:"-"`
 }
 
 // Is reports whether m is the server with this ID and address.
@@ -106,6 +110,13 @@ type MemberRemover interface {
 type HealthReporter interface {
 	// MemberHealthy reports whether the pool routes to the member.
 	MemberHealthy(ctx context.Context, pool string, m Member) (bool, error)
+}
+
+// Checker is implemented by load balancers that can say, before anything
+// is created, whether a cutover through the pool can work (nginx: it runs,
+// its configuration passes nginx -t, the pool's file is one vmswap edits).
+type Checker interface {
+	Check(ctx context.Context, pool string) error
 }
 
 // Provider is everything a load-balancer cutover needs.

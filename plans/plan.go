@@ -110,6 +110,14 @@ func seq(from, to int) []int {
 	return out
 }
 
+// Pause is the wait between waves.
+func (s *Strategy) Pause() time.Duration {
+	if s == nil {
+		return 0
+	}
+	return s.PauseBetweenWaves.D()
+}
+
 // Unavailable is how many swaps may be in their cutover at once.
 func (s *Strategy) Unavailable() int {
 	if s == nil {

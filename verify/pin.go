@@ -113,11 +113,15 @@ func (p *PinProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (p *PinProxy) tunnel(w http.ResponseWriter, r *http.Request) {
 	to := p.target(r.Host, "443")
 	if to == "" {
+		// A refused CONNECT ends the connection: the client has nothing
+		// more to send on it.
+		w.Header().Set("Connection", "close")
 		http.Error(w, fmt.Sprintf("vmswap pinning proxy: %s is not one of the plan's hosts (%s)", r.Host, strings.Join(p.Hosts, ", ")), http.StatusForbidden)
 		return
 	}
 	up, err := (&net.Dialer{Timeout: 10 * time.Second}).DialContext(r.Context(), "tcp", to)
 	if err != nil {
+		w.Header().Set("Connection", "close")
 		http.Error(w, "vmswap pinning proxy: "+err.Error(), http.StatusBadGateway)
 		return
 	}
@@ -127,10 +131,16 @@ func (p *PinProxy) tunnel(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "vmswap pinning proxy: cannot tunnel", http.StatusInternalServerError)
 		return
 	}
-	w.WriteHeader(http.StatusOK)
 	down, buf, err := hj.Hijack()
 	if err != nil {
 		up.Close()
+		return
+	}
+	// Written by hand: net/http would frame a 200 with a body (chunked),
+	// which a 2xx answer to CONNECT must not have (RFC 9110, 9.3.6).
+	if _, err := io.WriteString(down, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
+		up.Close()
+		down.Close()
 		return
 	}
 	p.mu.Lock()

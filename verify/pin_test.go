@@ -1,8 +1,10 @@
 package verify
 
 import (
+	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -53,5 +55,25 @@ func TestPinProxy(t *testing.T) {
 	}
 	if _, _, err := get("https://elsewhere.test:" + securePort + "/"); err == nil || !strings.Contains(err.Error(), "Forbidden") {
 		t.Fatalf("another host over https: %v", err)
+	}
+	// The CONNECT answers, as bytes: a 200 with no body framing, and a
+	// refusal that closes the connection.
+	for _, tc := range []struct{ host, want string }{{"example.com:" + securePort, "200"}, {"elsewhere.test:443", "403"}} {
+		conn, err := net.Dial("tcp", pu.Host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(conn, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", tc.host, tc.host)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: http.MethodConnect})
+		if err != nil || !strings.HasPrefix(resp.Status, tc.want) {
+			t.Fatalf("CONNECT %s: %v %v", tc.host, resp, err)
+		}
+		if tc.want == "200" && (len(resp.TransferEncoding) > 0 || resp.Header.Get("Content-Length") != "") {
+			t.Fatalf("CONNECT 200 with body framing: %v %v", resp.TransferEncoding, resp.Header)
+		}
+		if tc.want == "403" && !resp.Close {
+			t.Fatalf("a refused CONNECT keeps the connection: %v", resp.Header)
+		}
+		conn.Close()
 	}
 }

@@ -91,6 +91,28 @@ func TestPreviewAtTheGate(t *testing.T) {
 	}
 
 	must(t, vmswap(t, w.env, "apply", "--poll", "50ms", "--continue", w.planFile), 0, "vmswap: succeeded")
+	// A preview left running stops once the run is rolled back: the new
+	// server's address may be anyone's after that.
+	running := exec.Command(bin, "preview", "--for", "2m", w.planFile)
+	running.Env = append(os.Environ(), w.env...)
+	var runOut strings.Builder
+	running.Stdout, running.Stderr = &runOut, &runOut
+	if err := running.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { running.Process.Kill() })
+	time.Sleep(time.Second)
 	must(t, vmswap(t, w.env, "rollback", "--yes", "--poll", "50ms", w.planFile), 0, "vmswap: reverted")
+	done := make(chan int)
+	go func() { done <- exitCode(running.Wait()) }()
+	select {
+	case code := <-done:
+		if code != runner.ExitBadInput || !strings.Contains(runOut.String(), "preview stopped: ") {
+			t.Fatalf("the running preview after the rollback: exit %d: %s", code, runOut.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the running preview went on after the rollback: %s", runOut.String())
+	}
 	must(t, vmswap(t, w.env, "preview", "--for", "1s", w.planFile), runner.ExitBadInput, "nothing to preview")
+	must(t, vmswap(t, w.env, "preview", "--for", "-5s", w.planFile), runner.ExitBadInput, "--for -5s")
 }

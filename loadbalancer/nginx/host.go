@@ -41,9 +41,16 @@ type Local struct{}
 func (Local) ReadFile(_ context.Context, name string) ([]byte, error) { return os.ReadFile(name) }
 
 // WriteFile implements Host.
+//
+// A symlink is followed: the file it points to is replaced, and the link
+// stays. The file keeps its mode and, where this process may, its owner.
 func (Local) WriteFile(_ context.Context, name string, data []byte) error {
+	if real, err := filepath.EvalSymlinks(name); err == nil {
+		name = real
+	}
 	mode := fs.FileMode(0o644)
-	if fi, err := os.Stat(name); err == nil {
+	fi, err := os.Stat(name)
+	if err == nil {
 		mode = fi.Mode().Perm()
 	}
 	f, err := os.CreateTemp(filepath.Dir(name), ".vmswap-*.tmp")
@@ -58,6 +65,9 @@ func (Local) WriteFile(_ context.Context, name string, data []byte) error {
 	if err := f.Chmod(mode); err != nil {
 		f.Close()
 		return err
+	}
+	if fi != nil {
+		keepOwner(f, fi)
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()
@@ -134,9 +144,17 @@ func (s *SSH) WriteFile(ctx context.Context, name string, data []byte) error {
 	if err != nil {
 		return err
 	}
+	if fi, err := fsc.Lstat(name); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		// The link stays; the file it points to is replaced.
+		if real, err := fsc.RealPath(name); err == nil {
+			name = real
+		}
+	}
 	mode := fs.FileMode(0o644)
+	var owner *sftp.FileStat
 	if fi, err := fsc.Stat(name); err == nil {
 		mode = fi.Mode().Perm()
+		owner, _ = fi.Sys().(*sftp.FileStat)
 	}
 	tmp := path.Join(path.Dir(name), ".vmswap-"+path.Base(name)+".tmp")
 	f, err := fsc.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
@@ -154,6 +172,9 @@ func (s *SSH) WriteFile(ctx context.Context, name string, data []byte) error {
 	}
 	if err := f.Close(); err != nil {
 		return err
+	}
+	if owner != nil {
+		fsc.Chown(tmp, int(owner.UID), int(owner.GID)) // as far as the login may
 	}
 	return fsc.PosixRename(tmp, name)
 }

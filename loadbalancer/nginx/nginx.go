@@ -233,9 +233,12 @@ func (p *Provider) Pool(ctx context.Context, pool string) (*loadbalancer.Pool, e
 	return out, nil
 }
 
-// AddMember implements loadbalancer.MemberAdder: a server line on the
+// AddMember implements loadbalancer.MemberAdder: server lines on the
 // member's address (a line marked down is brought back up), then nginx -t
-// and a graceful reload.
+// and a graceful reload. The new lines copy the lines of the member it
+// replaces (m.Like): one line for each, with its port and parameters
+// (weight, max_fails, backup...), so the pool balances as before; without
+// one, a line on the configured port or the first line's.
 func (p *Provider) AddMember(ctx context.Context, pool string, m loadbalancer.Member) error {
 	if m.Address == "" {
 		return fmt.Errorf("nginx: member has no address")
@@ -250,23 +253,39 @@ func (p *Provider) AddMember(ctx context.Context, pool string, m loadbalancer.Me
 	changed := false
 	for _, s := range mine {
 		if s.down() {
-			s.params = slices.DeleteFunc(slices.Clone(s.params), func(v string) bool { return v == "down" })
+			s.params = withoutDown(s.params)
 			u.lines[s.idx] = s.String()
 			changed = true
 		}
 	}
 	if len(mine) == 0 {
-		port := p.cfg.Port
-		if port == 0 && len(u.servers) > 0 {
-			port = u.servers[0].port
+		var add []line
+		if m.Like != nil {
+			for _, s := range u.of(m.Like.Address) {
+				add = append(add, line{host: m.Address, port: s.port, params: withoutDown(s.params)})
+			}
 		}
-		if port == 0 {
-			return fmt.Errorf("nginx: %s has no server line to copy the port from: set the provider's port", name)
+		if len(add) == 0 {
+			port := p.cfg.Port
+			if port == 0 {
+				for _, s := range u.servers {
+					if !slices.Contains(s.params, "backup") {
+						port = s.port
+						break
+					}
+				}
+			}
+			if port == 0 {
+				return fmt.Errorf("nginx: %s has no server line to copy the port from: set the provider's port", name)
+			}
+			add = []line{{host: m.Address, port: port}}
 		}
 		if len(u.lines) == 0 {
 			u.lines = strings.Split(strings.TrimSuffix(header, "\n"), "\n")
 		}
-		u.lines = append(u.lines, line{host: m.Address, port: port}.String())
+		for _, l := range add {
+			u.lines = append(u.lines, l.String())
+		}
 		changed = true
 	}
 	if !changed {
@@ -275,6 +294,10 @@ func (p *Provider) AddMember(ctx context.Context, pool string, m loadbalancer.Me
 	p.cfg.Progress("nginx: adding %s to upstream %s", m.Address, pool)
 	_, err = p.apply(ctx, name, before, u.bytes())
 	return err
+}
+
+func withoutDown(params []string) []string {
+	return slices.DeleteFunc(slices.Clone(params), func(v string) bool { return v == "down" })
 }
 
 // RemoveMember implements loadbalancer.MemberRemover: every server line on
@@ -329,11 +352,41 @@ func (p *Provider) apply(ctx context.Context, name string, before, after []byte)
 	}
 	if out, err := p.nginx(ctx, "-t"); err != nil {
 		if rerr := p.cfg.Host.WriteFile(ctx, name, before); rerr != nil {
-			return nil, fmt.Errorf("nginx -t refused the new %s (%v: %s) and putting the previous one back failed: %w", name, err, lastLines(out), rerr)
+			return nil, fmt.Errorf("nginx -t failed with the new %s (%v: %s), and putting the previous one back failed: %w", name, err, lastLines(out), rerr)
 		}
-		return nil, fmt.Errorf("nginx -t refused the new %s; the previous one is back: %v: %s", name, err, lastLines(out))
+		return nil, fmt.Errorf("nginx -t failed with the new %s, so the previous one is back: %v: %s", name, err, lastLines(out))
 	}
-	return p.reload(ctx)
+	old, err := p.reload(ctx)
+	if err != nil {
+		// nginx runs the configuration of before: so must the file.
+		if rerr := p.cfg.Host.WriteFile(ctx, name, before); rerr != nil {
+			return nil, fmt.Errorf("%w; and putting the previous %s back failed: %v", err, name, rerr)
+		}
+		return nil, fmt.Errorf("%w; %s is back as nginx runs it", err, name)
+	}
+	return old, nil
+}
+
+// Check implements loadbalancer.Checker: before anything is created, the
+// pool's file is one vmswap can edit, nginx runs (its master has workers)
+// and its configuration passes nginx -t as it is.
+func (p *Provider) Check(ctx context.Context, pool string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, _, _, err := p.read(ctx, pool); err != nil {
+		return err
+	}
+	master, err := p.master(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := p.children(ctx, master); err != nil {
+		return err
+	}
+	if out, err := p.nginx(ctx, "-t"); err != nil {
+		return fmt.Errorf("nginx -t fails before any change (fix the configuration first): %v: %s", err, lastLines(out))
+	}
+	return nil
 }
 
 func (p *Provider) nginx(ctx context.Context, args ...string) (string, error) {
@@ -402,48 +455,74 @@ func (p *Provider) drain(ctx context.Context, old []int) error {
 	}
 }
 
-var pidDirective = regexp.MustCompile(`(?m)^\s*pid\s+([^;\s]+)\s*;`)
+var (
+	pidDirective = regexp.MustCompile(`(?m)^[ \t]*pid[ \t]+([^;\s]+)[ \t]*;`)
+	blocks       = regexp.MustCompile(`(?s)\{[^{}]*\}`)
+	comments     = regexp.MustCompile(`#[^\n]*`)
+)
 
-// master returns the master process's PID from its pid file, found in the
-// configuration (nginx -T) or, without a pid directive, where this nginx
-// was built to write it (nginx -V).
+// master returns the master process's PID from its pid file: the main
+// configuration file's pid directive (the file of -c, or the one nginx was
+// built with), or without one the pid path nginx was built with.
 func (p *Provider) master(ctx context.Context) (int, error) {
 	if p.pidFile == "" {
-		out, err := p.nginx(ctx, "-T")
-		if err != nil {
-			return 0, fmt.Errorf("nginx -T: %v: %s", err, lastLines(out))
+		v, _ := p.nginx(ctx, "-V")
+		built := func(opt string) string {
+			if i := strings.Index(v, opt); i >= 0 {
+				if f := strings.Fields(v[i+len(opt):]); len(f) > 0 {
+					return f[0]
+				}
+			}
+			return ""
 		}
-		if m := pidDirective.FindStringSubmatch(out); m != nil {
-			p.pidFile = m[1]
-		} else if v, _ := p.nginx(ctx, "-V"); strings.Contains(v, "--pid-path=") {
-			p.pidFile = strings.Fields(v[strings.Index(v, "--pid-path=")+len("--pid-path="):])[0]
-		} else {
+		prefix := built("--prefix=")
+		if i := slices.Index(p.cfg.Command, "-p"); i >= 0 && i+1 < len(p.cfg.Command) {
+			prefix = p.cfg.Command[i+1]
+		}
+		abs := func(f string) string {
+			if f == "" || path.IsAbs(f) || prefix == "" {
+				return f
+			}
+			return path.Join(prefix, f)
+		}
+		conf := built("--conf-path=")
+		if i := slices.Index(p.cfg.Command, "-c"); i >= 0 && i+1 < len(p.cfg.Command) {
+			conf = p.cfg.Command[i+1]
+		}
+		if conf = abs(conf); conf != "" {
+			b, err := p.cfg.Host.ReadFile(ctx, conf)
+			if err != nil {
+				return 0, fmt.Errorf("nginx: read its configuration %s: %w", conf, err)
+			}
+			// The main context's directive only: comments and blocks
+			// removed, innermost first.
+			text := comments.ReplaceAllString(string(b), "")
+			for blocks.MatchString(text) {
+				text = blocks.ReplaceAllString(text, ";")
+			}
+			if m := pidDirective.FindStringSubmatch(text); m != nil {
+				p.pidFile = abs(m[1])
+			}
+		}
+		if p.pidFile == "" {
+			p.pidFile = abs(built("--pid-path="))
+		}
+		if p.pidFile == "" {
 			p.pidFile = "/run/nginx.pid"
-		}
-		if !path.IsAbs(p.pidFile) {
-			p.pidFile = path.Join(p.prefix(ctx), p.pidFile)
 		}
 	}
 	b, err := p.cfg.Host.ReadFile(ctx, p.pidFile)
+	if notExist(err) {
+		return 0, fmt.Errorf("nginx is not running: no pid file %s (start it, or set command to the command line that runs it, with -c)", p.pidFile)
+	}
 	if err != nil {
-		return 0, fmt.Errorf("nginx: is it running? its pid file %s: %w", p.pidFile, err)
+		return 0, fmt.Errorf("nginx: its pid file %s: %w", p.pidFile, err)
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil || pid <= 1 {
-		return 0, fmt.Errorf("nginx: pid file %s holds %q", p.pidFile, shortText(string(b)))
+		return 0, fmt.Errorf("nginx: pid file %s holds %q, not a process ID: is nginx running?", p.pidFile, shortText(string(b)))
 	}
 	return pid, nil
-}
-
-// prefix is the -p of the command line, or the prefix nginx was built with.
-func (p *Provider) prefix(ctx context.Context) string {
-	if i := slices.Index(p.cfg.Command, "-p"); i >= 0 && i+1 < len(p.cfg.Command) {
-		return p.cfg.Command[i+1]
-	}
-	if v, _ := p.nginx(ctx, "-V"); strings.Contains(v, "--prefix=") {
-		return strings.Fields(v[strings.Index(v, "--prefix=")+len("--prefix="):])[0]
-	}
-	return "/usr/share/nginx"
 }
 
 // children lists the master's child processes (its workers) with ps, in

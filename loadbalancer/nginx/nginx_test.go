@@ -186,7 +186,7 @@ func TestShapes(t *testing.T) {
 	if string(b) != want {
 		t.Fatalf("app.conf:\n%s\nwant:\n%s", b, want)
 	}
-	if err := p.AddMember(ctx, "app", loadbalancer.Member{Address: "bad host"}); err == nil || !strings.Contains(err.Error(), "nginx -t refused") {
+	if err := p.AddMember(ctx, "app", loadbalancer.Member{Address: "bad host"}); err == nil || !strings.Contains(err.Error(), "nginx -t failed with the new") {
 		t.Fatalf("a change nginx -t refuses: %v", err)
 	}
 	if after, _ := os.ReadFile(filepath.Join(n.Dir, "app.conf")); string(after) != want {
@@ -201,5 +201,86 @@ func TestShapes(t *testing.T) {
 	}
 	if _, err := p.Pool(ctx, "missing"); err == nil || !strings.Contains(err.Error(), "does not exist") {
 		t.Fatalf("a missing pool: %v", err)
+	}
+}
+
+// TestReplacementKeepsSettings: the new member gets one line for each of
+// the source's, with its port and parameters (not the port of the file's
+// first line, a backup on another port here), and the source put back
+// gets them again; a symlinked file is written through its link; a file
+// of 300 KB does not hide the pid directive.
+func TestReplacementKeepsSettings(t *testing.T) {
+	t.Parallel()
+	port := backends(t, "127.0.0.8", "127.0.0.9")
+	n := nginxtest.Start(t, "127.0.0.10:1 backup", fmt.Sprintf("127.0.0.8:%d weight=3 max_fails=2 fail_timeout=5s", port))
+	// The upstream file lives elsewhere; the include path is a symlink.
+	real := filepath.Join(t.TempDir(), "app.conf")
+	b, _ := os.ReadFile(filepath.Join(n.Dir, "app.conf"))
+	b = append(b, []byte(strings.Repeat("# a comment to make the file large\n", 9000))...)
+	if err := os.WriteFile(real, b, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(n.Dir, "app.conf")
+	if err := os.Remove(link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	p := newProvider(t, n, nil)
+	ctx := context.Background()
+	if err := p.Check(ctx, "app"); err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	old, neu := loadbalancer.Member{Address: "127.0.0.8"}, loadbalancer.Member{Address: "127.0.0.9"}
+	neu.Like = &old
+	if err := p.AddMember(ctx, "app", neu); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.RemoveMember(ctx, "app", old); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(real)
+	want := fmt.Sprintf("server 127.0.0.9:%d weight=3 max_fails=2 fail_timeout=5s;", port)
+	if !strings.Contains(string(got), want) || strings.Contains(string(got), "127.0.0.8") {
+		t.Fatalf("the new member's line: want %q in\n%s", want, string(got)[:200])
+	}
+	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("the symlink was replaced: %v %v", fi.Mode(), err)
+	}
+	if fi, _ := os.Stat(real); fi.Mode().Perm() != 0o640 {
+		t.Fatalf("mode %v, want 0640", fi.Mode().Perm())
+	}
+	if got := servedBy(t, n.Entry, "/"); got != "127.0.0.9" {
+		t.Fatalf("served by %s", got)
+	}
+	// Switching back: the source returns with its own settings.
+	back := old
+	back.Like = &loadbalancer.Member{Address: "127.0.0.9"}
+	if err := p.AddMember(ctx, "app", back); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = os.ReadFile(real)
+	if want := fmt.Sprintf("server 127.0.0.8:%d weight=3 max_fails=2 fail_timeout=5s;", port); !strings.Contains(string(got), want) {
+		t.Fatalf("the source put back: want %q", want)
+	}
+}
+
+// TestCheckBeforeAnyChange: Check refuses, before anything is created, an
+// nginx whose configuration fails nginx -t, and one that is not running.
+func TestCheckBeforeAnyChange(t *testing.T) {
+	t.Parallel()
+	port := backends(t, "127.0.0.11")
+	n := nginxtest.Start(t, fmt.Sprintf("127.0.0.11:%d", port))
+	p := newProvider(t, n, nil)
+	ctx := context.Background()
+	os.WriteFile(filepath.Join(n.Dir, "app.conf"), []byte(fmt.Sprintf("server 127.0.0.11:%d bogus_parameter;\n", port)), 0o644)
+	if err := p.Check(ctx, "app"); err == nil || !strings.Contains(err.Error(), "nginx -t fails before any change") {
+		t.Fatalf("Check with a broken configuration: %v", err)
+	}
+	os.WriteFile(filepath.Join(n.Dir, "app.conf"), []byte(fmt.Sprintf("server 127.0.0.11:%d;\n", port)), 0o644)
+	os.Remove(n.PIDFile)
+	if err := p.Check(ctx, "app"); err == nil || !strings.Contains(err.Error(), "nginx is not running: no pid file") {
+		t.Fatalf("Check without nginx: %v", err)
 	}
 }

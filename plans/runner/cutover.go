@@ -107,10 +107,16 @@ func (k *lbCutover) read(ctx context.Context, src *provider.Server, seen *plans.
 		return nil, fmt.Errorf("load balancer: %w", err)
 	}
 	seen.Pool = pool
+	var problems []string
 	if !pool.Has(src.ID, src.PublicIP) {
-		return []string{fmt.Sprintf("load balancer %s does not route to %s (members: %s): the cutover target must point at the source today", pool.ID, src.Name, strings.Join(pool.Keys(), ", "))}, nil
+		problems = append(problems, fmt.Sprintf("load balancer %s does not route to %s (members: %s): the cutover target must point at the source today", pool.ID, src.Name, strings.Join(pool.Keys(), ", ")))
 	}
-	return nil, nil
+	if c, ok := k.lb.(loadbalancer.Checker); ok {
+		if err := c.Check(ctx, k.c.ID); err != nil {
+			problems = append(problems, err.Error())
+		}
+	}
+	return problems, nil
 }
 
 func (k *lbCutover) stale(planned, now *plans.ObservedSwap) []string {
@@ -136,7 +142,7 @@ func (k *lbCutover) forward(ctx context.Context, s *swapRun) error {
 	st := s.st
 	if err := s.once(subLBAdded, func() error {
 		s.progress("adding %s to load balancer %s", st.NewName, k.c.ID)
-		return k.lb.AddMember(ctx, k.c.ID, loadbalancer.Member{ServerID: st.NewID, Address: st.NewIP})
+		return k.lb.AddMember(ctx, k.c.ID, loadbalancer.Member{ServerID: st.NewID, Address: st.NewIP, Like: &loadbalancer.Member{ServerID: st.SourceID, Address: st.SourceIP}})
 	}); err != nil {
 		return err
 	}
@@ -162,7 +168,11 @@ func (k *lbCutover) back(ctx context.Context, s *swapRun) error {
 	}
 	if !pool.Has(st.SourceID, st.SourceIP) {
 		s.progress("adding %s back to load balancer %s", st.SourceName, k.c.ID)
-		if err := k.lb.AddMember(ctx, k.c.ID, loadbalancer.Member{ServerID: st.SourceID, Address: st.SourceIP}); err != nil {
+		like := &loadbalancer.Member{ServerID: st.NewID, Address: st.NewIP}
+		if st.NewIP == "" {
+			like = nil
+		}
+		if err := k.lb.AddMember(ctx, k.c.ID, loadbalancer.Member{ServerID: st.SourceID, Address: st.SourceIP, Like: like}); err != nil {
 			return fmt.Errorf("add %s back to load balancer %s: %w", st.SourceName, k.c.ID, err)
 		}
 		if err := proveRoutes(ctx, s, k.c, st.SourceID, st.SourceIP, st.SourceName); err != nil {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/vmswap/vmswap/loadbalancer"
 	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/plans/registry"
 	"github.com/vmswap/vmswap/provider"
 )
 
@@ -40,6 +41,25 @@ func fleetMembers(ctx context.Context, comp provider.Compute, p *plans.Plan, pla
 	}
 	slices.SortFunc(out, func(a, b plans.FleetMember) int { return strings.Compare(a.ID, b.ID) })
 	return out, nil
+}
+
+// FleetServers lists the servers carrying a fleet plan's tag, by name:
+// what `vmswap plan --tag` writes one swap for each of.
+func FleetServers(ctx context.Context, p *plans.Plan, o registry.BuildOptions) ([]plans.FleetMember, error) {
+	drivers, err := registry.Build(p, o)
+	if err != nil {
+		return nil, err
+	}
+	d := drivers[p.Fleet.Provider]
+	if d == nil || d.Compute == nil {
+		return nil, fmt.Errorf("fleet provider %q has no servers", p.Fleet.Provider)
+	}
+	members, err := fleetMembers(ctx, d.Compute, p, planIDOf(p))
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(members, func(a, b plans.FleetMember) int { return strings.Compare(a.Name, b.Name) })
+	return members, nil
 }
 
 // observeFleet records the fleet's servers in the plan and checks that

@@ -336,7 +336,7 @@ func (r *Runner) Run(ctx context.Context) *Result {
 			}
 			j.locked(func() { j.GatesPassed, j.Gate = append(j.GatesPassed, gate), "" })
 		}
-		if d := plan.Strategy.PauseBetweenWaves.D(); d > 0 {
+		if d := plan.Strategy.Pause(); d > 0 {
 			r.emit(Event{Event: "wave", Wave: w + 1, Status: "waiting", Message: fmt.Sprintf("waiting %s before wave %d of %d", d, w+2, len(waves))})
 			if err := r.clock().Sleep(ctx, d); err != nil {
 				j.locked(func() { j.Status = StatusInterrupted })
@@ -438,7 +438,7 @@ func (r *Runner) runWave(ctx context.Context, w, n int, idx []int) (int, string)
 			defer wg.Done()
 			codes[k], nexts[k] = r.runSwap(ctx, sr)
 			r.swapOutcome(sr, codes[k])
-			if codes[k] != ExitOK && codes[k] != ExitDecision && r.Doc.Plan.Strategy.OnFailure != "finish_wave" {
+			if codes[k] != ExitOK && codes[k] != ExitDecision && (r.Doc.Plan.Strategy == nil || r.Doc.Plan.Strategy.OnFailure != "finish_wave") {
 				abort.Store(true)
 			}
 		}()

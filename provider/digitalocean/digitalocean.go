@@ -34,6 +34,9 @@ type Config struct {
 	// RetryMax is how many times a 429 or 5xx is retried (godo's retryer,
 	// honouring Retry-After). Zero: 5.
 	RetryMax int
+	// Limits are the request rates the client keeps under. Zero: the
+	// published 250 a minute and 5,000 an hour.
+	Limits Limits
 	// PollInterval is how often actions and droplets are polled. Zero: 2s.
 	PollInterval time.Duration
 	// Progress receives retry waits and what is being waited on. May be nil.
@@ -72,7 +75,13 @@ func NewClient(cfg Config) (*godo.Client, error) {
 		retries = 5
 	}
 	rc := retryablehttp.NewClient()
-	rc.HTTPClient = base
+	// Every attempt, retries included, takes its turn in the rate limiter.
+	lim := *base
+	if lim.Transport == nil {
+		lim.Transport = http.DefaultTransport
+	}
+	lim.Transport = newLimiter(lim.Transport, cfg.Limits, cfg.Progress)
+	rc.HTTPClient = &lim
 	rc.RetryMax = retries
 	rc.RetryWaitMin, rc.RetryWaitMax = 500*time.Millisecond, 30*time.Second
 	rc.Logger = retryLogger{cfg.Progress}

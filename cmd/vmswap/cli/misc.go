@@ -223,7 +223,11 @@ func NewCmdUpgrade(f *Factory, runF func(*PlanOptions, *ApplyOptions) error) *co
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if po.Out == "" {
-				po.Out = filepath.Clean(fmt.Sprintf("vmswap-%s-%s.yaml", po.Source, time.Now().UTC().Format("20060102-150405")))
+				what := po.Tag
+				if len(po.Sources) > 0 {
+					what = po.Sources[0]
+				}
+				po.Out = filepath.Clean(fmt.Sprintf("vmswap-%s-%s.yaml", strings.NewReplacer("/", "_", "\\", "_", "=", "_", ":", "_").Replace(what), time.Now().UTC().Format("20060102-150405")))
 			}
 			if runF != nil {
 				return runF(po, ao)

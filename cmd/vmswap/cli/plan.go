@@ -29,7 +29,8 @@ type PlanOptions struct {
 	Provider string // provider type
 	Endpoint string
 	NS       string
-	Source   string
+	Sources  []string
+	Tag      string
 	Size     string
 	LB       string
 	DNS      string
@@ -61,6 +62,13 @@ type PlanOptions struct {
 	Names    string
 	HostChk  string
 	Gates    []string
+	// The rollout of several swaps (strategy).
+	MaxParallel    int
+	MaxUnavailable int
+	Canary         int
+	PauseWaves     time.Duration
+	WaveGates      []string
+	OnFailure      string
 	// Format is text (the plan's changes and cost on stderr) or json (one
 	// "plan" event on stdout).
 	Format string
@@ -98,7 +106,14 @@ func addPlanFlags(cmd *cobra.Command, o *PlanOptions) {
 	fl.StringVar(&o.Provider, "provider", "digitalocean", "provider type")
 	fl.StringVar(&o.Endpoint, "endpoint", "", "API base `URL` override (the lab: see vmswap lab serve)")
 	fl.StringVar(&o.NS, "nameserver", "", "authoritative DNS server host:port for DNS cutovers")
-	fl.StringVar(&o.Source, "source", "", "source server name or ID (required)")
+	fl.StringArrayVar(&o.Sources, "source", nil, "source server name or ID (repeatable: one swap each)")
+	fl.StringVar(&o.Tag, "tag", "", "upgrade every server with this tag (AWS: key=value), one swap each; apply refuses the plan if a server joins or leaves the tag")
+	fl.IntVar(&o.MaxParallel, "max-parallel", 0, "swaps run at once in a wave (default 1)")
+	fl.IntVar(&o.MaxUnavailable, "max-unavailable", 0, "most swaps moving traffic at once (default: --max-parallel)")
+	fl.IntVar(&o.Canary, "canary", 0, "swaps run alone first, as wave 1")
+	fl.DurationVar(&o.PauseWaves, "pause-between-waves", 0, "wait between waves")
+	fl.StringArrayVar(&o.WaveGates, "wave-gate", nil, "pause apply (exit 4) until `vmswap apply --continue`: after_canary or after_each_wave (repeatable)")
+	fl.StringVar(&o.OnFailure, "on-failure", "", "when a swap of a wave fails: rollback_wave (default) or finish_wave")
 	fl.StringVar(&o.Size, "size", "", "target size slug (required)")
 	fl.StringVar(&o.LB, "lb", "", "cut over through this load balancer ID")
 	fl.StringVar(&o.DNS, "dns", "", "cut over by changing this name's A record (and its AAAA record, for a dual-stack server)")
@@ -138,8 +153,14 @@ func buildPlan(o *PlanOptions) (*plans.Plan, error) {
 	if o.Format != "" && o.Format != "text" && o.Format != "json" {
 		errs = append(errs, fmt.Sprintf("--format %q: want text or json", o.Format))
 	}
-	if o.Source == "" {
-		errs = append(errs, "--source is required: the name or ID of the server to upgrade")
+	switch {
+	case len(o.Sources) == 0 && o.Tag == "":
+		errs = append(errs, "--source is required: the name or ID of the server to upgrade (or --tag TAG for every server with the tag)")
+	case len(o.Sources) > 0 && o.Tag != "":
+		errs = append(errs, "give --source or --tag, not both")
+	}
+	if o.IP != "" && (len(o.Sources) > 1 || o.Tag != "") {
+		errs = append(errs, "a reserved IP points at one server: --reserved-ip upgrades one --source")
 	}
 	if o.Size == "" {
 		errs = append(errs, "--size is required: the size slug to upgrade to, e.g. s-4vcpu-8gb")
@@ -173,7 +194,7 @@ func buildPlan(o *PlanOptions) (*plans.Plan, error) {
 		return &t
 	}
 	sw := plans.Swap{
-		Source:       plans.Source{Provider: "main", Server: o.Source},
+		Source:       plans.Source{Provider: "main"},
 		Target:       plans.Target{Size: o.Size},
 		Observe:      plans.Duration(o.Observe),
 		Retire:       plans.Retire{Action: o.Retire, KeepImage: o.KeepImg},
@@ -224,15 +245,64 @@ func buildPlan(o *PlanOptions) (*plans.Plan, error) {
 	if o.ProbeURL != "" {
 		sw.Probe = &plans.Probe{URL: o.ProbeURL, Rate: o.Rate, Resolver: o.Resolver}
 	}
+	var st *plans.Strategy
+	if o.MaxParallel != 0 || o.MaxUnavailable != 0 || o.Canary != 0 || o.PauseWaves != 0 || len(o.WaveGates) > 0 || o.OnFailure != "" {
+		st = &plans.Strategy{MaxParallel: o.MaxParallel, MaxUnavailable: o.MaxUnavailable, Canary: o.Canary,
+			PauseBetweenWaves: plans.Duration(o.PauseWaves), Gates: o.WaveGates, OnFailure: o.OnFailure}
+	}
 	if len(errs) > 0 {
 		return nil, errors.New(strings.Join(errs, "\n"))
 	}
-	return &plans.Plan{
+	p := &plans.Plan{
 		Version:   plans.Version,
 		ID:        newRunID()[:8],
 		Providers: map[string]plans.Provider{"main": {Type: o.Provider, Endpoint: o.Endpoint, Nameserver: o.NS}},
-		Swaps:     []plans.Swap{sw},
-	}, nil
+		Strategy:  st,
+	}
+	for _, src := range o.Sources {
+		s := sw
+		s.Source.Server = src
+		if len(o.Sources) > 1 {
+			s.Name = src
+		}
+		p.Swaps = append(p.Swaps, s)
+	}
+	if o.Tag != "" {
+		p.Fleet = &plans.Fleet{Provider: "main", Tag: o.Tag}
+		p.Swaps = []plans.Swap{sw} // the template, one per server once the tag is read
+	}
+	return p, nil
+}
+
+// expandFleet replaces a fleet plan's template swap with one swap per
+// server carrying the tag, by name.
+func expandFleet(ctx context.Context, p *plans.Plan, getenv func(string) string) error {
+	if p.Fleet == nil || len(p.Swaps) != 1 || p.Swaps[0].Source.Server != "" {
+		return nil
+	}
+	servers, err := runner.FleetServers(ctx, p, registry.BuildOptions{Getenv: getenv})
+	if err != nil {
+		return err
+	}
+	if len(servers) == 0 {
+		return fmt.Errorf("no server carries the tag %s", p.Fleet.Tag)
+	}
+	tmpl := p.Swaps[0]
+	p.Swaps = nil
+	seen := map[string]int{}
+	for _, srv := range servers {
+		seen[srv.Name]++
+	}
+	for _, srv := range servers {
+		s := tmpl
+		s.Name, s.Source.Server = srv.Name, srv.Name
+		if seen[srv.Name] > 1 {
+			// Two servers with one name: each is named by its ID.
+			s.Name, s.Source.Server = srv.Name+"-"+srv.ID, srv.ID
+		}
+		p.Swaps = append(p.Swaps, s)
+	}
+	return nil
 }
 
 // encodePlan renders a plan with a header a reader understands.
@@ -265,6 +335,9 @@ func planRun(ctx context.Context, o *PlanOptions) error {
 	} else {
 		var err error
 		if p, err = buildPlan(o); err != nil {
+			return exitf(runner.ExitBadInput, "%v", err)
+		}
+		if err := expandFleet(ctx, p, o.Getenv); err != nil {
 			return exitf(runner.ExitBadInput, "%v", err)
 		}
 	}

@@ -39,7 +39,8 @@ func NewCmdPreview(f *Factory, runF func(*PreviewOptions) error) *cobra.Command 
 		Short: "Open the new server as the public site in your own browser, before any traffic moves",
 		Long: `Preview starts a proxy on 127.0.0.1 that sends the site's hostnames (those of the swap's
 HTTP checks, probe and DNS record) to the run's new server, and refuses every other
-destination. Point a browser or curl at it to look at the new server as the public site,
+destination (every port of the new server is reachable under those names). Point a browser
+or curl at it to look at the new server as the public site,
 with its own TLS certificate, with no hosts file. It works while a run waits at a gate
 (gates: [before_cutover], exit 4) and for as long as the run's new server is up. Ctrl-C
 stops it; nothing in the cloud changes.`,
@@ -69,6 +70,9 @@ func previewRun(ctx context.Context, o *PreviewOptions) error {
 	if o.Port < 0 || o.Port > 65535 {
 		return exitf(runner.ExitBadInput, "--port %d: want 1-65535, or 0 for a free port", o.Port)
 	}
+	if o.For < 0 {
+		return exitf(runner.ExitBadInput, "--for %s: want a duration, like 10m (0: until Ctrl-C)", o.For)
+	}
 	j, _, remote, err := runner.RemoteStatus(o.PlanFile, getenv)
 	if !remote {
 		j, err = runner.LoadJournal(runner.JournalPath(o.PlanFile))
@@ -96,14 +100,9 @@ func previewRun(ctx context.Context, o *PreviewOptions) error {
 	if err != nil {
 		return exitf(runner.ExitBadInput, "%v", err)
 	}
-	if g, ok := drivers[sw.Source.Provider].Compute.(provider.ServerGetter); ok {
-		srv, err := g.GetServer(ctx, st.NewID)
-		if err != nil {
-			return exitf(runner.ExitBadInput, "the run's new server %s (%s): %v", dashed(st.NewName), st.NewID, err)
-		}
-		if srv.Status != provider.StatusRunning || srv.PublicIP != st.NewIP {
-			return exitf(runner.ExitBadInput, "the run's new server %s is %s at %s, not running at %s: nothing to preview", srv.Name, srv.Status, dashed(srv.PublicIP), st.NewIP)
-		}
+	comp := drivers[sw.Source.Provider].Compute
+	if err := previewable(ctx, comp, st); err != nil {
+		return exitf(runner.ExitBadInput, "%v", err)
 	}
 	addr := st.NewIP
 	if ca := sw.Verify.ConnectAddress; ca != "" {
@@ -142,12 +141,70 @@ func previewRun(ctx context.Context, o *PreviewOptions) error {
 		defer t.Stop()
 		wait = t.C
 	}
-	select {
-	case <-ctx.Done():
-	case <-wait:
+	// The server is looked at again and again: once the run moves on
+	// (rolled back, cleaned up) its address may be someone else's.
+	tick := time.NewTicker(previewRecheck)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fmt.Fprintln(o.IO.ErrOut, "vmswap: preview stopped")
+			return nil
+		case <-wait:
+			fmt.Fprintln(o.IO.ErrOut, "vmswap: preview stopped")
+			return nil
+		case <-tick.C:
+			if err := previewStillValid(ctx, o, getenv, j.RunID, st.Index, comp); err != nil {
+				px.Close()
+				return exitf(runner.ExitBadInput, "preview stopped: %v", err)
+			}
+		}
 	}
-	fmt.Fprintln(o.IO.ErrOut, "vmswap: preview stopped")
+}
+
+// previewRecheck is how often a running preview checks that the run's new
+// server is still the one it sends the site to.
+var previewRecheck = 3 * time.Second
+
+// previewable says why the run's new server cannot be previewed, if so:
+// it is not running, or not at the address the run recorded.
+func previewable(ctx context.Context, comp provider.Compute, st *runner.SwapState) error {
+	if comp == nil {
+		return nil
+	}
+	srv, err := comp.GetServer(ctx, st.NewID)
+	if err != nil {
+		return fmt.Errorf("the run's new server %s (%s): %v", dashed(st.NewName), st.NewID, err)
+	}
+	switch {
+	case srv.Status == provider.StatusPending || st.NewIP == "":
+		return fmt.Errorf("the run's new server %s is still starting: preview it once apply has verified it (at the gate, exit 4)", srv.Name)
+	case srv.Status != provider.StatusRunning:
+		return fmt.Errorf("the run's new server %s is %s: nothing to preview", srv.Name, srv.Status)
+	case srv.PublicIP != st.NewIP:
+		return fmt.Errorf("the run's new server %s is at %s now, not %s as the run recorded: nothing to preview", srv.Name, dashed(srv.PublicIP), st.NewIP)
+	}
 	return nil
+}
+
+// previewStillValid reads the journal and the server again: the same run,
+// the swap's new server unchanged, running at its address.
+func previewStillValid(ctx context.Context, o *PreviewOptions, getenv func(string) string, run string, i int, comp provider.Compute) error {
+	j, _, remote, err := runner.RemoteStatus(o.PlanFile, getenv)
+	if !remote {
+		j, err = runner.LoadJournal(runner.JournalPath(o.PlanFile))
+	}
+	if err != nil {
+		return err
+	}
+	if j == nil || j.RunID != run || i >= len(j.Swaps) {
+		return fmt.Errorf("the run it previewed is no longer the plan's last run")
+	}
+	st := j.Swaps[i]
+	if st.NewID == "" || st.Status == runner.StatusRolledBack || st.Status == runner.StatusReverted || j.Status == runner.StatusReverted {
+		return fmt.Errorf("the run's new server was rolled back (%s)", j.Status)
+	}
+	return previewable(ctx, comp, st)
 }
 
 // previewSwap picks the swap to preview: the one named, or the run's only
@@ -170,6 +227,9 @@ func previewSwap(doc *plans.Document, j *runner.Journal, name string) (*plans.Sw
 		return nil, nil, exitf(runner.ExitBadInput, "the run has %d new servers: say which with --swap NAME (a swap's name or source server)", len(cands))
 	case name != "":
 		return nil, nil, exitf(runner.ExitBadInput, "no swap %q with a new server in the run of %s (vmswap status %s shows them)", name, j.Plan, j.Plan)
+	}
+	if j.Status.Finished() {
+		return nil, nil, exitf(runner.ExitBadInput, "the run of %s (%s) has no new server to preview", j.Plan, j.Status)
 	}
 	return nil, nil, exitf(runner.ExitBadInput, "the run of %s (%s) has no new server to preview yet", j.Plan, j.Status)
 }
