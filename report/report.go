@@ -35,8 +35,12 @@ func Write(w io.Writer, p *plans.Plan, j *runner.Journal, res *runner.Result, cm
 	data := struct {
 		Status string
 		RunID  string
+		Fleet  template.HTML
 		Swaps  []swapView
 	}{Status: string(res.Status), RunID: j.RunID}
+	if p.Strategy != nil && len(j.Swaps) > 1 {
+		data.Fleet = fleetTimeline(p, j)
+	}
 	for i, st := range j.Swaps {
 		var sr runner.SwapResult
 		if i < len(res.Swaps) {
@@ -201,6 +205,73 @@ func chartSteps(st *runner.SwapState, steps []string, pr *probe.Summary, t0, t1 
 	return template.HTML(b.String())
 }
 
+// fleetTimeline draws a fleet's run: one row per server, its steps as
+// bars on the run's time axis, each wave's span shaded.
+func fleetTimeline(p *plans.Plan, j *runner.Journal) template.HTML {
+	steps := append(append([]string{}, runner.Steps...), "rollback")
+	var t0, t1 time.Time
+	for _, st := range j.Swaps {
+		for _, l := range st.Steps {
+			if t0.IsZero() || l.Start.Before(t0) {
+				t0 = l.Start
+			}
+			if l.End.After(t1) {
+				t1 = l.End
+			}
+		}
+	}
+	if t0.IsZero() || !t1.After(t0) {
+		return ""
+	}
+	const W, row, left, right, top = 960.0, 18.0, 120.0, 20.0, 20.0
+	H := top + row*float64(len(j.Swaps)) + 30
+	span := t1.Sub(t0).Seconds()
+	x := func(t time.Time) float64 { return left + (W-left-right)*t.Sub(t0).Seconds()/span }
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 %.0f %.0f" width="100%%" role="img">`, W, H)
+	for w, idx := range p.Strategy.Waves(len(p.Swaps)) {
+		var ws, we time.Time
+		for _, i := range idx {
+			for _, l := range j.Swaps[i].Steps {
+				if ws.IsZero() || l.Start.Before(ws) {
+					ws = l.Start
+				}
+				if l.End.After(we) {
+					we = l.End
+				}
+			}
+		}
+		if ws.IsZero() {
+			continue
+		}
+		fill := "#f4f4fb"
+		if w%2 == 1 {
+			fill = "#fbf7ee"
+		}
+		fmt.Fprintf(&b, `<rect x="%.1f" y="%.0f" width="%.1f" height="%.0f" fill="%s"><title>wave %d</title></rect>`, x(ws), top-14, math.Max(x(we)-x(ws), 1), H-top-16, fill, w+1)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" font-size="11" fill="#555">wave %d</text>`, x(ws)+2, top-4, w+1)
+	}
+	for i, st := range j.Swaps {
+		y := top + row*float64(i)
+		name := p.Swaps[i].Name
+		if name == "" {
+			name = p.Swaps[i].Source.Server
+		}
+		fmt.Fprintf(&b, `<text x="4" y="%.0f" font-size="11">%s</text>`, y+12, template.HTMLEscapeString(name))
+		for _, sn := range steps {
+			l := st.Steps[sn]
+			if l == nil || l.End.IsZero() {
+				continue
+			}
+			fmt.Fprintf(&b, `<rect x="%.1f" y="%.0f" width="%.1f" height="%.0f" fill="%s"><title>%s %s %.1fs</title></rect>`,
+				x(l.Start), y+2, math.Max(x(l.End)-x(l.Start), 1), row-4, bandColors[sn], template.HTMLEscapeString(name), sn, l.End.Sub(l.Start).Seconds())
+		}
+	}
+	fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" font-size="11">0s</text><text x="%.0f" y="%.0f" font-size="11" text-anchor="end">%.1fs</text>`, left, H-3, W-right, H-3, span)
+	b.WriteString(`</svg>`)
+	return template.HTML(b.String())
+}
+
 var page = template.Must(template.New("report").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>vmswap report {{.RunID}}</title>
 <style>
@@ -211,6 +282,8 @@ table{border-collapse:collapse;margin:8px 0} td,th{border:1px solid #ccc;padding
 .legend span{display:inline-block;margin-right:14px}
 </style></head><body>
 <h1>vmswap: {{.Status}} <small>(run {{.RunID}})</small></h1>
+{{if .Fleet}}<h2>Fleet</h2>
+{{.Fleet}}{{end}}
 {{range .Swaps}}
 <h2>{{.Title}}</h2>
 <table><tr><th>status</th><th>requests</th><th>failed</th><th>p50</th><th>p99</th><th>duration</th></tr>

@@ -65,3 +65,35 @@ func TestReportIsSelfContained(t *testing.T) {
 		t.Error("report loads something from outside itself")
 	}
 }
+
+// TestFleetTimeline: a fleet run gets one row per server with its steps
+// as bars, and each wave's span shaded and named, above the swaps.
+func TestFleetTimeline(t *testing.T) {
+	t0 := time.Date(2026, 12, 2, 3, 0, 0, 0, time.UTC)
+	at := func(s, e float64) *runner.StepLog {
+		return &runner.StepLog{Start: t0.Add(time.Duration(s * float64(time.Second))), End: t0.Add(time.Duration(e * float64(time.Second))), Status: "ok"}
+	}
+	p := &plans.Plan{Strategy: &plans.Strategy{Canary: 1, MaxParallel: 2}}
+	j := &runner.Journal{RunID: "fleet1"}
+	res := &runner.Result{Status: "succeeded"}
+	for i, start := range []float64{0, 10, 10} {
+		name := []string{"web-1", "web-2", "web-3"}[i]
+		p.Swaps = append(p.Swaps, plans.Swap{Name: name, Target: plans.Target{Size: "s-2vcpu-4gb"}, Cutover: plans.Cutover{LoadBalancer: &plans.LBCutover{}}})
+		j.Swaps = append(j.Swaps, &runner.SwapState{Status: "succeeded", Steps: map[string]*runner.StepLog{"preflight": at(start, start+1), "cutover": at(start+4, start+5), "retire": at(start+8, start+9)}})
+		res.Swaps = append(res.Swaps, runner.SwapResult{Name: name, Status: "succeeded"})
+	}
+	var b bytes.Buffer
+	if err := Write(&b, p, j, res); err != nil {
+		t.Fatal(err)
+	}
+	html := b.String()
+	fleet := html[strings.Index(html, "<h2>Fleet</h2>"):strings.Index(html, "</svg>")]
+	for _, want := range []string{"<title>wave 1</title>", "<title>wave 2</title>", ">web-3</text>", "<title>web-2 cutover 1.0s</title>"} {
+		if !strings.Contains(fleet, want) {
+			t.Errorf("the fleet timeline lacks %q", want)
+		}
+	}
+	if n := strings.Count(fleet, "<title>web-"); n != 9 {
+		t.Errorf("%d step bars, want 9 (3 servers x 3 steps)", n)
+	}
+}

@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -58,8 +59,40 @@ func FleetServers(ctx context.Context, p *plans.Plan, o registry.BuildOptions) (
 	if err != nil {
 		return nil, err
 	}
-	slices.SortFunc(members, func(a, b plans.FleetMember) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(members, func(a, b plans.FleetMember) int { return naturalCompare(a.Name, b.Name) })
 	return members, nil
+}
+
+// naturalCompare orders names as people number servers: web-2 before
+// web-10.
+func naturalCompare(a, b string) int {
+	for a != "" && b != "" {
+		da, db := digits(a), digits(b)
+		if da > 0 && db > 0 {
+			na, nb := strings.TrimLeft(a[:da], "0"), strings.TrimLeft(b[:db], "0")
+			if c := cmp.Compare(len(na), len(nb)); c != 0 {
+				return c
+			}
+			if c := strings.Compare(na, nb); c != 0 {
+				return c
+			}
+			a, b = a[da:], b[db:]
+			continue
+		}
+		if a[0] != b[0] {
+			return cmp.Compare(a[0], b[0])
+		}
+		a, b = a[1:], b[1:]
+	}
+	return cmp.Compare(len(a), len(b))
+}
+
+func digits(s string) int {
+	n := 0
+	for n < len(s) && s[n] >= '0' && s[n] <= '9' {
+		n++
+	}
+	return n
 }
 
 // observeFleet records the fleet's servers in the plan and checks that

@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/vmswap/vmswap/verify/probe"
 )
@@ -30,15 +31,23 @@ func (s *swapRun) startProbe(ctx context.Context) error {
 		}
 		return nil
 	}
+	rate := cfg.Rate
+	if rate <= 0 {
+		rate = probe.DefaultRate
+	}
+	share := ""
+	if n := s.waveSize; n > 1 {
+		// The swaps of a wave probe the same site at once: together at the
+		// plan's rate, not n times it.
+		rate = max(1, rate/n)
+		share = fmt.Sprintf(" (its share of %d req/s, with the %d other swaps of its wave)", cfg.Rate, n-1)
+	}
+	cfg.Rate = rate
 	p, err := probe.Start(cfg)
 	if err != nil {
 		return err
 	}
 	s.probe = p
-	rate := cfg.Rate
-	if rate <= 0 {
-		rate = probe.DefaultRate
-	}
-	s.progress("probe: %d req/s to %s", rate, cfg.URL)
+	s.progress("probe: %d req/s to %s%s", rate, cfg.URL, share)
 	return nil
 }

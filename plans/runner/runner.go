@@ -210,6 +210,8 @@ type swapRun struct {
 	// abort, when set, stops the swap at its next step: another swap of
 	// its wave failed (strategy.on_failure: rollback_wave).
 	abort *atomic.Bool
+	// waveSize is how many swaps run at once in its wave.
+	waveSize int
 }
 
 func (r *Runner) swapRun(i int) *swapRun {
@@ -346,6 +348,11 @@ func (r *Runner) Run(ctx context.Context) *Result {
 			}
 		}
 	}
+	if res.ExitCode == ExitOK && plan.Strategy != nil {
+		if msg := r.fleetBudget(); msg != "" {
+			res.Status, res.ExitCode, res.Next = StatusNeedsAttention, ExitAttention, msg
+		}
+	}
 	for i := range plan.Swaps {
 		res.Swaps = append(res.Swaps, r.swapResult(r.swapRun(i)))
 	}
@@ -432,7 +439,7 @@ func (r *Runner) runWave(ctx context.Context, w, n int, idx []int) (int, string)
 	codes, nexts := make([]int, len(todo)), make([]string, len(todo))
 	var wg sync.WaitGroup
 	for k, sr := range todo {
-		sr.abort = &abort
+		sr.abort, sr.waveSize = &abort, len(todo)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -953,4 +960,23 @@ func (r *Runner) isCreated(key string) bool {
 	r.createdMu.Lock()
 	defer r.createdMu.Unlock()
 	return r.created[key]
+}
+
+// fleetBudget applies the probe's error budget to the whole fleet: each
+// swap's failures may be within it while all of them together are not.
+func (r *Runner) fleetBudget() string {
+	var failed, total int
+	var budget plans.Budget
+	set := false
+	for i, st := range r.Journal.Swaps {
+		f, n := exposed(st.Probe)
+		failed, total = failed+f, total+n
+		if p := r.Doc.Plan.Swaps[i].Probe; p != nil && !set {
+			budget, set = p.ErrorBudget, true
+		}
+	}
+	if failed == 0 || !budget.Breached(int64(failed), int64(total)) {
+		return ""
+	}
+	return fmt.Sprintf("every server is upgraded, but %d of %d probe requests failed across the fleet (budget %s): check the site now (each swap's errors are in the journal); `vmswap rollback %s` switches every server back", failed, total, budget, r.planFile())
 }

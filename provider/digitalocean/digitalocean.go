@@ -201,6 +201,7 @@ type Driver struct {
 	mu    sync.Mutex
 	seen  map[int]*godo.Droplet // droplets GetServer read, for Launch to copy
 	sizes []godo.Size           // the sizes list, read once per process
+	tags  map[string]bool       // tags this process created (or found existing)
 }
 
 func (d *Driver) remember(dr *godo.Droplet) {
@@ -813,13 +814,36 @@ func (d *Driver) TagServer(ctx context.Context, id, tag string) error {
 	if _, err := dropletID(id); err != nil {
 		return err
 	}
-	if _, _, err := d.c.Tags.Create(ctx, &godo.TagCreateRequest{Name: tag}); err != nil {
-		return wrap(err, "create tag %s", tag)
+	for attempt := 0; ; attempt++ {
+		// A tag is created once per process: a fleet's swaps share their
+		// claim tag, and every call counts against the rate limit.
+		d.mu.Lock()
+		known := d.tags[tag]
+		d.mu.Unlock()
+		if !known {
+			if _, _, err := d.c.Tags.Create(ctx, &godo.TagCreateRequest{Name: tag}); err != nil {
+				return wrap(err, "create tag %s", tag)
+			}
+			d.mu.Lock()
+			if d.tags == nil {
+				d.tags = map[string]bool{}
+			}
+			d.tags[tag] = true
+			d.mu.Unlock()
+		}
+		_, err := d.c.Tags.TagResources(ctx, tag, &godo.TagResourcesRequest{Resources: []godo.Resource{{ID: id, Type: godo.DropletResourceType}}})
+		if err != nil && known && attempt == 0 && isNotFound(err) {
+			// Deleted since: create it again.
+			d.mu.Lock()
+			delete(d.tags, tag)
+			d.mu.Unlock()
+			continue
+		}
+		if err != nil {
+			return wrap(err, "tag droplet %s with %s", id, tag)
+		}
+		return nil
 	}
-	if _, err := d.c.Tags.TagResources(ctx, tag, &godo.TagResourcesRequest{Resources: []godo.Resource{{ID: id, Type: godo.DropletResourceType}}}); err != nil {
-		return wrap(err, "tag droplet %s with %s", id, tag)
-	}
-	return nil
 }
 
 // UntagServer implements provider.Tagger.

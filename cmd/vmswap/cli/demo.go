@@ -34,6 +34,9 @@ type DemoOptions struct {
 	NoSpecs bool
 	Dir     string
 	Compare bool
+	// Fleet, when set, is how many servers behind one load balancer the
+	// demo upgrades in waves.
+	Fleet int
 }
 
 // NewCmdDemo builds `vmswap demo`.
@@ -60,6 +63,7 @@ as a real swap, and ends with the summary. Nothing leaves this machine.`,
 	cmd.Flags().StringVar(&opts.Specs, "specs", "", "validate the lab against these OpenAPI specs (default: shared/specs if found)")
 	cmd.Flags().BoolVar(&opts.NoSpecs, "no-specs", false, "do not validate the lab's API traffic")
 	cmd.Flags().StringVar(&opts.Dir, "dir", "", "keep the demo's plan, journal and key here (default: a temporary directory)")
+	cmd.Flags().IntVar(&opts.Fleet, "fleet", 0, "upgrade this many servers behind one load balancer instead, in waves of 4 after a canary of 1, under DigitalOcean's rate limit (250 requests a minute)")
 	cmd.Flags().BoolVar(&opts.Compare, "compare", false, "also resize an identical droplet the classic way (shutdown, resize, power on) under the same probe, and show both")
 	return cmd
 }
@@ -91,6 +95,17 @@ func demoRun(ctx context.Context, o *DemoOptions) error {
 		return err
 	}
 	cfg.Logf = func(format string, args ...any) { pr.progress(format, args...) }
+	if o.Fleet < 0 || o.Fleet == 1 || o.Fleet > 50 {
+		return exitf(runner.ExitBadInput, "--fleet %d: want 2 to 50 servers", o.Fleet)
+	}
+	if o.Fleet > 0 && o.Compare {
+		return exitf(runner.ExitBadInput, "--fleet and --compare are separate demos: use one")
+	}
+	if o.Fleet > 0 {
+		// DigitalOcean's own limit, enforced as DigitalOcean does: the
+		// fleet's swaps share it.
+		cfg.RateLimit = &lab.RateLimit{Requests: 250, Window: time.Minute, Hourly: 5000}
+	}
 	l, err := lab.Start(cfg)
 	if err != nil {
 		return exitf(runner.ExitAttention, "%v", err)
@@ -102,7 +117,12 @@ func demoRun(ctx context.Context, o *DemoOptions) error {
 		pr.progress("lab: started (no specs found: API calls are not validated)")
 	}
 
-	planFile, classicIP, err := demoWorld(ctx, l, dir, pr, o.Compare)
+	var planFile, classicIP string
+	if o.Fleet > 0 {
+		planFile, err = demoFleet(ctx, l, dir, pr, o.Fleet)
+	} else {
+		planFile, classicIP, err = demoWorld(ctx, l, dir, pr, o.Compare)
+	}
 	if err != nil {
 		return exitf(runner.ExitAttention, "demo setup: %v", err)
 	}
@@ -142,8 +162,19 @@ func demoRun(ctx context.Context, o *DemoOptions) error {
 		for _, s := range res.Swaps {
 			total, failed = total+s.Requests, failed+s.Failed
 		}
-		fmt.Fprintf(o.IO.ErrOut, "\ndemo: %d server(s) upgraded while a probe sent %d requests through the load balancer and DNS; %d failed.\n", len(res.Swaps), total, failed)
-		if !o.Compare {
+		via := "the load balancer and DNS"
+		if o.Fleet > 0 {
+			via = "the load balancer"
+			n429 := 0
+			for _, r := range l.Requests() {
+				if r.Status == 429 {
+					n429++
+				}
+			}
+			fmt.Fprintf(o.IO.ErrOut, "\ndemo: %d API calls, %.1f per server; the lab's 250-a-minute limit answered 429 %d times.", len(l.Requests()), float64(len(l.Requests()))/float64(len(res.Swaps)), n429)
+		}
+		fmt.Fprintf(o.IO.ErrOut, "\ndemo: %d server(s) upgraded while a probe sent %d requests through %s; %d failed.\n", len(res.Swaps), total, via, failed)
+		if !o.Compare && o.Fleet == 0 {
 			fmt.Fprintln(o.IO.ErrOut, "      See the old way beside it: vmswap demo --compare --report swap.html")
 		}
 	}
@@ -254,6 +285,57 @@ func demoWorld(ctx context.Context, l *lab.Lab, dir string, pr *printer, compare
 	}
 	planFile := filepath.Join(dir, "demo-plan.yaml")
 	return planFile, ip3, os.WriteFile(planFile, b, 0o644)
+}
+
+// demoFleet builds n servers web-1..web-n tagged web behind one load
+// balancer and writes the plan `vmswap plan --tag web` would: a canary,
+// then waves of 4.
+func demoFleet(ctx context.Context, l *lab.Lab, dir string, pr *printer, n int) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	sd := l.Seeder()
+	ep := l.Endpoints()
+	port := l.HTTPPort()
+	pr.progress("lab: creating web-1 … web-%d (s-1vcpu-1gb, tagged web) serving the demo shop behind one load balancer", n)
+	var ids []int
+	for i := 1; i <= n; i++ {
+		id, _, err := sd.Droplet(ctx, fmt.Sprintf("web-%d", i), "s-1vcpu-1gb", nil, demoSite)
+		if err != nil {
+			return "", err
+		}
+		ids = append(ids, id)
+	}
+	lbID, lbIP, err := sd.LoadBalancer(ctx, "shop-lb", ids)
+	if err != nil {
+		return "", err
+	}
+	getenv := func(k string) string {
+		if k == "DIGITALOCEAN_TOKEN" {
+			return ep.Token
+		}
+		return ""
+	}
+	po := &PlanOptions{Getenv: getenv, Provider: "digitalocean", Endpoint: ep.DigitalOceanAPI, NS: ep.DNS, Tag: "web", Size: "s-2vcpu-4gb",
+		LB: lbID, Identify: "X-Served-By", ProbeURL: fmt.Sprintf("http://%s:%d/", lbIP, port), Rate: 200, Observe: 2 * time.Second,
+		Retire: "power_off", KeepFor: 24 * time.Hour, Drain: time.Second, HTTP: []string{fmt.Sprintf("http://www.demo.test:%d/health", port)},
+		Compare: []string{"/", "/about.html"}, Names: "keep", HostChk: "warn", MaxParallel: 4, Canary: 1}
+	p, err := buildPlan(po)
+	if err != nil {
+		return "", err
+	}
+	p.ID = "fleetdemo"
+	if err := expandFleet(ctx, p, getenv); err != nil {
+		return "", err
+	}
+	if err := runner.ObserveWorld(ctx, p, registry.BuildOptions{Getenv: getenv}); err != nil {
+		return "", err
+	}
+	b, err := encodePlan(p)
+	if err != nil {
+		return "", err
+	}
+	planFile := filepath.Join(dir, "demo-fleet.yaml")
+	return planFile, os.WriteFile(planFile, b, 0o644)
 }
 
 // classicResize resizes web-3 the classic way under a probe like vmswap's.
