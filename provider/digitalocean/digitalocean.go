@@ -449,7 +449,7 @@ func (d *Driver) snapshot(ctx context.Context, s *provider.Server, name string, 
 	if started != nil {
 		started(strconv.Itoa(act.ID))
 	}
-	if err := d.waitAction(ctx, id, act.ID, "snapshot"); err != nil {
+	if err := d.waitAction(ctx, id, act, "snapshot"); err != nil {
 		return nil, err
 	}
 	img, err := d.FindImage(ctx, name)
@@ -462,10 +462,23 @@ func (d *Driver) snapshot(ctx context.Context, s *provider.Server, name string, 
 	return img, nil
 }
 
-// waitAction polls a droplet action until it completes.
+// waitAction polls a droplet action until it completes. The action as the
+// POST answered it may be done already (a rename); one just started is
+// given a poll interval before it is first asked about: every call counts
+// against the rate limit.
 // https://docs.digitalocean.com/reference/api/api-reference/#operation/dropletActions_get
-func (d *Driver) waitAction(ctx context.Context, dropletID, actionID int, what string) error {
+func (d *Driver) waitAction(ctx context.Context, dropletID int, act *godo.Action, what string) error {
+	actionID := act.ID
+	switch act.Status {
+	case "completed":
+		return nil
+	case "errored":
+		return fmt.Errorf("digitalocean: %s droplet %d: action %d errored", what, dropletID, actionID)
+	}
 	start := time.Now()
+	if err := provider.Sleep(ctx, d.poll); err != nil {
+		return err
+	}
 	return provider.Poll(ctx, d.poll, func() (bool, error) {
 		a, _, err := d.c.DropletActions.Get(ctx, dropletID, actionID)
 		if err != nil {
@@ -512,7 +525,7 @@ func (d *Driver) waitPending(ctx context.Context, id int) error {
 	for _, a := range acts {
 		if a.Status == "in-progress" {
 			d.prog("digitalocean: droplet %d has %s action %d in progress; waiting for it", id, a.Type, a.ID)
-			if err := d.waitAction(ctx, id, a.ID, a.Type); err != nil && ctx.Err() != nil {
+			if err := d.waitAction(ctx, id, &a, a.Type); err != nil && ctx.Err() != nil {
 				return err
 			}
 		}
@@ -658,7 +671,7 @@ func (d *Driver) PowerOff(ctx context.Context, id string, timeout time.Duration)
 	a, _, err := d.c.DropletActions.Shutdown(ctx, n)
 	if err == nil {
 		wctx, cancel := context.WithTimeout(ctx, timeout)
-		err = d.waitAction(wctx, n, a.ID, "shut down")
+		err = d.waitAction(wctx, n, a, "shut down")
 		cancel()
 		if err == nil {
 			return nil
@@ -693,7 +706,7 @@ func (d *Driver) PowerOff(ctx context.Context, id string, timeout time.Duration)
 	if err != nil {
 		return wrap(err, "power off droplet %d", n)
 	}
-	return d.waitAction(ctx, n, a.ID, "power off")
+	return d.waitAction(ctx, n, a, "power off")
 }
 
 // isPendingEvent reports whether DigitalOcean refused an action because
@@ -720,7 +733,7 @@ func (d *Driver) PowerOn(ctx context.Context, id string) error {
 	if err != nil {
 		return wrap(err, "power on droplet %d", n)
 	}
-	return d.waitAction(ctx, n, a.ID, "power on")
+	return d.waitAction(ctx, n, a, "power on")
 }
 
 // RenameServer implements provider.Renamer with the rename action.
@@ -741,7 +754,7 @@ func (d *Driver) RenameServer(ctx context.Context, id, name string) error {
 	if err != nil {
 		return wrap(err, "rename droplet %d to %s", n, name)
 	}
-	return d.waitAction(ctx, n, a.ID, "rename")
+	return d.waitAction(ctx, n, a, "rename")
 }
 
 // DeleteServer implements provider.Deleter.
@@ -971,7 +984,7 @@ func (d *Driver) ResizeInPlace(ctx context.Context, id, size string, step func(n
 	if err != nil {
 		return wrap(err, "resize droplet %d", n)
 	}
-	if err := d.waitAction(ctx, n, a.ID, "resize"); err != nil {
+	if err := d.waitAction(ctx, n, a, "resize"); err != nil {
 		return err
 	}
 	step("resize", t, time.Now())
