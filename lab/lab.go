@@ -115,6 +115,14 @@ type RateLimit struct {
 	Hourly   int
 }
 
+// SetRateLimit starts (or, with nil, stops) enforcing a rate limit on the
+// DigitalOcean API: a lab seeded first, then limited as DigitalOcean is.
+func (l *Lab) SetRateLimit(rl *RateLimit) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.cfg.RateLimit, l.rateLog = rl, nil
+}
+
 // Lab is a running local cloud. Its methods are safe for concurrent use.
 type Lab struct {
 	cfg Config

@@ -46,7 +46,7 @@ func benchSwap(b *testing.B, cutover string, rate int, observe time.Duration) {
 		time.Sleep(l.Durations().DNSApply + 100*time.Millisecond)
 		ep := l.Endpoints()
 		d := l.Durations()
-		drain, grace, baseline := 500*time.Millisecond, time.Second, time.Second
+		drain, grace, baseline := 500*time.Millisecond, time.Second, 5*time.Second
 		sw := plans.Swap{
 			Source: plans.Source{Provider: "lab", Server: "web-1"}, Target: plans.Target{Size: "s-2vcpu-4gb"},
 			Verify:  plans.Verify{HTTP: []verify.HTTPCheck{{URL: fmt.Sprintf("http://www.shop.test:%d/health", ep.HTTPPort), Status: 200}}},
