@@ -16,7 +16,8 @@ MOTO    := moto[server]==5.2.5
 VENV    := .tools/venv
 
 # deps installs the real servers the tests run against, once: OpenSSH,
-# haproxy and BIND from Debian, and moto's AWS emulator from PyPI into a venv.
+# haproxy, nginx, BIND, Chromium and the NSS tools from Debian, and moto's
+# AWS emulator from PyPI into a venv.
 deps:
 	@missing=""; for p in $(DEB_PKGS) python3-venv; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
