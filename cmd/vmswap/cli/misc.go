@@ -138,6 +138,16 @@ func statusRun(o *StatusOptions) error {
 			fmt.Fprintf(w, "locked: %s\n", lock.LockInfo)
 		}
 	}
+	if j.Wave > 0 {
+		fmt.Fprintf(w, "fleet: wave %d", j.Wave)
+		if len(j.GatesPassed) > 0 {
+			fmt.Fprintf(w, "; gates passed: %s", strings.Join(j.GatesPassed, ", "))
+		}
+		fmt.Fprintln(w)
+	}
+	if j.Gate != "" && j.Status == runner.StatusPaused {
+		fmt.Fprintf(w, "paused at the gate %s: `vmswap apply --continue %s` starts the next wave, `vmswap rollback %s` switches every upgraded server back\n", j.Gate, o.PlanFile, o.PlanFile)
+	}
 	for _, s := range j.Swaps {
 		fmt.Fprintf(w, "swap %d: %s  source %s (%s)  new %s (%s %s)\n", s.Index, s.Status, dash(s.SourceName), dash(s.SourceID), dash(s.NewName), dash(s.NewID), s.NewIP)
 		for _, name := range append(runner.Steps, "rollback") {
