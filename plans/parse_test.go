@@ -186,3 +186,32 @@ func TestSchema(t *testing.T) {
 		}
 	}
 }
+
+// TestObservedMatchesSwaps: a plan whose swaps were edited by hand after
+// it was observed is refused: a swap removed (its fleet member no longer
+// swapped), or one server swapped twice, once by name and once by ID.
+func TestObservedMatchesSwaps(t *testing.T) {
+	head := "version: 1\nproviders: {do: {type: digitalocean}}\nfleet: {provider: do, tag: web}\nswaps:\n"
+	sw := func(name string) string {
+		return "  - {source: {provider: do, server: " + name + "}, target: {size: s-2vcpu-4gb}, cutover: {loadbalancer: {provider: do, id: lb1}}}\n"
+	}
+	obs := func(ids ...string) string {
+		out := "observed:\n  at: 2026-12-02T00:00:00Z\n  swaps:\n"
+		for _, id := range ids {
+			out += "    - {source: {id: \"" + id + "\", name: web-" + id + ", size: s-1vcpu-1gb, status: running, public_ip: 10.0.0." + id + ", region: nyc3, memory_mb: 1024, vcpus: 1, disk_gb: 25}, target_size: {slug: s-2vcpu-4gb}}\n"
+		}
+		return out + "  fleet: [{id: \"1\", name: web-1}, {id: \"2\", name: web-2}]\n"
+	}
+	for _, tc := range []struct{ name, plan, want string }{
+		{"a swap removed", head + sw("web-1") + obs("1", "2"), "the plan has 1 swaps but observed 2"},
+		{"a fleet member not swapped", head + sw("web-1") + obs("1"), "web-2 (2) carries the tag web but no swap upgrades it"},
+		{"one server twice", head + sw("web-1") + sw("\"1\"") + obs("1", "1"), "swaps[0] and swaps[1] upgrade the same server web-1 (1)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Check("p.yaml", []byte(tc.plan))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+		})
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
@@ -111,9 +112,31 @@ func (d *Document) Validate() error {
 	return nil
 }
 
-// validateRollout checks the fleet and strategy blocks.
+// validateRollout checks the fleet and strategy blocks, and that the
+// observations match the swaps: one per swap, no server swapped twice
+// (by name in one swap and by ID in another), every server of the fleet
+// swapped.
 func (d *Document) validateRollout(add func(string, string, ...any)) {
 	p := d.Plan
+	if o := p.Observed; o != nil {
+		if len(o.Swaps) != len(p.Swaps) {
+			add("observed", "the plan has %d swaps but observed %d: swaps were added or removed by hand; write it again with vmswap plan --refresh", len(p.Swaps), len(o.Swaps))
+		}
+		seen := map[string]int{}
+		for i, os := range o.Swaps {
+			if j, dup := seen[os.Source.ID]; dup && os.Source.ID != "" {
+				add(fmt.Sprintf("swaps[%d].source", i), "swaps[%d] and swaps[%d] upgrade the same server %s (%s)", j, i, os.Source.Name, os.Source.ID)
+			}
+			seen[os.Source.ID] = i
+		}
+		if p.Fleet != nil {
+			for _, m := range o.Fleet {
+				if _, ok := seen[m.ID]; !ok {
+					add("fleet", "%s (%s) carries the tag %s but no swap upgrades it: write the plan again with vmswap plan --refresh", m.Name, m.ID, p.Fleet.Tag)
+				}
+			}
+		}
+	}
 	if f := p.Fleet; f != nil {
 		d.providerRef("fleet.provider", f.Provider, CapCompute, add)
 		if pb := p.Providers[f.Provider]; pb.Type == "aws" && !strings.Contains(f.Tag, "=") {
@@ -135,7 +158,13 @@ func (d *Document) validateRollout(add func(string, string, ...any)) {
 	if st.MaxUnavailable > 0 && st.MaxParallel > 0 && st.MaxUnavailable > st.MaxParallel {
 		add("strategy.max_unavailable", "max_unavailable %d is more than max_parallel %d: at most max_parallel swaps run at once", st.MaxUnavailable, st.MaxParallel)
 	}
+	if d := st.PauseBetweenWaves.D(); d > 24*time.Hour {
+		add("strategy.pause_between_waves", "pause_between_waves %s is over a day: use a gate (after_each_wave) and apply --continue instead", d)
+	}
 	for i, g := range st.Gates {
+		if slices.Index(st.Gates, g) != i {
+			add(fmt.Sprintf("strategy.gates[%d]", i), "gate %s is listed twice", g)
+		}
 		switch g {
 		case "after_canary":
 			if st.Canary == 0 {

@@ -358,3 +358,65 @@ func TestRollbackAfterCompletedCutover(t *testing.T) {
 		t.Fatalf("outside probe during rollback: %d of %d failed: %v", sum.Failed, sum.Requests, sum.Errors)
 	}
 }
+
+// TestRollbackAfterKillDuringRetire: apply is killed right after its
+// power-off of the old server was accepted, before the journal recorded
+// it. rollback then powers the old server on, proves the load balancer
+// routes to it, and only then retires the new server: the site is whole,
+// and an outside probe sees no failed request.
+func TestRollbackAfterKillDuringRetire(t *testing.T) {
+	t.Parallel()
+	// The ordinal of the shutdown action among a clean run's mutations:
+	// the first droplet action after the old server left the pool.
+	cw := newCutoverWorld(t, "", "loadbalancer")
+	before := len(cw.l.Requests())
+	must(t, vmswap(t, cw.env, "apply", "--poll", "50ms", cw.planFile), 0)
+	n, removed, crash := 0, false, 0
+	for _, q := range cw.l.Requests()[before:] {
+		if q.Mutating() && q.API == "digitalocean" && q.Status < 300 {
+			n++
+			removed = removed || q.Operation == "loadBalancers_remove_droplets"
+			if removed && q.Operation == "dropletActions_post" && crash == 0 {
+				crash = n
+			}
+		}
+	}
+	if crash == 0 {
+		t.Fatal("no power-off after the cutover in a clean run")
+	}
+	w := newCutoverWorld(t, "", "loadbalancer")
+	if r := vmswap(t, append(w.env, "VMSWAP_CRASH_AT=api:"+strconvItoa(crash)), "apply", "--poll", "50ms", w.planFile); r.code != -1 {
+		t.Fatalf("not killed at api:%d: %+v", crash, r)
+	}
+	// The accepted shutdown finishes after the kill.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		off := false
+		for _, d := range w.l.Inventory().Droplets {
+			off = off || d.ID == w.srcID && d.Status == "off"
+		}
+		if off {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the old server was not powered off by the killed run")
+		}
+	}
+	ext, err := probe.Start(w.entry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := vmswap(t, w.env, "rollback", "--yes", "--poll", "50ms", "--break-lock", w.planFile)
+	sum := ext.Stop()
+	must(t, r, 0, "vmswap: reverted")
+	if got := w.serving(t); !slices.Equal(got, []int{w.srcID}) {
+		t.Fatalf("after rollback the load balancer sends to %v, want the old server %d", got, w.srcID)
+	}
+	for _, d := range w.l.Inventory().Droplets {
+		if d.ID == w.srcID && d.Status != "active" {
+			t.Fatalf("the old server is %s after the rollback", d.Status)
+		}
+	}
+	if sum.Failed != 0 {
+		t.Fatalf("outside probe: %d of %d failed: %v", sum.Failed, sum.Requests, sum.Errors)
+	}
+}

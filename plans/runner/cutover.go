@@ -175,9 +175,12 @@ func (k *lbCutover) back(ctx context.Context, s *swapRun) error {
 		if err := k.lb.AddMember(ctx, k.c.ID, loadbalancer.Member{ServerID: st.SourceID, Address: st.SourceIP, Like: like}); err != nil {
 			return fmt.Errorf("add %s back to load balancer %s: %w", st.SourceName, k.c.ID, err)
 		}
-		if err := proveRoutes(ctx, s, k.c, st.SourceID, st.SourceIP, st.SourceName); err != nil {
-			return fmt.Errorf("load balancer %s does not route to %s yet: %w", k.c.ID, st.SourceName, err)
-		}
+	}
+	// In the pool is not serving: an earlier attempt may have put back a
+	// source that was powered off. The new server leaves only once the
+	// pool is seen to route to the source.
+	if err := proveRoutes(ctx, s, k.c, st.SourceID, st.SourceIP, st.SourceName); err != nil {
+		return fmt.Errorf("load balancer %s does not route to %s yet: %w", k.c.ID, st.SourceName, err)
 	}
 	if st.NewID == "" && st.NewIP == "" {
 		return nil

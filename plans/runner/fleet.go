@@ -38,6 +38,9 @@ func fleetMembers(ctx context.Context, comp provider.Compute, p *plans.Plan, pla
 		if s.Status == provider.StatusGone || slices.Contains(s.Tags, "vmswap:"+planID) || slices.Contains(s.Tags, "vmswap="+planID) {
 			continue
 		}
+		if slices.ContainsFunc(s.Tags, func(t string) bool { return strings.HasPrefix(t, strings.TrimSuffix(keepTagPrefix, ":")) }) {
+			continue // an old server a swap retired, kept powered off for its rollback
+		}
 		out = append(out, plans.FleetMember{ID: s.ID, Name: s.Name})
 	}
 	slices.SortFunc(out, func(a, b plans.FleetMember) int { return strings.Compare(a.ID, b.ID) })

@@ -262,3 +262,39 @@ func TestFleetStale(t *testing.T) {
 		t.Fatalf("a refused fleet plan changed something: %d droplets, %d before", n, before)
 	}
 }
+
+// TestFleetLaterWaveRefused: wave 1 upgrades web-1; web-2, powered off
+// meanwhile, is refused in wave 2's preflight. The run is not "refused,
+// nothing changed": it needs attention, and rollback switches web-1 back.
+func TestFleetLaterWaveRefused(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, 2)
+	doc := f.plan(&plans.Strategy{MaxParallel: 1}, nil)
+	r := f.runner(doc, nil, false)
+	emit := r.Emit
+	r.Emit = func(e runner.Event) {
+		if e.Event == "wave" && e.Wave == 2 && e.Status == "started" {
+			if err := f.drivers(doc)["lab"].Compute.PowerOff(context.Background(), strconv.Itoa(f.ids[1]), 5*time.Second); err != nil {
+				t.Error(err)
+			}
+		}
+		emit(e)
+	}
+	res := r.Run(context.Background())
+	if res.ExitCode != runner.ExitAttention || res.Status != runner.StatusNeedsAttention || !strings.Contains(res.Next, "What this run did before stays") {
+		t.Fatalf("exit %d %s: %s", res.ExitCode, res.Status, res.Next)
+	}
+	if r.Journal.Status != runner.StatusNeedsAttention {
+		t.Fatalf("journal: %s", r.Journal.Status)
+	}
+	if d := runner.Decide(runner.CmdRollback, r.Journal, false, doc.File); d.Action != runner.ActUndo {
+		t.Fatalf("rollback would %s: %s", d.Action, d.Why)
+	}
+	rev := f.runner(doc, r.Journal, false).Revert(context.Background())
+	if rev.ExitCode != 0 {
+		t.Fatalf("rollback: exit %d: %s", rev.ExitCode, rev.Next)
+	}
+	if p := f.pool(); upgraded(p) != 0 || !slices.Contains(p, "web-1:s-1vcpu-1gb") {
+		t.Fatalf("pool after the rollback: %v", p)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -31,8 +32,10 @@ func (r *Runner) Revert(ctx context.Context) *Result {
 		case StatusSucceeded:
 			code, next = r.revertSwap(ctx, sr)
 		case StatusRunning, StatusInterrupted, StatusNeedsAttention, StatusPaused:
-			if sr.st.has(subOldRetired) {
-				// Retire had begun: the swap is done but for cleanup.
+			if sr.st.has(subOldRetired) || slices.Contains(sr.st.Intents, subOldRetired) {
+				// Retire had begun (the power-off may have been sent when
+				// the run was stopped): switched back as a finished swap,
+				// the old server powered on first.
 				code, next = r.revertSwap(ctx, sr)
 				break
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -49,7 +50,10 @@ func (r *Runner) rollback(s *swapRun, cause error) (int, string) {
 			r.emit(Event{Event: "warning", Swap: s.name(), Step: "rollback", Message: fmt.Sprintf("%v; moving traffic back anyway, the final carry-back pass will try again", err)})
 		}
 		s.progress("rollback: moving traffic back to %s", st.SourceName)
-		err := s.kind.back(ctx, s)
+		err := s.sourceUp(ctx)
+		if err == nil {
+			err = s.kind.back(ctx, s)
+		}
 		if err == nil {
 			err = s.joinHeldTags(ctx, false)
 		}
@@ -181,4 +185,45 @@ func trimSentinel(err error) string {
 		}
 	}
 	return msg
+}
+
+// sourceUp makes sure the source runs and accepts connections before
+// traffic goes back to it: a run stopped during its retire may have
+// powered it off.
+func (s *swapRun) sourceUp(ctx context.Context) error {
+	st := s.st
+	if st.SourceID == "" {
+		return nil
+	}
+	srv, err := s.comp.GetServer(ctx, st.SourceID)
+	if err != nil {
+		return fmt.Errorf("read the old server %s: %w", st.SourceName, err)
+	}
+	switch srv.Status {
+	case provider.StatusRunning:
+		return nil
+	case provider.StatusGone:
+		return fmt.Errorf("the old server %s (%s) is gone: traffic stays on %s", st.SourceName, st.SourceID, st.NewName)
+	}
+	s.progress("rollback: %s is %s; powering it on", st.SourceName, srv.Status)
+	wctx, cancel := context.WithTimeout(ctx, s.timeout())
+	defer cancel()
+	if err := s.comp.PowerOn(wctx, st.SourceID); err != nil {
+		return fmt.Errorf("power on %s: %w", st.SourceName, err)
+	}
+	addr := s.addrOfSource()
+	for {
+		c, err := (&net.Dialer{Timeout: 2 * time.Second}).DialContext(wctx, "tcp", addr)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if wctx.Err() != nil {
+			return fmt.Errorf("%s powered on but %s refuses connections", st.SourceName, addr)
+		}
+		s.progress("rollback: waiting for %s to accept connections", addr)
+		if err := s.r.clock().Sleep(wctx, s.r.poll()); err != nil {
+			return err
+		}
+	}
 }

@@ -302,7 +302,9 @@ func (r *Runner) Run(ctx context.Context) *Result {
 		return &Result{Status: StatusNeedsAttention, ExitCode: ExitAttention, Next: err.Error()}
 	}
 	plan := r.Doc.Plan
-	if err := r.checkFleet(ctx); err != nil {
+	// The fleet is checked when a run starts; one under way finishes or is
+	// undone with the servers it took on.
+	if err := r.checkFleet(ctx); err != nil && !r.changedAnything() {
 		res.Status, res.ExitCode = StatusRefused, ExitBadInput
 		res.Next = fmt.Sprintf("nothing was changed: %v; write a new plan: vmswap plan --refresh %s", err, r.planFile())
 		if ctx.Err() != nil {
@@ -368,8 +370,14 @@ func (r *Runner) Run(ctx context.Context) *Result {
 // finish records the run's outcome in the journal.
 func (r *Runner) finish(res *Result) {
 	j := r.Journal
+	if res.Status == StatusRefused && r.changedAnything() {
+		// A later swap was refused, but earlier ones changed the cloud:
+		// the run is under way, to be gone on with or undone.
+		res.Status, res.ExitCode = StatusNeedsAttention, ExitAttention
+		res.Next += fmt.Sprintf("\nWhat this run did before stays: once the cause is fixed, `vmswap apply %s` goes on; `vmswap rollback %s` undoes the run", r.planFile(), r.planFile())
+	}
 	j.Status = res.Status
-	if res.Status == StatusRefused && !r.changed.Load() && j.restorePrevious(r.now()) {
+	if res.Status == StatusRefused && !r.changedAnything() && j.restorePrevious(r.now()) {
 		// Nothing was changed: the run before this one stays the one that
 		// rollback and cleanup act on.
 		res.Next += fmt.Sprintf(" (run %s, %s, is still this plan's last run)", j.RunID, j.Status)
@@ -451,6 +459,13 @@ func (r *Runner) runWave(ctx context.Context, w, n int, idx []int) (int, string)
 		}()
 	}
 	wg.Wait()
+	defer func() {
+		status := "succeeded"
+		if worst := slices.ContainsFunc(codes, func(c int) bool { return c != ExitOK }); worst {
+			status = "failed"
+		}
+		r.emit(Event{Event: "wave", Wave: w + 1, Status: status, Message: fmt.Sprintf("wave %d/%d %s", w+1, n, status)})
+	}()
 	worst, next := ExitOK, ""
 	rank := map[int]int{ExitOK: 0, ExitBadInput: 1, ExitRolledBack: 2, ExitDecision: 3, ExitAttention: 4}
 	var lines []string
@@ -632,6 +647,10 @@ func (r *Runner) runSwap(ctx context.Context, sr *swapRun) (int, string) {
 		status := "failed"
 		if errors.Is(err, ErrDecision) {
 			status = "paused"
+		} else if sr.abort != nil && (r.Doc.Plan.Strategy == nil || r.Doc.Plan.Strategy.OnFailure != "finish_wave") {
+			// The wave's other swaps stop at their next step, not after
+			// this one's rollback.
+			sr.abort.Store(true)
 		}
 		st.Steps[s.name].End, st.Steps[s.name].Status = r.now(), status
 		st.Error = fmt.Sprintf("%s: %v", s.name, err)
@@ -979,4 +998,24 @@ func (r *Runner) fleetBudget() string {
 		return ""
 	}
 	return fmt.Sprintf("every server is upgraded, but %d of %d probe requests failed across the fleet (budget %s): check the site now (each swap's errors are in the journal); `vmswap rollback %s` switches every server back", failed, total, budget, r.planFile())
+}
+
+// changedAnything reports whether this run changed anything in the cloud,
+// in this process or in one before it that was stopped: a swap of this
+// run (not one an earlier run finished) made a call or did a step beyond
+// preflight.
+func (r *Runner) changedAnything() bool {
+	if r.changed.Load() {
+		return true
+	}
+	for _, st := range r.Journal.Swaps {
+		l := st.Steps["preflight"]
+		if l == nil || l.Start.Before(r.Journal.Started) {
+			continue // not started, or finished by an earlier run
+		}
+		if len(st.Intents) > 0 || slices.ContainsFunc(st.Done, func(d string) bool { return d != "preflight" }) {
+			return true
+		}
+	}
+	return false
 }
