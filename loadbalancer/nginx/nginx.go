@@ -421,7 +421,7 @@ func (p *Provider) reload(ctx context.Context) ([]int, error) {
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("nginx (master %d) started no new worker within 15s of the reload: it did not take the new configuration; see its error log", master)
 		}
-		if err := sleep(ctx, p.cfg.PollInterval); err != nil {
+		if err := provider.Sleep(ctx, p.cfg.PollInterval); err != nil {
 			return nil, err
 		}
 	}
@@ -449,7 +449,7 @@ func (p *Provider) drain(ctx context.Context, old []int) error {
 			return nil
 		}
 		p.cfg.Progress("nginx: waiting for %d old worker processes to finish their requests (%s)", len(left), time.Since(start).Round(time.Second))
-		if err := sleep(ctx, p.cfg.PollInterval); err != nil {
+		if err := provider.Sleep(ctx, p.cfg.PollInterval); err != nil {
 			return err
 		}
 	}
@@ -548,17 +548,6 @@ func (p *Provider) children(ctx context.Context, master int) ([]int, error) {
 		return nil, fmt.Errorf("nginx: master process %d has no workers: is nginx running?", master)
 	}
 	return pids, nil
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // lastLines is the end of a command's output, for an error.

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
-	"time"
 
 	"github.com/vmswap/vmswap/provider"
 	"github.com/vmswap/vmswap/verify"
@@ -153,24 +151,13 @@ func ready(ctx context.Context, s *swapRun) error {
 		return err
 	}
 	addr := s.addrOf(srv.PublicIP)
-	start := time.Now()
-	for {
-		c, err := (&net.Dialer{Timeout: 2 * time.Second}).DialContext(wctx, "tcp", addr)
-		if err == nil {
-			c.Close()
-			return nil
+	if err := s.waitAccepting(wctx, addr); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
-		if wctx.Err() != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return fmt.Errorf("%s is running but %s refuses connections after %s", s.st.NewName, addr, s.timeout())
-		}
-		s.progress("waiting for %s to accept connections (%s)", addr, time.Since(start).Round(time.Second))
-		if err := s.r.clock().Sleep(ctx, s.r.poll()); err != nil {
-			return err
-		}
+		return fmt.Errorf("%s is running but %s refuses connections after %s", s.st.NewName, addr, s.timeout())
 	}
+	return nil
 }
 
 // baseName is the name a launch is named after: the source's, without the

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"strings"
 	"time"
@@ -116,19 +115,11 @@ func (r *Runner) revertSwap(ctx context.Context, s *swapRun) (int, string) {
 		}
 	}
 	addr := s.addrOfSource()
-	for {
-		c, err := (&net.Dialer{Timeout: 2 * time.Second}).DialContext(wctx, "tcp", addr)
-		if err == nil {
-			c.Close()
-			break
+	if err := s.waitAccepting(wctx, addr); err != nil {
+		if ctx.Err() != nil {
+			return fail(ctx.Err())
 		}
-		if wctx.Err() != nil {
-			return fail(fmt.Errorf("%s powered on but %s refuses connections", st.SourceName, addr))
-		}
-		s.progress("waiting for %s to accept connections", addr)
-		if err := r.clock().Sleep(wctx, r.poll()); err != nil {
-			return fail(err)
-		}
+		return fail(fmt.Errorf("%s powered on but %s refuses connections", st.SourceName, addr))
 	}
 	if len(sw.Verify.HTTP) > 0 {
 		client, err := verify.Pinned(addr, sw.Verify.CAFile, 10*time.Second)

@@ -212,17 +212,30 @@ func (s *swapRun) sourceUp(ctx context.Context) error {
 		return fmt.Errorf("power on %s: %w", st.SourceName, err)
 	}
 	addr := s.addrOfSource()
+	if err := s.waitAccepting(wctx, addr); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("%s powered on but %s refuses connections", st.SourceName, addr)
+	}
+	return nil
+}
+
+// waitAccepting waits until addr accepts TCP connections, saying so, or
+// until ctx ends.
+func (s *swapRun) waitAccepting(ctx context.Context, addr string) error {
+	start := time.Now()
 	for {
-		c, err := (&net.Dialer{Timeout: 2 * time.Second}).DialContext(wctx, "tcp", addr)
+		c, err := (&net.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, "tcp", addr)
 		if err == nil {
 			c.Close()
 			return nil
 		}
-		if wctx.Err() != nil {
-			return fmt.Errorf("%s powered on but %s refuses connections", st.SourceName, addr)
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
-		s.progress("rollback: waiting for %s to accept connections", addr)
-		if err := s.r.clock().Sleep(wctx, s.r.poll()); err != nil {
+		s.progress("waiting for %s to accept connections (%s)", addr, time.Since(start).Round(time.Second))
+		if err := s.r.clock().Sleep(ctx, s.r.poll()); err != nil {
 			return err
 		}
 	}
