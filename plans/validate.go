@@ -124,6 +124,11 @@ func (d *Document) validateRollout(add func(string, string, ...any)) {
 		}
 		seen := map[string]int{}
 		for i, os := range o.Swaps {
+			if i < len(p.Swaps) && os.Source.ID != "" {
+				if ref := p.Swaps[i].Source.Server; ref != os.Source.ID && ref != os.Source.Name {
+					add(fmt.Sprintf("swaps[%d].source.server", i), "source %q is not the server observed for this swap (%s, %s): the swap was edited by hand; write the plan again with vmswap plan --refresh", ref, os.Source.Name, os.Source.ID)
+				}
+			}
 			if j, dup := seen[os.Source.ID]; dup && os.Source.ID != "" {
 				add(fmt.Sprintf("swaps[%d].source", i), "swaps[%d] and swaps[%d] upgrade the same server %s (%s)", j, i, os.Source.Name, os.Source.ID)
 			}

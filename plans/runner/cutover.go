@@ -140,6 +140,9 @@ func (k *lbCutover) mutation(src *provider.Server, seen *plans.ObservedSwap) str
 
 func (k *lbCutover) forward(ctx context.Context, s *swapRun) error {
 	st := s.st
+	if err := s.waveAborted(); err != nil {
+		return err
+	}
 	if err := s.once(subLBAdded, func() error {
 		s.progress("adding %s to load balancer %s", st.NewName, k.c.ID)
 		return k.lb.AddMember(ctx, k.c.ID, loadbalancer.Member{ServerID: st.NewID, Address: st.NewIP, Like: &loadbalancer.Member{ServerID: st.SourceID, Address: st.SourceIP}})
@@ -153,6 +156,10 @@ func (k *lbCutover) forward(ctx context.Context, s *swapRun) error {
 		if err := s.mark(subLBRoutesNew); err != nil {
 			return err
 		}
+	}
+	// The old server leaves the pool only while the wave still stands.
+	if err := s.waveAborted(); err != nil {
+		return err
 	}
 	return s.once(subLBOldRemoved, func() error {
 		s.progress("removing %s from load balancer %s (draining)", st.SourceName, k.c.ID)
@@ -232,6 +239,9 @@ func proveRoutes(ctx context.Context, s *swapRun, c *plans.LBCutover, id, ip, na
 			if okk {
 				return nil
 			}
+			if err := s.waveAborted(); err != nil {
+				return err
+			}
 			s.progress("waiting for load balancer %s to find %s healthy (%s)", c.ID, name, time.Since(start).Round(time.Second))
 			if err := s.r.clock().Sleep(ctx, s.r.poll()); err != nil {
 				return lbTimeout(c, name, err)
@@ -276,6 +286,9 @@ func proveRoutes(ctx context.Context, s *swapRun, c *plans.LBCutover, id, ip, na
 		if _, h, _, err := verify.Do(ctx, through, u.String()); err == nil && h.Get(c.IdentifyHeader) == want {
 			hits++
 			continue
+		}
+		if err := s.waveAborted(); err != nil {
+			return err
 		}
 		s.progress("waiting for load balancer %s to route to %s (%s)", c.ID, name, time.Since(start).Round(time.Second))
 		if err := s.r.clock().Sleep(ctx, s.r.poll()); err != nil {

@@ -29,12 +29,23 @@ func fleetTag(p *plans.Plan) string {
 // the plan's own: a server the plan launched carries the source's tags
 // and the tag vmswap:PLAN.
 func fleetMembers(ctx context.Context, comp provider.Compute, p *plans.Plan, planID string) ([]plans.FleetMember, error) {
+	members, _, err := fleetServers(ctx, comp, p, planID)
+	return members, err
+}
+
+// fleetServers lists the fleet's members (fleetMembers) and every server
+// that carries the tag at all.
+func fleetServers(ctx context.Context, comp provider.Compute, p *plans.Plan, planID string) (members []plans.FleetMember, tagged map[string]bool, err error) {
 	servers, _, err := comp.FindTagged(ctx, fleetTag(p))
 	if err != nil {
-		return nil, fmt.Errorf("list the fleet (tag %s): %w", p.Fleet.Tag, err)
+		return nil, nil, fmt.Errorf("list the fleet (tag %s): %w", p.Fleet.Tag, err)
 	}
+	tagged = map[string]bool{}
 	var out []plans.FleetMember
 	for _, s := range servers {
+		if s.Status != provider.StatusGone {
+			tagged[s.ID] = true
+		}
 		if s.Status == provider.StatusGone || slices.Contains(s.Tags, "vmswap:"+planID) || slices.Contains(s.Tags, "vmswap="+planID) {
 			continue
 		}
@@ -44,7 +55,7 @@ func fleetMembers(ctx context.Context, comp provider.Compute, p *plans.Plan, pla
 		out = append(out, plans.FleetMember{ID: s.ID, Name: s.Name})
 	}
 	slices.SortFunc(out, func(a, b plans.FleetMember) int { return strings.Compare(a.ID, b.ID) })
-	return out, nil
+	return out, tagged, nil
 }
 
 // FleetServers lists the servers carrying a fleet plan's tag, by name:
@@ -127,7 +138,7 @@ func (r *Runner) checkFleet(ctx context.Context) error {
 		return nil
 	}
 	comp := r.Drivers[p.Fleet.Provider].Compute
-	now, err := fleetMembers(ctx, comp, p, r.Journal.PlanID)
+	now, tagged, err := fleetServers(ctx, comp, p, r.Journal.PlanID)
 	if err != nil {
 		return err
 	}
@@ -145,7 +156,11 @@ func (r *Runner) checkFleet(ctx context.Context) error {
 		}
 	}
 	for _, m := range planned {
-		if !slices.ContainsFunc(now, func(o plans.FleetMember) bool { return o.ID == m.ID }) && !retired[m.ID] {
+		switch {
+		case slices.ContainsFunc(now, func(o plans.FleetMember) bool { return o.ID == m.ID }) || retired[m.ID]:
+		case tagged[m.ID]:
+			changes = append(changes, fmt.Sprintf("%s (%s) was retired since (it is kept powered off for a rollback): the plan upgrades servers that are gone from service", m.Name, m.ID))
+		default:
 			changes = append(changes, fmt.Sprintf("%s (%s) left the tag %s", m.Name, m.ID, p.Fleet.Tag))
 		}
 	}

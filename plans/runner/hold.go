@@ -16,7 +16,7 @@ import (
 // counted in this process with the probe running: a run resumed after a
 // pause observes again in full.
 func observe(ctx context.Context, s *swapRun) error {
-	return s.holdUnderProbe(ctx, s.sw.Observe.D(), func(total, failed int64, left time.Duration) {
+	return s.holdUnderProbe(ctx, s.sw.Observe.D(), true, func(total, failed int64, left time.Duration) {
 		s.progress("observing %s under traffic: %d requests, %d failed, %s left", s.st.NewName, total, failed, left.Round(time.Second))
 	})
 }
@@ -24,7 +24,7 @@ func observe(ctx context.Context, s *swapRun) error {
 // holdUnderProbe waits d of continuous time in this process with the probe
 // running, checking the error budget as it goes. Time that passed before a
 // restart does not count: a safety window is evidence, not a deadline.
-func (s *swapRun) holdUnderProbe(ctx context.Context, d time.Duration, note func(total, failed int64, left time.Duration)) error {
+func (s *swapRun) holdUnderProbe(ctx context.Context, d time.Duration, abortable bool, note func(total, failed int64, left time.Duration)) error {
 	if err := s.startProbe(ctx); err != nil {
 		return err
 	}
@@ -50,6 +50,11 @@ func (s *swapRun) holdUnderProbe(ctx context.Context, d time.Duration, note func
 		if left <= 0 {
 			return nil
 		}
+		if abortable {
+			if err := s.waveAborted(); err != nil {
+				return err
+			}
+		}
 		if err := clk.Sleep(ctx, min(left, s.r.poll())); err != nil {
 			return err
 		}
@@ -74,7 +79,7 @@ func retire(ctx context.Context, s *swapRun) error {
 		}
 		if left > 0 {
 			s.progress("keeping %s serving for %s more (drain / cached DNS answers)", s.st.SourceName, left.Round(time.Second))
-			if err := s.holdUnderProbe(ctx, left, func(total, failed int64, left time.Duration) {}); err != nil {
+			if err := s.holdUnderProbe(ctx, left, false, func(total, failed int64, left time.Duration) {}); err != nil {
 				return err
 			}
 		}

@@ -161,10 +161,13 @@ func (s *SwapState) cutoverStarted() bool {
 }
 
 // RollbackOwed reports whether a swap's rollback started and did not
-// finish: only `vmswap rollback` may go on from there.
+// finish — it failed, or its process was killed — whether it undid a
+// failure or switched a finished swap back: only `vmswap rollback` may go
+// on from there; apply must not resume the swap (it would finish an
+// upgrade that failed) or call the run done.
 func (j *Journal) RollbackOwed() bool {
 	for _, s := range j.Swaps {
-		if l := s.Steps["rollback"]; l != nil && l.Status != "ok" && s.Status == StatusNeedsAttention {
+		if l := s.Steps["rollback"]; l != nil && l.Status != "ok" && s.Status != StatusRolledBack && s.Status != StatusReverted {
 			return true
 		}
 	}

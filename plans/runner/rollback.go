@@ -24,6 +24,7 @@ const rollbackTimeout = 20 * time.Minute
 func (r *Runner) rollback(s *swapRun, cause error) (int, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), rollbackTimeout)
 	defer cancel()
+	s.rollingBack = true
 	st := s.st
 	r.emit(Event{Event: "step", Swap: s.name(), Step: "rollback", Status: "started", Message: cause.Error()})
 	st.Steps["rollback"] = &StepLog{Start: r.now(), Status: "running"}

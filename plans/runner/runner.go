@@ -212,6 +212,9 @@ type swapRun struct {
 	abort *atomic.Bool
 	// waveSize is how many swaps run at once in its wave.
 	waveSize int
+	// rollingBack is set while the swap rolls back: the waits of moving
+	// traffic back are not stopped by its wave's failure.
+	rollingBack bool
 }
 
 func (r *Runner) swapRun(i int) *swapRun {
@@ -609,7 +612,7 @@ func (r *Runner) runSwap(ctx context.Context, sr *swapRun) (int, string) {
 				}
 				return exitNotStarted, ""
 			}
-			return r.rollback(sr, errors.Join(ErrWaveFailed, fmt.Errorf("another swap of its wave failed (strategy.on_failure: rollback_wave)")))
+			return r.rollback(sr, sr.waveAborted())
 		}
 		if s.name == "cutover" {
 			// At most max_unavailable swaps move traffic at once.
@@ -1018,4 +1021,15 @@ func (r *Runner) changedAnything() bool {
 		}
 	}
 	return false
+}
+
+// waveAborted is the error that stops a swap whose wave-mate failed
+// (strategy.on_failure: rollback_wave), at the next point where stopping
+// moves no traffic: before the old server leaves the pool, during
+// observe.
+func (s *swapRun) waveAborted() error {
+	if s.abort != nil && s.abort.Load() && !s.rollingBack {
+		return errors.Join(ErrWaveFailed, fmt.Errorf("another swap of its wave failed (strategy.on_failure: rollback_wave)"))
+	}
+	return nil
 }

@@ -26,6 +26,9 @@ type Session struct {
 	Journal  *Journal
 	Lock     *Lock
 	Decision Decision
+	// PlanChanged is whether the plan file differs from the plan the last
+	// run recorded (a resume goes on with the recorded one).
+	PlanChanged bool
 
 	// remoteLock and remote are the plan's remote state, when it has one.
 	remoteLock *state.Lock
@@ -97,6 +100,7 @@ func OpenSessionWith(file string, cmd Command, o SessionOptions) (*Session, erro
 		return fail(ferr)
 	}
 	changed := j != nil && fileDoc != nil && j.PlanHash != fileDoc.Hash()
+	s.PlanChanged = changed
 	s.Decision = Decide(cmd, j, changed, file)
 	switch s.Decision.Action {
 	case ActStart:

@@ -118,7 +118,7 @@ func Decide(cmd Command, last *Journal, planChanged bool, file string) Decision 
 	switch cmd {
 	case CmdApply, CmdFinish, CmdContinue:
 		switch {
-		case st == StatusNeedsAttention && last.RollbackOwed():
+		case st != StatusReverted && last.RollbackOwed():
 			return Decision{ActRefuse, fmt.Sprintf("the rollback of run %s did not finish: finish it with `vmswap rollback %s`", run, file)}
 		case st == StatusPaused && cmd != CmdContinue:
 			return Decision{ActRefuse, fmt.Sprintf("run %s of %s is paused for a decision (see `vmswap status %s`): go on with `vmswap apply --continue %s`, or switch back with `vmswap rollback %s`", run, file, file, file, file)}

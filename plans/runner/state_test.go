@@ -95,6 +95,23 @@ func TestDecideEveryStateAndCommand(t *testing.T) {
 	if got := Decide(CmdRollback, owed, false, "w.yaml"); got.Action != ActUndo {
 		t.Errorf("rollback with a rollback owed: %+v", got)
 	}
+	// A rollback whose process was killed: the run still says running (or,
+	// for a finished run being switched back, succeeded). apply must not
+	// resume the swap — it would finish an upgrade that failed — nor call
+	// the run done.
+	for _, tc := range []struct{ run, swap State }{{StatusRunning, StatusRunning}, {StatusInterrupted, StatusInterrupted}, {StatusSucceeded, StatusSucceeded}} {
+		killed := &Journal{RunID: "r1", Status: tc.run, Swaps: []*SwapState{{Status: tc.swap, Steps: map[string]*StepLog{"rollback": {Status: "running"}}}}}
+		if got := Decide(CmdApply, killed, false, "w.yaml"); got.Action != ActRefuse || !strings.Contains(got.Why, "vmswap rollback w.yaml") {
+			t.Errorf("apply after a rollback killed in a %s run: %+v", tc.run, got)
+		}
+		if got := Decide(CmdRollback, killed, false, "w.yaml"); got.Action != ActUndo {
+			t.Errorf("rollback after a rollback killed in a %s run: %+v", tc.run, got)
+		}
+	}
+	done := &Journal{RunID: "r1", Status: StatusRolledBack, Swaps: []*SwapState{{Status: StatusRolledBack, Steps: map[string]*StepLog{"rollback": {Status: "ok"}}}}}
+	if got := Decide(CmdApply, done, false, "w.yaml"); got.Action != ActStart {
+		t.Errorf("apply after a finished rollback: %+v", got)
+	}
 }
 
 // TestSizeProblems: what plan and preflight refuse about a target size.

@@ -179,6 +179,9 @@ func applyRun(ctx context.Context, opts *ApplyOptions) error {
 	j := sess.Journal
 	if sess.Decision.Action == runner.ActResume {
 		pr.emit(runner.Event{Event: "progress", Message: fmt.Sprintf("resuming run %s (%s) from %s", j.RunID, j.Status, j.Path())})
+		if sess.PlanChanged {
+			pr.emit(runner.Event{Event: "warning", Message: fmt.Sprintf("%s changed since run %s started: the run goes on with the plan it recorded; apply the file once the run is finished", opts.PlanFile, j.RunID)})
+		}
 	} else if len(j.History) > 0 {
 		pr.emit(runner.Event{Event: "progress", Message: fmt.Sprintf("starting run %s (the last run, %s, is %s)", j.RunID, j.History[len(j.History)-1].RunID, j.History[len(j.History)-1].Status)})
 	}
