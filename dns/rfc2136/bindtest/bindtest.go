@@ -34,12 +34,7 @@ func Start(t testing.TB, zone string, records map[string]string, ttl int) *BIND 
 	}
 	dir := t.TempDir()
 	os.Chmod(dir, 0o777) // named may drop to the bind user
-	ln, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.LocalAddr().(*net.UDPAddr).Port
-	ln.Close()
+	port := freePort(t)
 	secret := make([]byte, 32)
 	rand.Read(secret)
 	b := &BIND{Addr: fmt.Sprintf("127.0.0.1:%d", port), Key: "vmswap-test", Secret: base64.StdEncoding.EncodeToString(secret)}
@@ -74,14 +69,39 @@ zone "%s" { type primary; file "%s"; allow-update { key "%s"; }; };
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	deadline := time.Now().Add(15 * time.Second)
 	for {
+		// Ready once it answers over UDP and over TCP (updates and the
+		// driver's reads use TCP; named opens the two one after the other).
 		m := new(dns.Msg)
 		m.SetQuestion(dns.Fqdn(zone), dns.TypeSOA)
-		if r, err := dns.Exchange(m, b.Addr); err == nil && len(r.Answer) == 1 {
-			return b
+		r, err := dns.Exchange(m, b.Addr)
+		if err == nil && len(r.Answer) == 1 {
+			if r, _, err := (&dns.Client{Net: "tcp", Timeout: time.Second}).Exchange(m, b.Addr); err == nil && len(r.Answer) == 1 {
+				return b
+			}
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("named did not start: %s", logs.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// freePort returns a loopback port free for both UDP and TCP: named
+// listens on both.
+func freePort(t testing.TB) int {
+	for range 20 {
+		tl, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := tl.Addr().(*net.TCPAddr).Port
+		ul, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		tl.Close()
+		if err == nil {
+			ul.Close()
+			return port
+		}
+	}
+	t.Fatal("no loopback port free for both UDP and TCP")
+	return 0
 }
