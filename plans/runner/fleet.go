@@ -25,16 +25,10 @@ func fleetTag(p *plans.Plan) string {
 	return p.Fleet.Tag
 }
 
-// fleetMembers lists the servers carrying the fleet's tag that are not
-// the plan's own: a server the plan launched carries the source's tags
-// and the tag vmswap:PLAN.
-func fleetMembers(ctx context.Context, comp provider.Compute, p *plans.Plan, planID string) ([]plans.FleetMember, error) {
-	members, _, err := fleetServers(ctx, comp, p, planID)
-	return members, err
-}
-
-// fleetServers lists the fleet's members (fleetMembers) and every server
-// that carries the tag at all.
+// fleetServers lists the fleet's members — the servers carrying its tag,
+// less those the plan launched (they carry the source's tags and
+// vmswap:PLAN) and old servers kept powered off for a rollback — and every
+// server that carries the tag at all.
 func fleetServers(ctx context.Context, comp provider.Compute, p *plans.Plan, planID string) (members []plans.FleetMember, tagged map[string]bool, err error) {
 	servers, _, err := comp.FindTagged(ctx, fleetTag(p))
 	if err != nil {
@@ -69,7 +63,7 @@ func FleetServers(ctx context.Context, p *plans.Plan, o registry.BuildOptions) (
 	if d == nil || d.Compute == nil {
 		return nil, fmt.Errorf("fleet provider %q has no servers", p.Fleet.Provider)
 	}
-	members, err := fleetMembers(ctx, d.Compute, p, planIDOf(p))
+	members, _, err := fleetServers(ctx, d.Compute, p, planIDOf(p))
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +106,7 @@ func digits(s string) int {
 // observeFleet records the fleet's servers in the plan and checks that
 // the plan swaps each of them, once.
 func observeFleet(ctx context.Context, comp provider.Compute, p *plans.Plan, planID string, obs *plans.Observed) []string {
-	members, err := fleetMembers(ctx, comp, p, planID)
+	members, _, err := fleetServers(ctx, comp, p, planID)
 	if err != nil {
 		return []string{err.Error()}
 	}
