@@ -32,6 +32,9 @@ type Server struct {
 	MemoryMB   int      `json:"memory_mb" yaml:"memory_mb"`
 	VCPUs      int      `json:"vcpus" yaml:"vcpus"`
 	DiskGB     int      `json:"disk_gb" yaml:"disk_gb"`
+	// Volumes are the IDs of block volumes attached to the server: a
+	// snapshot does not carry them, so a swap cannot move them.
+	Volumes []string `json:"volumes,omitempty" yaml:"volumes,omitempty"`
 }
 
 // Server statuses.
