@@ -35,6 +35,11 @@ var DriverTypeTable = map[string]DriverType{
 		SizeSyntax: regexp.MustCompile(`^[a-z][a-z0-9-]*\.[a-z0-9]+$`),
 		SizeHint:   "an EC2 instance type like m7i.xlarge",
 	},
+	"hetzner": {
+		Caps:       []Capability{CapCompute, CapDNS, CapLB, CapReservedIP},
+		SizeSyntax: regexp.MustCompile(`^[a-z0-9]+(-[a-z0-9]+)*$`),
+		SizeHint:   "a Hetzner server type like cx32",
+	},
 	"rfc2136":    {Caps: []Capability{CapDNS}},
 	"haproxy":    {Caps: []Capability{CapLB}},
 	"nginx":      {Caps: []Capability{CapLB}},

@@ -228,7 +228,7 @@ type Compute interface {
 // Entrypoint is a way traffic reaches a server: a load balancer that lists
 // it (by ID, or by a tag it carries) or a reserved IP that points at it.
 type Entrypoint struct {
-	Kind string // "load balancer" or "reserved IP"
+	Kind string // "load balancer", or the IP kind: "reserved IP", "floating IP"
 	ID   string // the load balancer's ID, or the IP
 	// ByTag is the tag a load balancer selects its members by; "" when it
 	// lists them by ID.

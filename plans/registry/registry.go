@@ -20,17 +20,20 @@ import (
 	"github.com/vmswap/vmswap/dns"
 	cfdns "github.com/vmswap/vmswap/dns/cloudflare"
 	dodns "github.com/vmswap/vmswap/dns/digitalocean"
+	hzdns "github.com/vmswap/vmswap/dns/hetzner"
 	"github.com/vmswap/vmswap/dns/rfc2136"
 	"github.com/vmswap/vmswap/dns/route53"
 	"github.com/vmswap/vmswap/loadbalancer"
 	"github.com/vmswap/vmswap/loadbalancer/awselb"
 	dolb "github.com/vmswap/vmswap/loadbalancer/digitalocean"
 	"github.com/vmswap/vmswap/loadbalancer/haproxy"
+	hzlb "github.com/vmswap/vmswap/loadbalancer/hetzner"
 	"github.com/vmswap/vmswap/loadbalancer/nginx"
 	"github.com/vmswap/vmswap/plans"
 	"github.com/vmswap/vmswap/provider"
 	awscompute "github.com/vmswap/vmswap/provider/aws"
 	docompute "github.com/vmswap/vmswap/provider/digitalocean"
+	hzcompute "github.com/vmswap/vmswap/provider/hetzner"
 	"github.com/vmswap/vmswap/verify"
 )
 
@@ -68,6 +71,7 @@ var builders = map[string]func(name string, p plans.Provider, o BuildOptions) (*
 	"nginx":        buildNginx,
 	"cloudflare":   buildCloudflare,
 	"digitalocean": buildDigitalOcean,
+	"hetzner":      buildHetzner,
 }
 
 // tokenFor reads a provider block's token: its token_env, else the
@@ -106,6 +110,23 @@ func buildDigitalOcean(name string, p plans.Provider, o BuildOptions) (*Drivers,
 		IP:      c,
 		LB:      dolb.New(dolb.Config{Client: c.Client()}),
 		DNS:     dodns.New(dodns.Config{Client: c.Client(), Nameserver: p.Nameserver, PollInterval: o.PollInterval, Progress: o.Progress}),
+	}, nil
+}
+
+func buildHetzner(name string, p plans.Provider, o BuildOptions) (*Drivers, error) {
+	tok, err := tokenFor(name, p, hzcompute.TokenVars, o.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	c, err := hzcompute.New(hzcompute.Config{Token: tok, BaseURL: p.Endpoint, PollInterval: o.PollInterval, Progress: o.Progress, HTTPClient: o.HTTPClient})
+	if err != nil {
+		return nil, err
+	}
+	return &Drivers{
+		Compute: c,
+		IP:      c,
+		LB:      hzlb.New(hzlb.Config{Client: c.Client(), Tagger: c, Progress: o.Progress}),
+		DNS:     hzdns.New(hzdns.Config{Client: c.Client(), Nameserver: p.Nameserver, PollInterval: o.PollInterval, Progress: o.Progress}),
 	}, nil
 }
 

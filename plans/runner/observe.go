@@ -36,6 +36,9 @@ func ObserveWorld(ctx context.Context, p *plans.Plan, o registry.BuildOptions) e
 		if src.Status != provider.StatusRunning {
 			errs = append(errs, fmt.Sprintf("%s is %s, not running: vmswap upgrades a running server (a retired one is upgraded by swapping the one that replaced it)", src.Name, src.Status))
 		}
+		if p := volumeProblem(src); p != "" {
+			errs = append(errs, p)
+		}
 		if k := sw.Verify.SSH; k != nil && k.Key != "" {
 			if err := verify.CheckKeyFile(k.Key); err != nil {
 				errs = append(errs, err.Error())

@@ -27,6 +27,9 @@ func preflight(ctx context.Context, s *swapRun) error {
 	if src.Status != provider.StatusRunning {
 		errs = multierror.Append(errs, fmt.Errorf("source %s is %s, not running: vmswap upgrades a running server", src.Name, src.Status))
 	}
+	if p := volumeProblem(src); p != "" {
+		errs = multierror.Append(errs, errors.New(p))
+	}
 	size, err := s.comp.GetSize(ctx, s.sw.Target.Size)
 	if err != nil {
 		errs = multierror.Append(errs, fmt.Errorf("target size: %w", err))
@@ -117,6 +120,16 @@ func preflight(ctx context.Context, s *swapRun) error {
 	return s.claim(ctx, src)
 }
 
+// volumeProblem refuses a source with block volumes attached: a snapshot
+// does not carry them, and a volume is attached to one server at a time,
+// so the new server would start without the data they hold.
+func volumeProblem(src *provider.Server) string {
+	if len(src.Volumes) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%s has volume(s) %s attached, which a snapshot does not carry: the new server would start without their data; move it to the server's own disk, or detach the volumes, then plan again", src.Name, strings.Join(src.Volumes, ", "))
+}
+
 func listFormat(es []error) string {
 	lines := make([]string, len(es))
 	for i, e := range es {
@@ -156,7 +169,7 @@ func otherEntrypoints(ctx context.Context, comp provider.Compute, sw *plans.Swap
 	for _, ep := range eps {
 		switch {
 		case ep.Kind == "load balancer" && c.LoadBalancer != nil && ep.ID == c.LoadBalancer.ID:
-		case ep.Kind == "reserved IP" && c.ReservedIP != nil && ep.ID == c.ReservedIP.IP:
+		case ep.Kind != "load balancer" && c.ReservedIP != nil && ep.ID == c.ReservedIP.IP:
 		case ep.ByTag != "":
 			if (pool == nil || pool.SelectTag != ep.ByTag) && !slices.Contains(held, ep.ByTag) {
 				held = append(held, ep.ByTag)

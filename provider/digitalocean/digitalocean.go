@@ -277,6 +277,7 @@ func toServer(dr *godo.Droplet) *provider.Server {
 	if ip, err := dr.PublicIPv6(); err == nil {
 		s.PublicIPv6 = ip
 	}
+	s.Volumes = dr.VolumeIDs
 	return s
 }
 

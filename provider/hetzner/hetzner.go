@@ -710,7 +710,7 @@ func (d *Driver) Entrypoints(ctx context.Context, s *provider.Server) ([]provide
 			case t.Type == hcloud.LoadBalancerTargetTypeLabelSelector && t.LabelSelector != nil && slices.ContainsFunc(t.Targets, func(x hcloud.LoadBalancerTarget) bool {
 				return x.Server != nil && x.Server.Server != nil && x.Server.Server.ID == id
 			}):
-				out = append(out, provider.Entrypoint{Kind: "load balancer", ID: strconv.FormatInt(lb.ID, 10), ByTag: t.LabelSelector.Selector})
+				out = append(out, provider.Entrypoint{Kind: "load balancer", ID: strconv.FormatInt(lb.ID, 10), ByTag: Tag(Label(t.LabelSelector.Selector))})
 			}
 		}
 	}
