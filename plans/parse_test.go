@@ -55,7 +55,7 @@ swaps:
     retier: {action: delete}
 `,
 			want: []string{
-				"p.yaml:4:15: unknown provider type \"amazon\" (known: aws, cloudflare, digitalocean, haproxy, nginx, rfc2136)",
+				"p.yaml:4:15: unknown provider type \"amazon\" (known: aws, cloudflare, digitalocean, haproxy, hetzner, nginx, rfc2136)",
 				"p.yaml:7:20: size \"S_4VCPU\" is not a DigitalOcean size slug like s-4vcpu-8gb",
 				"p.yaml:9:15: threshold \"about 8 gigs\": want an operator and a number, like \">= 7.5GiB\" or \">= 4\"",
 				"p.yaml:12:32: unknown provider \"dx\" (did you mean \"do\"?)",
