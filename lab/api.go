@@ -19,6 +19,7 @@ import (
 const (
 	apiDigitalOcean = "digitalocean"
 	apiCloudflare   = "cloudflare"
+	apiHetzner      = "hetzner"
 	apiLab          = "lab"
 )
 
@@ -35,7 +36,7 @@ type call struct {
 // apiError is a provider error, rendered in the provider's shape.
 type apiError struct {
 	status int
-	id     string // DigitalOcean error id
+	id     string // DigitalOcean error id, Hetzner error code
 	code   int    // Cloudflare error code
 	msg    string
 }
@@ -131,6 +132,8 @@ func (l *Lab) apiHandler() http.Handler {
 	lab("POST /lab/zones", "lab_zones_create", l.labZonesCreate)
 	lab("PUT /lab/droplets/{droplet_id}/files/{path...}", "lab_files_put", l.labFilesPut)
 
+	l.hetznerRoutes(mux)
+
 	mux.Handle("/", l.wrap(apiDigitalOcean, "unknown", func(c *call) (result, *apiError) { return result{}, notFound() }))
 	mux.Handle("/client/v4/", l.wrap(apiCloudflare, "unknown", func(c *call) (result, *apiError) {
 		return result{}, &apiError{status: 404, code: 7000, msg: "No route for that URI"}
@@ -168,17 +171,26 @@ func (l *Lab) wrap(api, op string, h handler) http.Handler {
 
 func (l *Lab) serve(c *call, h handler, w *recorder) {
 	r := c.r
-	if c.api == apiDigitalOcean {
+	switch c.api {
+	case apiDigitalOcean:
 		if retry := l.rateLimit(w.header); retry > 0 {
 			w.header.Set("Retry-After", strconv.Itoa(int((retry+time.Second-1)/time.Second)))
 			l.writeError(c, w, &apiError{status: 429, id: "too_many_requests", code: 971, msg: "API Rate limit exceeded."})
 			return
 		}
+	case apiHetzner:
+		if !l.hetznerRateLimit(w.header) {
+			l.writeError(c, w, &apiError{status: 429, id: "rate_limit_exceeded", msg: "limit of 3600 requests per hour reached"})
+			return
+		}
 	}
 	if !l.authorized(r) {
-		if c.api == apiCloudflare {
+		switch c.api {
+		case apiHetzner:
+			l.writeError(c, w, &apiError{status: 401, id: "unauthorized", msg: "unable to authenticate"})
+		case apiCloudflare:
 			l.writeError(c, w, &apiError{status: 401, code: 10000, msg: "Authentication error: invalid or missing API token"})
-		} else {
+		default:
 			l.writeError(c, w, &apiError{status: 401, id: "Unauthorized", msg: "Unable to authenticate you"})
 		}
 		return
@@ -204,10 +216,18 @@ func (l *Lab) serve(c *call, h handler, w *recorder) {
 			wait = time.Second
 		}
 		secs := int((wait + time.Second - 1) / time.Second)
+		reset := strconv.FormatInt(time.Now().Add(wait).Unix(), 10)
+		l.mu.Unlock()
+		if c.api == apiHetzner {
+			// Hetzner sends no Retry-After: RateLimit-Reset says when.
+			w.header.Set("RateLimit-Remaining", "0")
+			w.header.Set("RateLimit-Reset", reset)
+			l.writeError(c, w, &apiError{status: 429, id: "rate_limit_exceeded", msg: "limit of 3600 requests per hour reached"})
+			return
+		}
 		w.header.Set("Retry-After", strconv.Itoa(secs))
 		w.header.Set("ratelimit-remaining", "0")
-		w.header.Set("ratelimit-reset", strconv.FormatInt(time.Now().Add(wait).Unix(), 10))
-		l.mu.Unlock()
+		w.header.Set("ratelimit-reset", reset)
 		l.writeError(c, w, &apiError{status: 429, id: "too_many_requests", code: 971, msg: "API Rate limit exceeded."})
 		return
 	}
@@ -225,6 +245,9 @@ func (l *Lab) serve(c *call, h handler, w *recorder) {
 	l.mu.Unlock()
 	if aerr != nil {
 		l.writeError(c, w, aerr)
+		if c.api == apiHetzner {
+			l.checkResponse(c, in, w)
+		}
 		return
 	}
 	w.status = res.status
@@ -276,13 +299,16 @@ func (l *Lab) writeError(c *call, w *recorder, e *apiError) {
 	w.header.Set("Content-Type", "application/json; charset=utf-8")
 	w.body.Reset()
 	var body any
-	if c.api == apiCloudflare {
+	switch c.api {
+	case apiHetzner:
+		body = map[string]any{"error": map[string]any{"code": hetznerCode(e), "message": e.msg, "details": map[string]any{}}}
+	case apiCloudflare:
 		code := e.code
 		if code == 0 {
 			code = 1000
 		}
 		body = map[string]any{"success": false, "errors": []any{map[string]any{"code": code, "message": e.msg}}, "messages": []any{}, "result": nil}
-	} else {
+	default:
 		id := e.id
 		if id == "" {
 			id = strings.ToLower(strings.ReplaceAll(http.StatusText(e.status), " ", "_"))

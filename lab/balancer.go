@@ -13,27 +13,51 @@ import (
 	"time"
 )
 
-// balancer is the running part of a load balancer: a reverse proxy that
-// forwards only to members its health checks found healthy, as DigitalOcean's
-// does. A removed member gets no new requests; requests in flight complete.
+// balancer is the running part of a load balancer (a DigitalOcean load
+// balancer, or one service of a Hetzner one): a reverse proxy (or, for a
+// Hetzner tcp service, a TCP forwarder) that forwards only to members its
+// health checks found healthy. A removed member gets no new requests;
+// requests in flight complete.
 type balancer struct {
 	lab  *Lab
 	id   string
-	srv  *http.Server
+	srv  *http.Server // http
+	ln   net.Listener // tcp
 	stop chan struct{}
 	done chan struct{}
+	// config returns the health check as it is now, false once the load
+	// balancer is gone. It is called with the lab unlocked.
+	config func() (healthCheck, bool)
 
 	mu      sync.Mutex
-	members map[int]*member // by droplet ID
+	members map[int]*member // by server ID
 	order   []int
 	next    int
 }
 
+// healthCheck is how a balancer probes its members.
+type healthCheck struct {
+	tcp      bool     // connect only; else an HTTP GET of path
+	path     string   // HTTP
+	host     string   // HTTP Host header; "": the member's address
+	codes    []string // HTTP status patterns ("2??"); none: below 400
+	up, down int      // consecutive passes to become healthy, failures to become unhealthy
+}
+
 type member struct {
-	addr       string // ip:port
+	addr       string // where traffic goes, ip:port
+	checkAddr  string // where health checks go, ip:port
 	healthy    bool
+	known      bool // a verdict was reached (Hetzner reports "unknown" until then)
 	ok, failed int
 	ignored    bool // fault: never becomes healthy
+}
+
+// memberSpec is a member a balancer should have.
+type memberSpec struct {
+	id              int
+	addr, checkAddr string
+	running         bool
 }
 
 func (l *Lab) startBalancerLocked(lb *lbState) error {
@@ -41,7 +65,28 @@ func (l *Lab) startBalancerLocked(lb *lbState) error {
 	if err != nil {
 		return fmt.Errorf("lab: load balancer %s: %w", lb.ID, err)
 	}
-	b := &balancer{lab: l, id: lb.ID, stop: make(chan struct{}), done: make(chan struct{}), members: map[int]*member{}}
+	b := l.newBalancer(lb.ID, func() (healthCheck, bool) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		lb := l.st.LBs[lb.ID]
+		if lb == nil {
+			return healthCheck{}, false
+		}
+		return healthCheck{path: lb.HealthPath, up: lb.Healthy, down: lb.Unhealthy}, true
+	})
+	l.lbs[lb.ID] = b
+	b.syncMembersLocked(lb, true)
+	b.serveHTTP(ln, "503 Service Unavailable: no healthy droplets")
+	return nil
+}
+
+func (l *Lab) newBalancer(id string, config func() (healthCheck, bool)) *balancer {
+	return &balancer{lab: l, id: id, stop: make(chan struct{}), done: make(chan struct{}), members: map[int]*member{}, config: config}
+}
+
+// serveHTTP proxies HTTP on ln to the healthy members and starts the
+// health checks.
+func (b *balancer) serveHTTP(ln net.Listener, unavailable string) {
 	proxy := newProxy("502 Bad Gateway")
 	b.srv = &http.Server{
 		ReadHeaderTimeout: 10 * time.Second,
@@ -49,17 +94,50 @@ func (l *Lab) startBalancerLocked(lb *lbState) error {
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			addr := b.pick()
 			if addr == "" {
-				http.Error(w, "503 Service Unavailable: no healthy droplets", http.StatusServiceUnavailable)
+				http.Error(w, unavailable, http.StatusServiceUnavailable)
 				return
 			}
 			proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), memberKey{}, addr)))
 		}),
 	}
-	l.lbs[lb.ID] = b
-	b.syncMembersLocked(lb, true)
 	go b.srv.Serve(ln)
 	go b.healthLoop()
-	return nil
+}
+
+// serveTCP forwards each connection on ln to a healthy member and starts
+// the health checks.
+func (b *balancer) serveTCP(ln net.Listener) {
+	b.ln = ln
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if addr := b.pick(); addr != "" {
+					pipe(c, addr)
+				}
+			}()
+		}
+	}()
+	go b.healthLoop()
+}
+
+// pipe copies between c and a new connection to addr until both sides
+// are done.
+func pipe(c net.Conn, addr string) {
+	up, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return
+	}
+	defer up.Close()
+	done := make(chan struct{}, 2)
+	go func() { io.Copy(up, c); up.(*net.TCPConn).CloseWrite(); done <- struct{}{} }()
+	go func() { io.Copy(c, up); c.(*net.TCPConn).CloseWrite(); done <- struct{}{} }()
+	<-done
+	<-done
 }
 
 // memberKey carries the chosen backend (host:port) in a request's context.
@@ -102,27 +180,38 @@ func (b *balancer) pick() string {
 // present at start are taken as healthy (the LB was serving before); new ones
 // start unhealthy until health checks pass, as on DigitalOcean.
 func (b *balancer) syncMembersLocked(lb *lbState, initial bool) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	want := map[int]bool{}
-	b.order = b.order[:0]
+	var want []memberSpec
 	for _, id := range lb.DropletIDs {
 		d := b.lab.st.Droplets[id]
 		if d == nil {
 			continue
 		}
-		want[id] = true
-		b.order = append(b.order, id)
-		if _, ok := b.members[id]; !ok {
-			b.members[id] = &member{
-				addr:    net.JoinHostPort(d.IP, strconv.Itoa(b.lab.cfg.HTTPPort)),
-				healthy: initial && d.Status == "active",
-				ignored: lb.IgnoreAfter && !initial,
-			}
+		addr := net.JoinHostPort(d.IP, strconv.Itoa(b.lab.cfg.HTTPPort))
+		want = append(want, memberSpec{id: id, addr: addr, checkAddr: addr, running: d.Status == "active"})
+	}
+	b.setMembers(want, initial, lb.IgnoreAfter && !initial)
+}
+
+// setMembers makes the member set match want, in its order. A new member
+// is healthy at once only if initial (the balancer is being restored); a
+// member whose address changed keeps its health state.
+func (b *balancer) setMembers(want []memberSpec, initial, ignoreNew bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	keep := map[int]bool{}
+	b.order = b.order[:0]
+	for _, w := range want {
+		keep[w.id] = true
+		b.order = append(b.order, w.id)
+		if m, ok := b.members[w.id]; ok {
+			m.addr, m.checkAddr = w.addr, w.checkAddr
+			continue
 		}
+		up := initial && w.running
+		b.members[w.id] = &member{addr: w.addr, checkAddr: w.checkAddr, healthy: up, known: up, ignored: ignoreNew}
 	}
 	for id := range b.members {
-		if !want[id] {
+		if !keep[id] {
 			delete(b.members, id)
 		}
 	}
@@ -139,44 +228,83 @@ func (b *balancer) healthLoop() {
 			return
 		case <-t.C:
 		}
-		b.lab.mu.Lock()
-		lb := b.lab.st.LBs[b.id]
-		if lb == nil {
-			b.lab.mu.Unlock()
+		hc, ok := b.config()
+		if !ok {
 			return
 		}
-		path, up, down := lb.HealthPath, lb.Healthy, lb.Unhealthy
-		b.lab.mu.Unlock()
 		b.mu.Lock()
 		targets := map[int]string{}
 		for id, m := range b.members {
-			targets[id] = m.addr
+			targets[id] = m.checkAddr
 		}
 		b.mu.Unlock()
 		for id, addr := range targets {
-			ok := false
-			if resp, err := client.Get("http://" + addr + path); err == nil {
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				ok = resp.StatusCode < 400
-			}
+			ok := hc.probe(client, addr)
 			b.mu.Lock()
 			if m := b.members[id]; m != nil {
 				if ok {
 					m.ok, m.failed = m.ok+1, 0
-					if m.ok >= up && !m.ignored {
-						m.healthy = true
+					if m.ok >= hc.up && !m.ignored {
+						m.healthy, m.known = true, true
 					}
 				} else {
 					m.ok, m.failed = 0, m.failed+1
-					if m.failed >= down {
-						m.healthy = false
+					if m.failed >= hc.down {
+						m.healthy, m.known = false, true
 					}
 				}
 			}
 			b.mu.Unlock()
 		}
 	}
+}
+
+// probe runs one health check against addr.
+func (hc healthCheck) probe(client *http.Client, addr string) bool {
+	if hc.tcp {
+		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}
+	req, err := http.NewRequest(http.MethodGet, "http://"+addr+hc.path, nil)
+	if err != nil {
+		return false
+	}
+	if hc.host != "" {
+		req.Host = hc.host
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return false
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if len(hc.codes) == 0 {
+		return resp.StatusCode < 400
+	}
+	code := strconv.Itoa(resp.StatusCode)
+	for _, p := range hc.codes {
+		if statusMatches(p, code) {
+			return true
+		}
+	}
+	return false
+}
+
+// statusMatches matches an HTTP status against a Hetzner pattern: digits
+// and '?' wildcards ("2??").
+func statusMatches(pattern, code string) bool {
+	if len(pattern) != len(code) {
+		return false
+	}
+	for i := range pattern {
+		if pattern[i] != '?' && pattern[i] != code[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // Healthy reports the droplet IDs the load balancer currently routes to.
@@ -204,42 +332,59 @@ func (b *balancer) close() {
 	default:
 		close(b.stop)
 	}
-	b.srv.Close()
+	if b.srv != nil {
+		b.srv.Close()
+	}
+	if b.ln != nil {
+		b.ln.Close()
+	}
 }
 
-// forwarder is the running part of a reserved IP: it forwards each TCP
-// connection on the IP's HTTP port to the droplet it is assigned to.
-// Connections already open stay with the droplet they reached, as on a real
-// reassignment.
+// forwarder is the running part of a reserved IP or a Hetzner floating IP:
+// it forwards each TCP connection on the IP's HTTP port to the server it is
+// assigned to. Connections already open stay with the server they reached,
+// as on a real reassignment.
 type forwarder struct {
-	lab *Lab
-	ip  string
-	ln  net.Listener
+	ip string
+	ln net.Listener
+	// target returns the address to forward to now, "" for none. It is
+	// called with the lab unlocked.
+	target func() string
 }
 
 func (l *Lab) startForwarderLocked(r *reservedIP) error {
-	ln, err := net.Listen("tcp", net.JoinHostPort(r.IP, strconv.Itoa(l.cfg.HTTPPort)))
+	f, err := l.newForwarder(r.IP, func() string {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		r := l.st.ReservedIPs[r.IP]
+		if r == nil || r.DropletID == 0 {
+			return ""
+		}
+		return l.httpAddr(l.st.Droplets[r.DropletID])
+	})
 	if err != nil {
 		return fmt.Errorf("lab: reserved IP %s: %w", r.IP, err)
 	}
-	f := &forwarder{lab: l, ip: r.IP, ln: ln}
 	l.rips[r.IP] = f
-	go f.serve()
 	return nil
 }
 
-func (f *forwarder) target() string {
-	f.lab.mu.Lock()
-	defer f.lab.mu.Unlock()
-	r := f.lab.st.ReservedIPs[f.ip]
-	if r == nil || r.DropletID == 0 {
+// httpAddr is where a server serves HTTP, "" for no server.
+func (l *Lab) httpAddr(d *droplet) string {
+	if d == nil || d.IP == "" {
 		return ""
 	}
-	d := f.lab.st.Droplets[r.DropletID]
-	if d == nil {
-		return ""
+	return net.JoinHostPort(d.IP, strconv.Itoa(l.cfg.HTTPPort))
+}
+
+func (l *Lab) newForwarder(ip string, target func() string) (*forwarder, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(l.cfg.HTTPPort)))
+	if err != nil {
+		return nil, err
 	}
-	return net.JoinHostPort(d.IP, strconv.Itoa(f.lab.cfg.HTTPPort))
+	f := &forwarder{ip: ip, ln: ln, target: target}
+	go f.serve()
+	return f, nil
 }
 
 func (f *forwarder) serve() {
@@ -250,20 +395,9 @@ func (f *forwarder) serve() {
 		}
 		go func() {
 			defer c.Close()
-			addr := f.target()
-			if addr == "" {
-				return
+			if addr := f.target(); addr != "" {
+				pipe(c, addr)
 			}
-			up, err := net.DialTimeout("tcp", addr, 2*time.Second)
-			if err != nil {
-				return
-			}
-			defer up.Close()
-			done := make(chan struct{}, 2)
-			go func() { io.Copy(up, c); up.(*net.TCPConn).CloseWrite(); done <- struct{}{} }()
-			go func() { io.Copy(c, up); c.(*net.TCPConn).CloseWrite(); done <- struct{}{} }()
-			<-done
-			<-done
 		}()
 	}
 }

@@ -32,7 +32,7 @@ func (l *Lab) addZoneLocked(name string) (*zone, error) {
 	if !strings.Contains(name, ".") {
 		return nil, fmt.Errorf("lab: zone name %q is not a domain", name)
 	}
-	if l.zoneByName(name) != nil || l.st.Domains[name] != nil {
+	if l.zoneNameTaken(name) {
 		return nil, fmt.Errorf("lab: zone %s already exists", name)
 	}
 	z := &zone{ID: randomHex(16), Name: name, Created: time.Now().UTC()}

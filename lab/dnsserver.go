@@ -11,7 +11,8 @@ import (
 )
 
 // dnsServer is an authoritative DNS server (UDP and TCP on one loopback
-// port) for the lab's DigitalOcean domains and Cloudflare zones. It serves a
+// port) for the lab's DigitalOcean domains, Cloudflare zones and Hetzner
+// zones. It serves a
 // published copy of the zones; a record change is published DNSApply after it
 // is made, as a provider's change takes a moment to reach its nameservers.
 type dnsServer struct {
@@ -133,6 +134,7 @@ func (l *Lab) buildZones() map[string]*servedZone {
 			out[dns.Fqdn(z.Name)] = &servedZone{name: dns.Fqdn(z.Name)}
 		}
 	}
+	l.hetznerZoneRecords(out)
 	return out
 }
 

@@ -319,13 +319,22 @@ func uniq(in []string) []string {
 	return out
 }
 
+// doDroplet returns the DigitalOcean droplet with the ID, or nil: a Hetzner
+// server is no droplet.
+func (l *Lab) doDroplet(id int) *droplet {
+	if d := l.st.Droplets[id]; d != nil && d.Cloud == "" {
+		return d
+	}
+	return nil
+}
+
 func (c *call) intParam(name string) int {
 	v, _ := strconv.Atoi(c.r.PathValue(name))
 	return v
 }
 
 func (l *Lab) doDropletsGet(c *call) (result, *apiError) {
-	d := l.st.Droplets[c.intParam("droplet_id")]
+	d := l.doDroplet(c.intParam("droplet_id"))
 	if d == nil {
 		return result{}, notFound()
 	}
@@ -333,7 +342,7 @@ func (l *Lab) doDropletsGet(c *call) (result, *apiError) {
 }
 
 func (l *Lab) doDropletsDelete(c *call) (result, *apiError) {
-	d := l.st.Droplets[c.intParam("droplet_id")]
+	d := l.doDroplet(c.intParam("droplet_id"))
 	if d == nil {
 		return result{}, notFound()
 	}
@@ -396,7 +405,7 @@ func (l *Lab) finish(a *action, d time.Duration, do func() bool) {
 }
 
 func (l *Lab) doDropletActionsPost(c *call) (result, *apiError) {
-	d := l.st.Droplets[c.intParam("droplet_id")]
+	d := l.doDroplet(c.intParam("droplet_id"))
 	if d == nil {
 		return result{}, notFound()
 	}
@@ -516,7 +525,7 @@ func (l *Lab) machineDiskUsed(d *droplet) int64 {
 }
 
 func (l *Lab) doDropletActionsList(c *call) (result, *apiError) {
-	d := l.st.Droplets[c.intParam("droplet_id")]
+	d := l.doDroplet(c.intParam("droplet_id"))
 	if d == nil {
 		return result{}, notFound()
 	}
@@ -545,7 +554,7 @@ func (l *Lab) doDropletActionGet(c *call) (result, *apiError) {
 
 func (l *Lab) doActionGet(c *call) (result, *apiError) {
 	a := l.st.Actions[c.intParam("action_id")]
-	if a == nil {
+	if a == nil || a.Cloud != "" {
 		return result{}, notFound()
 	}
 	return result{200, map[string]any{"action": actionJSON(a)}}, nil
@@ -637,7 +646,7 @@ func (l *Lab) doSnapshotsDelete(c *call) (result, *apiError) {
 }
 
 func (l *Lab) doDropletSnapshots(c *call) (result, *apiError) {
-	d := l.st.Droplets[c.intParam("droplet_id")]
+	d := l.doDroplet(c.intParam("droplet_id"))
 	if d == nil {
 		return result{}, notFound()
 	}
@@ -712,7 +721,7 @@ func (l *Lab) doLBCreate(c *call) (result, *apiError) {
 		return result{}, unprocessable("Specify either droplet_ids or tag, not both.")
 	}
 	for _, id := range in.DropletIDs {
-		if l.st.Droplets[id] == nil {
+		if l.doDroplet(id) == nil {
 			return result{}, unprocessable("Droplet %d not found.", id)
 		}
 	}
@@ -778,7 +787,7 @@ func (l *Lab) lbMembersChange(c *call, add bool) (result, *apiError) {
 		return result{}, unprocessable("This load balancer selects droplets by tag %q; tag the droplet instead of adding it by ID.", lb.Tag)
 	}
 	for _, id := range in.DropletIDs {
-		if add && l.st.Droplets[id] == nil {
+		if add && l.doDroplet(id) == nil {
 			return result{}, unprocessable("Droplet %d not found.", id)
 		}
 	}
@@ -826,7 +835,7 @@ func (l *Lab) doDomainsCreate(c *call) (result, *apiError) {
 	if name == "" || !strings.Contains(name, ".") {
 		return result{}, unprocessable("Name is invalid.")
 	}
-	if l.st.Domains[name] != nil || l.zoneByName(name) != nil {
+	if l.zoneNameTaken(name) {
 		return result{}, unprocessable("Domain already exists.")
 	}
 	d := &domain{Name: name, TTL: 1800}
@@ -1030,7 +1039,7 @@ func (l *Lab) doRIPCreate(c *call) (result, *apiError) {
 	}
 	r := &reservedIP{Region: in.Region, DropletID: in.DropletID}
 	if in.DropletID != 0 {
-		d := l.st.Droplets[in.DropletID]
+		d := l.doDroplet(in.DropletID)
 		if d == nil {
 			return result{}, unprocessable("Droplet %d not found.", in.DropletID)
 		}
@@ -1084,7 +1093,7 @@ func (l *Lab) doRIPAction(c *call) (result, *apiError) {
 	a.ReservedIP = r.IP
 	switch in.Type {
 	case "assign":
-		d := l.st.Droplets[in.DropletID]
+		d := l.doDroplet(in.DropletID)
 		if d == nil {
 			delete(l.st.Actions, a.ID)
 			return result{}, unprocessable("Droplet %d not found.", in.DropletID)
@@ -1110,7 +1119,7 @@ func (l *Lab) doRIPActionGet(c *call) (result, *apiError) {
 
 func (l *Lab) tagJSON(name string) map[string]any {
 	n := 0
-	for _, d := range l.st.Droplets {
+	for _, d := range sortedDroplets(l.st) {
 		if slices.Contains(d.Tags, name) {
 			n++
 		}
@@ -1194,7 +1203,7 @@ func (l *Lab) doTagsResources(add bool) func(c *call) (result, *apiError) {
 		var ds []*droplet
 		for _, r := range in.Resources {
 			id, err := strconv.Atoi(r.ID)
-			d := l.st.Droplets[id]
+			d := l.doDroplet(id)
 			if r.Type != "droplet" || err != nil || d == nil {
 				return result{}, notFound()
 			}

@@ -72,6 +72,9 @@ func (l *Lab) injectLocked(f Fault) error {
 		for _, lb := range l.st.LBs {
 			lb.IgnoreAfter = true
 		}
+		for _, lb := range l.st.Hetzner.LBs {
+			lb.IgnoreNew = true
+		}
 	default:
 		return fmt.Errorf("lab: unknown fault kind %q (known: %s)", f.Kind, strings.Join([]string{FaultHTTPError, FaultRateLimit, FaultActionErrored, FaultNeverActive, FaultServe500, FaultServeContent, FaultSlowBoot, FaultDNSReject, FaultLBIgnoreNew, FaultDropAfterCommit, FaultKeepHostname}, ", "))
 	}

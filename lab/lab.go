@@ -1,7 +1,8 @@
 // Package lab is a local cloud on loopback that speaks the subset of the
-// DigitalOcean API v2 and the Cloudflare DNS API v4 that vmswap uses.
+// DigitalOcean API v2, the Cloudflare DNS API v4 and the Hetzner Cloud API
+// that vmswap uses.
 //
-// Its droplets are real HTTP and SSH servers on their own loopback addresses
+// Its droplets and Hetzner servers are real HTTP and SSH servers on their own loopback addresses
 // (127.x.y.z), its load balancers are real reverse proxies, its reserved IPs
 // are real TCP forwarders and its DNS zones are served by a real DNS server.
 // Every API request and response is validated against the providers'
@@ -132,15 +133,22 @@ type Lab struct {
 	machines map[int]*machine
 	lbs      map[string]*balancer
 	rips     map[string]*forwarder
+	hlbs     map[int]map[int]*balancer // Hetzner LB ID -> listen port -> its service
+	hfips    map[int]*forwarder        // Hetzner floating IPs
 	faults   []*Fault
 	reqlog   []Request
 	rateLog  []time.Time // the DigitalOcean API's requests in the last hour
-	opCounts map[string]int
-	viol     []string
-	tempDir  bool
-	closed   bool
-	timers   map[*time.Timer]struct{}
-	dnsTimer *time.Timer
+	// The Hetzner API's budget (SetHetznerRateLimit): requests an hour, and
+	// what is left of it when.
+	hRateLimit int
+	hTokens    float64
+	hTokensAt  time.Time
+	opCounts   map[string]int
+	viol       []string
+	tempDir    bool
+	closed     bool
+	timers     map[*time.Timer]struct{}
+	dnsTimer   *time.Timer
 
 	apiSrv *http.Server
 	apiLn  net.Listener
@@ -173,7 +181,8 @@ func Start(cfg Config) (*Lab, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Lab{cfg: cfg, ca: ca, machines: map[int]*machine{}, lbs: map[string]*balancer{}, rips: map[string]*forwarder{}, timers: map[*time.Timer]struct{}{}}
+	l := &Lab{cfg: cfg, ca: ca, machines: map[int]*machine{}, lbs: map[string]*balancer{}, rips: map[string]*forwarder{},
+		hlbs: map[int]map[int]*balancer{}, hfips: map[int]*forwarder{}, timers: map[*time.Timer]struct{}{}}
 	if l.cfg.StateDir == "" {
 		dir, err := os.MkdirTemp("", "vmswap-lab-")
 		if err != nil {
@@ -250,7 +259,7 @@ func Start(cfg Config) (*Lab, error) {
 		}
 	}
 	for _, d := range l.st.Droplets {
-		d.Locked = false
+		d.Locked, d.Phase = false, ""
 		if d.Status == "new" && d.Fault != FaultNeverActive {
 			d.Status = "active"
 		}
@@ -274,6 +283,18 @@ func Start(cfg Config) (*Lab, error) {
 			return nil, err
 		}
 	}
+	for _, lb := range l.hLBs() {
+		if err := l.startHLBLocked(lb, true); err != nil {
+			l.closeLocked()
+			return nil, err
+		}
+	}
+	for _, f := range l.hFloatingIPs() {
+		if err := l.startFloatingLocked(f); err != nil {
+			l.closeLocked()
+			return nil, err
+		}
+	}
 	return l, l.saveLocked()
 }
 
@@ -288,11 +309,14 @@ func orDefault(s, def string) string {
 type Endpoints struct {
 	DigitalOceanAPI string `json:"digitalocean_api"`
 	CloudflareAPI   string `json:"cloudflare_api"`
-	DNS             string `json:"dns"`
-	Token           string `json:"token"`
-	HTTPPort        int    `json:"http_port"`
-	HTTPSPort       int    `json:"https_port"`
-	SSHPort         int    `json:"ssh_port"`
+	// HetznerAPI is the Hetzner Cloud API's base URL, for
+	// hcloud.WithEndpoint.
+	HetznerAPI string `json:"hetzner_api"`
+	DNS        string `json:"dns"`
+	Token      string `json:"token"`
+	HTTPPort   int    `json:"http_port"`
+	HTTPSPort  int    `json:"https_port"`
+	SSHPort    int    `json:"ssh_port"`
 	// CAFile is the lab's test CA (PEM), written beside endpoints.json:
 	// trust it to reach droplets over HTTPS (a plan's verify.ca_file,
 	// curl --cacert).
@@ -309,6 +333,7 @@ func (l *Lab) Endpoints() Endpoints {
 	return Endpoints{
 		DigitalOceanAPI: base + "/",
 		CloudflareAPI:   base + "/client/v4",
+		HetznerAPI:      base + hetznerBase,
 		DNS:             l.dnsSrv.addr,
 		Token:           l.Token(),
 		HTTPPort:        l.cfg.HTTPPort,
@@ -385,6 +410,12 @@ func (l *Lab) closeLocked() {
 		b.close()
 	}
 	for _, f := range l.rips {
+		f.close()
+	}
+	for id := range l.hlbs {
+		l.stopHLBLocked(id)
+	}
+	for _, f := range l.hfips {
 		f.close()
 	}
 	if l.apiSrv != nil {
@@ -476,7 +507,8 @@ type Inventory struct {
 	Snapshots   []InventorySnap    `json:"snapshots"`
 	LBs         []InventoryLB      `json:"load_balancers"`
 	ReservedIPs map[string]int     `json:"reserved_ips"`
-	Records     map[string]string  `json:"records"` // "name type" -> data, DO and Cloudflare
+	Records     map[string]string  `json:"records"` // "name type" -> data: DO, Cloudflare and Hetzner (values joined by ", ")
+	Hetzner     *InventoryHetzner  `json:"hetzner,omitempty"`
 }
 
 // InventoryDroplet is a droplet in an Inventory.
@@ -545,6 +577,7 @@ func (l *Lab) inventoryLocked() Inventory {
 			inv.Records[r.Name+" "+r.Type] = r.Content
 		}
 	}
+	l.hetznerInventory(&inv)
 	return inv
 }
 

@@ -54,8 +54,7 @@ type machine struct {
 }
 
 func (l *Lab) newMachine(d *droplet) *machine {
-	sz, _ := sizeBySlug(d.Size)
-	m := &machine{lab: l, id: d.ID, ip: d.IP, dir: l.diskDir("d", d.ID), size: sz, fault: d.Fault}
+	m := &machine{lab: l, id: d.ID, ip: d.IP, dir: l.diskDir("d", d.ID), size: machineSize(d), fault: d.Fault}
 	l.machines[d.ID] = m
 	return m
 }

@@ -21,24 +21,51 @@ import (
 const (
 	doSpecFile = "digitalocean/DigitalOcean-public.v2.bundled.yaml"
 	cfSpecFile = "cloudflare/dns-records.openapi.json"
+	hzSpecFile = "hetzner/hcloud.openapi.json"
 )
 
 // specs validates requests and responses against the providers' OpenAPI
 // documents.
 type specs struct {
-	do, cf routers.Router
+	do, cf, hz routers.Router
 }
 
 var defineIPv4 sync.Once
 
-// loadSpecs loads and checks both documents. A missing directory is an error
-// that says what to pass.
+// loaded keeps the specs loaded from each directory: loading takes most of
+// a second, and a test process starts many labs. A router only reads its
+// documents, so labs share them.
+var loaded struct {
+	sync.Mutex
+	byDir map[string]*specs
+}
+
+// loadSpecs loads and checks the documents once per directory. A missing
+// directory is an error that says what to pass.
 func loadSpecs(dir string) (*specs, error) {
+	loaded.Lock()
+	defer loaded.Unlock()
+	if sp := loaded.byDir[dir]; sp != nil {
+		return sp, nil
+	}
+	sp, err := readSpecs(dir)
+	if err != nil {
+		return nil, err
+	}
+	if loaded.byDir == nil {
+		loaded.byDir = map[string]*specs{}
+	}
+	loaded.byDir[dir] = sp
+	return sp, nil
+}
+
+// readSpecs loads and checks the documents of a directory.
+func readSpecs(dir string) (*specs, error) {
 	if _, err := os.Stat(filepath.Join(dir, doSpecFile)); err != nil {
 		return nil, fmt.Errorf("lab: specs: %w (pass the shared/specs directory, or no specs to run without validation)", err)
 	}
 	defineIPv4.Do(openapi3.DefineIPv4Format)
-	load := func(file, server string) (routers.Router, error) {
+	load := func(file, server string, fix func(*openapi3.T)) (routers.Router, error) {
 		loader := openapi3.NewLoader()
 		doc, err := loader.LoadFromFile(filepath.Join(dir, file))
 		if err != nil {
@@ -49,21 +76,50 @@ func loadSpecs(dir string) (*specs, error) {
 		}
 		// The lab serves on its own host; match on path only.
 		doc.Servers = openapi3.Servers{{URL: server}}
+		if fix != nil {
+			fix(doc)
+		}
 		r, err := gorillamux.NewRouter(doc)
 		if err != nil {
 			return nil, fmt.Errorf("lab: specs: %s: %w", file, err)
 		}
 		return r, nil
 	}
-	do, err := load(doSpecFile, "/")
+	do, err := load(doSpecFile, "/", nil)
 	if err != nil {
 		return nil, err
 	}
-	cf, err := load(cfSpecFile, "/client/v4")
+	cf, err := load(cfSpecFile, "/client/v4", nil)
 	if err != nil {
 		return nil, err
 	}
-	return &specs{do: do, cf: cf}, nil
+	hz, err := load(hzSpecFile, "/hetzner/v1", fixHetzner)
+	if err != nil {
+		return nil, err
+	}
+	return &specs{do: do, cf: cf, hz: hz}, nil
+}
+
+// fixHetzner makes the Hetzner spec match on the lab's path alone (its
+// paths name their own servers: api.hetzner.cloud or api.hetzner.com), and
+// renames its "4xx" and "5xx" responses to "4XX" and "5XX", the spelling
+// kin-openapi matches, so the lab's error responses are validated too.
+func fixHetzner(doc *openapi3.T) {
+	for _, item := range doc.Paths.Map() {
+		item.Servers = nil
+		for _, op := range item.Operations() {
+			op.Servers = nil
+			if op.Responses == nil {
+				continue
+			}
+			for code, ref := range op.Responses.Map() {
+				if up := strings.ToUpper(code); up != code {
+					op.Responses.Delete(code)
+					op.Responses.Set(up, ref)
+				}
+			}
+		}
+	}
 }
 
 // FindSpecs looks for the vendored specs directory beside the working
@@ -102,8 +158,11 @@ var validationOptions = &openapi3filter.Options{
 // input (for the response check) or a message for a 4xx.
 func (s *specs) checkRequest(api string, r *http.Request) (*openapi3filter.RequestValidationInput, string, bool) {
 	router := s.do
-	if api == apiCloudflare {
+	switch api {
+	case apiCloudflare:
 		router = s.cf
+	case apiHetzner:
+		router = s.hz
 	}
 	route, params, err := router.FindRoute(r)
 	if err != nil {

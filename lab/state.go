@@ -31,6 +31,7 @@ type state struct {
 	Tags        map[string]bool        `json:"tags"`
 	Zones       map[string]*zone       `json:"zones"`
 	FreeHosts   []int                  `json:"free_hosts"`
+	Hetzner     *hetznerState          `json:"hetzner"`
 }
 
 type sshKey struct {
@@ -60,6 +61,20 @@ type droplet struct {
 	Locked     bool          `json:"locked"`
 	Fault      string        `json:"fault,omitempty"`
 	BootDelay  time.Duration `json:"boot_delay,omitempty"`
+
+	// Cloud is "" for a DigitalOcean droplet, cloudHetzner for a Hetzner
+	// server; each API sees only its own.
+	Cloud string `json:"cloud,omitempty"`
+	// The Hetzner server's: Size is its server type, Region its location.
+	Labels         map[string]string `json:"labels,omitempty"`
+	PrimaryIPv4    int               `json:"primary_ipv4,omitempty"` // the primary IP whose address IP is
+	OwnIP          bool              `json:"own_ip,omitempty"`       // IP is the server's own (no primary IPv4)
+	DiskGB         int               `json:"disk_gb,omitempty"`
+	UserData       string            `json:"user_data,omitempty"`
+	Networks       []int             `json:"networks,omitempty"`
+	Firewalls      []int             `json:"firewalls,omitempty"`
+	PlacementGroup int               `json:"placement_group,omitempty"`
+	Phase          string            `json:"phase,omitempty"` // starting, stopping: an action is changing its power
 }
 
 type snapshot struct {
@@ -85,6 +100,22 @@ type action struct {
 	Region       string    `json:"region"`
 	// ReservedIP is set for reserved-IP actions (resource_id is the IP as int).
 	ReservedIP string `json:"reserved_ip,omitempty"`
+
+	// Cloud is cloudHetzner for a Hetzner action (Type is its command).
+	Cloud     string        `json:"cloud,omitempty"`
+	Resources []hResource   `json:"resources,omitempty"`
+	Duration  time.Duration `json:"duration,omitempty"` // for progress
+	Error     *hActionError `json:"error,omitempty"`
+}
+
+type hResource struct {
+	ID   int    `json:"id"`
+	Type string `json:"type"`
+}
+
+type hActionError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
 }
 
 type lbState struct {
@@ -159,6 +190,7 @@ func newState() *state {
 		ReservedIPs: map[string]*reservedIP{},
 		Tags:        map[string]bool{},
 		Zones:       map[string]*zone{},
+		Hetzner:     newHetznerState(),
 	}
 }
 
@@ -178,6 +210,9 @@ func loadState(dir string) (*state, error) {
 	}
 	if st.Version != stateVersion {
 		return nil, fmt.Errorf("lab: %s has format version %d, this lab reads %d: start with an empty --state directory", statePath(dir), st.Version, stateVersion)
+	}
+	if st.Hetzner == nil { // saved before the lab spoke Hetzner
+		st.Hetzner = newHetznerState()
 	}
 	return &st, nil
 }
@@ -225,10 +260,16 @@ func (l *Lab) diskDir(kind string, id int) string {
 	return filepath.Join(l.cfg.StateDir, "disks", fmt.Sprintf("%s%d", kind, id))
 }
 
-func sortedDroplets(st *state) []*droplet {
+// sortedDroplets returns the DigitalOcean droplets in ID order.
+func sortedDroplets(st *state) []*droplet { return sortedServers(st, "") }
+
+// sortedServers returns a cloud's servers in ID order.
+func sortedServers(st *state, cloud string) []*droplet {
 	out := make([]*droplet, 0, len(st.Droplets))
 	for _, d := range st.Droplets {
-		out = append(out, d)
+		if d.Cloud == cloud {
+			out = append(out, d)
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
