@@ -142,10 +142,10 @@ func (s *Seeder) hWaitAction(ctx context.Context, id int64) error {
 	})
 }
 
-// HetznerAddKey registers an SSH public key (authorized_keys format) with
+// HetznerSSHKey registers an SSH public key (authorized_keys format) with
 // the Hetzner Cloud and returns its ID. HetznerServer puts every registered
 // key on the servers it creates.
-func (s *Seeder) HetznerAddKey(ctx context.Context, name, pub string) (int64, error) {
+func (s *Seeder) HetznerSSHKey(ctx context.Context, name, pub string) (int64, error) {
 	var out struct {
 		Key struct{ ID int64 } `json:"ssh_key"`
 	}
@@ -154,7 +154,7 @@ func (s *Seeder) HetznerAddKey(ctx context.Context, name, pub string) (int64, er
 }
 
 // HetznerServer creates a Hetzner server from ubuntu-24.04 in fsn1 with the
-// labels and every SSH key registered with the Hetzner Cloud (HetznerAddKey),
+// labels and every SSH key registered with the Hetzner Cloud (HetznerSSHKey),
 // waits until it is running, writes files (path relative to the web root ->
 // content) and returns its ID and public IPv4.
 func (s *Seeder) HetznerServer(ctx context.Context, name, serverType string, labels map[string]string, files map[string]string) (int64, string, error) {

@@ -487,7 +487,7 @@ func TestHetznerSeeder(t *testing.T) {
 	cx := ctx(t)
 	port := l.HTTPPort()
 	signer, pub := newKey(t)
-	if _, err := sd.HetznerAddKey(cx, "operator", pub); err != nil {
+	if _, err := sd.HetznerSSHKey(cx, "operator", pub); err != nil {
 		t.Fatal(err)
 	}
 	id1, ip1, err := sd.HetznerServer(cx, "app-1", "cx22", map[string]string{"role": "app"}, map[string]string{"index.html": "hello\n"})

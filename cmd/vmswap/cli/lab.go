@@ -32,7 +32,7 @@ type LabServeOptions struct {
 func NewCmdLab(f *Factory) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "lab",
-		Short: "A local DigitalOcean- and Cloudflare-compatible cloud on loopback, for rehearsals",
+		Short: "A local DigitalOcean-, Cloudflare- and Hetzner-compatible cloud on loopback, for rehearsals",
 	}
 	cmd.AddCommand(NewCmdLabServe(f, nil), newCmdLabInventory(f), newCmdLabSeed(f))
 	return cmd
@@ -44,8 +44,9 @@ func NewCmdLabServe(f *Factory, runF func(*LabServeOptions) error) *cobra.Comman
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the lab until interrupted; its endpoints go to STATE/endpoints.json",
-		Long: `Serve runs the lab: the DigitalOcean API, the Cloudflare DNS API, a DNS server, and real
-droplets, load balancers and reserved IPs on 127.x addresses. State persists in --state.
+		Long: `Serve runs the lab: the DigitalOcean API, the Cloudflare DNS API, the Hetzner Cloud API, a DNS
+server, and real servers, load balancers and reserved and floating IPs on 127.x addresses.
+State persists in --state.
 Point vmswap at it with the printed endpoint and token:
 
   export DIGITALOCEAN_TOKEN=$(jq -r .token STATE/endpoints.json)
@@ -118,9 +119,10 @@ func labServeRun(ctx context.Context, o *LabServeOptions) error {
 	b, _ := json.MarshalIndent(struct {
 		DigitalOceanAPI string `json:"digitalocean_api"`
 		CloudflareAPI   string `json:"cloudflare_api"`
+		HetznerAPI      string `json:"hetzner_api"`
 		DNS             string `json:"dns"`
 		Endpoints       string `json:"endpoints_file"`
-	}{ep.DigitalOceanAPI, ep.CloudflareAPI, ep.DNS, epFile}, "", "  ")
+	}{ep.DigitalOceanAPI, ep.CloudflareAPI, ep.HetznerAPI, ep.DNS, epFile}, "", "  ")
 	fmt.Fprintln(o.IO.Out, string(b))
 	fmt.Fprintf(o.IO.ErrOut, "token: in %s (not printed)\n", epFile)
 	if o.Ready != nil {
