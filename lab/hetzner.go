@@ -3,6 +3,7 @@ package lab
 import (
 	"fmt"
 	"net/http"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -103,6 +104,29 @@ func (l *Lab) hetznerRoutes(mux *http.ServeMux) {
 	hz("POST /zones/{id_or_name}/rrsets/{rr_name}/{rr_type}/actions/change_ttl", "change_rrsets_ttl", l.hzRRSetChange("change_ttl"))
 
 	mux.Handle(hetznerBase+"/", l.wrap(apiHetzner, "unknown", func(c *call) (result, *apiError) { return result{}, hNotFound("no such route") }))
+}
+
+// restoreHetznerLocked brings back the Hetzner load balancers and floating
+// IPs of a saved state, and drops the images whose creation the restart
+// cut short (their actions failed).
+func (l *Lab) restoreHetznerLocked() error {
+	for _, im := range l.hImages() {
+		if im.Status == "creating" {
+			delete(l.st.Hetzner.Images, im.ID)
+			os.RemoveAll(l.diskDir("s", im.ID))
+		}
+	}
+	for _, lb := range l.hLBs() {
+		if err := l.startHLBLocked(lb, true); err != nil {
+			return err
+		}
+	}
+	for _, f := range l.hFloatingIPs() {
+		if err := l.startFloatingLocked(f); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Hetzner errors: https://docs.hetzner.cloud/reference/cloud#errors

@@ -283,17 +283,9 @@ func Start(cfg Config) (*Lab, error) {
 			return nil, err
 		}
 	}
-	for _, lb := range l.hLBs() {
-		if err := l.startHLBLocked(lb, true); err != nil {
-			l.closeLocked()
-			return nil, err
-		}
-	}
-	for _, f := range l.hFloatingIPs() {
-		if err := l.startFloatingLocked(f); err != nil {
-			l.closeLocked()
-			return nil, err
-		}
+	if err := l.restoreHetznerLocked(); err != nil {
+		l.closeLocked()
+		return nil, err
 	}
 	return l, l.saveLocked()
 }
