@@ -158,7 +158,7 @@ func (s *Seeder) HetznerSSHKey(ctx context.Context, name, pub string) (int64, er
 // waits until it is running, writes files (path relative to the web root ->
 // content) and returns its ID and public IPv4.
 func (s *Seeder) HetznerServer(ctx context.Context, name, serverType string, labels map[string]string, files map[string]string) (int64, string, error) {
-	var keys []int64
+	keys := []int64{} // JSON [], never null: the spec refuses null
 	for page := 1; page > 0; {
 		var out struct {
 			Keys []struct{ ID int64 } `json:"ssh_keys"`

@@ -37,6 +37,8 @@ type DemoOptions struct {
 	// Fleet, when set, is how many servers behind one load balancer the
 	// demo upgrades in waves.
 	Fleet int
+	// Provider is the lab API the demo runs on: digitalocean or hetzner.
+	Provider string
 }
 
 // NewCmdDemo builds `vmswap demo`.
@@ -64,6 +66,7 @@ as a real swap, and ends with the summary. Nothing leaves this machine.`,
 	cmd.Flags().BoolVar(&opts.NoSpecs, "no-specs", false, "do not validate the lab's API traffic")
 	cmd.Flags().StringVar(&opts.Dir, "dir", "", "keep the demo's plan, journal and key here (default: a temporary directory)")
 	cmd.Flags().IntVar(&opts.Fleet, "fleet", 0, "upgrade this many servers behind one load balancer instead, in waves of 4 after a canary of 1, under DigitalOcean's rate limit (250 requests a minute)")
+	cmd.Flags().StringVar(&opts.Provider, "provider", "digitalocean", "the lab API to run on: digitalocean, or hetzner (a load balancer, a DNS zone and a floating IP on the lab's Hetzner Cloud API)")
 	cmd.Flags().BoolVar(&opts.Compare, "compare", false, "also resize an identical droplet the classic way (shutdown, resize, power on) under the same probe, and show both")
 	return cmd
 }
@@ -101,6 +104,15 @@ func demoRun(ctx context.Context, o *DemoOptions) error {
 	if o.Fleet > 0 && o.Compare {
 		return exitf(runner.ExitBadInput, "--fleet and --compare are separate demos: use one")
 	}
+	switch o.Provider {
+	case "", "digitalocean":
+	case "hetzner":
+		if o.Fleet > 0 || o.Compare {
+			return exitf(runner.ExitBadInput, "--provider hetzner runs the three-cutover demo: drop --fleet and --compare")
+		}
+	default:
+		return exitf(runner.ExitBadInput, "--provider %q: want digitalocean or hetzner", o.Provider)
+	}
 	if o.Fleet > 0 {
 		// DigitalOcean's own limit, enforced as DigitalOcean does: the
 		// fleet's swaps share it.
@@ -118,21 +130,18 @@ func demoRun(ctx context.Context, o *DemoOptions) error {
 	}
 
 	var planFile, classicIP string
-	if o.Fleet > 0 {
+	switch {
+	case o.Provider == "hetzner":
+		planFile, err = demoHetznerWorld(ctx, l, dir, pr)
+	case o.Fleet > 0:
 		planFile, err = demoFleet(ctx, l, dir, pr, o.Fleet)
-	} else {
+	default:
 		planFile, classicIP, err = demoWorld(ctx, l, dir, pr, o.Compare)
 	}
 	if err != nil {
 		return exitf(runner.ExitAttention, "demo setup: %v", err)
 	}
-	ep := l.Endpoints()
-	getenv := func(k string) string {
-		if k == "DIGITALOCEAN_TOKEN" {
-			return ep.Token
-		}
-		return ""
-	}
+	getenv := demoGetenv(l.Endpoints())
 	ao := &ApplyOptions{IO: o.IO, PlanFile: planFile, Output: o.Output, Report: o.Report, Poll: 100 * time.Millisecond, Getenv: getenv, printer: pr}
 	var classic *report.Comparison
 	if o.Compare {
@@ -163,6 +172,9 @@ func demoRun(ctx context.Context, o *DemoOptions) error {
 			total, failed = total+s.Requests, failed+s.Failed
 		}
 		via := "the load balancer and DNS"
+		if o.Provider == "hetzner" {
+			via = "the load balancer, DNS and a floating IP"
+		}
 		if o.Fleet > 0 {
 			via = "the load balancer"
 			n429 := 0
