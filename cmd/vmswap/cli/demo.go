@@ -186,7 +186,7 @@ func demoRun(ctx context.Context, o *DemoOptions) error {
 			fmt.Fprintf(o.IO.ErrOut, "\ndemo: %d API calls, %.1f per server; the lab's 250-a-minute limit answered 429 %d times.", len(l.Requests()), float64(len(l.Requests()))/float64(len(res.Swaps)), n429)
 		}
 		fmt.Fprintf(o.IO.ErrOut, "\ndemo: %d server(s) upgraded while a probe sent %d requests through %s; %d failed.\n", len(res.Swaps), total, via, failed)
-		if !o.Compare && o.Fleet == 0 {
+		if !o.Compare && o.Fleet == 0 && o.Provider != "hetzner" {
 			fmt.Fprintln(o.IO.ErrOut, "      See the old way beside it: vmswap demo --compare --report swap.html")
 		}
 	}

@@ -78,7 +78,7 @@ func demoHetznerWorld(ctx context.Context, l *lab.Lab, dir string, pr *printer) 
 	if _, err := sd.HetznerZone(ctx, "demo.test", 60); err != nil {
 		return "", err
 	}
-	if err := sd.HetznerRecord(ctx, "demo.test", "www", "A", []string{ip2}, 30); err != nil {
+	if err := sd.HetznerRecord(ctx, "demo.test", "www", "A", []string{ip2}, 60); err != nil {
 		return "", err
 	}
 	_, fip, err := sd.HetznerFloatingIP(ctx, id3)

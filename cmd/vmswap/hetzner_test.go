@@ -1,0 +1,285 @@
+package main_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hetznercloud/hcloud-go/v2/hcloud"
+
+	"github.com/vmswap/vmswap/dns/authority"
+	"github.com/vmswap/vmswap/lab"
+	"github.com/vmswap/vmswap/lab/labtest"
+	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/verify"
+	"github.com/vmswap/vmswap/verify/probe"
+)
+
+// hzWorld is a lab (in this process, so it outlives a killed binary) with
+// the Hetzner server web-1 behind a load balancer, a floating IP and an A
+// record in a Hetzner zone, and a plan to swap it through one of them.
+type hzWorld struct {
+	l        *lab.Lab
+	c        *hcloud.Client
+	srcID    int64
+	srcIP    string
+	lbID     int64
+	fip      string
+	cutover  string
+	planFile string
+	env      []string
+	plan     *plans.Plan
+}
+
+func newHetznerWorld(t *testing.T, cutover string) *hzWorld {
+	l := labtest.Start(t, lab.Config{})
+	ctx := context.Background()
+	sd := l.Seeder()
+	srcID, srcIP, err := sd.HetznerServer(ctx, "web-1", "cx22", map[string]string{"role": "web"}, map[string]string{"index.html": "<h1>shop</h1>\n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lbID, lbIP, err := sd.HetznerLoadBalancer(ctx, "lb", []int64{srcID}, "/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, fip, err := sd.HetznerFloatingIP(ctx, srcID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sd.HetznerZone(ctx, "shop.test", 300); err != nil {
+		t.Fatal(err)
+	}
+	if err := sd.HetznerRecord(ctx, "shop.test", "www", "A", []string{srcIP}, 60); err != nil { // Hetzner's shortest TTL
+		t.Fatal(err)
+	}
+	ep := l.Endpoints()
+	if err := authority.WaitServed(ctx, ep.DNS, "www.shop.test", "A", []string{srcIP}, 20*time.Millisecond, nil); err != nil {
+		t.Fatal(err)
+	}
+	sw := plans.Swap{
+		Source: plans.Source{Provider: "hz", Server: "web-1"}, Target: plans.Target{Size: "cx32"},
+		Verify:  plans.Verify{HTTP: []verify.HTTPCheck{{URL: fmt.Sprintf("http://shop.test:%d/health", ep.HTTPPort), Status: 200}}, Compare: []string{"/"}},
+		Observe: plans.Duration(time.Second),
+		Retire:  plans.Retire{Action: "power_off", ShutdownTimeout: plans.Duration(5 * time.Second)},
+	}
+	switch cutover {
+	case "loadbalancer":
+		sw.Cutover.LoadBalancer = &plans.LBCutover{Provider: "hz", ID: strconv.FormatInt(lbID, 10), Drain: plans.Duration(300 * time.Millisecond)}
+		sw.Probe = &plans.Probe{URL: fmt.Sprintf("http://%s:%d/", lbIP, ep.HTTPPort), Rate: 50}
+	case "floating_ip":
+		sw.Cutover.ReservedIP = &plans.IPCutover{Provider: "hz", IP: fip, Drain: plans.Duration(300 * time.Millisecond)}
+		sw.Probe = &plans.Probe{URL: fmt.Sprintf("http://%s:%d/", fip, ep.HTTPPort), Rate: 50}
+	case "dns":
+		sw.Cutover.DNS = &plans.DNSCutover{Provider: "hz", Record: "www.shop.test", Grace: plans.Duration(500 * time.Millisecond)}
+		sw.Probe = &plans.Probe{URL: fmt.Sprintf("http://www.shop.test:%d/", ep.HTTPPort), Rate: 50, Resolver: ep.DNS}
+	}
+	p := &plans.Plan{Version: 1, ID: "hzkill", Providers: map[string]plans.Provider{"hz": {Type: "hetzner", Endpoint: ep.HetznerAPI, Nameserver: ep.DNS}},
+		Swaps: []plans.Swap{sw}}
+	w := &hzWorld{l: l, srcID: srcID, srcIP: srcIP, lbID: lbID, fip: fip, cutover: cutover, plan: p,
+		c:        hcloud.NewClient(hcloud.WithEndpoint(ep.HetznerAPI), hcloud.WithToken(ep.Token)),
+		planFile: filepath.Join(t.TempDir(), "plan.yaml"), env: []string{"HCLOUD_TOKEN=" + ep.Token}}
+	(&killWorld{}).writePlan(t, w.planFile, p)
+	return w
+}
+
+func (w *hzWorld) entry() probe.Config {
+	sw := w.plan.Swaps[0]
+	return probe.Config{URL: sw.Probe.URL, Rate: 50, Resolver: sw.Probe.Resolver}
+}
+
+// serving returns the IDs of the servers the cutover's entry point leads
+// to, as the Hetzner API reports it.
+func (w *hzWorld) serving(t *testing.T) []int64 {
+	ctx := context.Background()
+	var out []int64
+	switch w.cutover {
+	case "loadbalancer":
+		lb, _, err := w.c.LoadBalancer.GetByID(ctx, w.lbID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tg := range lb.Targets {
+			if tg.Server != nil && tg.Server.Server != nil {
+				out = append(out, tg.Server.Server.ID)
+			}
+		}
+	case "floating_ip":
+		fips, err := w.c.FloatingIP.All(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range fips {
+			if f.IP.String() == w.fip && f.Server != nil {
+				out = append(out, f.Server.ID)
+			}
+		}
+	case "dns":
+		ips, _, err := authority.Lookup(ctx, w.l.Endpoints().DNS, "www.shop.test", "A")
+		if err != nil {
+			t.Fatal(err)
+		}
+		servers, err := w.c.Server.All(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range servers {
+			if slices.Contains(ips, s.PublicNet.IPv4.IP.String()) {
+				out = append(out, s.ID)
+			}
+		}
+	}
+	return out
+}
+
+// check asserts what a finished swap leaves in the Hetzner project: one
+// new server, from one snapshot, serving the entry point as web-1, the old
+// one off and renamed, no claim left, nothing failed.
+func (w *hzWorld) check(t *testing.T, when string, sum probe.Summary) {
+	t.Helper()
+	ctx := context.Background()
+	servers, err := w.c.Server.All(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops := w.l.OperationCounts()
+	var nw *hcloud.Server
+	for _, s := range servers {
+		if s.ID != w.srcID {
+			if nw != nil {
+				t.Fatalf("%s: two new servers: %s and %s", when, nw.Name, s.Name)
+			}
+			nw = s
+		}
+		for k := range s.Labels {
+			if strings.HasPrefix(k, "vmswap-claim") {
+				t.Fatalf("%s: server %s still carries the claim %s", when, s.Name, k)
+			}
+		}
+	}
+	if creates := ops["create_server"] - hetznerSeedServers; nw == nil || creates != 1 || ops["create_image_from_server"] != 1 {
+		t.Fatalf("%s: create_server %d times, create_image %d times, new server %v", when, creates, ops["create_image_from_server"], nw)
+	}
+	if nw.Name != "web-1" || nw.ServerType.Name != "cx32" || nw.Status != hcloud.ServerStatusRunning {
+		t.Fatalf("%s: new server %s %s %s", when, nw.Name, nw.ServerType.Name, nw.Status)
+	}
+	if got := w.serving(t); len(got) != 1 || got[0] != nw.ID {
+		t.Fatalf("%s: the entry point leads to %v, want the new server %d", when, got, nw.ID)
+	}
+	old, _, err := w.c.Server.GetByID(ctx, w.srcID)
+	if err != nil || old.Status != hcloud.ServerStatusOff || !strings.HasPrefix(old.Name, "web-1-retired-") {
+		t.Fatalf("%s: old server %+v %v", when, old, err)
+	}
+	if sum.Failed != 0 || sum.Requests < 50 {
+		t.Fatalf("%s: %d of %d requests failed: %v", when, sum.Failed, sum.Requests, sum.Errors)
+	}
+}
+
+// hetznerSeedServers is how many create_server calls newHetznerWorld's
+// seeding makes.
+const hetznerSeedServers = 1
+
+// TestHetznerSwaps upgrades web-1 from cx22 to cx32 through each Hetzner
+// cutover with a probe on the entry point: every swap succeeds, the entry
+// point leads to the new server, and no request fails.
+func TestHetznerSwaps(t *testing.T) {
+	for _, cutover := range []string{"loadbalancer", "floating_ip", "dns"} {
+		t.Run(cutover, func(t *testing.T) {
+			t.Parallel()
+			w := newHetznerWorld(t, cutover)
+			pb, err := probe.Start(w.entry())
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := vmswap(t, w.env, "apply", "--poll", "50ms", w.planFile)
+			sum := pb.Stop()
+			if r.code != 0 {
+				t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+			}
+			fmt.Printf("hetzner %-12s swap: %d requests, %d failed\n", cutover, sum.Requests, sum.Failed)
+			w.check(t, cutover, sum)
+		})
+	}
+}
+
+// TestHetznerKillMatrix kills `vmswap apply` of the Hetzner load-balancer
+// plan with SIGKILL after each of its Hetzner API mutations in turn, then
+// applies again: every time the swap completes with one new server from
+// one snapshot, the load balancer targets only it, no claim is left, and
+// no request through the load balancer failed.
+func TestHetznerKillMatrix(t *testing.T) {
+	w := newHetznerWorld(t, "loadbalancer")
+	before := len(w.l.Requests())
+	if r := vmswap(t, w.env, "apply", "--poll", "50ms", w.planFile); r.code != 0 {
+		t.Fatalf("clean run: exit %d: %s", r.code, r.stderr)
+	}
+	var muts []string
+	for _, q := range w.l.Requests()[before:] {
+		if q.Mutating() && q.API == "hetzner" && q.Status < 300 {
+			muts = append(muts, q.Operation)
+		}
+	}
+	if len(muts) < 6 {
+		t.Fatalf("the clean run made %d Hetzner mutations: %v", len(muts), muts)
+	}
+	t.Logf("kill points: %d API mutations: %s", len(muts), strings.Join(muts, " "))
+	for i := 1; i <= len(muts); i++ {
+		pt := "api:" + strconv.Itoa(i)
+		t.Run(pt+"-"+muts[i-1], func(t *testing.T) {
+			t.Parallel()
+			w := newHetznerWorld(t, "loadbalancer")
+			ext, err := probe.Start(w.entry())
+			if err != nil {
+				t.Fatal(err)
+			}
+			first := vmswap(t, append(w.env, "VMSWAP_CRASH_AT="+pt), "apply", "--poll", "50ms", w.planFile)
+			if first.code != -1 {
+				t.Fatalf("run with crash at %s was not killed: exit %d\n%s", pt, first.code, first.stderr)
+			}
+			second := vmswap(t, w.env, "apply", "--poll", "50ms", w.planFile)
+			sum := ext.Stop()
+			fmt.Printf("kill hetzner loadbalancer at %-8s (%s) -> resumed: exit %d; failed requests %d of %d\n", pt, muts[i-1], second.code, sum.Failed, sum.Requests)
+			if second.code != 0 {
+				t.Fatalf("resume after kill at %s: exit %d\n%s", pt, second.code, second.stderr)
+			}
+			w.check(t, "after kill at "+pt, sum)
+		})
+	}
+}
+
+// TestHetznerUnhealthyTarget: the load balancer never finds the new server
+// healthy, so web-1 never leaves the pool: the swap rolls back, the new
+// server is gone, the pool is web-1 alone, and no request failed.
+func TestHetznerUnhealthyTarget(t *testing.T) {
+	w := newHetznerWorld(t, "loadbalancer")
+	w.plan.Swaps[0].ReadyTimeout = plans.Duration(5 * time.Second)
+	(&killWorld{}).writePlan(t, w.planFile, w.plan)
+	if err := w.l.Inject(lab.Fault{Kind: lab.FaultLBIgnoreNew}); err != nil {
+		t.Fatal(err)
+	}
+	pb, err := probe.Start(w.entry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := vmswap(t, w.env, "apply", "--poll", "50ms", w.planFile)
+	sum := pb.Stop()
+	if r.code == 0 || !strings.Contains(r.stderr+r.stdout, "rolled back") {
+		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if got := w.serving(t); len(got) != 1 || got[0] != w.srcID {
+		t.Fatalf("after the rollback the load balancer targets %v, want web-1 (%d) alone", got, w.srcID)
+	}
+	servers, err := w.c.Server.All(context.Background())
+	if err != nil || len(servers) != 1 || servers[0].Status != hcloud.ServerStatusRunning {
+		t.Fatalf("after the rollback: %d servers (%v)", len(servers), err)
+	}
+	if sum.Failed != 0 || sum.Requests == 0 {
+		t.Fatalf("%d of %d requests failed: %v", sum.Failed, sum.Requests, sum.Errors)
+	}
+	fmt.Printf("hetzner unhealthy new target: rolled back, %d requests, %d failed\n", sum.Requests, sum.Failed)
+}
