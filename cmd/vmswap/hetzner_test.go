@@ -16,6 +16,7 @@ import (
 	"github.com/vmswap/vmswap/lab"
 	"github.com/vmswap/vmswap/lab/labtest"
 	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/plans/runner"
 	"github.com/vmswap/vmswap/verify"
 	"github.com/vmswap/vmswap/verify/probe"
 )
@@ -147,7 +148,12 @@ func (w *hzWorld) check(t *testing.T, when string, sum probe.Summary) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ops := w.l.OperationCounts()
+	ops := map[string]int{} // calls the lab carried out: a 429 made nothing
+	for _, q := range w.l.Requests() {
+		if q.API == "hetzner" && q.Status < 300 {
+			ops[q.Operation]++
+		}
+	}
 	var nw *hcloud.Server
 	for _, s := range servers {
 		if s.ID != w.srcID {
@@ -188,6 +194,7 @@ const hetznerSeedServers = 1
 // cutover with a probe on the entry point: every swap succeeds, the entry
 // point leads to the new server, and no request fails.
 func TestHetznerSwaps(t *testing.T) {
+	t.Parallel()
 	for _, cutover := range []string{"loadbalancer", "floating_ip", "dns"} {
 		t.Run(cutover, func(t *testing.T) {
 			t.Parallel()
@@ -213,6 +220,7 @@ func TestHetznerSwaps(t *testing.T) {
 // one snapshot, the load balancer targets only it, no claim is left, and
 // no request through the load balancer failed.
 func TestHetznerKillMatrix(t *testing.T) {
+	t.Parallel()
 	w := newHetznerWorld(t, "loadbalancer")
 	before := len(w.l.Requests())
 	if r := vmswap(t, w.env, "apply", "--poll", "50ms", w.planFile); r.code != 0 {
@@ -256,6 +264,7 @@ func TestHetznerKillMatrix(t *testing.T) {
 // healthy, so web-1 never leaves the pool: the swap rolls back, the new
 // server is gone, the pool is web-1 alone, and no request failed.
 func TestHetznerUnhealthyTarget(t *testing.T) {
+	t.Parallel()
 	w := newHetznerWorld(t, "loadbalancer")
 	w.plan.Swaps[0].ReadyTimeout = plans.Duration(5 * time.Second)
 	(&killWorld{}).writePlan(t, w.planFile, w.plan)
@@ -282,4 +291,79 @@ func TestHetznerUnhealthyTarget(t *testing.T) {
 		t.Fatalf("%d of %d requests failed: %v", sum.Failed, sum.Requests, sum.Errors)
 	}
 	fmt.Printf("hetzner unhealthy new target: rolled back, %d requests, %d failed\n", sum.Requests, sum.Failed)
+}
+
+// TestHetznerFaults runs the lab's faults against the Hetzner plan: each
+// that stops the swap rolls it back with web-1 serving as before, nothing
+// the run made left behind and no failed request; a rate limit is waited
+// out and the swap succeeds.
+func TestHetznerFaults(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		desc    string
+		cutover string
+		fault   lab.Fault
+		timeout time.Duration
+		cause   string // "" for a swap that succeeds
+	}{
+		{desc: "snapshot action fails", cutover: "loadbalancer", fault: lab.Fault{Kind: lab.FaultActionErrored, Operation: "create_image"}, cause: "snapshot failed"},
+		{desc: "new server never runs", cutover: "floating_ip", fault: lab.Fault{Kind: lab.FaultNeverActive}, timeout: 3 * time.Second, cause: "ready failed"},
+		{desc: "new server answers 500", cutover: "floating_ip", fault: lab.Fault{Kind: lab.FaultServe500}, cause: "verify failed"},
+		{desc: "add_target refused", cutover: "loadbalancer", fault: lab.Fault{Kind: lab.FaultHTTPError, Operation: "add_target", Status: 503, Count: 10}, cause: "cutover failed"},
+		{desc: "set_records refused", cutover: "dns", fault: lab.Fault{Kind: lab.FaultHTTPError, Operation: "set_records_of_rrset", Status: 422, Count: 10}, cause: "cutover failed"},
+		{desc: "rate limited", cutover: "loadbalancer", fault: lab.Fault{Kind: lab.FaultRateLimit, Operation: "create_server", RetryAfter: time.Second, Count: 2}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.desc, func(t *testing.T) {
+			t.Parallel()
+			w := newHetznerWorld(t, tt.cutover)
+			if tt.timeout > 0 {
+				w.plan.Swaps[0].ReadyTimeout = plans.Duration(tt.timeout)
+				(&killWorld{}).writePlan(t, w.planFile, w.plan)
+			}
+			if err := w.l.Inject(tt.fault); err != nil {
+				t.Fatal(err)
+			}
+			pb, err := probe.Start(w.entry())
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := vmswap(t, w.env, "apply", "--poll", "50ms", w.planFile)
+			sum := pb.Stop()
+			fmt.Printf("hetzner fault %-22s -> exit %d; %d requests, %d failed\n", tt.desc, r.code, sum.Requests, sum.Failed)
+			if tt.cause == "" {
+				if r.code != 0 {
+					t.Fatalf("exit %d\n%s", r.code, r.stderr)
+				}
+				w.check(t, tt.desc, sum)
+				return
+			}
+			if r.code != int(runner.ExitRolledBack) || !strings.Contains(r.stderr, tt.cause) || !strings.Contains(r.stderr, "rolled back") {
+				t.Fatalf("exit %d, want %d naming %q\n%s", r.code, runner.ExitRolledBack, tt.cause, r.stderr)
+			}
+			if got := w.serving(t); len(got) != 1 || got[0] != w.srcID {
+				t.Fatalf("after the rollback the entry point leads to %v, want web-1 (%d)", got, w.srcID)
+			}
+			ctx := context.Background()
+			servers, err := w.c.Server.All(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			imgs, err := w.c.Image.AllWithOpts(ctx, hcloud.ImageListOpts{Type: []hcloud.ImageType{hcloud.ImageTypeSnapshot}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(servers) != 1 || servers[0].Status != hcloud.ServerStatusRunning || servers[0].Name != "web-1" || len(imgs) != 0 {
+				t.Fatalf("after the rollback: %d servers (%s %s), %d snapshots", len(servers), servers[0].Name, servers[0].Status, len(imgs))
+			}
+			for k := range servers[0].Labels {
+				if strings.HasPrefix(k, "vmswap-claim") {
+					t.Fatalf("web-1 still carries the claim %s", k)
+				}
+			}
+			if sum.Failed != 0 || sum.Requests == 0 {
+				t.Fatalf("%d of %d requests failed: %v", sum.Failed, sum.Requests, sum.Errors)
+			}
+		})
+	}
 }
