@@ -367,3 +367,100 @@ func TestHetznerFaults(t *testing.T) {
 		})
 	}
 }
+
+// TestHetznerFleetByLabel upgrades the three servers labelled role=web
+// behind a Hetzner load balancer whose target is that label selector:
+// `vmswap plan --provider hetzner --tag role=web` writes one swap for
+// each, and apply runs them in waves (a canary, then two at once). Each
+// new server joins the pool by getting the label, each old one leaves by
+// losing it, and no request through the load balancer fails.
+func TestHetznerFleetByLabel(t *testing.T) {
+	t.Parallel()
+	l := labtest.Start(t, lab.Config{})
+	ctx := context.Background()
+	ep := l.Endpoints()
+	c := hcloud.NewClient(hcloud.WithEndpoint(ep.HetznerAPI), hcloud.WithToken(ep.Token), hcloud.WithPollOpts(hcloud.PollOpts{BackoffFunc: hcloud.ConstantBackoff(50 * time.Millisecond)}))
+	var old []int64
+	for i := 1; i <= 3; i++ {
+		id, _, err := l.Seeder().HetznerServer(ctx, fmt.Sprintf("web-%d", i), "cx22", map[string]string{"role": "web"}, map[string]string{"index.html": "<h1>shop</h1>\n"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		old = append(old, id)
+	}
+	res, _, err := c.LoadBalancer.Create(ctx, hcloud.LoadBalancerCreateOpts{
+		Name: "web", LoadBalancerType: &hcloud.LoadBalancerType{Name: "lb11"}, Location: &hcloud.Location{Name: "fsn1"},
+		Services: []hcloud.LoadBalancerCreateOptsService{{
+			Protocol: hcloud.LoadBalancerServiceProtocolHTTP, ListenPort: hcloud.Ptr(ep.HTTPPort), DestinationPort: hcloud.Ptr(ep.HTTPPort), Proxyprotocol: hcloud.Ptr(false),
+			HealthCheck: &hcloud.LoadBalancerCreateOptsServiceHealthCheck{Protocol: hcloud.LoadBalancerServiceProtocolHTTP, Port: hcloud.Ptr(ep.HTTPPort),
+				Interval: hcloud.Ptr(time.Second), Timeout: hcloud.Ptr(time.Second), Retries: hcloud.Ptr(2),
+				HTTP: &hcloud.LoadBalancerCreateOptsServiceHealthCheckHTTP{Path: hcloud.Ptr("/health"), Domain: hcloud.Ptr("")}},
+		}},
+		Targets: []hcloud.LoadBalancerCreateOptsTarget{{Type: hcloud.LoadBalancerTargetTypeLabelSelector, LabelSelector: hcloud.LoadBalancerCreateOptsTargetLabelSelector{Selector: "role=web"}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Action.WaitFor(ctx, res.Action); err != nil {
+		t.Fatal(err)
+	}
+	lbIP := res.LoadBalancer.PublicNet.IPv4.IP.String()
+	routed := func() (ids []int64, types []string) {
+		lb, _, err := c.LoadBalancer.GetByID(ctx, res.LoadBalancer.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tg := range lb.Targets {
+			for _, x := range tg.Targets {
+				if x.Server != nil && x.Server.Server != nil {
+					s, _, err := c.Server.GetByID(ctx, x.Server.Server.ID)
+					if err != nil {
+						t.Fatal(err)
+					}
+					ids, types = append(ids, s.ID), append(types, s.ServerType.Name)
+				}
+			}
+		}
+		return ids, types
+	}
+	for start := time.Now(); ; time.Sleep(50 * time.Millisecond) {
+		if len(l.HetznerHealthy(res.LoadBalancer.ID, ep.HTTPPort)) == 3 {
+			break
+		}
+		if time.Since(start) > 20*time.Second {
+			t.Fatal("the load balancer never found the three servers healthy")
+		}
+	}
+	env := []string{"HCLOUD_TOKEN=" + ep.Token}
+	file := filepath.Join(t.TempDir(), "fleet.yaml")
+	must(t, vmswap(t, env, "plan", "--provider", "hetzner", "--endpoint", ep.HetznerAPI, "--tag", "role=web", "--size", "cx32",
+		"--lb", strconv.FormatInt(res.LoadBalancer.ID, 10), "--drain", "300ms", "--observe", "1s", "--http", fmt.Sprintf("http://shop.test:%d/health", ep.HTTPPort),
+		"--probe-url", fmt.Sprintf("http://%s:%d/", lbIP, ep.HTTPPort), "--probe-rate", "30", "--max-parallel", "2", "--canary", "1", "-o", file), 0)
+	doc, err := plans.Load(file)
+	if err != nil || len(doc.Plan.Swaps) != 3 {
+		t.Fatalf("the plan has %d swaps (%v)", len(doc.Plan.Swaps), err)
+	}
+	pb, err := probe.Start(probe.Config{URL: fmt.Sprintf("http://%s:%d/", lbIP, ep.HTTPPort), Rate: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := vmswap(t, env, "apply", "--poll", "50ms", file)
+	sum := pb.Stop()
+	fmt.Printf("hetzner fleet by label: exit %d; %d requests through the load balancer, %d failed\n", r.code, sum.Requests, sum.Failed)
+	if r.code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	ids, types := routed()
+	if len(ids) != 3 || slices.ContainsFunc(ids, func(id int64) bool { return slices.Contains(old, id) }) || slices.ContainsFunc(types, func(s string) bool { return s != "cx32" }) {
+		t.Fatalf("the pool is %v (%v); the old servers were %v", ids, types, old)
+	}
+	for _, id := range old {
+		s, _, err := c.Server.GetByID(ctx, id)
+		if err != nil || s.Status != hcloud.ServerStatusOff || s.Labels["role"] != "" {
+			t.Fatalf("old server %d: %+v %v", id, s, err)
+		}
+	}
+	if sum.Failed != 0 || sum.Requests == 0 {
+		t.Fatalf("%d of %d requests failed: %v", sum.Failed, sum.Requests, sum.Errors)
+	}
+}
