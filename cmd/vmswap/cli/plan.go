@@ -103,11 +103,11 @@ apply will make. Nothing is changed. Review it, commit it, then run vmswap apply
 
 func addPlanFlags(cmd *cobra.Command, o *PlanOptions) {
 	fl := cmd.Flags()
-	fl.StringVar(&o.Provider, "provider", "digitalocean", "provider type")
+	fl.StringVar(&o.Provider, "provider", "digitalocean", "provider type: digitalocean, aws or hetzner")
 	fl.StringVar(&o.Endpoint, "endpoint", "", "API base `URL` override (the lab: see vmswap lab serve)")
 	fl.StringVar(&o.NS, "nameserver", "", "authoritative DNS server host:port for DNS cutovers")
 	fl.StringArrayVar(&o.Sources, "source", nil, "source server name or ID (repeatable: one swap each)")
-	fl.StringVar(&o.Tag, "tag", "", "upgrade every server with this tag (AWS: key=value), one swap each; apply refuses the plan if a server joins or leaves the tag")
+	fl.StringVar(&o.Tag, "tag", "", "upgrade every server with this tag (AWS: key=value; Hetzner: a label, key=value or key), one swap each; apply refuses the plan if a server joins or leaves the tag")
 	fl.IntVar(&o.MaxParallel, "max-parallel", 0, "swaps run at once in a wave (default 1)")
 	fl.IntVar(&o.MaxUnavailable, "max-unavailable", 0, "most swaps moving traffic at once (default: --max-parallel)")
 	fl.IntVar(&o.Canary, "canary", 0, "swaps run alone first, as wave 1")
