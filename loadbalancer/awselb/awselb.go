@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	sdk "github.com/aws/aws-sdk-go-v2/aws"
@@ -25,9 +26,10 @@ import (
 
 // Provider implements loadbalancer.Provider and loadbalancer.HealthReporter.
 type Provider struct {
-	c        *elb.Client
-	poll     time.Duration
-	progress provider.Progress
+	c             *elb.Client
+	poll          time.Duration
+	progress      provider.Progress
+	adds, removes *loadbalancer.Batcher
 }
 
 var (
@@ -36,11 +38,34 @@ var (
 )
 
 // New returns a Provider for a resolved SDK configuration.
-func New(sc sdk.Config, poll time.Duration, progress provider.Progress) *Provider {
+// With a batch window, the targets that swaps running at once (a fleet's
+// wave) register or deregister within it go in one call.
+func New(sc sdk.Config, poll, batchWindow time.Duration, progress provider.Progress) *Provider {
 	if progress == nil {
 		progress = func(string, ...any) {}
 	}
-	return &Provider{c: elb.NewFromConfig(sc), poll: poll, progress: progress}
+	p := &Provider{c: elb.NewFromConfig(sc), poll: poll, progress: progress}
+	p.adds = &loadbalancer.Batcher{Window: batchWindow, Send: func(ctx context.Context, tg string, ids []string) error {
+		if _, err := p.c.RegisterTargets(ctx, &elb.RegisterTargetsInput{TargetGroupArn: sdk.String(tg), Targets: targets(ids)}); err != nil {
+			return apiErr(err, "register %s in %s", strings.Join(ids, ", "), tg)
+		}
+		return nil
+	}}
+	p.removes = &loadbalancer.Batcher{Window: batchWindow, Send: func(ctx context.Context, tg string, ids []string) error {
+		if _, err := p.c.DeregisterTargets(ctx, &elb.DeregisterTargetsInput{TargetGroupArn: sdk.String(tg), Targets: targets(ids)}); err != nil {
+			return apiErr(err, "deregister %s from %s", strings.Join(ids, ", "), tg)
+		}
+		return nil
+	}}
+	return p
+}
+
+func targets(ids []string) []types.TargetDescription {
+	out := make([]types.TargetDescription, len(ids))
+	for i, id := range ids {
+		out[i] = types.TargetDescription{Id: sdk.String(id)}
+	}
+	return out
 }
 
 func apiErr(err error, format string, args ...any) error {
@@ -96,10 +121,7 @@ func (p *Provider) Pool(ctx context.Context, tg string) (*loadbalancer.Pool, err
 // target group's port. Registering a registered target changes nothing.
 // https://docs.aws.amazon.com/elasticloadbalancing/latest/APIReference/API_RegisterTargets.html
 func (p *Provider) AddMember(ctx context.Context, tg string, m loadbalancer.Member) error {
-	if _, err := p.c.RegisterTargets(ctx, &elb.RegisterTargetsInput{TargetGroupArn: sdk.String(tg), Targets: []types.TargetDescription{{Id: sdk.String(m.ServerID)}}}); err != nil {
-		return apiErr(err, "register %s in %s", m.ServerID, tg)
-	}
-	return nil
+	return p.adds.Do(ctx, tg, m.ServerID)
 }
 
 // MemberHealthy implements loadbalancer.HealthReporter.
@@ -149,8 +171,8 @@ func (p *Provider) RemoveMember(ctx context.Context, tg string, m loadbalancer.M
 	if !slices.ContainsFunc(all, func(h types.TargetHealthDescription) bool { return sdk.ToString(h.Target.Id) == m.ServerID }) {
 		return nil // already gone
 	}
-	if _, err := p.c.DeregisterTargets(ctx, &elb.DeregisterTargetsInput{TargetGroupArn: sdk.String(tg), Targets: []types.TargetDescription{target}}); err != nil {
-		return apiErr(err, "deregister %s from %s", m.ServerID, tg)
+	if err := p.removes.Do(ctx, tg, m.ServerID); err != nil {
+		return err
 	}
 	p.progress("aws: draining %s from %s (deregistration delay %s)", m.ServerID, tg, delay)
 	w := elb.NewTargetDeregisteredWaiter(p.c, func(o *elb.TargetDeregisteredWaiterOptions) {

@@ -8,7 +8,9 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/digitalocean/godo"
@@ -21,15 +23,27 @@ import (
 type Config struct {
 	// Client is a godo client (provider/digitalocean.NewClient).
 	Client *godo.Client
+	// BatchWindow, when set, gathers the member changes that swaps running
+	// at once (a fleet's wave) make within it into one call. Zero: each
+	// change is its own call.
+	BatchWindow time.Duration
 }
 
 // Provider implements loadbalancer.Provider.
-type Provider struct{ c *godo.Client }
+type Provider struct {
+	c             *godo.Client
+	adds, removes *loadbalancer.Batcher
+}
 
 var _ loadbalancer.Provider = (*Provider)(nil)
 
 // New returns a Provider for cfg.
-func New(cfg Config) *Provider { return &Provider{c: cfg.Client} }
+func New(cfg Config) *Provider {
+	p := &Provider{c: cfg.Client}
+	p.adds = &loadbalancer.Batcher{Window: cfg.BatchWindow, Send: func(ctx context.Context, pool string, ids []string) error { return p.send(ctx, pool, ids, true) }}
+	p.removes = &loadbalancer.Batcher{Window: cfg.BatchWindow, Send: func(ctx context.Context, pool string, ids []string) error { return p.send(ctx, pool, ids, false) }}
+	return p
+}
 
 func (p *Provider) get(ctx context.Context, id string) (*godo.LoadBalancer, error) {
 	lb, resp, err := p.c.LoadBalancers.Get(ctx, id)
@@ -85,23 +99,41 @@ func (p *Provider) change(ctx context.Context, pool string, m loadbalancer.Membe
 	if lb.Tag != "" {
 		return p.tag(ctx, lb.Tag, m.ServerID, add)
 	}
-	var resp *godo.Response
+	if add == slices.Contains(lb.DropletIDs, n) {
+		return nil // already as asked: no call
+	}
 	if add {
-		resp, err = p.c.LoadBalancers.AddDroplets(ctx, pool, n)
+		return p.adds.Do(ctx, pool, strconv.Itoa(n))
+	}
+	return p.removes.Do(ctx, pool, strconv.Itoa(n))
+}
+
+// send adds or removes droplets, a wave's at once: DigitalOcean takes a
+// list.
+// https://docs.digitalocean.com/reference/api/api-reference/#operation/loadBalancers_add_droplets
+func (p *Provider) send(ctx context.Context, pool string, ids []string, add bool) error {
+	ns := make([]int, len(ids))
+	for i, id := range ids {
+		ns[i], _ = strconv.Atoi(id)
+	}
+	var resp *godo.Response
+	var err error
+	if add {
+		resp, err = p.c.LoadBalancers.AddDroplets(ctx, pool, ns...)
 	} else {
-		resp, err = p.c.LoadBalancers.RemoveDroplets(ctx, pool, n)
+		resp, err = p.c.LoadBalancers.RemoveDroplets(ctx, pool, ns...)
 	}
 	if err == nil {
 		return nil
 	}
-	verb := "remove droplet %d from"
-	if add {
-		verb = "add droplet %d to"
-	}
 	if resp != nil && resp.StatusCode == 404 {
 		return fmt.Errorf("digitalocean: load balancer %s: %w", pool, provider.ErrNotFound)
 	}
-	return fmt.Errorf("digitalocean: "+verb+" load balancer %s: %w", n, pool, err)
+	verb := "remove droplet(s) %s from"
+	if add {
+		verb = "add droplet(s) %s to"
+	}
+	return fmt.Errorf("digitalocean: "+verb+" load balancer %s: %w", strings.Join(ids, ", "), pool, err)
 }
 
 // tag makes a droplet a member of a tag-selected load balancer, or not.

@@ -3,7 +3,9 @@ package digitalocean_test
 import (
 	"context"
 	"strconv"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/vmswap/vmswap/lab"
 	"github.com/vmswap/vmswap/lab/labtest"
@@ -29,4 +31,59 @@ func TestConformance(t *testing.T) {
 	}
 	p := digitalocean.New(digitalocean.Config{Client: labtest.Godo(t, l)})
 	lbtest.Run(t, p, lbID, loadbalancer.Member{ServerID: strconv.Itoa(id1)}, loadbalancer.Member{ServerID: strconv.Itoa(id2)})
+}
+
+// TestWaveChangesInOneCall: with a batch window, the members that swaps
+// running at once add (and then remove) go to DigitalOcean in one call
+// each way, and a member already as asked costs no change call.
+func TestWaveChangesInOneCall(t *testing.T) {
+	l := labtest.Start(t, lab.Config{})
+	ctx := context.Background()
+	var ids []int
+	for _, n := range []string{"web-1", "web-2", "web-3", "web-4"} {
+		id, _, err := l.Seeder().Droplet(ctx, n, "s-1vcpu-1gb", nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	lbID, _, err := l.Seeder().LoadBalancer(ctx, "lb", ids[:1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := digitalocean.New(digitalocean.Config{Client: labtest.Godo(t, l), BatchWindow: 300 * time.Millisecond})
+	change := func(add bool) {
+		var wg sync.WaitGroup
+		for _, id := range ids[1:] {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				m := loadbalancer.Member{ServerID: strconv.Itoa(id)}
+				var err error
+				if add {
+					err = p.AddMember(ctx, lbID, m)
+				} else {
+					err = p.RemoveMember(ctx, lbID, m)
+				}
+				if err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	change(true)
+	change(true) // already members: no call
+	pool, err := p.Pool(ctx, lbID)
+	if err != nil || len(pool.Members) != 4 {
+		t.Fatalf("pool %+v %v", pool, err)
+	}
+	change(false)
+	if pool, _ = p.Pool(ctx, lbID); len(pool.Members) != 1 {
+		t.Fatalf("pool after removal %+v", pool)
+	}
+	ops := l.OperationCounts()
+	if ops["loadBalancers_add_droplets"] != 1 || ops["loadBalancers_remove_droplets"] != 1 {
+		t.Fatalf("add calls %d, remove calls %d: want one each for the wave", ops["loadBalancers_add_droplets"], ops["loadBalancers_remove_droplets"])
+	}
 }

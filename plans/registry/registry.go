@@ -57,6 +57,10 @@ type BuildOptions struct {
 	// AWSAPIOptions are added to the AWS clients' middleware stacks (the
 	// tests record the operations called with one).
 	AWSAPIOptions []func(*middleware.Stack) error
+	// concurrent is how many swaps of the plan may run at once (its
+	// strategy's max_parallel): above one, load-balancer drivers whose
+	// provider takes a list gather a wave's changes into one call.
+	concurrent int
 	// HTTPClient is the transport under the drivers' own auth and retries.
 	// Nil: the drivers' default.
 	HTTPClient *http.Client
@@ -108,9 +112,18 @@ func buildDigitalOcean(name string, p plans.Provider, o BuildOptions) (*Drivers,
 	return &Drivers{
 		Compute: c,
 		IP:      c,
-		LB:      dolb.New(dolb.Config{Client: c.Client()}),
+		LB:      dolb.New(dolb.Config{Client: c.Client(), BatchWindow: batchWindow(o)}),
 		DNS:     dodns.New(dodns.Config{Client: c.Client(), Nameserver: p.Nameserver, PollInterval: o.PollInterval, Progress: o.Progress}),
 	}, nil
+}
+
+// batchWindow is how long a load-balancer change waits for a wave's others:
+// none when swaps run one at a time.
+func batchWindow(o BuildOptions) time.Duration {
+	if o.concurrent > 1 {
+		return 500 * time.Millisecond
+	}
+	return 0
 }
 
 func buildHetzner(name string, p plans.Provider, o BuildOptions) (*Drivers, error) {
@@ -150,7 +163,7 @@ func buildAWS(name string, p plans.Provider, o BuildOptions) (*Drivers, error) {
 		return nil, fmt.Errorf("provider %q: %w", name, err)
 	}
 	c := awscompute.New(sc, cfg)
-	return &Drivers{Compute: c, IP: c, LB: awselb.New(sc, o.PollInterval, o.Progress), DNS: route53.New(sc, p.Nameserver, o.PollInterval, o.Progress)}, nil
+	return &Drivers{Compute: c, IP: c, LB: awselb.New(sc, o.PollInterval, batchWindow(o), o.Progress), DNS: route53.New(sc, p.Nameserver, o.PollInterval, o.Progress)}, nil
 }
 
 func buildHAProxy(name string, p plans.Provider, o BuildOptions) (*Drivers, error) {
@@ -215,6 +228,9 @@ func buildCloudflare(name string, p plans.Provider, o BuildOptions) (*Drivers, e
 // Build builds the drivers of every provider block. Every missing
 // credential is reported at once.
 func Build(p *plans.Plan, o BuildOptions) (map[string]*Drivers, error) {
+	if p.Strategy != nil {
+		o.concurrent = p.Strategy.MaxParallel
+	}
 	out := map[string]*Drivers{}
 	var errs []string
 	names := make([]string, 0, len(p.Providers))

@@ -104,7 +104,7 @@ func TestTargetGroupConformance(t *testing.T) {
 	if _, err := d.WaitRunning(ctx, n.ID); err != nil {
 		t.Fatal(err)
 	}
-	lbtest.Run(t, awselb.New(w.Config, 50*time.Millisecond, nil), w.TargetGroup, loadbalancer.Member{ServerID: w.InstanceID}, loadbalancer.Member{ServerID: n.ID})
+	lbtest.Run(t, awselb.New(w.Config, 50*time.Millisecond, 0, nil), w.TargetGroup, loadbalancer.Member{ServerID: w.InstanceID}, loadbalancer.Member{ServerID: n.ID})
 }
 
 func TestRoute53Conformance(t *testing.T) {
