@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,6 +29,7 @@ var (
 type Driver struct {
 	c    *hcloud.Client
 	prog provider.Progress
+	poll time.Duration
 
 	mu    sync.Mutex
 	seen  map[int64]*hcloud.Server // servers GetServer read, for Launch to copy
@@ -47,7 +49,11 @@ func New(cfg Config) (*Driver, error) {
 	if prog == nil {
 		prog = func(string, ...any) {}
 	}
-	return &Driver{c: c, prog: prog}, nil
+	poll := cfg.PollInterval
+	if poll <= 0 {
+		poll = time.Second
+	}
+	return &Driver{c: c, prog: prog, poll: poll}, nil
 }
 
 // Client returns the hcloud-go client, for the other Hetzner drivers.
@@ -253,6 +259,10 @@ func (d *Driver) ListSizes(ctx context.Context) ([]provider.Size, error) {
 	return out, nil
 }
 
+// imagePlan finds the plan ID at the end of the name the runner gives an
+// image: vmswap-SOURCE-YYYYMMDD-HHMMSS-PLAN.
+var imagePlan = regexp.MustCompile(`^vmswap-.+-\d{8}-\d{6}-([a-z0-9][a-z0-9-]*)$`)
+
 // findImage returns the snapshot whose description is name.
 // https://docs.hetzner.cloud/reference/cloud#images-list-images
 func (d *Driver) findImage(ctx context.Context, name string) (*hcloud.Image, error) {
@@ -299,11 +309,9 @@ func (d *Driver) Snapshot(ctx context.Context, s *provider.Server, name string, 
 	}
 	if im == nil {
 		labels := map[string]string{}
-		for _, t := range s.Tags {
-			// The plan's tag, so that cleanup finds the image.
-			if k, v := Label(t); k == "vmswap" {
-				labels[k] = v
-			}
+		if m := imagePlan.FindStringSubmatch(name); m != nil {
+			// The plan's label, so that cleanup finds the image.
+			labels["vmswap"] = m[1]
 		}
 		desc := name
 		res, _, err := d.c.Server.CreateImage(ctx, &hcloud.Server{ID: id}, &hcloud.ServerCreateImageOpts{Type: hcloud.ImageTypeSnapshot, Description: &desc, Labels: labels})
@@ -331,7 +339,7 @@ func (d *Driver) waitImage(ctx context.Context, im *hcloud.Image, started func(s
 		started("image-" + strconv.FormatInt(im.ID, 10))
 	}
 	start := time.Now()
-	err := provider.Poll(ctx, time.Second, func() (bool, error) {
+	err := provider.Poll(ctx, d.poll, func() (bool, error) {
 		got, _, err := d.c.Image.GetByID(ctx, im.ID)
 		if err != nil {
 			return false, Wrap(err, "get image %d", im.ID)
@@ -473,7 +481,7 @@ func (d *Driver) WaitRunning(ctx context.Context, id string) (*provider.Server, 
 	}
 	var out *provider.Server
 	start := time.Now()
-	err = provider.Poll(ctx, time.Second, func() (bool, error) {
+	err = provider.Poll(ctx, d.poll, func() (bool, error) {
 		s, err := d.get(ctx, n)
 		if err != nil {
 			return false, err
@@ -531,7 +539,7 @@ func (d *Driver) PowerOff(ctx context.Context, id string, timeout time.Duration)
 }
 
 func (d *Driver) waitStatus(ctx context.Context, id int64, want hcloud.ServerStatus) error {
-	return provider.Poll(ctx, time.Second, func() (bool, error) {
+	return provider.Poll(ctx, d.poll, func() (bool, error) {
 		s, err := d.get(ctx, id)
 		if err != nil {
 			return false, err
