@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hetznercloud/hcloud-go/v2/hcloud"
@@ -39,6 +40,7 @@ type Provider struct{ cfg Config }
 var (
 	_ loadbalancer.Provider       = (*Provider)(nil)
 	_ loadbalancer.HealthReporter = (*Provider)(nil)
+	_ loadbalancer.Checker        = (*Provider)(nil)
 )
 
 // New returns a Provider for cfg.
@@ -201,11 +203,31 @@ func (p *Provider) label(ctx context.Context, sel, id string, add bool) error {
 	if p.cfg.Tagger == nil {
 		return fmt.Errorf("hetzner: the load balancer selects servers by label %s, and this driver cannot label servers", sel)
 	}
+	if strings.ContainsAny(sel, ",!() ") {
+		return fmt.Errorf("hetzner: the load balancer selects servers by %q, which no single label makes a server match: give it a key=value selector, or target the servers themselves", sel)
+	}
 	tag := hz.Tag(hz.Label(sel))
 	if add {
 		return p.cfg.Tagger.TagServer(ctx, id, tag)
 	}
 	return p.cfg.Tagger.UntagServer(ctx, id, tag)
+}
+
+// Check implements loadbalancer.Checker: before anything is created, the
+// load balancer has a service to check targets with, and a label selector
+// is one that labelling a server can satisfy.
+func (p *Provider) Check(ctx context.Context, pool string) error {
+	lb, err := p.get(ctx, pool)
+	if err != nil {
+		return err
+	}
+	if len(lb.Services) == 0 {
+		return fmt.Errorf("hetzner: load balancer %s has no service: it sends no traffic and checks no target's health", lb.Name)
+	}
+	if sel := selector(lb); strings.ContainsAny(sel, ",!() ") {
+		return fmt.Errorf("hetzner: load balancer %s selects servers by %q, which no single label makes a server match: give it a key=value selector, or target the servers themselves", lb.Name, sel)
+	}
+	return nil
 }
 
 // MemberHealthy implements loadbalancer.HealthReporter: the server is a

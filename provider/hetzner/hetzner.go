@@ -2,6 +2,7 @@ package hetzner
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"regexp"
@@ -34,9 +35,9 @@ type Driver struct {
 	mu    sync.Mutex
 	seen  map[int64]*hcloud.Server // servers GetServer read, for Launch to copy
 	types []*hcloud.ServerType     // the server types, read once per process
-	// labels serialises read-modify-write of a server's labels within this
-	// process (Hetzner replaces a server's labels whole).
-	labels sync.Mutex
+	// labels serialises read-modify-write of each server's labels within
+	// this process (Hetzner replaces a server's labels whole).
+	labels sync.Map // server ID -> *sync.Mutex
 }
 
 // New returns a driver for cfg. It never reads the environment.
@@ -611,8 +612,9 @@ func (d *Driver) relabel(ctx context.Context, id, verb string, change func(map[s
 	if err != nil {
 		return err
 	}
-	d.labels.Lock()
-	defer d.labels.Unlock()
+	mu, _ := d.labels.LoadOrStore(n, &sync.Mutex{})
+	mu.(*sync.Mutex).Lock()
+	defer mu.(*sync.Mutex).Unlock()
 	s, err := d.get(ctx, n)
 	if err != nil {
 		return err
@@ -652,7 +654,7 @@ func (d *Driver) UntagServer(ctx context.Context, id, tag string) error {
 		delete(l, k)
 		return true
 	})
-	if err != nil && strings.Contains(err.Error(), provider.ErrNotFound.Error()) {
+	if errors.Is(err, provider.ErrNotFound) {
 		return nil
 	}
 	return err
