@@ -176,10 +176,11 @@ func (p *Provider) SetRecord(ctx context.Context, rec dns.Record) (*dns.Record, 
 }
 
 // WaitServed implements dns.ServedWaiter by asking the zone's
-// authoritative nameserver.
+// authoritative nameservers, each in turn: the change is served once every
+// one of them answers it (or the configured Nameserver does).
 func (p *Provider) WaitServed(ctx context.Context, rec dns.Record) error {
-	ns := p.cfg.Nameserver
-	if ns == "" {
+	servers := []string{p.cfg.Nameserver}
+	if p.cfg.Nameserver == "" {
 		z, err := p.zoneOf(ctx, canon(rec.Name))
 		if err != nil {
 			return err
@@ -187,11 +188,19 @@ func (p *Provider) WaitServed(ctx context.Context, rec dns.Record) error {
 		if len(z.AuthoritativeNameservers.Assigned) == 0 {
 			return fmt.Errorf("hetzner: zone %s has no authoritative nameserver assigned", z.Name)
 		}
-		ns = net.JoinHostPort(canon(z.AuthoritativeNameservers.Assigned[0]), "53")
+		servers = servers[:0]
+		for _, ns := range z.AuthoritativeNameservers.Assigned {
+			servers = append(servers, net.JoinHostPort(canon(ns), "53"))
+		}
 	}
-	err := authority.WaitServed(ctx, ns, rec.Name, rec.Type, rec.Values, p.cfg.PollInterval, p.cfg.Progress)
-	if err != nil && !errors.Is(err, context.Canceled) {
-		return fmt.Errorf("hetzner: %w", err)
+	for _, ns := range servers {
+		err := authority.WaitServed(ctx, ns, rec.Name, rec.Type, rec.Values, p.cfg.PollInterval, p.cfg.Progress)
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return fmt.Errorf("hetzner: %w", err)
+		}
+		if err != nil {
+			return err
+		}
 	}
-	return err
+	return nil
 }
