@@ -156,7 +156,7 @@ type S3State struct {
 
 // Provider is a provider block. Credentials come from the environment.
 type Provider struct {
-	Type string `yaml:"type" json:"type" check:"enum=@drivers,label=provider type" doc:"Driver type: digitalocean, aws, cloudflare, haproxy, nginx or rfc2136."`
+	Type string `yaml:"type" json:"type" check:"enum=@drivers,label=provider type" doc:"Driver type: digitalocean, aws, hetzner, cloudflare, haproxy, nginx or rfc2136."`
 	// Endpoint overrides the API base URL (the lab, a proxy).
 	Endpoint string `yaml:"endpoint,omitempty" json:"endpoint,omitempty" doc:"API base URL override (the lab, a proxy)."`
 	// Nameserver is the authoritative DNS server (host:port) asked whether a

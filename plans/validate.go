@@ -63,6 +63,12 @@ func (d *Document) Validate() error {
 		if pb.Type != "nginx" && (pb.Command != "" || pb.Address != "" || pb.Port != 0 || pb.SSH != nil) {
 			add(path, "command, address, port and ssh are settings of an nginx provider, not of %s", pb.Type)
 		}
+		if pb.Type != "aws" && pb.Type != "" && pb.Region != "" {
+			add(path+".region", "region is a setting of an aws provider, not of %s", pb.Type)
+		}
+		if pb.Type != "rfc2136" && pb.Type != "" && (pb.TSIGKey != "" || pb.TSIGAlgorithm != "") {
+			add(path, "tsig_key and tsig_algorithm are settings of an rfc2136 provider, not of %s", pb.Type)
+		}
 		if pb.Nameserver != "" && !(pb.Type == "aws" && pb.Nameserver == "none") {
 			if _, _, err := net.SplitHostPort(pb.Nameserver); err != nil {
 				add(path+".nameserver", "nameserver %q: want host:port, like ns1.digitalocean.com:53", pb.Nameserver)

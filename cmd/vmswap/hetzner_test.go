@@ -464,3 +464,97 @@ func TestHetznerFleetByLabel(t *testing.T) {
 		t.Fatalf("%d of %d requests failed: %v", sum.Failed, sum.Requests, sum.Errors)
 	}
 }
+
+// TestSomeoneElsesChangeIsLeftAlone: what someone else changes on the
+// entry point while a run waits at its gate, or after it finished, is
+// never undone by vmswap. Moved while paused before the cutover: apply
+// --continue refuses and rolls back without touching it. Moved after the
+// swap: rollback leaves it and says so (exit 3).
+func TestSomeoneElsesChangeIsLeftAlone(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	other := func(t *testing.T, w *hzWorld) int64 {
+		id, _, err := w.l.Seeder().HetznerServer(ctx, "web-9", "cx22", nil, map[string]string{"index.html": "<h1>other</h1>\n"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	moveIP := func(t *testing.T, w *hzWorld, to int64) {
+		fips, err := w.c.FloatingIP.All(ctx)
+		if err != nil || len(fips) != 1 {
+			t.Fatalf("floating IPs %v %v", fips, err)
+		}
+		a, _, err := w.c.FloatingIP.Assign(ctx, fips[0], &hcloud.Server{ID: to})
+		if err == nil {
+			err = w.c.Action.WaitFor(ctx, a)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	gated := func(t *testing.T, w *hzWorld) {
+		w.plan.Swaps[0].Gates = []string{"before_cutover"}
+		(&killWorld{}).writePlan(t, w.planFile, w.plan)
+		must(t, vmswap(t, w.env, "apply", "--poll", "50ms", w.planFile), 4)
+	}
+	t.Run("floating IP moved at the gate", func(t *testing.T) {
+		t.Parallel()
+		w := newHetznerWorld(t, "floating_ip")
+		o := other(t, w)
+		gated(t, w)
+		moveIP(t, w, o)
+		must(t, vmswap(t, w.env, "apply", "--continue", "--poll", "50ms", w.planFile), 1, "someone moved it", "rolled back")
+		if got := w.serving(t); len(got) != 1 || got[0] != o {
+			t.Fatalf("the floating IP points at %v, want web-9 (%d) where it was moved", got, o)
+		}
+	})
+	t.Run("source taken out of the load balancer at the gate", func(t *testing.T) {
+		t.Parallel()
+		w := newHetznerWorld(t, "loadbalancer")
+		o := other(t, w)
+		gated(t, w)
+		lb := &hcloud.LoadBalancer{ID: w.lbID}
+		a, _, err := w.c.LoadBalancer.AddServerTarget(ctx, lb, hcloud.LoadBalancerAddServerTargetOpts{Server: &hcloud.Server{ID: o}})
+		if err == nil {
+			err = w.c.Action.WaitFor(ctx, a)
+		}
+		if err == nil {
+			a, _, err = w.c.LoadBalancer.RemoveServerTarget(ctx, lb, &hcloud.Server{ID: w.srcID})
+		}
+		if err == nil {
+			err = w.c.Action.WaitFor(ctx, a)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		must(t, vmswap(t, w.env, "apply", "--continue", "--poll", "50ms", w.planFile), 1, "no longer routes to web-1", "rolled back")
+		if got := w.serving(t); len(got) != 1 || got[0] != o {
+			t.Fatalf("the load balancer targets %v, want web-9 (%d) alone, as it was left", got, o)
+		}
+	})
+	t.Run("floating IP moved after the swap", func(t *testing.T) {
+		t.Parallel()
+		w := newHetznerWorld(t, "floating_ip")
+		o := other(t, w)
+		must(t, vmswap(t, w.env, "apply", "--poll", "50ms", w.planFile), 0)
+		moveIP(t, w, o)
+		must(t, vmswap(t, w.env, "rollback", "--yes", "--poll", "50ms", w.planFile), 3, "someone moved it")
+		if got := w.serving(t); len(got) != 1 || got[0] != o {
+			t.Fatalf("the floating IP points at %v, want web-9 (%d) where it was moved", got, o)
+		}
+	})
+	t.Run("record rewritten after the swap", func(t *testing.T) {
+		t.Parallel()
+		w := newHetznerWorld(t, "dns")
+		must(t, vmswap(t, w.env, "apply", "--poll", "50ms", w.planFile), 0)
+		if err := w.l.Seeder().HetznerRecord(ctx, "shop.test", "www", "A", []string{"127.0.0.99"}, 60); err != nil {
+			t.Fatal(err)
+		}
+		must(t, vmswap(t, w.env, "rollback", "--yes", "--poll", "50ms", w.planFile), 3, "someone changed it")
+		ips, _, err := authority.Lookup(ctx, w.l.Endpoints().DNS, "www.shop.test", "A")
+		if err != nil || len(ips) != 1 || ips[0] != "127.0.0.99" {
+			t.Fatalf("www.shop.test A is %v (%v), want the other person's 127.0.0.99 alone", ips, err)
+		}
+	})
+}

@@ -143,6 +143,18 @@ func (k *lbCutover) forward(ctx context.Context, s *swapRun) error {
 	if err := s.waveAborted(); err != nil {
 		return err
 	}
+	if !slices.Contains(st.Intents, subLBAdded) {
+		// The pool may have changed since preflight (a gate's pause, a
+		// resumed run): a source someone took out is left out, and
+		// nothing is changed.
+		pool, err := k.lb.Pool(ctx, k.c.ID)
+		if err != nil {
+			return err
+		}
+		if !pool.Has(st.SourceID, st.SourceIP) {
+			return errors.Join(ErrStale, fmt.Errorf("load balancer %s no longer routes to %s (members now: %s): someone changed it since the run began; vmswap leaves it as it is", k.c.ID, st.SourceName, strings.Join(pool.Keys(), ", ")))
+		}
+	}
 	if err := s.once(subLBAdded, func() error {
 		s.progress("adding %s to load balancer %s", st.NewName, k.c.ID)
 		return k.lb.AddMember(ctx, k.c.ID, loadbalancer.Member{ServerID: st.NewID, Address: st.NewIP, Like: &loadbalancer.Member{ServerID: st.SourceID, Address: st.SourceIP}})
@@ -458,8 +470,13 @@ func (k *dnsCutover) back(ctx context.Context, s *swapRun) error {
 			return fmt.Errorf("read %s %s to move it back: %w", k.c.Record, f.typ, err)
 		}
 		want := dns.Record{Name: k.c.Record, Type: f.typ, Values: cur.Values, Expect: cur.Values}
-		if f.new != "" && slices.Contains(cur.Values, f.new) || !slices.Contains(cur.Values, f.src) {
+		switch {
+		case f.new != "" && slices.Contains(cur.Values, f.new):
 			want.Values = replaced(cur.Values, f.new, f.src)
+		case !slices.Contains(cur.Values, f.src):
+			// Neither address: someone rewrote the set since, and mixing
+			// the source into their set would undo their change.
+			return fmt.Errorf("%s %s holds %v, neither %s's address %s nor the new server's: someone changed it, so vmswap leaves it; set it yourself if %s should serve", k.c.Record, f.typ, cur.Values, s.st.SourceName, f.src, s.st.SourceName)
 		}
 		s.progress("pointing %s %s back at %s: %v", k.c.Record, f.typ, s.st.SourceName, want.Values)
 		if _, err := k.d.SetRecord(ctx, want); err != nil {
@@ -539,6 +556,17 @@ func (k *ipCutover) mutation(src *provider.Server, _ *plans.ObservedSwap) string
 }
 
 func (k *ipCutover) forward(ctx context.Context, s *swapRun) error {
+	if !slices.Contains(s.st.Intents, subIPAssigned) {
+		// The IP may have moved since preflight (a gate's pause, a resumed
+		// run): one someone pointed elsewhere is left there.
+		cur, err := k.ip.AssignedTo(ctx, k.c.IP)
+		if err != nil {
+			return err
+		}
+		if cur != s.st.SourceID && cur != s.st.NewID {
+			return errors.Join(ErrStale, fmt.Errorf("reserved IP %s points at server %q now, not the source %s (%s): someone moved it since the run began; vmswap leaves it where it is", k.c.IP, cur, s.st.SourceName, s.st.SourceID))
+		}
+	}
 	if err := s.once(subIPAssigned, func() error {
 		s.progress("pointing reserved IP %s at %s", k.c.IP, s.st.NewName)
 		return k.ip.AssignIP(ctx, k.c.IP, s.st.NewID)
@@ -559,6 +587,18 @@ func (k *ipCutover) back(ctx context.Context, s *swapRun) error {
 	to := s.st.OldAssignee
 	if to == "" {
 		to = s.st.SourceID
+	}
+	cur, err := k.ip.AssignedTo(ctx, k.c.IP)
+	if err != nil {
+		return err
+	}
+	if cur == to {
+		return nil
+	}
+	if cur != s.st.NewID || s.st.NewID == "" {
+		// Someone pointed it elsewhere since: taking it back from them
+		// would break what they moved it for.
+		return fmt.Errorf("reserved IP %s points at server %q, neither %s nor this run's new server: someone moved it, so vmswap leaves it; point it at %s (%s) yourself if that is what you want", k.c.IP, cur, s.st.SourceName, s.st.SourceName, to)
 	}
 	s.progress("pointing reserved IP %s back at %s", k.c.IP, s.st.SourceName)
 	if err := k.ip.AssignIP(ctx, k.c.IP, to); err != nil {

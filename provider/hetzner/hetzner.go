@@ -346,7 +346,7 @@ func (d *Driver) waitImage(ctx context.Context, im *hcloud.Image, started func(s
 			return false, Wrap(err, "get image %d", im.ID)
 		}
 		if got == nil {
-			return false, fmt.Errorf("hetzner: image %d disappeared while being created", im.ID)
+			return false, fmt.Errorf("hetzner: image %d is gone: its creation failed (the server's create_image action says why) or someone deleted it", im.ID)
 		}
 		im = got
 		if im.Status == hcloud.ImageStatusAvailable {
@@ -425,7 +425,11 @@ func (d *Driver) Launch(ctx context.Context, spec provider.LaunchSpec) (*provide
 		// select by them); vmswap's of earlier plans, launches and claims
 		// are not, nor those a load balancer would put the server in its
 		// pool by before it is verified.
-		if strings.HasPrefix(k, "vmswap") || slices.ContainsFunc(spec.WithoutTags, func(t string) bool { tk, tv := Label(t); return tk == k && tv == v }) {
+		if strings.HasPrefix(k, "vmswap") || slices.ContainsFunc(spec.WithoutTags, func(t string) bool {
+			// A selector of a bare key matches the key whatever its value.
+			tk, tv := Label(t)
+			return tk == k && (tv == v || tv == "")
+		}) {
 			continue
 		}
 		labels[k] = v

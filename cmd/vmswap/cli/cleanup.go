@@ -60,7 +60,7 @@ for the servers any vmswap run retired with a keep window, by their vmswap-keep-
 	}
 	cmd.Flags().BoolVarP(&opts.Yes, "yes", "y", false, "delete without asking")
 	cmd.Flags().BoolVar(&opts.Expired, "expired", false, "delete the retired old servers whose keep window has ended")
-	cmd.Flags().StringVar(&opts.Provider, "provider", "", "with --expired: search the whole account of this provider type (digitalocean, aws) instead of a plan")
+	cmd.Flags().StringVar(&opts.Provider, "provider", "", "with --expired: search the whole account of this provider type (digitalocean, aws, hetzner) instead of a plan")
 	cmd.Flags().StringVar(&opts.Endpoint, "endpoint", "", "with --provider: API base URL override (the lab)")
 	return cmd
 }
