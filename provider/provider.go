@@ -26,12 +26,15 @@ type Server struct {
 	Status   string `json:"status" yaml:"status"` // running, off, pending
 	PublicIP string `json:"public_ip" yaml:"public_ip"`
 	// PublicIPv6 is the server's public IPv6 address, "" without IPv6.
-	PublicIPv6 string   `json:"public_ipv6,omitempty" yaml:"public_ipv6,omitempty"`
-	Region     string   `json:"region" yaml:"region"`
-	Tags       []string `json:"tags,omitempty" yaml:"tags,omitempty"`
-	MemoryMB   int      `json:"memory_mb" yaml:"memory_mb"`
-	VCPUs      int      `json:"vcpus" yaml:"vcpus"`
-	DiskGB     int      `json:"disk_gb" yaml:"disk_gb"`
+	PublicIPv6 string `json:"public_ipv6,omitempty" yaml:"public_ipv6,omitempty"`
+	// PublicIPv6Net is the IPv6 network routed to the server where it has
+	// one of its own (Hetzner: a /64, whose ::1 is PublicIPv6), "" otherwise.
+	PublicIPv6Net string   `json:"public_ipv6_net,omitempty" yaml:"public_ipv6_net,omitempty"`
+	Region        string   `json:"region" yaml:"region"`
+	Tags          []string `json:"tags,omitempty" yaml:"tags,omitempty"`
+	MemoryMB      int      `json:"memory_mb" yaml:"memory_mb"`
+	VCPUs         int      `json:"vcpus" yaml:"vcpus"`
+	DiskGB        int      `json:"disk_gb" yaml:"disk_gb"`
 	// Volumes are the IDs of block volumes attached to the server: a
 	// snapshot does not carry them, so a swap cannot move them.
 	Volumes []string `json:"volumes,omitempty" yaml:"volumes,omitempty"`

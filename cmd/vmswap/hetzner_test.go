@@ -558,3 +558,28 @@ func TestSomeoneElsesChangeIsLeftAlone(t *testing.T) {
 		}
 	})
 }
+
+// TestAAAAOfTheSourcesNetwork: a dual-stack name whose AAAA is an address
+// of the source's /64 other than ::1 (the address vmswap moves) is refused
+// before anything is made: it would go on pointing at the old server.
+func TestAAAAOfTheSourcesNetwork(t *testing.T) {
+	t.Parallel()
+	w := newHetznerWorld(t, "dns")
+	ctx := context.Background()
+	src, _, err := w.c.Server.GetByID(ctx, w.srcID)
+	if err != nil || src.PublicNet.IPv6.Network == nil {
+		t.Fatalf("source %+v %v", src, err)
+	}
+	beef := slices.Clone(src.PublicNet.IPv6.Network.IP.To16())
+	beef[14], beef[15] = 0xbe, 0xef
+	if err := w.l.Seeder().HetznerRecord(ctx, "shop.test", "www", "AAAA", []string{beef.String()}, 60); err != nil {
+		t.Fatal(err)
+	}
+	must(t, vmswap(t, w.env, "apply", "--poll", "50ms", w.planFile), 2, "AAAA holds "+beef.String(), "other than")
+	if n := len(w.serving(t)); n != 1 {
+		t.Fatalf("the record leads to %d servers", n)
+	}
+	if servers, _ := w.c.Server.All(ctx); len(servers) != 1 {
+		t.Fatalf("%d servers after a refused apply", len(servers))
+	}
+}

@@ -375,6 +375,9 @@ func (k *dnsCutover) read(ctx context.Context, src *provider.Server, seen *plans
 		return nil, fmt.Errorf("dns: %w", err)
 	}
 	seen.Record = rec
+	if p := otherAddrOfNet(src, rec); p != "" {
+		return []string{p}, nil
+	}
 	if !slices.Contains(rec.Values, addr) {
 		return []string{fmt.Sprintf("record %s %s is %v and does not point at %s (%s)", rec.Name, rec.Type, rec.Values, src.Name, addr)}, nil
 	}
@@ -386,11 +389,33 @@ func (k *dnsCutover) read(ctx context.Context, src *provider.Server, seen *plans
 		case errors.Is(err, provider.ErrNotFound):
 		case err != nil:
 			return nil, fmt.Errorf("dns: %w", err)
+		case otherAddrOfNet(src, ro) != "":
+			return []string{otherAddrOfNet(src, ro)}, nil
 		case slices.Contains(ro.Values, oa):
 			seen.RecordOther = ro
 		}
 	}
 	return nil, nil
+}
+
+// otherAddrOfNet reports an AAAA set that holds an address of the
+// source's own IPv6 network other than the one vmswap moves: the new server
+// gets a network of its own, so the name would go on pointing at the source
+// once it is off.
+func otherAddrOfNet(src *provider.Server, rec *dns.Record) string {
+	if rec.Type != "AAAA" || src.PublicIPv6Net == "" {
+		return ""
+	}
+	_, n, err := net.ParseCIDR(src.PublicIPv6Net)
+	if err != nil {
+		return ""
+	}
+	for _, v := range rec.Values {
+		if ip := net.ParseIP(v); ip != nil && n.Contains(ip) && ip.String() != src.PublicIPv6 {
+			return fmt.Sprintf("record %s AAAA holds %s, an address of %s's IPv6 network %s other than %s, the one vmswap moves: the new server gets a network of its own, so the name would keep pointing at %s once it is off; point the record at %s, or move it yourself", rec.Name, v, src.Name, src.PublicIPv6Net, src.PublicIPv6, src.Name, src.PublicIPv6)
+		}
+	}
+	return ""
 }
 
 func (k *dnsCutover) stale(planned, now *plans.ObservedSwap) []string {

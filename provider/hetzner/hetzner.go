@@ -142,7 +142,7 @@ func toServer(s *hcloud.Server) *provider.Server {
 		// Hetzner routes a /64 to the server; by convention it answers on ::1.
 		ip := slices.Clone(n.IP.To16())
 		ip[15] |= 1
-		out.PublicIPv6 = ip.String()
+		out.PublicIPv6, out.PublicIPv6Net = ip.String(), n.String()
 	}
 	for _, v := range s.Volumes {
 		out.Volumes = append(out.Volumes, strconv.FormatInt(v.ID, 10))
