@@ -561,3 +561,127 @@ func TestHetznerSeeder(t *testing.T) {
 		t.Fatalf("endpoint %s", l2.Endpoints().HetznerAPI)
 	}
 }
+
+// TestHetznerRestart: a lab restarted on its state directory brings back
+// its Hetzner world as it was: load balancers (server and label_selector
+// targets) listening on their services' ports and health-checking their
+// targets, which are healthy and get traffic, and which checks still make
+// healthy when added after the restart; floating IPs forwarding to their
+// server; servers serving; zones served by the DNS server.
+func TestHetznerRestart(t *testing.T) {
+	dir := t.TempDir()
+	l := labtest.Start(t, lab.Config{StateDir: dir})
+	sd := l.Seeder()
+	cx := ctx(t)
+	port := l.HTTPPort()
+	_, pub := newKey(t)
+	if _, err := sd.HetznerSSHKey(cx, "operator", pub); err != nil {
+		t.Fatal(err)
+	}
+	ids, ips := map[string]int64{}, map[string]string{}
+	for _, s := range []struct {
+		name   string
+		labels map[string]string
+	}{{"app-1", map[string]string{"role": "app"}}, {"app-2", map[string]string{"role": "app"}}, {"app-3", nil}} {
+		id, ip, err := sd.HetznerServer(cx, s.name, "cx22", s.labels, map[string]string{"index.html": s.name + "\n"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[s.name], ips[s.name] = id, ip
+	}
+	lbID, lbIP, err := sd.HetznerLoadBalancer(cx, "app-lb", []int64{ids["app-1"]}, "/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := hcloudClient(l)
+	selRes := must(c.LoadBalancer.Create(cx, hcloud.LoadBalancerCreateOpts{Name: "sel-lb", LoadBalancerType: &hcloud.LoadBalancerType{Name: "lb11"},
+		Location: &hcloud.Location{Name: "fsn1"}, Services: []hcloud.LoadBalancerCreateOptsService{{Protocol: hcloud.LoadBalancerServiceProtocolHTTP,
+			ListenPort: hcloud.Ptr(port), DestinationPort: hcloud.Ptr(port), Proxyprotocol: hcloud.Ptr(false),
+			HealthCheck: &hcloud.LoadBalancerCreateOptsServiceHealthCheck{Protocol: hcloud.LoadBalancerServiceProtocolHTTP, Port: hcloud.Ptr(port),
+				Interval: hcloud.Ptr(15 * time.Second), Timeout: hcloud.Ptr(10 * time.Second), Retries: hcloud.Ptr(2),
+				HTTP: &hcloud.LoadBalancerCreateOptsServiceHealthCheckHTTP{Domain: hcloud.Ptr(""), Path: hcloud.Ptr("/health"), StatusCodes: []string{"2??"}}}}},
+		Targets: []hcloud.LoadBalancerCreateOptsTarget{{Type: hcloud.LoadBalancerTargetTypeLabelSelector,
+			LabelSelector: hcloud.LoadBalancerCreateOptsTargetLabelSelector{Selector: "role=app"}}}})).get(t)
+	wait(t, c, selRes.Action)
+	selID, selIP := selRes.LoadBalancer.ID, selRes.LoadBalancer.PublicNet.IPv4.IP.String()
+	_, fip, err := sd.HetznerFloatingIP(cx, ids["app-2"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sd.HetznerZone(cx, "app.test", 600); err != nil {
+		t.Fatal(err)
+	}
+	if err := sd.HetznerRecord(cx, "app.test", "www", "A", []string{lbIP}, 60); err != nil {
+		t.Fatal(err)
+	}
+
+	// health is a target's status per the API (GET load_balancers/{id}:
+	// targets[].health_status, a label selector's targets included).
+	health := func(c *hcloud.Client, lbID, serverID int64) string {
+		return healthOf(must(c.LoadBalancer.GetByID(cx, lbID)).get(t), serverID)
+	}
+	// reaches waits until GETs through a load balancer have reached each
+	// of want (by X-Served-By, each serving its own name) and no other.
+	reaches := func(ip string, want ...string) {
+		t.Helper()
+		seen := map[string]bool{}
+		waitFor(t, fmt.Sprintf("%s reaching %v", ip, want), func() bool {
+			code, body, h, err := get(fmt.Sprintf("http://%s:%d/", ip, port))
+			if err != nil || code != 200 {
+				return false
+			}
+			by := h.Get("X-Served-By")
+			if !slices.Contains(want, by) || body != by+"\n" {
+				t.Fatalf("through %s: %d %q from %q, want one of %v", ip, code, body, by, want)
+			}
+			seen[by] = true
+			return len(seen) == len(want)
+		})
+	}
+	check := func(l *lab.Lab, what string) {
+		t.Helper()
+		c := hcloudClient(l)
+		for _, tc := range []struct {
+			lb      int64
+			servers []string
+		}{{lbID, []string{"app-1"}}, {selID, []string{"app-1", "app-2"}}} {
+			for _, s := range tc.servers {
+				waitFor(t, fmt.Sprintf("%s: %s healthy on load balancer %d", what, s, tc.lb), func() bool { return health(c, tc.lb, ids[s]) == "healthy" })
+			}
+			if got := l.HetznerHealthy(tc.lb, port); len(got) != len(tc.servers) {
+				t.Fatalf("%s: load balancer %d routes to %v", what, tc.lb, got)
+			}
+		}
+		reaches(lbIP, "app-1")
+		reaches(selIP, "app-1", "app-2")
+		for name, ip := range ips {
+			if code, body, _, err := get(fmt.Sprintf("http://%s:%d/", ip, port)); err != nil || code != 200 || body != name+"\n" {
+				t.Fatalf("%s: %s serves %d %q %v", what, name, code, body, err)
+			}
+		}
+		if code, body, _, err := get(fmt.Sprintf("http://%s:%d/", fip, port)); err != nil || code != 200 || body != "app-2\n" {
+			t.Fatalf("%s: through the floating IP: %d %q %v", what, code, body, err)
+		}
+		if vals, ttl := lookup(t, l.Endpoints().DNS, "www.app.test"); !slices.Equal(vals, []string{lbIP}) || ttl != 60 {
+			t.Fatalf("%s: www.app.test: %v %d", what, vals, ttl)
+		}
+	}
+	check(l, "before the restart")
+	l.Close()
+
+	l2 := labtest.Start(t, lab.Config{StateDir: dir})
+	check(l2, "after the restart")
+
+	// The restored load balancers still health-check: a server target added
+	// now, and a server a label selector picks now, become healthy and get
+	// traffic.
+	c2 := hcloudClient(l2)
+	app3 := &hcloud.Server{ID: ids["app-3"]}
+	wait(t, c2, must(c2.LoadBalancer.AddServerTarget(cx, &hcloud.LoadBalancer{ID: lbID}, hcloud.LoadBalancerAddServerTargetOpts{Server: app3})).get(t))
+	must(c2.Server.Update(cx, app3, hcloud.ServerUpdateOpts{Labels: map[string]string{"role": "app"}})).get(t)
+	for _, lb := range []int64{lbID, selID} {
+		waitFor(t, fmt.Sprintf("app-3 healthy on load balancer %d after the restart", lb), func() bool { return health(c2, lb, ids["app-3"]) == "healthy" })
+	}
+	reaches(lbIP, "app-1", "app-3")
+	reaches(selIP, "app-1", "app-2", "app-3")
+}
