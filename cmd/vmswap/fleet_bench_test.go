@@ -64,6 +64,12 @@ func BenchmarkFleet(b *testing.B) {
 		}
 		wall := time.Since(start)
 		calls, n429 := 0, 0
+		byOp := map[string]int{}
+		for _, q := range l.Requests()[before+planCalls:] {
+			if q.API == "digitalocean" {
+				byOp[q.Operation]++
+			}
+		}
 		for _, q := range l.Requests()[before:] {
 			if q.API == "digitalocean" {
 				calls++
@@ -72,6 +78,7 @@ func BenchmarkFleet(b *testing.B) {
 				}
 			}
 		}
+		fmt.Printf("fleet apply: API calls by operation: %v\n", byOp)
 		calls -= planCalls
 		j, err := runner.LoadJournal(runner.JournalPath(planFile))
 		if err != nil {
