@@ -311,6 +311,8 @@ func TestHetznerFaults(t *testing.T) {
 		{desc: "new server answers 500", cutover: "floating_ip", fault: lab.Fault{Kind: lab.FaultServe500}, cause: "verify failed"},
 		{desc: "add_target refused", cutover: "loadbalancer", fault: lab.Fault{Kind: lab.FaultHTTPError, Operation: "add_target", Status: 503, Count: 10}, cause: "cutover failed"},
 		{desc: "set_records refused", cutover: "dns", fault: lab.Fault{Kind: lab.FaultHTTPError, Operation: "set_records_of_rrset", Status: 422, Count: 10}, cause: "cutover failed"},
+		{desc: "remove_target answered 500 once", cutover: "loadbalancer", fault: lab.Fault{Kind: lab.FaultHTTPError, Operation: "remove_target", Status: 500}},
+		{desc: "assign answered 500 after doing it", cutover: "floating_ip", fault: lab.Fault{Kind: lab.FaultDropAfterCommit, Operation: "assign_floating_ip_to_server"}},
 		{desc: "rate limited", cutover: "loadbalancer", fault: lab.Fault{Kind: lab.FaultRateLimit, Operation: "create_server", RetryAfter: time.Second, Count: 2}},
 	}
 	for _, tt := range tests {

@@ -142,6 +142,16 @@ func (p *Provider) GetRecord(ctx context.Context, name, typ string) (*dns.Record
 // so Record.Expect is compared just before the action.
 // https://docs.hetzner.cloud/reference/cloud#zone-rrset-actions-set-records-of-an-rrset
 func (p *Provider) SetRecord(ctx context.Context, rec dns.Record) (*dns.Record, error) {
+	var out *dns.Record
+	err := hz.Converge(ctx, p.cfg.Progress, "set "+rec.Type+" record "+rec.Name, func() error {
+		var err error
+		out, err = p.setRecord(ctx, rec)
+		return err
+	})
+	return out, err
+}
+
+func (p *Provider) setRecord(ctx context.Context, rec dns.Record) (*dns.Record, error) {
 	z, rr, err := p.rrset(ctx, rec.Name, rec.Type)
 	if err != nil {
 		return nil, err

@@ -140,6 +140,10 @@ func memberID(m loadbalancer.Member) (int64, error) {
 // target is a no-op.
 // https://docs.hetzner.cloud/reference/cloud#load-balancer-actions-add-target
 func (p *Provider) AddMember(ctx context.Context, pool string, m loadbalancer.Member) error {
+	return hz.Converge(ctx, p.cfg.Progress, "add server "+m.ServerID+" to load balancer "+pool, func() error { return p.addMember(ctx, pool, m) })
+}
+
+func (p *Provider) addMember(ctx context.Context, pool string, m loadbalancer.Member) error {
 	n, err := memberID(m)
 	if err != nil {
 		return err
@@ -171,6 +175,10 @@ func (p *Provider) AddMember(ctx context.Context, pool string, m loadbalancer.Me
 // A server that is not a target is a no-op.
 // https://docs.hetzner.cloud/reference/cloud#load-balancer-actions-remove-target
 func (p *Provider) RemoveMember(ctx context.Context, pool string, m loadbalancer.Member) error {
+	return hz.Converge(ctx, p.cfg.Progress, "remove server "+m.ServerID+" from load balancer "+pool, func() error { return p.removeMember(ctx, pool, m) })
+}
+
+func (p *Provider) removeMember(ctx context.Context, pool string, m loadbalancer.Member) error {
 	n, err := memberID(m)
 	if err != nil {
 		return err

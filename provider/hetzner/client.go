@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -176,4 +177,36 @@ func WaitAction(ctx context.Context, c *hcloud.Client, progress provider.Progres
 		return ctx.Err()
 	}
 	return Wrap(err, "%s", what)
+}
+
+// serverErrorAttempts is how many times a call the API answered 5xx (or
+// never answered) is made in all.
+const serverErrorAttempts = 3
+
+// IsServerError reports whether err is a 5xx answer or no answer at all: the
+// call may or may not have been carried out.
+func IsServerError(err error) bool {
+	var ne net.Error
+	return hcloud.IsError(err, hcloud.ErrorCodeServerError, hcloud.ErrorCodeServiceError, hcloud.ErrorCodeUnknownError, hcloud.ErrorCodeTimeout, hcloud.ErrorCodeBadGateway) ||
+		errors.Is(err, hcloud.ErrStatusCode) || errors.As(err, &ne)
+}
+
+// Converge runs step, which reads the state and changes it only if needed,
+// again after a server error: hcloud-go's retryer repeats only 409, 429,
+// 502 and 504, and a step that re-reads before it changes anything is safe
+// to repeat whatever the first attempt did.
+func Converge(ctx context.Context, progress provider.Progress, what string, step func() error) error {
+	for attempt := 1; ; attempt++ {
+		err := step()
+		if err == nil || ctx.Err() != nil || !IsServerError(err) || attempt == serverErrorAttempts {
+			return err
+		}
+		wait := time.Duration(attempt) * time.Second
+		if progress != nil {
+			progress("hetzner: %s: %v; reading the state again and retrying in %s", what, err, wait)
+		}
+		if err := provider.Sleep(ctx, wait); err != nil {
+			return err
+		}
+	}
 }

@@ -771,6 +771,10 @@ func (d *Driver) AssignedTo(ctx context.Context, ip string) (string, error) {
 // server in one action, with no moment when it points nowhere.
 // https://docs.hetzner.cloud/reference/cloud#floating-ip-actions-assign-a-floating-ip-to-a-server
 func (d *Driver) AssignIP(ctx context.Context, ip, id string) error {
+	return Converge(ctx, d.prog, "assign floating IP "+ip, func() error { return d.assignIP(ctx, ip, id) })
+}
+
+func (d *Driver) assignIP(ctx context.Context, ip, id string) error {
 	n, err := serverID(id)
 	if err != nil {
 		return err
