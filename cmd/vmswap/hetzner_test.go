@@ -585,3 +585,128 @@ func TestAAAAOfTheSourcesNetwork(t *testing.T) {
 		t.Fatalf("%d servers after a refused apply", len(servers))
 	}
 }
+
+// TestTrafficPutBackIsRespected: more of what someone else does to the
+// entry point, caught before it costs traffic. The source put back into
+// the pool while it drains is not powered off; a dual-stack record edited
+// at the gate is refused before either family moves; a pool that lost the
+// new server after the swap is not refilled with the old one by rollback;
+// a load balancer selecting the source by a selector vmswap cannot keep a
+// new server out of refuses the swap before anything is made.
+func TestTrafficPutBackIsRespected(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	targets := func(t *testing.T, w *hzWorld) []int64 { return w.serving(t) }
+	lbChange := func(t *testing.T, w *hzWorld, add bool, id int64) {
+		lb := &hcloud.LoadBalancer{ID: w.lbID}
+		var a *hcloud.Action
+		var err error
+		if add {
+			a, _, err = w.c.LoadBalancer.AddServerTarget(ctx, lb, hcloud.LoadBalancerAddServerTargetOpts{Server: &hcloud.Server{ID: id}})
+		} else {
+			a, _, err = w.c.LoadBalancer.RemoveServerTarget(ctx, lb, &hcloud.Server{ID: id})
+		}
+		if err == nil {
+			err = w.c.Action.WaitFor(ctx, a)
+		}
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	t.Run("source put back while it drains", func(t *testing.T) {
+		t.Parallel()
+		w := newHetznerWorld(t, "loadbalancer")
+		w.plan.Swaps[0].Cutover.LoadBalancer.Drain = plans.Duration(4 * time.Second)
+		(&killWorld{}).writePlan(t, w.planFile, w.plan)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for start := time.Now(); time.Since(start) < time.Minute; time.Sleep(50 * time.Millisecond) {
+				if got := targets(t, w); len(got) == 1 && got[0] != w.srcID {
+					lbChange(t, w, true, w.srcID) // the source is out: put it back
+					return
+				}
+			}
+		}()
+		r := vmswap(t, w.env, "apply", "--poll", "50ms", w.planFile)
+		<-done
+		if r.code == 0 {
+			t.Fatalf("apply succeeded although web-1 was put back into the pool while it drained\n%s", r.stderr)
+		}
+		src, _, err := w.c.Server.GetByID(ctx, w.srcID)
+		if err != nil || src.Status != hcloud.ServerStatusRunning {
+			t.Fatalf("web-1 is %v (%v): powered off under the traffic put back on it", src.Status, err)
+		}
+	})
+	t.Run("AAAA edited at the gate", func(t *testing.T) {
+		t.Parallel()
+		w := newHetznerWorld(t, "dns")
+		src, _, err := w.c.Server.GetByID(ctx, w.srcID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		one := slices.Clone(src.PublicNet.IPv6.Network.IP.To16())
+		one[15] |= 1
+		if err := w.l.Seeder().HetznerRecord(ctx, "shop.test", "www", "AAAA", []string{one.String()}, 60); err != nil {
+			t.Fatal(err)
+		}
+		w.plan.Swaps[0].Gates = []string{"before_cutover"}
+		(&killWorld{}).writePlan(t, w.planFile, w.plan)
+		must(t, vmswap(t, w.env, "apply", "--poll", "50ms", w.planFile), 4)
+		if err := w.l.Seeder().HetznerRecord(ctx, "shop.test", "www", "AAAA", []string{"2001:db8:ffff::5"}, 60); err != nil {
+			t.Fatal(err)
+		}
+		r := vmswap(t, w.env, "apply", "--continue", "--poll", "50ms", w.planFile)
+		must(t, r, 1, "someone else changed www.shop.test AAAA", "rolled back")
+		if strings.Contains(r.stderr+r.stdout, "pointing www.shop.test A at") {
+			t.Fatalf("the A set was moved before the edited AAAA set was seen\n%s", r.stderr)
+		}
+		if got := w.serving(t); len(got) != 1 || got[0] != w.srcID {
+			t.Fatalf("www.shop.test A leads to %v, want web-1", got)
+		}
+		if servers, _ := w.c.Server.All(ctx); len(servers) != 1 {
+			t.Fatalf("%d servers after the rollback", len(servers))
+		}
+	})
+	t.Run("new server taken out after the swap", func(t *testing.T) {
+		t.Parallel()
+		w := newHetznerWorld(t, "loadbalancer")
+		o, _, err := w.l.Seeder().HetznerServer(ctx, "web-9", "cx22", nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		must(t, vmswap(t, w.env, "apply", "--poll", "50ms", w.planFile), 0)
+		nw := targets(t, w)
+		lbChange(t, w, true, o)
+		lbChange(t, w, false, nw[0])
+		must(t, vmswap(t, w.env, "rollback", "--yes", "--poll", "50ms", w.planFile), 3, "someone changed it")
+		if got := targets(t, w); len(got) != 1 || got[0] != o {
+			t.Fatalf("the pool is %v, want web-9 (%d) alone, as it was left", got, o)
+		}
+	})
+	t.Run("another load balancer selects by a negation", func(t *testing.T) {
+		t.Parallel()
+		w := newHetznerWorld(t, "floating_ip")
+		ep := w.l.Endpoints()
+		res, _, err := w.c.LoadBalancer.Create(ctx, hcloud.LoadBalancerCreateOpts{
+			Name: "neg", LoadBalancerType: &hcloud.LoadBalancerType{Name: "lb11"}, Location: &hcloud.Location{Name: "fsn1"},
+			Services: []hcloud.LoadBalancerCreateOptsService{{
+				Protocol: hcloud.LoadBalancerServiceProtocolHTTP, ListenPort: hcloud.Ptr(ep.HTTPPort), DestinationPort: hcloud.Ptr(ep.HTTPPort), Proxyprotocol: hcloud.Ptr(false),
+				HealthCheck: &hcloud.LoadBalancerCreateOptsServiceHealthCheck{Protocol: hcloud.LoadBalancerServiceProtocolHTTP, Port: hcloud.Ptr(ep.HTTPPort),
+					Interval: hcloud.Ptr(time.Second), Timeout: hcloud.Ptr(time.Second), Retries: hcloud.Ptr(1),
+					HTTP: &hcloud.LoadBalancerCreateOptsServiceHealthCheckHTTP{Path: hcloud.Ptr("/health"), Domain: hcloud.Ptr("")}},
+			}},
+			Targets: []hcloud.LoadBalancerCreateOptsTarget{{Type: hcloud.LoadBalancerTargetTypeLabelSelector, LabelSelector: hcloud.LoadBalancerCreateOptsTargetLabelSelector{Selector: "env!=staging"}}},
+		})
+		if err == nil {
+			err = w.c.Action.WaitFor(ctx, res.Action)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		must(t, vmswap(t, w.env, "apply", "--poll", "50ms", w.planFile), 2, "env!=staging", "cannot keep a new server out")
+		if servers, _ := w.c.Server.All(ctx); len(servers) != 1 {
+			t.Fatalf("%d servers after a refused apply", len(servers))
+		}
+	})
+}

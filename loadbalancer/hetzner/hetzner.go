@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"net"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/hetznercloud/hcloud-go/v2/hcloud"
@@ -113,7 +112,9 @@ func (p *Provider) Pool(ctx context.Context, id string) (*loadbalancer.Pool, err
 	}
 	pool := &loadbalancer.Pool{ID: id, Address: addr, Members: []loadbalancer.Member{}}
 	if sel := selector(lb); sel != "" {
-		pool.SelectTag = hz.Tag(hz.Label(sel))
+		if tag, ok := hz.SelectorTag(sel); ok {
+			pool.SelectTag = tag
+		}
 	}
 	for _, s := range lb.Services {
 		hc := s.HealthCheck
@@ -206,15 +207,17 @@ func (p *Provider) removeMember(ctx context.Context, pool string, m loadbalancer
 	return hz.WaitAction(ctx, p.cfg.Client, p.cfg.Progress, fmt.Sprintf("remove server %d from load balancer %s", n, pool), a)
 }
 
+func selectable(sel string) bool { _, ok := hz.SelectorTag(sel); return ok }
+
 // label makes a server a member of a label-selected pool, or not.
 func (p *Provider) label(ctx context.Context, sel, id string, add bool) error {
 	if p.cfg.Tagger == nil {
 		return fmt.Errorf("hetzner: the load balancer selects servers by label %s, and this driver cannot label servers", sel)
 	}
-	if strings.ContainsAny(sel, ",!() ") {
+	tag, ok := hz.SelectorTag(sel)
+	if !ok {
 		return fmt.Errorf("hetzner: the load balancer selects servers by %q, which no single label makes a server match: give it a key=value selector, or target the servers themselves", sel)
 	}
-	tag := hz.Tag(hz.Label(sel))
 	if add {
 		return p.cfg.Tagger.TagServer(ctx, id, tag)
 	}
@@ -232,7 +235,7 @@ func (p *Provider) Check(ctx context.Context, pool string) error {
 	if len(lb.Services) == 0 {
 		return fmt.Errorf("hetzner: load balancer %s has no service: it sends no traffic and checks no target's health", lb.Name)
 	}
-	if sel := selector(lb); strings.ContainsAny(sel, ",!() ") {
+	if sel := selector(lb); sel != "" && !selectable(sel) {
 		return fmt.Errorf("hetzner: load balancer %s selects servers by %q, which no single label makes a server match: give it a key=value selector, or target the servers themselves", lb.Name, sel)
 	}
 	return nil

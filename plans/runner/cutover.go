@@ -185,6 +185,11 @@ func (k *lbCutover) back(ctx context.Context, s *swapRun) error {
 	if err != nil {
 		return err
 	}
+	if !pool.Has(st.SourceID, st.SourceIP) && !pool.Has(st.NewID, st.NewIP) {
+		// Neither server is in the pool: someone changed it since, and
+		// putting the source back would undo what they did.
+		return fmt.Errorf("load balancer %s has neither %s nor the new server %s (members: %s): someone changed it, so vmswap leaves it; add %s back yourself if it should serve", k.c.ID, st.SourceName, dash(st.NewName), strings.Join(pool.Keys(), ", "), st.SourceName)
+	}
 	if !pool.Has(st.SourceID, st.SourceIP) {
 		s.progress("adding %s back to load balancer %s", st.SourceName, k.c.ID)
 		like := &loadbalancer.Member{ServerID: st.NewID, Address: st.NewIP}
@@ -220,6 +225,9 @@ func (k *lbCutover) holds(ctx context.Context, s *swapRun) error {
 	}
 	if !pool.Has(s.st.NewID, s.st.NewIP) {
 		return errors.Join(ErrCutoverUndone, fmt.Errorf("load balancer %s no longer has %s (members: %s)", k.c.ID, s.st.NewName, strings.Join(pool.Keys(), ", ")))
+	}
+	if s.st.has(subLBOldRemoved) && pool.Has(s.st.SourceID, s.st.SourceIP) {
+		return errors.Join(ErrCutoverUndone, fmt.Errorf("load balancer %s routes to %s again (members: %s): someone put it back", k.c.ID, s.st.SourceName, strings.Join(pool.Keys(), ", ")))
 	}
 	return nil
 }
@@ -454,6 +462,20 @@ func (k *dnsCutover) mutation(src *provider.Server, seen *plans.ObservedSwap) st
 // only if the set still holds what preflight read: someone else's edit
 // since stops the run before anything changes. Other values are kept.
 func (k *dnsCutover) forward(ctx context.Context, s *swapRun) error {
+	// Every set is checked before any is changed: a dual-stack name someone
+	// edited is refused whole, not after its first family moved.
+	for _, f := range k.families(s.st) {
+		if s.st.has(f.sub) || slices.Contains(s.st.Intents, f.sub) {
+			continue
+		}
+		cur, err := k.d.GetRecord(ctx, k.c.Record, f.typ)
+		if err != nil {
+			return err
+		}
+		if !dns.Unchanged(cur.Values, f.old) {
+			return errors.Join(ErrStale, fmt.Errorf("someone else changed %s %s since preflight read %v (it holds %v); nothing was changed", k.c.Record, f.typ, f.old, cur.Values))
+		}
+	}
 	var wants []dns.Record
 	for _, f := range k.families(s.st) {
 		if f.new == "" {
@@ -490,6 +512,9 @@ func (k *dnsCutover) forward(ctx context.Context, s *swapRun) error {
 // vmswap put in is taken out.
 func (k *dnsCutover) back(ctx context.Context, s *swapRun) error {
 	for _, f := range k.families(s.st) {
+		if !slices.Contains(s.st.Intents, f.sub) && !s.st.has(f.sub) {
+			continue // never changed by this run
+		}
 		cur, err := k.d.GetRecord(ctx, k.c.Record, f.typ)
 		if err != nil {
 			return fmt.Errorf("read %s %s to move it back: %w", k.c.Record, f.typ, err)
@@ -546,6 +571,9 @@ func (k *dnsCutover) holds(ctx context.Context, s *swapRun) error {
 		}
 		if !slices.Contains(cur.Values, f.new) {
 			return errors.Join(ErrCutoverUndone, fmt.Errorf("%s %s is %v now: it no longer holds %s's address %s", k.c.Record, f.typ, cur.Values, s.st.NewName, f.new))
+		}
+		if f.src != f.new && slices.Contains(cur.Values, f.src) {
+			return errors.Join(ErrCutoverUndone, fmt.Errorf("%s %s is %v now: it holds %s's address %s again", k.c.Record, f.typ, cur.Values, s.st.SourceName, f.src))
 		}
 	}
 	return nil

@@ -82,6 +82,11 @@ func retire(ctx context.Context, s *swapRun) error {
 			if err := s.holdUnderProbe(ctx, left, false, func(total, failed int64, left time.Duration) {}); err != nil {
 				return err
 			}
+			// Someone may have sent traffic back to the source while it
+			// drained: it is not powered off under them.
+			if err := s.kind.holds(ctx, s); err != nil {
+				return err
+			}
 		}
 		// The source serves no one now (a before_retire hook may stop its
 		// app to make sure): what it wrote since the catch-up follows, and

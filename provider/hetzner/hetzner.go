@@ -88,6 +88,20 @@ func Tag(key, value string) string {
 	return key + "=" + value
 }
 
+var simpleSelector = regexp.MustCompile(`^[A-Za-z0-9]([-_./A-Za-z0-9]*[A-Za-z0-9])?(=([A-Za-z0-9]([-_.A-Za-z0-9]*[A-Za-z0-9])?)?)?$`)
+
+// SelectorTag returns the tag a server must carry to match a load
+// balancer's label selector, when one label does: "k=v" (or "k==v") and
+// "k". Anything else (negations, sets, several terms) is not ok: vmswap
+// cannot keep a new server out of such a pool until it is verified.
+func SelectorTag(sel string) (string, bool) {
+	sel = strings.ReplaceAll(strings.TrimSpace(sel), "==", "=")
+	if !simpleSelector.MatchString(sel) {
+		return "", false
+	}
+	return Tag(Label(sel)), true
+}
+
 // Selector is the label selector matching servers that carry tag.
 func Selector(tag string) string {
 	k, v := Label(tag)
@@ -724,7 +738,11 @@ func (d *Driver) Entrypoints(ctx context.Context, s *provider.Server) ([]provide
 			case t.Type == hcloud.LoadBalancerTargetTypeLabelSelector && t.LabelSelector != nil && slices.ContainsFunc(t.Targets, func(x hcloud.LoadBalancerTarget) bool {
 				return x.Server != nil && x.Server.Server != nil && x.Server.Server.ID == id
 			}):
-				out = append(out, provider.Entrypoint{Kind: "load balancer", ID: strconv.FormatInt(lb.ID, 10), ByTag: Tag(Label(t.LabelSelector.Selector))})
+				tag, ok := SelectorTag(t.LabelSelector.Selector)
+				if !ok {
+					return nil, fmt.Errorf("hetzner: load balancer %s selects %s by the label selector %q, which vmswap cannot keep a new server out of until it is verified (a copy of %s would match it at launch): give it a key=value selector, or target the servers by ID", lb.Name, s.Name, t.LabelSelector.Selector, s.Name)
+				}
+				out = append(out, provider.Entrypoint{Kind: "load balancer", ID: strconv.FormatInt(lb.ID, 10), ByTag: tag})
 			}
 		}
 	}

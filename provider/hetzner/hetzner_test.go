@@ -173,3 +173,12 @@ func TestLifecycle(t *testing.T) {
 		t.Error("no progress while waiting")
 	}
 }
+
+func TestSelectorTag(t *testing.T) {
+	for sel, want := range map[string]string{"role=web": "role=web", "role==web": "role=web", " role = web": "", "role": "role", "tier!=db": "", "!nope": "", "a=b,c=d": "", "env in (a,b)": "", "k8s.io/role=web": "k8s.io/role=web"} {
+		got, ok := hetzner.SelectorTag(sel)
+		if got != want || ok != (want != "") {
+			t.Errorf("SelectorTag(%q) = %q, %v; want %q", sel, got, ok, want)
+		}
+	}
+}
