@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -709,4 +710,28 @@ func TestTrafficPutBackIsRespected(t *testing.T) {
 			t.Fatalf("%d servers after a refused apply", len(servers))
 		}
 	})
+}
+
+// TestStatusOfAStoppedRollback: `vmswap status -o json` of a finished swap
+// whose rollback was killed part-way says so (rollback_owed, interrupted),
+// not that the run succeeded; rollback then finishes it.
+func TestStatusOfAStoppedRollback(t *testing.T) {
+	t.Parallel()
+	w := newHetznerWorld(t, "floating_ip")
+	must(t, vmswap(t, w.env, "apply", "--poll", "50ms", w.planFile), 0)
+	if r := vmswap(t, append(w.env, "VMSWAP_CRASH_AT=api:1"), "rollback", "--yes", "--poll", "50ms", w.planFile); r.code != -1 {
+		t.Fatalf("rollback was not killed: exit %d\n%s", r.code, r.stderr)
+	}
+	st := vmswap(t, w.env, "status", "-o", "json", w.planFile)
+	var got struct {
+		Status       string `json:"status"`
+		RollbackOwed bool   `json:"rollback_owed"`
+	}
+	if err := json.Unmarshal([]byte(st.stdout), &got); err != nil || got.Status != "interrupted" || !got.RollbackOwed {
+		t.Fatalf("status -o json after a killed rollback: %+v (%v)\n%s", got, err, st.stdout)
+	}
+	must(t, vmswap(t, w.env, "rollback", "--yes", "--poll", "50ms", w.planFile), 0)
+	if got := w.serving(t); len(got) != 1 || got[0] != w.srcID {
+		t.Fatalf("after the rollback the floating IP leads to %v, want web-1", got)
+	}
 }

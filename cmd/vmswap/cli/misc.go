@@ -88,6 +88,9 @@ func NewCmdStatus(f *Factory, runF func(*StatusOptions) error) *cobra.Command {
 type StatusJSON struct {
 	*runner.Journal
 	Lock *LockStatus `json:"lock,omitempty"`
+	// RollbackOwed is set when a rollback started and did not finish: only
+	// `vmswap rollback` goes on from there.
+	RollbackOwed bool `json:"rollback_owed,omitempty"`
 }
 
 // LockStatus is who holds a plan's lock and whether that process still runs.
@@ -121,11 +124,15 @@ func statusRun(o *StatusOptions) error {
 	if j == nil {
 		return exitf(runner.ExitBadInput, "%s has not been applied (no journal)", o.PlanFile)
 	}
-	if j.Status == runner.StatusRunning && (lock == nil || lock.Stale) {
-		j.Status = runner.StatusInterrupted // its process is gone
+	gone := lock == nil || lock.Stale
+	owed := j.RollbackOwed()
+	if gone && (j.Status == runner.StatusRunning || owed && j.Status != runner.StatusInterrupted) {
+		// Its process is gone: a run, or a rollback of a finished one, that
+		// stopped part-way.
+		j.Status = runner.StatusInterrupted
 	}
 	if o.Output == "json" {
-		b, _ := json.MarshalIndent(StatusJSON{Journal: j, Lock: lock}, "", "  ")
+		b, _ := json.MarshalIndent(StatusJSON{Journal: j, Lock: lock, RollbackOwed: owed}, "", "  ")
 		fmt.Fprintln(o.IO.Out, string(b))
 		return nil
 	}
