@@ -185,9 +185,10 @@ func (k *lbCutover) back(ctx context.Context, s *swapRun) error {
 	if err != nil {
 		return err
 	}
-	if !pool.Has(st.SourceID, st.SourceIP) && !pool.Has(st.NewID, st.NewIP) {
-		// Neither server is in the pool: someone changed it since, and
-		// putting the source back would undo what they did.
+	if !pool.Has(st.SourceID, st.SourceIP) && !pool.Has(st.NewID, st.NewIP) && len(pool.Members) > 0 {
+		// Neither server is in the pool, others are: someone pointed it
+		// elsewhere since, and putting the source back would undo what
+		// they did. (An empty pool serves no one: the source goes back.)
 		return fmt.Errorf("load balancer %s has neither %s nor the new server %s (members: %s): someone changed it, so vmswap leaves it; add %s back yourself if it should serve", k.c.ID, st.SourceName, dash(st.NewName), strings.Join(pool.Keys(), ", "), st.SourceName)
 	}
 	if !pool.Has(st.SourceID, st.SourceIP) {
