@@ -311,6 +311,29 @@ func (c *call) selector() (labelSelector, *apiError) {
 	return nil, nil
 }
 
+// hzUpdate is what every Hetzner PUT takes: a new name (empty: unchanged)
+// and the labels, replaced whole.
+type hzUpdate struct {
+	Name   *string            `json:"name"`
+	Labels *map[string]string `json:"labels"`
+}
+
+// apply sets the name (nil for a resource without one) and the labels,
+// checked as Hetzner checks them.
+func (u hzUpdate) apply(name *string, labels *map[string]string) *apiError {
+	if u.Labels != nil {
+		l, e := checkLabels(*u.Labels)
+		if e != nil {
+			return e
+		}
+		*labels = l
+	}
+	if name != nil && u.Name != nil && *u.Name != "" {
+		*name = *u.Name
+	}
+	return nil
+}
+
 // checkLabels applies Hetzner's rules for labels, nil meaning none.
 func checkLabels(m map[string]string) (map[string]string, *apiError) {
 	out := map[string]string{}

@@ -141,22 +141,14 @@ func (l *Lab) hzFloatingUpdate(c *call) (result, *apiError) {
 		return result{}, hNotFound("floating IP")
 	}
 	var in struct {
-		Name        *string            `json:"name"`
-		Description *string            `json:"description"`
-		Labels      *map[string]string `json:"labels"`
+		hzUpdate
+		Description *string `json:"description"`
 	}
 	if e := c.decode(&in); e != nil {
 		return result{}, e
 	}
-	if in.Labels != nil {
-		labels, e := checkLabels(*in.Labels)
-		if e != nil {
-			return result{}, e
-		}
-		f.Labels = labels
-	}
-	if in.Name != nil && *in.Name != "" {
-		f.Name = *in.Name
+	if e := in.apply(&f.Name, &f.Labels); e != nil {
+		return result{}, e
 	}
 	if in.Description != nil {
 		f.Description = in.Description
@@ -364,22 +356,14 @@ func (l *Lab) hzPrimaryUpdate(c *call) (result, *apiError) {
 		return result{}, hNotFound("primary IP")
 	}
 	var in struct {
-		Name       *string            `json:"name"`
-		AutoDelete *bool              `json:"auto_delete"`
-		Labels     *map[string]string `json:"labels"`
+		hzUpdate
+		AutoDelete *bool `json:"auto_delete"`
 	}
 	if e := c.decode(&in); e != nil {
 		return result{}, e
 	}
-	if in.Labels != nil {
-		labels, e := checkLabels(*in.Labels)
-		if e != nil {
-			return result{}, e
-		}
-		p.Labels = labels
-	}
-	if in.Name != nil && *in.Name != "" {
-		p.Name = *in.Name
+	if e := in.apply(&p.Name, &p.Labels); e != nil {
+		return result{}, e
 	}
 	if in.AutoDelete != nil {
 		p.AutoDelete = *in.AutoDelete

@@ -510,22 +510,12 @@ func (l *Lab) hzLBUpdate(c *call) (result, *apiError) {
 	if lb == nil {
 		return result{}, hNotFound("load balancer")
 	}
-	var in struct {
-		Name   *string            `json:"name"`
-		Labels *map[string]string `json:"labels"`
-	}
+	var in hzUpdate
 	if e := c.decode(&in); e != nil {
 		return result{}, e
 	}
-	if in.Labels != nil {
-		labels, e := checkLabels(*in.Labels)
-		if e != nil {
-			return result{}, e
-		}
-		lb.Labels = labels
-	}
-	if in.Name != nil && *in.Name != "" {
-		lb.Name = *in.Name
+	if e := in.apply(&lb.Name, &lb.Labels); e != nil {
+		return result{}, e
 	}
 	return result{200, map[string]any{"load_balancer": l.hLBJSON(lb)}}, nil
 }

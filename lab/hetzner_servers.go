@@ -670,18 +670,14 @@ func (l *Lab) hzImagesUpdate(c *call) (result, *apiError) {
 		return result{}, hNotFound("image")
 	}
 	var in struct {
-		Description *string            `json:"description"`
-		Labels      *map[string]string `json:"labels"`
+		hzUpdate
+		Description *string `json:"description"`
 	}
 	if e := c.decode(&in); e != nil {
 		return result{}, e
 	}
-	if in.Labels != nil {
-		labels, e := checkLabels(*in.Labels)
-		if e != nil {
-			return result{}, e
-		}
-		im.Labels = labels
+	if e := in.apply(nil, &im.Labels); e != nil { // an image has no name
+		return result{}, e
 	}
 	if in.Description != nil {
 		im.Description = *in.Description
