@@ -123,15 +123,26 @@ type SizeLister interface {
 	ListSizes(ctx context.Context) ([]Size, error)
 }
 
+// SnapshotSpec says how to image a server.
+type SnapshotSpec struct {
+	// Name is the image's name, unique to this step of this run.
+	Name string
+	// First says no snapshot under this name was ever asked for (the run
+	// journalled the name just now): the driver need not look for an
+	// earlier one before asking. Every call counts against the rate limit.
+	First bool
+	// Started, if set, is called with the provider's operation ID as soon
+	// as it is known, before waiting.
+	Started func(op string)
+}
+
 // Snapshotter images a running server without stopping it.
 type Snapshotter interface {
-	// Snapshot images the server under the given name, which is unique to
-	// this step of this run, and waits until the image is usable. It is
-	// idempotent: if an image with the name exists, or an imaging of the
-	// server is already under way, it returns or waits for that one rather
-	// than starting another. started is called with the provider's operation
-	// ID as soon as it is known, before waiting.
-	Snapshot(ctx context.Context, server *Server, name string, started func(op string)) (*Image, error)
+	// Snapshot images the server under spec.Name and waits until the image
+	// is usable. It is idempotent: unless spec.First, an image with the
+	// name, or an imaging of the server already under way, is returned or
+	// waited for rather than another started.
+	Snapshot(ctx context.Context, server *Server, spec SnapshotSpec) (*Image, error)
 	// FindImage returns the image with the name, or nil if there is none.
 	FindImage(ctx context.Context, name string) (*Image, error)
 	// DeleteImage deletes an image; one already gone is not an error.
@@ -152,6 +163,14 @@ type LaunchSpec struct {
 	// on the server (tag or client token) so a retried or resumed launch
 	// finds the server instead of creating a second one.
 	Token string
+	// First says no launch with this Token was ever asked for (the run
+	// journalled the token just now): the driver need not look for one
+	// before creating.
+	First bool
+	// Claim, if set, is a tag the new server is created with, as TagServer
+	// would put it: the run's claim, without a call of its own. A driver
+	// that cannot may leave it off; the caller tags what lacks it.
+	Claim string
 	// Tags are extra tags, e.g. the plan's tag for finding orphans.
 	Tags []string
 	// WithoutTags are source tags not to copy: a tag a load balancer
@@ -205,6 +224,13 @@ type Tagger interface {
 	// UntagServer removes the tag. A tag the server lacks, or a server that
 	// is gone, is a no-op.
 	UntagServer(ctx context.Context, id, tag string) error
+}
+
+// ManyUntagger removes a tag from several servers in one call, where the
+// provider takes a list: how a swap releases its claim on both servers.
+type ManyUntagger interface {
+	// UntagServers is UntagServer for each of ids, at once.
+	UntagServers(ctx context.Context, tag string, ids ...string) error
 }
 
 // Renamer renames servers, so that a server keeps its name across swaps.

@@ -29,7 +29,7 @@ type Provider struct {
 	c             *elb.Client
 	poll          time.Duration
 	progress      provider.Progress
-	adds, removes *loadbalancer.Batcher
+	adds, removes *provider.Batcher
 }
 
 var (
@@ -45,13 +45,13 @@ func New(sc sdk.Config, poll, batchWindow time.Duration, progress provider.Progr
 		progress = func(string, ...any) {}
 	}
 	p := &Provider{c: elb.NewFromConfig(sc), poll: poll, progress: progress}
-	p.adds = &loadbalancer.Batcher{Window: batchWindow, Send: func(ctx context.Context, tg string, ids []string) error {
+	p.adds = &provider.Batcher{Window: batchWindow, Send: func(ctx context.Context, tg string, ids []string) error {
 		if _, err := p.c.RegisterTargets(ctx, &elb.RegisterTargetsInput{TargetGroupArn: sdk.String(tg), Targets: targets(ids)}); err != nil {
 			return apiErr(err, "register %s in %s", strings.Join(ids, ", "), tg)
 		}
 		return nil
 	}}
-	p.removes = &loadbalancer.Batcher{Window: batchWindow, Send: func(ctx context.Context, tg string, ids []string) error {
+	p.removes = &provider.Batcher{Window: batchWindow, Send: func(ctx context.Context, tg string, ids []string) error {
 		if _, err := p.c.DeregisterTargets(ctx, &elb.DeregisterTargetsInput{TargetGroupArn: sdk.String(tg), Targets: targets(ids)}); err != nil {
 			return apiErr(err, "deregister %s from %s", strings.Join(ids, ", "), tg)
 		}

@@ -6,11 +6,13 @@ package digitalocean
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/digitalocean/godo"
@@ -32,7 +34,16 @@ type Config struct {
 // Provider implements loadbalancer.Provider.
 type Provider struct {
 	c             *godo.Client
-	adds, removes *loadbalancer.Batcher
+	adds, removes *provider.Batcher
+	// reads shares one GET between the swaps of a wave that read a load
+	// balancer at once.
+	reads provider.SharedReads[*godo.LoadBalancer]
+
+	mu sync.Mutex
+	// byTag is, for each load balancer read, the tag it selects its
+	// members by ("" for a list of droplets): what a member change needs
+	// to know, without reading it again.
+	byTag map[string]string
 }
 
 var _ loadbalancer.Provider = (*Provider)(nil)
@@ -40,19 +51,33 @@ var _ loadbalancer.Provider = (*Provider)(nil)
 // New returns a Provider for cfg.
 func New(cfg Config) *Provider {
 	p := &Provider{c: cfg.Client}
-	p.adds = &loadbalancer.Batcher{Window: cfg.BatchWindow, Send: func(ctx context.Context, pool string, ids []string) error { return p.send(ctx, pool, ids, true) }}
-	p.removes = &loadbalancer.Batcher{Window: cfg.BatchWindow, Send: func(ctx context.Context, pool string, ids []string) error { return p.send(ctx, pool, ids, false) }}
+	p.adds = &provider.Batcher{Window: cfg.BatchWindow, Send: func(ctx context.Context, pool string, ids []string) error { return p.send(ctx, pool, ids, true) }}
+	p.removes = &provider.Batcher{Window: cfg.BatchWindow, Send: func(ctx context.Context, pool string, ids []string) error { return p.send(ctx, pool, ids, false) }}
 	return p
 }
 
+// get reads a load balancer. The result is shared: it must not be
+// modified.
 func (p *Provider) get(ctx context.Context, id string) (*godo.LoadBalancer, error) {
-	lb, resp, err := p.c.LoadBalancers.Get(ctx, id)
-	if err != nil {
-		if resp != nil && resp.StatusCode == 404 {
-			return nil, fmt.Errorf("digitalocean: load balancer %s: %w", id, provider.ErrNotFound)
+	lb, err := p.reads.Do(ctx, id, func(ctx context.Context) (*godo.LoadBalancer, error) {
+		lb, resp, err := p.c.LoadBalancers.Get(ctx, id)
+		if err != nil {
+			if resp != nil && resp.StatusCode == 404 {
+				return nil, fmt.Errorf("digitalocean: load balancer %s: %w", id, provider.ErrNotFound)
+			}
+			return nil, fmt.Errorf("digitalocean: get load balancer %s: %w", id, err)
 		}
-		return nil, fmt.Errorf("digitalocean: get load balancer %s: %w", id, err)
+		return lb, nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	p.mu.Lock()
+	if p.byTag == nil {
+		p.byTag = map[string]string{}
+	}
+	p.byTag[id] = lb.Tag
+	p.mu.Unlock()
 	return lb, nil
 }
 
@@ -85,27 +110,43 @@ func (p *Provider) Pool(ctx context.Context, id string) (*loadbalancer.Pool, err
 
 // change adds or removes a member. Both calls are idempotent on
 // DigitalOcean (adding a member twice or removing one that is not there
-// changes nothing). A load balancer that selects droplets by tag refuses
-// changes by ID: its member is tagged or untagged instead.
+// changes nothing), so the pool is not read first unless this process has
+// not read it yet: only whether it selects its members by tag matters. A
+// load balancer that selects droplets by tag refuses changes by ID: its
+// member is tagged or untagged instead.
 func (p *Provider) change(ctx context.Context, pool string, m loadbalancer.Member, add bool) error {
 	n, err := strconv.Atoi(m.ServerID)
 	if err != nil {
 		return fmt.Errorf("digitalocean: %q is not a droplet ID", m.ServerID)
 	}
-	lb, err := p.get(ctx, pool)
-	if err != nil {
-		return err
+	p.mu.Lock()
+	tag, known := p.byTag[pool]
+	p.mu.Unlock()
+	if !known {
+		lb, err := p.get(ctx, pool)
+		if err != nil {
+			return err
+		}
+		if add == slices.Contains(lb.DropletIDs, n) && lb.Tag == "" {
+			return nil // already as asked: no call
+		}
+		tag = lb.Tag
 	}
-	if lb.Tag != "" {
-		return p.tag(ctx, lb.Tag, m.ServerID, add)
+	if tag != "" {
+		return p.tag(ctx, tag, m.ServerID, add)
 	}
-	if add == slices.Contains(lb.DropletIDs, n) {
-		return nil // already as asked: no call
-	}
+	b := p.removes
 	if add {
-		return p.adds.Do(ctx, pool, strconv.Itoa(n))
+		b = p.adds
 	}
-	return p.removes.Do(ctx, pool, strconv.Itoa(n))
+	err = b.Do(ctx, pool, strconv.Itoa(n))
+	if known && err != nil && !errors.Is(err, provider.ErrNotFound) {
+		// Changed to select by tag since it was read? Read it and retry once.
+		if lb, gerr := p.get(ctx, pool); gerr == nil && lb.Tag != "" {
+			return p.tag(ctx, lb.Tag, m.ServerID, add)
+		}
+	}
+	return err
 }
 
 // send adds or removes droplets, a wave's at once: DigitalOcean takes a

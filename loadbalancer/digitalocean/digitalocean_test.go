@@ -35,7 +35,8 @@ func TestConformance(t *testing.T) {
 
 // TestWaveChangesInOneCall: with a batch window, the members that swaps
 // running at once add (and then remove) go to DigitalOcean in one call
-// each way, and a member already as asked costs no change call.
+// each way; the swaps share their reads of the pool, and once it was read
+// a change costs no read.
 func TestWaveChangesInOneCall(t *testing.T) {
 	l := labtest.Start(t, lab.Config{})
 	ctx := context.Background()
@@ -73,7 +74,7 @@ func TestWaveChangesInOneCall(t *testing.T) {
 		wg.Wait()
 	}
 	change(true)
-	change(true) // already members: no call
+	change(true) // already members: one more idempotent call, no read
 	pool, err := p.Pool(ctx, lbID)
 	if err != nil || len(pool.Members) != 4 {
 		t.Fatalf("pool %+v %v", pool, err)
@@ -83,7 +84,12 @@ func TestWaveChangesInOneCall(t *testing.T) {
 		t.Fatalf("pool after removal %+v", pool)
 	}
 	ops := l.OperationCounts()
-	if ops["loadBalancers_add_droplets"] != 1 || ops["loadBalancers_remove_droplets"] != 1 {
-		t.Fatalf("add calls %d, remove calls %d: want one each for the wave", ops["loadBalancers_add_droplets"], ops["loadBalancers_remove_droplets"])
+	if ops["loadBalancers_add_droplets"] != 2 || ops["loadBalancers_remove_droplets"] != 1 {
+		t.Fatalf("add calls %d, remove calls %d: want one for each round of the wave", ops["loadBalancers_add_droplets"], ops["loadBalancers_remove_droplets"])
+	}
+	// Three swaps reading the pool at once share at most two reads, and
+	// the two Pool calls read it again: nothing else reads it.
+	if n := ops["loadBalancers_get"]; n > 4 {
+		t.Fatalf("%d reads of the load balancer, want at most 4", n)
 	}
 }

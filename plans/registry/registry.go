@@ -105,7 +105,7 @@ func buildDigitalOcean(name string, p plans.Provider, o BuildOptions) (*Drivers,
 	if err != nil {
 		return nil, err
 	}
-	c, err := docompute.New(docompute.Config{Token: tok, BaseURL: p.Endpoint, PollInterval: o.PollInterval, Progress: o.Progress, HTTPClient: o.HTTPClient})
+	c, err := docompute.New(docompute.Config{Token: tok, BaseURL: p.Endpoint, PollInterval: o.PollInterval, Progress: o.Progress, HTTPClient: o.HTTPClient, BatchWindow: batchWindow(o)})
 	if err != nil {
 		return nil, err
 	}
@@ -117,8 +117,8 @@ func buildDigitalOcean(name string, p plans.Provider, o BuildOptions) (*Drivers,
 	}, nil
 }
 
-// batchWindow is how long a load-balancer change waits for a wave's others:
-// none when swaps run one at a time.
+// batchWindow is how long a load-balancer change or a tag assignment waits
+// for a wave's others: none when swaps run one at a time.
 func batchWindow(o BuildOptions) time.Duration {
 	if o.concurrent > 1 {
 		return 500 * time.Millisecond

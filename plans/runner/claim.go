@@ -85,6 +85,13 @@ func (r *Runner) release(ctx context.Context, s *swapRun) {
 	if s.st.Claim == "" {
 		return
 	}
+	if mu, ok := s.comp.(provider.ManyUntagger); ok && s.st.SourceID != "" && s.st.NewID != "" {
+		// Both servers in one call where the provider takes a list.
+		if err := mu.UntagServers(ctx, s.st.Claim, s.st.SourceID, s.st.NewID); err == nil {
+			s.st.Claim = ""
+			return
+		}
+	}
 	s.unclaim(ctx, s.st.SourceID)
 	s.unclaim(ctx, s.st.NewID)
 	s.st.Claim = ""

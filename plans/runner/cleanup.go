@@ -41,6 +41,21 @@ const keepTagTime = "20060102T150405Z"
 
 func keepTag(t time.Time) string { return keepTagPrefix + t.UTC().Format(keepTagTime) }
 
+// keepStep is what a keep window's end is rounded up to: the servers a
+// wave retires within the same ten minutes share one keep-until tag, which
+// is created once, not once per server.
+const keepStep = 10 * time.Minute
+
+// keepUntil is when the keep window of a server retired at now ends: at
+// least keepFor later, rounded up to keepStep.
+func keepUntil(now time.Time, keepFor time.Duration) time.Time {
+	t := now.Add(keepFor)
+	if r := t.Truncate(keepStep); !r.Equal(t) {
+		return r.Add(keepStep)
+	}
+	return t
+}
+
 // FindExpired lists the retired sources of the run whose keep window has
 // ended at now: powered off, with the window the journal and their tag
 // record behind them. A source someone powered on again is not expired.

@@ -129,7 +129,7 @@ func retire(ctx context.Context, s *swapRun) error {
 				return err
 			}
 			if s.sw.Retire.KeepFor > 0 {
-				s.st.KeepUntil = clk.Now().Add(s.sw.Retire.KeepFor.D())
+				s.st.KeepUntil = keepUntil(clk.Now(), s.sw.Retire.KeepFor.D())
 			}
 			return nil
 		}); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/vmswap/vmswap/provider"
@@ -17,7 +18,10 @@ func snapshot(ctx context.Context, s *swapRun) error {
 	if err != nil {
 		return err
 	}
-	if s.st.ImageName == "" {
+	// A name journalled just now was never asked for: the driver need not
+	// look for an earlier snapshot under it.
+	first := s.st.ImageName == ""
+	if first {
 		s.st.ImageName = fmt.Sprintf("vmswap-%s-%s-%s", src.Name, s.r.Journal.Started.Format("20060102-150405"), s.r.Journal.PlanID)
 		if err := s.save(); err != nil {
 			return err
@@ -40,14 +44,14 @@ func snapshot(ctx context.Context, s *swapRun) error {
 	wctx, cancel := context.WithTimeout(ctx, s.timeout())
 	defer cancel()
 	var saveErr error
-	img, err := s.comp.Snapshot(wctx, src, s.st.ImageName, func(op string) {
+	img, err := s.comp.Snapshot(wctx, src, provider.SnapshotSpec{Name: s.st.ImageName, First: first, Started: func(op string) {
 		if s.st.SnapshotOp != op {
 			s.st.SnapshotOp = op
 			if err := s.save(); err != nil && saveErr == nil {
 				saveErr = err
 			}
 		}
-	})
+	}})
 	if saveErr != nil {
 		// The image is found again by its unique name: nothing is lost,
 		// but a run that cannot write its journal must not go on.
@@ -91,7 +95,8 @@ func launch(ctx context.Context, s *swapRun) error {
 	if err != nil {
 		return err
 	}
-	if s.st.Token == "" {
+	first := s.st.Token == ""
+	if first {
 		s.st.Token = fmt.Sprintf("%s-%d", s.r.Journal.RunID, s.i)
 		s.st.NewName = fmt.Sprintf("%s-%s", baseName(src), s.r.Journal.RunID[:6])
 		if err := s.save(); err != nil {
@@ -99,7 +104,7 @@ func launch(ctx context.Context, s *swapRun) error {
 		}
 	}
 	spec := provider.LaunchSpec{Source: src, Image: &provider.Image{ID: s.st.ImageID, Name: s.st.ImageName},
-		Size: s.sw.Target.Size, Name: s.st.NewName, Token: s.st.Token, Tags: []string{"vmswap:" + s.r.Journal.PlanID}}
+		Size: s.sw.Target.Size, Name: s.st.NewName, Token: s.st.Token, First: first, Claim: s.st.Claim, Tags: []string{"vmswap:" + s.r.Journal.PlanID}}
 	if c := s.sw.Cutover.LoadBalancer; c != nil {
 		// A pool that selects its members by tag must not get the new
 		// server before it is verified: the tag is its cutover.
@@ -127,7 +132,8 @@ func launch(ctx context.Context, s *swapRun) error {
 	if err := s.save(); err != nil {
 		return err
 	}
-	if s.st.Claim != "" {
+	if s.st.Claim != "" && !slices.Contains(claimsOn(srv), s.r.Journal.RunID) {
+		// Launched without it (a driver that cannot, an older run).
 		if err := s.comp.TagServer(ctx, srv.ID, s.st.Claim); err != nil {
 			return fmt.Errorf("claim %s: %w", s.st.NewName, err)
 		}

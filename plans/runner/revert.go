@@ -177,7 +177,7 @@ func (r *Runner) revertSwap(ctx context.Context, s *swapRun) (int, string) {
 		}
 		if sw.Retire.KeepFor > 0 {
 			// The retired new server has its keep window too.
-			if err := s.comp.TagServer(ctx, st.NewID, keepTag(r.clock().Now().Add(sw.Retire.KeepFor.D()))); err != nil {
+			if err := s.comp.TagServer(ctx, st.NewID, keepTag(keepUntil(r.clock().Now(), sw.Retire.KeepFor.D()))); err != nil {
 				return fail(err)
 			}
 		}

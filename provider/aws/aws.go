@@ -280,7 +280,8 @@ func (d *Driver) FindImage(ctx context.Context, name string) (*provider.Image, e
 // resumed call find its image. The image and its snapshots carry the
 // source's vmswap tags.
 // https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_CreateImage.html
-func (d *Driver) Snapshot(ctx context.Context, s *provider.Server, name string, started func(op string)) (*provider.Image, error) {
+func (d *Driver) Snapshot(ctx context.Context, s *provider.Server, spec provider.SnapshotSpec) (*provider.Image, error) {
+	name, started := spec.Name, spec.Started
 	img, err := d.FindImage(ctx, name)
 	if err != nil {
 		return nil, err
@@ -299,7 +300,7 @@ func (d *Driver) Snapshot(ctx context.Context, s *provider.Server, name string, 
 		if err != nil {
 			var ae smithy.APIError
 			if errors.As(err, &ae) && ae.ErrorCode() == "InvalidAMIName.Duplicate" {
-				return d.Snapshot(ctx, s, name, started)
+				return d.Snapshot(ctx, s, provider.SnapshotSpec{Name: name, Started: started})
 			}
 			return nil, apiErr(err, "create image of %s", s.ID)
 		}
@@ -395,8 +396,10 @@ func (d *Driver) FindLaunched(ctx context.Context, token string) (*provider.Serv
 // so a resumed run finds it.
 // https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_RunInstances.html
 func (d *Driver) Launch(ctx context.Context, spec provider.LaunchSpec) (*provider.Server, error) {
-	if s, err := d.FindLaunched(ctx, spec.Token); err != nil || s != nil {
-		return s, err
+	if !spec.First {
+		if s, err := d.FindLaunched(ctx, spec.Token); err != nil || s != nil {
+			return s, err
+		}
 	}
 	src, err := d.instance(ctx, spec.Source.ID)
 	if err != nil {
@@ -434,6 +437,10 @@ func (d *Driver) Launch(ctx context.Context, spec provider.LaunchSpec) (*provide
 		k, v, _ := strings.Cut(t, ":")
 		tags = slices.DeleteFunc(tags, func(x types.Tag) bool { return sdk.ToString(x.Key) == k })
 		tags = append(tags, types.Tag{Key: sdk.String(k), Value: sdk.String(v)})
+	}
+	if spec.Claim != "" {
+		// As TagServer puts it: the whole tag is the key.
+		tags = append(tags, types.Tag{Key: sdk.String(spec.Claim), Value: sdk.String("")})
 	}
 	in.TagSpecifications = []types.TagSpecification{{ResourceType: types.ResourceTypeInstance, Tags: tags}, {ResourceType: types.ResourceTypeVolume, Tags: tags}}
 	if spec.Image.MinDiskGB > 0 {

@@ -36,11 +36,11 @@ func TestComputeAgainstMoto(t *testing.T) {
 		t.Fatalf("GetSize: %+v %v", size, err)
 	}
 	var op string
-	img, err := d.Snapshot(ctx, src, "vmswap-web-1-20261122-000000-test", func(o string) { op = o })
+	img, err := d.Snapshot(ctx, src, provider.SnapshotSpec{Name: "vmswap-web-1-20261122-000000-test", Started: func(o string) { op = o }})
 	if err != nil || img.ID == "" || op != img.ID {
 		t.Fatalf("Snapshot: %+v %v (op %s)", img, err, op)
 	}
-	again, err := d.Snapshot(ctx, src, "vmswap-web-1-20261122-000000-test", nil)
+	again, err := d.Snapshot(ctx, src, provider.SnapshotSpec{Name: "vmswap-web-1-20261122-000000-test"})
 	if err != nil || again.ID != img.ID {
 		t.Fatalf("second Snapshot made another image: %+v %v", again, err)
 	}
@@ -93,7 +93,7 @@ func TestTargetGroupConformance(t *testing.T) {
 	d := aws.New(w.Config, aws.Config{PollInterval: 50 * time.Millisecond})
 	ctx := context.Background()
 	src, _ := d.GetServer(ctx, "web-1")
-	img, err := d.Snapshot(ctx, src, "vmswap-web-1-x-test", nil)
+	img, err := d.Snapshot(ctx, src, provider.SnapshotSpec{Name: "vmswap-web-1-x-test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +141,7 @@ func TestLaunchKeepsIPv6(t *testing.T) {
 	if err != nil || src.PublicIPv6 == "" {
 		t.Fatalf("a dual-stack source: %+v %v", src, err)
 	}
-	img, err := d.Snapshot(ctx, src, "vmswap-web-6-x-test", nil)
+	img, err := d.Snapshot(ctx, src, provider.SnapshotSpec{Name: "vmswap-web-6-x-test"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,6 +39,10 @@ type Config struct {
 	Limits Limits
 	// PollInterval is how often actions and droplets are polled. Zero: 2s.
 	PollInterval time.Duration
+	// BatchWindow, when set, gathers the tag assignments that swaps
+	// running at once (a fleet's wave) make within it into one call per
+	// tag. Zero: each is its own call.
+	BatchWindow time.Duration
 	// Progress receives retry waits and what is being waited on. May be nil.
 	Progress provider.Progress
 }
@@ -190,6 +194,7 @@ var (
 	_ provider.Compute          = (*Driver)(nil)
 	_ provider.IPAssigner       = (*Driver)(nil)
 	_ provider.EntrypointLister = (*Driver)(nil)
+	_ provider.ManyUntagger     = (*Driver)(nil)
 )
 
 // Driver implements provider.Compute and provider.IPAssigner.
@@ -197,6 +202,18 @@ type Driver struct {
 	c    *godo.Client
 	poll time.Duration
 	prog provider.Progress
+
+	// tagBatch sends the tag assignments of a wave's swaps made within
+	// the batch window as one call per tag.
+	tagBatch *provider.Batcher
+	// exp is how long each kind of action took, for polling the next one
+	// when it should be done (a fleet's canary teaches its waves).
+	exp provider.Expected
+	// lists are the account-wide lists Entrypoints reads at preflight,
+	// shared by the swaps of a wave for a few seconds (the wave's own
+	// cutovers change only the pool they move, which Entrypoints skips;
+	// assigning a reserved IP forgets the list).
+	lists provider.SharedReads[any]
 
 	mu    sync.Mutex
 	seen  map[int]*godo.Droplet // droplets GetServer read, for Launch to copy
@@ -232,8 +249,16 @@ func New(cfg Config) (*Driver, error) {
 	if prog == nil {
 		prog = func(string, ...any) {}
 	}
-	return &Driver{c: c, poll: poll, prog: prog}, nil
+	d := &Driver{c: c, poll: poll, prog: prog}
+	d.lists.MaxAge = listsMaxAge
+	d.tagBatch = &provider.Batcher{Window: cfg.BatchWindow, Send: d.tagServers}
+	return d, nil
 }
+
+// listsMaxAge is how long Entrypoints reuses the account's load balancer
+// and reserved IP lists: about as long as a wave's preflights take under
+// the rate limit.
+const listsMaxAge = 10 * time.Second
 
 // Client returns the godo client, for the other DigitalOcean drivers.
 func (d *Driver) Client() *godo.Client { return d.c }
@@ -407,9 +432,9 @@ func (d *Driver) FindImage(ctx context.Context, name string) (*provider.Image, e
 // name and from the droplet's action list: a droplet runs one action at a
 // time, and a snapshot already in progress is waited on, not repeated.
 // https://docs.digitalocean.com/reference/api/api-reference/#operation/dropletActions_post
-func (d *Driver) Snapshot(ctx context.Context, s *provider.Server, name string, started func(op string)) (*provider.Image, error) {
+func (d *Driver) Snapshot(ctx context.Context, s *provider.Server, spec provider.SnapshotSpec) (*provider.Image, error) {
 	for attempt := 1; ; attempt++ {
-		img, err := d.snapshot(ctx, s, name, started)
+		img, err := d.snapshot(ctx, s, spec, attempt == 1 && spec.First)
 		if err == nil || !isServerError(err) || attempt == createAttempts {
 			return img, err
 		}
@@ -421,24 +446,29 @@ func (d *Driver) Snapshot(ctx context.Context, s *provider.Server, name string, 
 	}
 }
 
-func (d *Driver) snapshot(ctx context.Context, s *provider.Server, name string, started func(op string)) (*provider.Image, error) {
-	if img, err := d.FindImage(ctx, name); err != nil || img != nil {
-		return img, err
-	}
+func (d *Driver) snapshot(ctx context.Context, s *provider.Server, spec provider.SnapshotSpec, first bool) (*provider.Image, error) {
+	name := spec.Name
 	id, err := dropletID(s.ID)
 	if err != nil {
 		return nil, err
 	}
 	var act *godo.Action
-	acts, _, err := d.c.Droplets.Actions(ctx, id, &godo.ListOptions{PerPage: 20})
-	if err != nil {
-		return nil, wrap(err, "list actions of droplet %d", id)
-	}
-	for i := range acts {
-		if acts[i].Type == "snapshot" && acts[i].Status == "in-progress" {
-			act = &acts[i]
-			d.prog("digitalocean: droplet %d already has snapshot action %d in progress; waiting for it", id, act.ID)
-			break
+	if !first {
+		// Asked before (a resumed run, a retry): the image, or the action
+		// making it, may exist.
+		if img, err := d.FindImage(ctx, name); err != nil || img != nil {
+			return img, err
+		}
+		acts, _, err := d.c.Droplets.Actions(ctx, id, &godo.ListOptions{PerPage: 20})
+		if err != nil {
+			return nil, wrap(err, "list actions of droplet %d", id)
+		}
+		for i := range acts {
+			if acts[i].Type == "snapshot" && acts[i].Status == "in-progress" {
+				act = &acts[i]
+				d.prog("digitalocean: droplet %d already has snapshot action %d in progress; waiting for it", id, act.ID)
+				break
+			}
 		}
 	}
 	if act == nil {
@@ -447,8 +477,8 @@ func (d *Driver) snapshot(ctx context.Context, s *provider.Server, name string, 
 			return nil, wrap(err, "snapshot droplet %d", id)
 		}
 	}
-	if started != nil {
-		started(strconv.Itoa(act.ID))
+	if spec.Started != nil {
+		spec.Started(strconv.Itoa(act.ID))
 	}
 	if err := d.waitAction(ctx, id, act, "snapshot"); err != nil {
 		return nil, err
@@ -465,8 +495,8 @@ func (d *Driver) snapshot(ctx context.Context, s *provider.Server, name string, 
 
 // waitAction polls a droplet action until it completes. The action as the
 // POST answered it may be done already (a rename); one just started is
-// given a poll interval before it is first asked about: every call counts
-// against the rate limit.
+// first asked about a poll interval later, or once the last action of its
+// kind had taken: every call counts against the rate limit.
 // https://docs.digitalocean.com/reference/api/api-reference/#operation/dropletActions_get
 func (d *Driver) waitAction(ctx context.Context, dropletID int, act *godo.Action, what string) error {
 	actionID := act.ID
@@ -477,10 +507,7 @@ func (d *Driver) waitAction(ctx context.Context, dropletID int, act *godo.Action
 		return fmt.Errorf("digitalocean: %s droplet %d: action %d errored", what, dropletID, actionID)
 	}
 	start := time.Now()
-	if err := provider.Sleep(ctx, d.poll); err != nil {
-		return err
-	}
-	return provider.Poll(ctx, d.poll, func() (bool, error) {
+	return d.exp.Poll(ctx, what, start, d.poll, func() (bool, error) {
 		a, _, err := d.c.DropletActions.Get(ctx, dropletID, actionID)
 		if err != nil {
 			return false, wrap(err, "%s droplet %d: action %d", what, dropletID, actionID)
@@ -569,8 +596,10 @@ func (d *Driver) FindLaunched(ctx context.Context, token string) (*provider.Serv
 // in its authorized_keys, which the snapshot carries.
 // https://docs.digitalocean.com/reference/api/api-reference/#operation/droplets_create
 func (d *Driver) Launch(ctx context.Context, spec provider.LaunchSpec) (*provider.Server, error) {
-	if s, err := d.FindLaunched(ctx, spec.Token); err != nil || s != nil {
-		return s, err
+	if !spec.First {
+		if s, err := d.FindLaunched(ctx, spec.Token); err != nil || s != nil {
+			return s, err
+		}
 	}
 	srcID, err := dropletID(spec.Source.ID)
 	if err != nil {
@@ -595,7 +624,11 @@ func (d *Driver) Launch(ctx context.Context, spec provider.LaunchSpec) (*provide
 	tags := slices.DeleteFunc(append([]string{}, src.Tags...), func(t string) bool {
 		return strings.HasPrefix(t, "vmswap") || slices.Contains(spec.WithoutTags, t)
 	})
-	for _, t := range append(spec.Tags, tokenTag(spec.Token)) {
+	extra := append(slices.Clone(spec.Tags), tokenTag(spec.Token))
+	if spec.Claim != "" {
+		extra = append(extra, spec.Claim)
+	}
+	for _, t := range extra {
 		if !slices.Contains(tags, t) {
 			tags = append(tags, t)
 		}
@@ -639,7 +672,7 @@ func (d *Driver) WaitRunning(ctx context.Context, id string) (*provider.Server, 
 	}
 	var s *provider.Server
 	start := time.Now()
-	err = provider.Poll(ctx, d.poll, func() (bool, error) {
+	err = d.exp.Poll(ctx, "boot", start, d.poll, func() (bool, error) {
 		dr, _, err := d.c.Droplets.Get(ctx, n)
 		if err != nil {
 			return false, wrap(err, "get droplet %d", n)
@@ -655,21 +688,26 @@ func (d *Driver) WaitRunning(ctx context.Context, id string) (*provider.Server, 
 }
 
 // PowerOff implements provider.PowerController: a shutdown action, and a
-// power_off action if the shutdown does not finish within timeout.
+// power_off action if the shutdown does not finish within timeout. The
+// shutdown is asked for straight away; only a refusal (the droplet is off
+// already, or busy with another action) costs a read.
 // https://docs.digitalocean.com/reference/api/api-reference/#operation/dropletActions_post
 func (d *Driver) PowerOff(ctx context.Context, id string, timeout time.Duration) error {
 	n, err := dropletID(id)
 	if err != nil {
 		return err
 	}
-	dr, err := d.settled(ctx, n)
-	if err != nil {
-		return err
-	}
-	if dr.Status == "off" {
-		return nil
-	}
 	a, _, err := d.c.DropletActions.Shutdown(ctx, n)
+	if isUnprocessable(err) {
+		dr, serr := d.settled(ctx, n)
+		if serr != nil {
+			return serr
+		}
+		if dr.Status == "off" {
+			return nil
+		}
+		a, _, err = d.c.DropletActions.Shutdown(ctx, n)
+	}
 	if err == nil {
 		wctx, cancel := context.WithTimeout(ctx, timeout)
 		err = d.waitAction(wctx, n, a, "shut down")
@@ -710,6 +748,14 @@ func (d *Driver) PowerOff(ctx context.Context, id string, timeout time.Duration)
 	return d.waitAction(ctx, n, a, "power off")
 }
 
+// isUnprocessable reports whether DigitalOcean refused an action as
+// impossible now (422): the droplet is already in the state asked for, or
+// another action is running on it.
+func isUnprocessable(err error) bool {
+	var er *godo.ErrorResponse
+	return errors.As(err, &er) && er.Response != nil && er.Response.StatusCode == 422
+}
+
 // isPendingEvent reports whether DigitalOcean refused an action because
 // another one is running on the droplet.
 func isPendingEvent(err error) bool {
@@ -737,21 +783,26 @@ func (d *Driver) PowerOn(ctx context.Context, id string) error {
 	return d.waitAction(ctx, n, a, "power on")
 }
 
-// RenameServer implements provider.Renamer with the rename action.
+// RenameServer implements provider.Renamer with the rename action, asked
+// for straight away (renaming to the name it has is a harmless action);
+// a droplet busy with another action is waited for first.
 // https://docs.digitalocean.com/reference/api/api-reference/#operation/dropletActions_post
 func (d *Driver) RenameServer(ctx context.Context, id, name string) error {
 	n, err := dropletID(id)
 	if err != nil {
 		return err
 	}
-	dr, err := d.settled(ctx, n)
-	if err != nil {
-		return err
-	}
-	if dr.Name == name {
-		return nil
-	}
 	a, _, err := d.c.DropletActions.Rename(ctx, n, name)
+	if isPendingEvent(err) {
+		dr, serr := d.settled(ctx, n)
+		if serr != nil {
+			return serr
+		}
+		if dr.Name == name {
+			return nil
+		}
+		a, _, err = d.c.DropletActions.Rename(ctx, n, name)
+	}
 	if err != nil {
 		return wrap(err, "rename droplet %d to %s", n, name)
 	}
@@ -772,7 +823,8 @@ func (d *Driver) DeleteServer(ctx context.Context, id string) error {
 }
 
 // Entrypoints implements provider.EntrypointLister: load balancers that
-// list the droplet or select a tag it carries, and reserved IPs on it.
+// list the droplet or select a tag it carries, and reserved IPs on it. The
+// swaps of a wave that ask at once share the two lists.
 // https://docs.digitalocean.com/reference/api/api-reference/#operation/loadBalancers_list
 // https://docs.digitalocean.com/reference/api/api-reference/#operation/reservedIPs_list
 func (d *Driver) Entrypoints(ctx context.Context, s *provider.Server) ([]provider.Entrypoint, error) {
@@ -780,42 +832,56 @@ func (d *Driver) Entrypoints(ctx context.Context, s *provider.Server) ([]provide
 	if err != nil {
 		return nil, err
 	}
-	var out []provider.Entrypoint
-	for opt := (&godo.ListOptions{PerPage: 200}); ; opt.Page++ {
-		lbs, resp, err := d.c.LoadBalancers.List(ctx, opt)
-		if err != nil {
-			return nil, wrap(err, "list load balancers")
-		}
-		for _, lb := range lbs {
-			switch {
-			case lb.Tag != "" && slices.Contains(s.Tags, lb.Tag):
-				out = append(out, provider.Entrypoint{Kind: "load balancer", ID: lb.ID, ByTag: lb.Tag})
-			case lb.Tag == "" && slices.Contains(lb.DropletIDs, id):
-				out = append(out, provider.Entrypoint{Kind: "load balancer", ID: lb.ID})
+	lbs, err := d.lists.Do(ctx, "load balancers", func(ctx context.Context) (any, error) {
+		var all []godo.LoadBalancer
+		for opt := (&godo.ListOptions{PerPage: 200}); ; opt.Page++ {
+			lbs, resp, err := d.c.LoadBalancers.List(ctx, opt)
+			if err != nil {
+				return nil, wrap(err, "list load balancers")
+			}
+			all = append(all, lbs...)
+			if resp == nil || resp.Links == nil || resp.Links.IsLastPage() {
+				return all, nil
+			}
+			if opt.Page == 0 {
+				opt.Page = 1
 			}
 		}
-		if resp == nil || resp.Links == nil || resp.Links.IsLastPage() {
-			break
-		}
-		if opt.Page == 0 {
-			opt.Page = 1
+	})
+	if err != nil {
+		return nil, err
+	}
+	var out []provider.Entrypoint
+	for _, lb := range lbs.([]godo.LoadBalancer) {
+		switch {
+		case lb.Tag != "" && slices.Contains(s.Tags, lb.Tag):
+			out = append(out, provider.Entrypoint{Kind: "load balancer", ID: lb.ID, ByTag: lb.Tag})
+		case lb.Tag == "" && slices.Contains(lb.DropletIDs, id):
+			out = append(out, provider.Entrypoint{Kind: "load balancer", ID: lb.ID})
 		}
 	}
-	for opt := (&godo.ListOptions{PerPage: 200}); ; opt.Page++ {
-		ips, resp, err := d.c.ReservedIPs.List(ctx, opt)
-		if err != nil {
-			return nil, wrap(err, "list reserved IPs")
-		}
-		for _, ip := range ips {
-			if ip.Droplet != nil && ip.Droplet.ID == id {
-				out = append(out, provider.Entrypoint{Kind: "reserved IP", ID: ip.IP})
+	ips, err := d.lists.Do(ctx, "reserved IPs", func(ctx context.Context) (any, error) {
+		var all []godo.ReservedIP
+		for opt := (&godo.ListOptions{PerPage: 200}); ; opt.Page++ {
+			ips, resp, err := d.c.ReservedIPs.List(ctx, opt)
+			if err != nil {
+				return nil, wrap(err, "list reserved IPs")
+			}
+			all = append(all, ips...)
+			if resp == nil || resp.Links == nil || resp.Links.IsLastPage() {
+				return all, nil
+			}
+			if opt.Page == 0 {
+				opt.Page = 1
 			}
 		}
-		if resp == nil || resp.Links == nil || resp.Links.IsLastPage() {
-			break
-		}
-		if opt.Page == 0 {
-			opt.Page = 1
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, ip := range ips.([]godo.ReservedIP) {
+		if ip.Droplet != nil && ip.Droplet.ID == id {
+			out = append(out, provider.Entrypoint{Kind: "reserved IP", ID: ip.IP})
 		}
 	}
 	return out, nil
@@ -823,20 +889,34 @@ func (d *Driver) Entrypoints(ctx context.Context, s *provider.Server) ([]provide
 
 // TagServer implements provider.Tagger: it creates the tag (creating one
 // that exists is accepted by DigitalOcean) and tags the droplet with it.
+// With a batch window, the droplets a wave's swaps tag at once with the
+// same tag (their claims, their keep-until tag) go in one call.
 // https://docs.digitalocean.com/reference/api/api-reference/#operation/tags_assign_resources
 func (d *Driver) TagServer(ctx context.Context, id, tag string) error {
 	if _, err := dropletID(id); err != nil {
 		return err
 	}
+	if err := d.tagBatch.Do(ctx, tag, id); err != nil {
+		return wrap(err, "tag droplet %s with %s", id, tag)
+	}
+	return nil
+}
+
+// tagServers tags droplets, creating the tag first unless this process
+// has (a fleet's swaps share their claim tag, and every call counts
+// against the rate limit).
+func (d *Driver) tagServers(ctx context.Context, tag string, ids []string) error {
+	res := make([]godo.Resource, len(ids))
+	for i, id := range ids {
+		res[i] = godo.Resource{ID: id, Type: godo.DropletResourceType}
+	}
 	for attempt := 0; ; attempt++ {
-		// A tag is created once per process: a fleet's swaps share their
-		// claim tag, and every call counts against the rate limit.
 		d.mu.Lock()
 		known := d.tags[tag]
 		d.mu.Unlock()
 		if !known {
 			if _, _, err := d.c.Tags.Create(ctx, &godo.TagCreateRequest{Name: tag}); err != nil {
-				return wrap(err, "create tag %s", tag)
+				return fmt.Errorf("create tag: %w", err)
 			}
 			d.mu.Lock()
 			if d.tags == nil {
@@ -845,7 +925,7 @@ func (d *Driver) TagServer(ctx context.Context, id, tag string) error {
 			d.tags[tag] = true
 			d.mu.Unlock()
 		}
-		_, err := d.c.Tags.TagResources(ctx, tag, &godo.TagResourcesRequest{Resources: []godo.Resource{{ID: id, Type: godo.DropletResourceType}}})
+		_, err := d.c.Tags.TagResources(ctx, tag, &godo.TagResourcesRequest{Resources: res})
 		if err != nil && known && attempt == 0 && isNotFound(err) {
 			// Deleted since: create it again.
 			d.mu.Lock()
@@ -853,21 +933,28 @@ func (d *Driver) TagServer(ctx context.Context, id, tag string) error {
 			d.mu.Unlock()
 			continue
 		}
-		if err != nil {
-			return wrap(err, "tag droplet %s with %s", id, tag)
-		}
-		return nil
+		return err
 	}
 }
 
 // UntagServer implements provider.Tagger.
 // https://docs.digitalocean.com/reference/api/api-reference/#operation/tags_unassign_resources
 func (d *Driver) UntagServer(ctx context.Context, id, tag string) error {
-	if _, err := dropletID(id); err != nil {
-		return err
+	return d.UntagServers(ctx, tag, id)
+}
+
+// UntagServers implements provider.ManyUntagger: one call for every
+// droplet.
+func (d *Driver) UntagServers(ctx context.Context, tag string, ids ...string) error {
+	res := make([]godo.Resource, len(ids))
+	for i, id := range ids {
+		if _, err := dropletID(id); err != nil {
+			return err
+		}
+		res[i] = godo.Resource{ID: id, Type: godo.DropletResourceType}
 	}
-	if _, err := d.c.Tags.UntagResources(ctx, tag, &godo.UntagResourcesRequest{Resources: []godo.Resource{{ID: id, Type: godo.DropletResourceType}}}); err != nil && !isNotFound(err) {
-		return wrap(err, "untag droplet %s (%s)", id, tag)
+	if _, err := d.c.Tags.UntagResources(ctx, tag, &godo.UntagResourcesRequest{Resources: res}); err != nil && !isNotFound(err) {
+		return wrap(err, "untag droplet(s) %s (%s)", strings.Join(ids, ", "), tag)
 	}
 	return nil
 }
@@ -949,11 +1036,12 @@ func (d *Driver) AssignIP(ctx context.Context, ip, serverID string) error {
 	if cur, err := d.AssignedTo(ctx, ip); err != nil || cur == serverID {
 		return err
 	}
+	d.lists.Forget("reserved IPs")
 	a, _, err := d.c.ReservedIPActions.Assign(ctx, ip, n)
 	if err != nil {
 		return wrap(err, "assign reserved IP %s to droplet %d", ip, n)
 	}
-	return provider.Poll(ctx, d.poll, func() (bool, error) {
+	return d.exp.Poll(ctx, "assign reserved IP", time.Now(), d.poll, func() (bool, error) {
 		got, _, err := d.c.ReservedIPActions.Get(ctx, ip, a.ID)
 		if err != nil {
 			return false, wrap(err, "assign reserved IP %s: action %d", ip, a.ID)

@@ -3,6 +3,7 @@ package digitalocean_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -60,5 +61,90 @@ func TestPowerOffRacingTheShutdown(t *testing.T) {
 		if err := drv.PowerOff(context.Background(), strconv.Itoa(id), timeout*time.Millisecond); err != nil {
 			t.Fatalf("PowerOff with a %dms timeout: %v", timeout, err)
 		}
+	}
+}
+
+// TestWaveCostsFewerCalls: what a wave's swaps do at once costs fewer
+// calls than one each: droplets tagged together within the batch window
+// go in one call, and the account's load balancer and reserved-IP lists
+// read at preflight are shared. A power-off of a droplet already off, and
+// a rename while another action runs, still end as asked.
+func TestWaveCostsFewerCalls(t *testing.T) {
+	l := labtest.Start(t, lab.Config{})
+	ctx := context.Background()
+	var ids []string
+	for i := range 3 {
+		id, _, err := l.Seeder().Droplet(ctx, fmt.Sprintf("web-%d", i), "s-1vcpu-1gb", nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, strconv.Itoa(id))
+	}
+	ep := l.Endpoints()
+	drv, err := digitalocean.New(digitalocean.Config{Token: ep.Token, BaseURL: ep.DigitalOceanAPI, PollInterval: 50 * time.Millisecond, BatchWindow: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := l.OperationCounts()
+	errs := make(chan error, len(ids))
+	for _, id := range ids {
+		go func() { errs <- drv.TagServer(ctx, id, "vmswap-claim:run1") }()
+	}
+	for range ids {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range ids {
+		s, err := drv.GetServer(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(s.Tags, "vmswap-claim:run1") {
+			t.Fatalf("%s not tagged: %v", id, s.Tags)
+		}
+		if _, err := drv.Entrypoints(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ops := l.OperationCounts()
+	if n := ops["tags_assign_resources"] - before["tags_assign_resources"]; n != 1 {
+		t.Fatalf("three droplets tagged at once: %d calls, want 1", n)
+	}
+	if n := ops["loadBalancers_list"] - before["loadBalancers_list"]; n != 1 {
+		t.Fatalf("three preflights listed the load balancers %d times, want 1", n)
+	}
+	if err := drv.UntagServers(ctx, "vmswap-claim:run1", ids...); err != nil {
+		t.Fatal(err)
+	}
+	if n := l.OperationCounts()["tags_unassign_resources"] - ops["tags_unassign_resources"]; n != 1 {
+		t.Fatalf("untagging three droplets: %d calls, want 1", n)
+	}
+
+	// Asked straight away, refused, then done as asked.
+	if err := drv.PowerOff(ctx, ids[0], time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := drv.PowerOff(ctx, ids[0], time.Minute); err != nil {
+		t.Fatalf("power off a droplet already off: %v", err)
+	}
+	if err := drv.PowerOn(ctx, ids[1]); err != nil {
+		t.Fatal(err)
+	}
+	snap := make(chan error, 1)
+	go func() {
+		s, _ := drv.GetServer(ctx, ids[1])
+		_, err := drv.Snapshot(ctx, s, provider.SnapshotSpec{Name: "busy", First: true})
+		snap <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // the snapshot action is running
+	if err := drv.RenameServer(ctx, ids[1], "web-renamed"); err != nil {
+		t.Fatalf("rename during a snapshot: %v", err)
+	}
+	if err := <-snap; err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := drv.GetServer(ctx, ids[1]); s.Name != "web-renamed" {
+		t.Fatalf("name %q after the rename", s.Name)
 	}
 }

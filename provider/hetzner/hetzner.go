@@ -313,14 +313,18 @@ func (d *Driver) FindImage(ctx context.Context, name string) (*provider.Image, e
 // resumed call finds it by its description and waits for it rather than
 // making a second one.
 // https://docs.hetzner.cloud/reference/cloud#server-actions-create-image-from-a-server
-func (d *Driver) Snapshot(ctx context.Context, s *provider.Server, name string, started func(op string)) (*provider.Image, error) {
+func (d *Driver) Snapshot(ctx context.Context, s *provider.Server, spec provider.SnapshotSpec) (*provider.Image, error) {
+	name, started := spec.Name, spec.Started
 	id, err := serverID(s.ID)
 	if err != nil {
 		return nil, err
 	}
-	im, err := d.findImage(ctx, name)
-	if err != nil {
-		return nil, err
+	var im *hcloud.Image
+	if !spec.First {
+		// Asked before (a resumed run): the image may exist.
+		if im, err = d.findImage(ctx, name); err != nil {
+			return nil, err
+		}
 	}
 	if im == nil {
 		labels := map[string]string{}
@@ -411,8 +415,10 @@ func (d *Driver) FindLaunched(ctx context.Context, token string) (*provider.Serv
 // made: a volume cannot follow an image.
 // https://docs.hetzner.cloud/reference/cloud#servers-create-a-server
 func (d *Driver) Launch(ctx context.Context, spec provider.LaunchSpec) (*provider.Server, error) {
-	if s, err := d.FindLaunched(ctx, spec.Token); err != nil || s != nil {
-		return s, err
+	if !spec.First {
+		if s, err := d.FindLaunched(ctx, spec.Token); err != nil || s != nil {
+			return s, err
+		}
 	}
 	srcID, err := serverID(spec.Source.ID)
 	if err != nil {
@@ -450,6 +456,10 @@ func (d *Driver) Launch(ctx context.Context, spec provider.LaunchSpec) (*provide
 	}
 	for _, t := range spec.Tags {
 		k, v := Label(t)
+		labels[k] = v
+	}
+	if spec.Claim != "" {
+		k, v := Label(spec.Claim)
 		labels[k] = v
 	}
 	labels[launchKey] = spec.Token

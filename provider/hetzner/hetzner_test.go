@@ -74,11 +74,11 @@ func TestLifecycle(t *testing.T) {
 		t.Fatalf("bad size: %v", err)
 	}
 	var op string
-	img, err := d.Snapshot(ctx, src, "vmswap-web-1-20261202-121914-plan1", func(o string) { op = o })
+	img, err := d.Snapshot(ctx, src, provider.SnapshotSpec{Name: "vmswap-web-1-20261202-121914-plan1", Started: func(o string) { op = o }})
 	if err != nil || img == nil || op == "" {
 		t.Fatalf("snapshot %+v %v (op %q)", img, err, op)
 	}
-	again, err := d.Snapshot(ctx, src, "vmswap-web-1-20261202-121914-plan1", nil)
+	again, err := d.Snapshot(ctx, src, provider.SnapshotSpec{Name: "vmswap-web-1-20261202-121914-plan1"})
 	if err != nil || again.ID != img.ID {
 		t.Fatalf("a repeated snapshot made another image: %+v %v", again, err)
 	}

@@ -1,0 +1,71 @@
+package provider
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// Expected remembers how long each kind of provider operation took (a
+// snapshot, a boot, a shutdown), so that the next one of the kind is first
+// asked about when it should be done rather than polled from its start.
+// A fleet's canary teaches its waves: every poll a swap in a wave does not
+// make is a call the rate limit leaves to the others. Safe for concurrent
+// use; the zero value knows nothing and polls as Poll does.
+type Expected struct {
+	mu sync.Mutex
+	d  map[string]time.Duration
+}
+
+// Poll waits for an operation of the kind that started at start, as Poll
+// does, except that the first check waits an interval after start or,
+// once the kind has been seen to take longer, until it should be done. What it sees becomes the kind's expectation: the
+// time the operation was first seen done, made a little shorter each time
+// it was done at the first check (so that a provider grown faster is
+// followed), or capped one interval after the last check that found it not
+// done (so that a backed-off poll does not teach a long wait).
+func (e *Expected) Poll(ctx context.Context, kind string, start time.Time, interval time.Duration, check func() (bool, error)) error {
+	first := true
+	wrapped := func() (bool, error) {
+		done, err := check()
+		if err != nil {
+			return done, err
+		}
+		if done {
+			e.learn(kind, time.Since(start), first)
+		}
+		first = false
+		return done, nil
+	}
+	if err := Sleep(ctx, time.Until(start.Add(max(e.Get(kind), interval)))); err != nil {
+		return err
+	}
+	return Poll(ctx, interval, wrapped)
+}
+
+// Get returns what the kind is expected to take, zero if unknown.
+func (e *Expected) Get(kind string) time.Duration {
+	if e == nil {
+		return 0
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.d[kind]
+}
+
+func (e *Expected) learn(kind string, took time.Duration, first bool) {
+	if e == nil {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.d == nil {
+		e.d = map[string]time.Duration{}
+	}
+	if first && e.d[kind] > 0 {
+		// Done when first asked: it may be done sooner next time.
+		e.d[kind] -= e.d[kind] / 32
+		return
+	}
+	e.d[kind] = took
+}

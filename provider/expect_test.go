@@ -1,0 +1,159 @@
+package provider_test
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vmswap/vmswap/provider"
+)
+
+// op is an operation that is done took after it started.
+func op(start time.Time, took time.Duration, checks *int) func() (bool, error) {
+	return func() (bool, error) {
+		*checks++
+		return time.Since(start) >= took, nil
+	}
+}
+
+func TestExpectedLearnsFromTheFirstOperation(t *testing.T) {
+	var e provider.Expected
+	ctx := context.Background()
+	const took, interval = 300 * time.Millisecond, 10 * time.Millisecond
+
+	first := 0
+	start := time.Now()
+	if err := e.Poll(ctx, "snapshot", start, interval, op(start, took, &first)); err != nil {
+		t.Fatal(err)
+	}
+	if first < 4 {
+		t.Fatalf("the first operation was checked %d times: it should have been polled from its start", first)
+	}
+	if got := e.Get("snapshot"); got < took || got > took+interval*10 {
+		t.Fatalf("learned %s for an operation that took %s", got, took)
+	}
+	// The next ones of the kind are asked about when they should be done:
+	// once or twice each, not from their start.
+	for i := range 5 {
+		n := 0
+		start := time.Now()
+		if err := e.Poll(ctx, "snapshot", start, interval, op(start, took, &n)); err != nil {
+			t.Fatal(err)
+		}
+		if n > 2 {
+			t.Fatalf("operation %d was checked %d times, knowing it takes about %s", i+2, n, e.Get("snapshot"))
+		}
+	}
+	if e.Get("boot") != 0 {
+		t.Fatal("another kind was given an expectation")
+	}
+}
+
+func TestExpectedFollowsAFasterProvider(t *testing.T) {
+	var e provider.Expected
+	ctx := context.Background()
+	n := 0
+	start := time.Now()
+	e.Poll(ctx, "boot", start, 5*time.Millisecond, op(start, 100*time.Millisecond, &n))
+	learned := e.Get("boot")
+	for range 30 {
+		start := time.Now()
+		e.Poll(ctx, "boot", start, 5*time.Millisecond, op(start, 20*time.Millisecond, &n))
+	}
+	if got := e.Get("boot"); got >= learned/2 {
+		t.Fatalf("after thirty boots of 20ms the expectation is still %s (was %s)", got, learned)
+	}
+}
+
+func TestExpectedEndsWithItsContext(t *testing.T) {
+	var e provider.Expected
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	err := e.Poll(ctx, "x", time.Now(), time.Millisecond, func() (bool, error) { return false, nil })
+	if err != context.DeadlineExceeded {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestSharedReadsNeverReturnAnOlderRead(t *testing.T) {
+	var s provider.SharedReads[int64]
+	var version, calls atomic.Int64
+	release := make(chan struct{})
+	read := func(context.Context) (int64, error) {
+		calls.Add(1)
+		v := version.Load()
+		<-release
+		return v, nil
+	}
+	ctx := context.Background()
+	// A read under way sees version 0.
+	first := make(chan int64)
+	go func() { v, _ := s.Do(ctx, "lb", read); first <- v }()
+	for calls.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	// Then a caller changes the thing and reads: it must not get the
+	// read that began before its change.
+	version.Store(1)
+	later := make(chan int64, 10)
+	for range 10 {
+		go func() { v, _ := s.Do(ctx, "lb", read); later <- v }()
+	}
+	time.Sleep(20 * time.Millisecond)
+	close(release)
+	if v := <-first; v != 0 {
+		t.Fatalf("first read: %d", v)
+	}
+	for range 10 {
+		if v := <-later; v != 1 {
+			t.Fatalf("a caller that asked after the change got version %d", v)
+		}
+	}
+	if n := calls.Load(); n != 2 {
+		t.Fatalf("eleven callers made %d calls, want 2", n)
+	}
+}
+
+func TestSharedReadsCallerGivesUp(t *testing.T) {
+	var s provider.SharedReads[int]
+	block := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { time.Sleep(10 * time.Millisecond); cancel() }()
+	_, err := s.Do(ctx, "k", func(context.Context) (int, error) { <-block; return 1, nil })
+	if err != context.Canceled {
+		t.Fatalf("got %v", err)
+	}
+	// The read goes on for whoever else waits on it.
+	done := make(chan int)
+	go func() {
+		v, _ := s.Do(context.Background(), "k", func(context.Context) (int, error) { return 2, nil })
+		done <- v
+	}()
+	close(block)
+	if v := <-done; v != 2 {
+		t.Fatalf("a later caller got %d, want its own fresh read 2", v)
+	}
+}
+
+func TestSharedReadsMaxAge(t *testing.T) {
+	s := provider.SharedReads[int]{MaxAge: time.Hour}
+	calls := 0
+	read := func(context.Context) (int, error) { calls++; return calls, nil }
+	ctx := context.Background()
+	a, _ := s.Do(ctx, "ips", read)
+	b, _ := s.Do(ctx, "ips", read)
+	if a != 1 || b != 1 || calls != 1 {
+		t.Fatalf("within MaxAge: got %d then %d after %d calls", a, b, calls)
+	}
+	s.Forget("ips")
+	if c, _ := s.Do(ctx, "ips", read); c != 2 {
+		t.Fatalf("after Forget: got %d, want a new read", c)
+	}
+	if _, err := s.Do(ctx, "lbs", func(context.Context) (int, error) { return 0, context.DeadlineExceeded }); err == nil {
+		t.Fatal("no error")
+	}
+	if v, err := s.Do(ctx, "lbs", read); err != nil || v != 3 {
+		t.Fatalf("a failed read was kept: %d %v", v, err)
+	}
+}
