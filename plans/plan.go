@@ -454,7 +454,7 @@ type Probe struct {
 type Retire struct {
 	Action string `yaml:"action,omitempty" json:"action,omitempty" check:"enum=power_off|delete,label=retire action" doc:"power_off (default) or delete."`
 	// KeepFor is how long a powered-off source is kept for rollback.
-	KeepFor   Duration `yaml:"keep_for,omitempty" json:"keep_for,omitempty" doc:"How long a powered-off source is kept for vmswap rollback (its end rounded up to ten minutes, so that a wave's retired servers share one keep-until tag)."`
+	KeepFor   Duration `yaml:"keep_for,omitempty" json:"keep_for,omitempty" doc:"How long a powered-off source is kept for vmswap rollback (its end rounded up to ten minutes, or a tenth of keep_for if less, so that a wave's retired servers share one keep-until tag)."`
 	KeepImage bool     `yaml:"keep_image,omitempty" json:"keep_image,omitempty" doc:"Keep the snapshot after success."`
 	// ShutdownTimeout bounds a graceful shutdown before a forced power off.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout,omitempty" json:"shutdown_timeout,omitempty" doc:"Graceful shutdown time before forcing power off. Default 2m."`

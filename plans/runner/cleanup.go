@@ -43,15 +43,21 @@ func keepTag(t time.Time) string { return keepTagPrefix + t.UTC().Format(keepTag
 
 // keepStep is what a keep window's end is rounded up to: the servers a
 // wave retires within the same ten minutes share one keep-until tag, which
-// is created once, not once per server.
+// is created once, not once per server. A short window is rounded by a
+// tenth of itself at most.
 const keepStep = 10 * time.Minute
 
 // keepUntil is when the keep window of a server retired at now ends: at
-// least keepFor later, rounded up to keepStep.
+// least keepFor later, rounded up to keepStep (or a tenth of keepFor,
+// whichever is less; not below a second, the tag's resolution).
 func keepUntil(now time.Time, keepFor time.Duration) time.Time {
 	t := now.Add(keepFor)
-	if r := t.Truncate(keepStep); !r.Equal(t) {
-		return r.Add(keepStep)
+	step := min(keepStep, keepFor/10).Truncate(time.Second)
+	if step <= 0 {
+		return t
+	}
+	if r := t.Truncate(step); !r.Equal(t) {
+		return r.Add(step)
 	}
 	return t
 }

@@ -217,6 +217,9 @@ func TestFleetWaveFailure(t *testing.T) {
 				}
 			}
 			if len(gotUp) != up || len(gotBack) != back || !slices.Contains(gotUp, "web-1") || !slices.Contains(gotUp, "web-2") || slices.Contains(gotUp, "web-5") {
+				for _, s := range res.Swaps {
+					t.Logf("%s: %s: %s", s.Name, s.Status, s.Error)
+				}
 				t.Fatalf("upgraded %v, rolled back %v; want %d and %d", gotUp, gotBack, up, back)
 			}
 			for _, want := range []string{"wave 2 of 3 did not finish; no further wave started.", "upgraded: " + strings.Join(gotUp, ", ") + "\n", "back on the old size: " + strings.Join(gotBack, ", ") + "\n", "not started: web-5, web-6", "upgrades the rest"} {
