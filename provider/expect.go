@@ -10,8 +10,10 @@ import (
 // snapshot, a boot, a shutdown), so that the next one of the kind is first
 // asked about when it should be done rather than polled from its start.
 // A fleet's canary teaches its waves: every poll a swap in a wave does not
-// make is a call the rate limit leaves to the others. Safe for concurrent
-// use; the zero value knows nothing and polls as Poll does.
+// make is a call the rate limit leaves to the others. The kind should say
+// what the duration depends on (a snapshot's disk size). Safe for
+// concurrent use; the zero value knows nothing and polls as Poll does; the
+// kind "" is never learned.
 type Expected struct {
 	mu sync.Mutex
 	d  map[string]time.Duration
@@ -54,7 +56,7 @@ func (e *Expected) Get(kind string) time.Duration {
 }
 
 func (e *Expected) learn(kind string, took time.Duration, first bool) {
-	if e == nil {
+	if e == nil || kind == "" {
 		return
 	}
 	e.mu.Lock()

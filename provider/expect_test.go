@@ -157,3 +157,15 @@ func TestSharedReadsMaxAge(t *testing.T) {
 		t.Fatalf("a failed read was kept: %d %v", v, err)
 	}
 }
+
+func TestExpectedKindless(t *testing.T) {
+	var e provider.Expected
+	n := 0
+	start := time.Now()
+	if err := e.Poll(context.Background(), "", start, time.Millisecond, op(start, 20*time.Millisecond, &n)); err != nil {
+		t.Fatal(err)
+	}
+	if e.Get("") != 0 {
+		t.Fatal("the kind \"\" was learned")
+	}
+}

@@ -480,7 +480,9 @@ func (d *Driver) snapshot(ctx context.Context, s *provider.Server, spec provider
 	if spec.Started != nil {
 		spec.Started(strconv.Itoa(act.ID))
 	}
-	if err := d.waitAction(ctx, id, act, "snapshot"); err != nil {
+	// A snapshot takes as long as the disk is big: a fleet's small disks
+	// are not made to wait for what a big one took.
+	if err := d.waitActionKind(ctx, id, act, "snapshot", fmt.Sprintf("snapshot of %d GB", s.DiskGB)); err != nil {
 		return nil, err
 	}
 	img, err := d.FindImage(ctx, name)
@@ -499,6 +501,12 @@ func (d *Driver) snapshot(ctx context.Context, s *provider.Server, spec provider
 // kind had taken: every call counts against the rate limit.
 // https://docs.digitalocean.com/reference/api/api-reference/#operation/dropletActions_get
 func (d *Driver) waitAction(ctx context.Context, dropletID int, act *godo.Action, what string) error {
+	return d.waitActionKind(ctx, dropletID, act, what, what)
+}
+
+// waitActionKind is waitAction for an action whose duration is learned
+// under kind.
+func (d *Driver) waitActionKind(ctx context.Context, dropletID int, act *godo.Action, what, kind string) error {
 	actionID := act.ID
 	switch act.Status {
 	case "completed":
@@ -507,7 +515,7 @@ func (d *Driver) waitAction(ctx context.Context, dropletID int, act *godo.Action
 		return fmt.Errorf("digitalocean: %s droplet %d: action %d errored", what, dropletID, actionID)
 	}
 	start := time.Now()
-	return d.exp.Poll(ctx, what, start, d.poll, func() (bool, error) {
+	return d.exp.Poll(ctx, kind, start, d.poll, func() (bool, error) {
 		a, _, err := d.c.DropletActions.Get(ctx, dropletID, actionID)
 		if err != nil {
 			return false, wrap(err, "%s droplet %d: action %d", what, dropletID, actionID)
@@ -553,7 +561,9 @@ func (d *Driver) waitPending(ctx context.Context, id int) error {
 	for _, a := range acts {
 		if a.Status == "in-progress" {
 			d.prog("digitalocean: droplet %d has %s action %d in progress; waiting for it", id, a.Type, a.ID)
-			if err := d.waitAction(ctx, id, &a, a.Type); err != nil && ctx.Err() != nil {
+			// Under way for a while already: what it takes from here
+			// teaches nothing.
+			if err := d.waitActionKind(ctx, id, &a, a.Type, ""); err != nil && ctx.Err() != nil {
 				return err
 			}
 		}
