@@ -27,6 +27,10 @@ type Pool struct {
 	// (DigitalOcean's tag-selected load balancers): adding a member tags
 	// it, and a server launched with the tag joins the pool at once.
 	SelectTag string `json:"select_tag,omitempty" yaml:"select_tag,omitempty"`
+	// ServerPort is the port the pool's first HTTP rule sends to on its
+	// members, 0 where the driver does not say: where a new server is
+	// waited for when the plan names no URL.
+	ServerPort int `json:"server_port,omitempty" yaml:"server_port,omitempty"`
 }
 
 // Member is a server in a pool: by the provider's server ID where the load

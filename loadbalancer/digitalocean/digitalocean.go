@@ -89,14 +89,17 @@ func (p *Provider) Pool(ctx context.Context, id string) (*loadbalancer.Pool, err
 	if err != nil {
 		return nil, err
 	}
-	addr := lb.IP
+	addr, port := lb.IP, 0
 	for _, r := range lb.ForwardingRules {
+		if r.EntryProtocol == "http" && port == 0 {
+			port = r.TargetPort
+		}
 		if r.EntryProtocol == "http" && r.EntryPort != 80 {
 			addr = net.JoinHostPort(lb.IP, strconv.Itoa(r.EntryPort))
 			break
 		}
 	}
-	pool := &loadbalancer.Pool{ID: lb.ID, Address: addr, Members: []loadbalancer.Member{}, SelectTag: lb.Tag}
+	pool := &loadbalancer.Pool{ID: lb.ID, Address: addr, Members: []loadbalancer.Member{}, SelectTag: lb.Tag, ServerPort: port}
 	if hc := lb.HealthCheck; hc != nil {
 		// One interval more than the threshold: the first check may come
 		// up to an interval after the droplet joins.

@@ -79,6 +79,9 @@ func TestWaveChangesInOneCall(t *testing.T) {
 	if err != nil || len(pool.Members) != 4 {
 		t.Fatalf("pool %+v %v", pool, err)
 	}
+	if pool.ServerPort != l.HTTPPort() {
+		t.Fatalf("the pool sends to port %d, want the lab's %d", pool.ServerPort, l.HTTPPort())
+	}
 	change(false)
 	if pool, _ = p.Pool(ctx, lbID); len(pool.Members) != 1 {
 		t.Fatalf("pool after removal %+v", pool)

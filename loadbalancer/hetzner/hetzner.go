@@ -104,13 +104,17 @@ func (p *Provider) Pool(ctx context.Context, id string) (*loadbalancer.Pool, err
 	if ip := lb.PublicNet.IPv4.IP; ip != nil {
 		addr = ip.String()
 	}
+	port := 0
 	for _, s := range lb.Services {
+		if s.Protocol == hcloud.LoadBalancerServiceProtocolHTTP && port == 0 {
+			port = s.DestinationPort
+		}
 		if s.Protocol == hcloud.LoadBalancerServiceProtocolHTTP && s.ListenPort != 80 && addr != "" {
 			addr = net.JoinHostPort(addr, strconv.Itoa(s.ListenPort))
 			break
 		}
 	}
-	pool := &loadbalancer.Pool{ID: id, Address: addr, Members: []loadbalancer.Member{}}
+	pool := &loadbalancer.Pool{ID: id, Address: addr, Members: []loadbalancer.Member{}, ServerPort: port}
 	if sel := selector(lb); sel != "" {
 		if tag, ok := hz.SelectorTag(sel); ok {
 			pool.SelectTag = tag

@@ -35,9 +35,10 @@ func claimsOn(srv *provider.Server) []string {
 }
 
 // claim marks the source as swapped by this run, at the end of preflight
-// once everything else passed. Two runs claiming at the same moment both
-// see the other's tag when they read the server back, and both withdraw:
-// the refusal is safe, and running again succeeds for one of them.
+// once everything else passed. A run that sees another's tag when it
+// reads the server back withdraws; two runs claiming at the same moment
+// may both see it and both withdraw, or one read back before the other
+// tagged and goes on: either way never both, and running again succeeds.
 func (s *swapRun) claim(ctx context.Context, src *provider.Server) error {
 	run := s.r.Journal.RunID
 	refuse := func(others []string) error {
@@ -63,7 +64,7 @@ func (s *swapRun) claim(ctx context.Context, src *provider.Server) error {
 	if others := slices.DeleteFunc(claimsOn(back), func(r string) bool { return r == run }); len(others) > 0 {
 		// Claimed at the same moment: both withdraw; one retry wins.
 		s.unclaim(ctx, src.ID)
-		return errors.Join(ErrClaimed, fmt.Errorf("run %s claimed %s at the same moment as this one; both withdrew and nothing was changed: run apply again (if the other run goes on, this one is refused until it ends)", strings.Join(others, ", "), src.Name))
+		return errors.Join(ErrClaimed, fmt.Errorf("run %s claimed %s at the same moment as this one, which withdrew and changed nothing (the other run withdraws too if it saw this claim, or goes on): run apply again; while the other run goes on, this one is refused until it ends", strings.Join(others, ", "), src.Name))
 	}
 	return nil
 }
@@ -85,7 +86,7 @@ func (r *Runner) release(ctx context.Context, s *swapRun) {
 	if s.st.Claim == "" {
 		return
 	}
-	if mu, ok := s.comp.(provider.ManyUntagger); ok && s.st.SourceID != "" && s.st.NewID != "" {
+	if mu, ok := s.comp.(provider.ManyUntagger); ok && s.st.SourceID != "" && s.st.NewID != "" && !s.st.SourceGone {
 		// Both servers in one call where the provider takes a list.
 		if err := mu.UntagServers(ctx, s.st.Claim, s.st.SourceID, s.st.NewID); err == nil {
 			s.st.Claim = ""

@@ -302,7 +302,10 @@ func proveRoutes(ctx context.Context, s *swapRun, c *plans.LBCutover, id, ip, na
 	if err != nil {
 		return err
 	}
-	hits := 0
+	// A pool of n members answers from the one asked about about one time
+	// in n: a burst of a few times n requests is tried before a wait, so a
+	// member of a big pool is found in seconds, not n poll intervals.
+	hits, misses, burst := 0, 0, 2*len(pool.Members)+2
 	for hits < 3 {
 		if _, h, _, err := verify.Do(ctx, through, u.String()); err == nil && h.Get(c.IdentifyHeader) == want {
 			hits++
@@ -310,6 +313,9 @@ func proveRoutes(ctx context.Context, s *swapRun, c *plans.LBCutover, id, ip, na
 		}
 		if err := s.waveAborted(); err != nil {
 			return err
+		}
+		if misses++; misses%burst != 0 {
+			continue
 		}
 		s.progress("waiting for load balancer %s to route to %s (%s)", c.ID, name, time.Since(start).Round(time.Second))
 		if err := s.r.clock().Sleep(ctx, s.r.poll()); err != nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vmswap/vmswap/plans"
+	"github.com/vmswap/vmswap/provider"
 )
 
 // This file: observe and retire: holds of probed evidence, then the old server goes.
@@ -126,7 +127,14 @@ func retire(ctx context.Context, s *swapRun) error {
 			}
 			s.progress("powering off %s", s.st.SourceName)
 			if err := s.comp.PowerOff(ctx, s.st.SourceID, orDur(s.sw.Retire.ShutdownTimeout, 2*time.Minute)); err != nil {
-				return err
+				if !errors.Is(err, provider.ErrNotFound) {
+					return err
+				}
+				// Deleted by someone else since the cutover: retired
+				// already, with nothing to keep for a rollback.
+				s.st.SourceGone = true
+				s.r.emit(Event{Event: "warning", Swap: s.name(), Message: fmt.Sprintf("%s (%s) no longer exists (someone deleted it during the run): there is nothing to power off, keep or switch back to", s.st.SourceName, s.st.SourceID)})
+				return nil
 			}
 			if s.sw.Retire.KeepFor > 0 {
 				s.st.KeepUntil = keepUntil(clk.Now(), s.sw.Retire.KeepFor.D())
@@ -164,7 +172,7 @@ func (s *swapRun) moveNames(ctx context.Context) error {
 	if !s.sw.KeepsNames() || s.st.NewID == "" {
 		return nil
 	}
-	if s.sw.Retire.Action != "delete" {
+	if s.sw.Retire.Action != "delete" && !s.st.SourceGone {
 		if err := s.once(subRenameOld, func() error {
 			s.progress("renaming %s to %s", s.st.SourceName, s.retiredName())
 			return s.comp.RenameServer(ctx, s.st.SourceID, s.retiredName())

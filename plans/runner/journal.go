@@ -119,6 +119,9 @@ type SwapState struct {
 	// moved it back, or it never left): from then on what the run created
 	// serves nothing and is cleanup's to delete.
 	TrafficBack bool `json:"traffic_back,omitempty"`
+	// SourceGone is set when retire found the source already deleted (by
+	// someone else): there is nothing to power off, keep or rename.
+	SourceGone bool `json:"source_gone,omitempty"`
 
 	// SourceClock is the source's own clock (unix seconds) just before its
 	// snapshot: what it wrote after is what carry passes and the divergence

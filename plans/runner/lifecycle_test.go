@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -725,4 +726,86 @@ func (w *world) taggedLB(t *testing.T) *godo.LoadBalancer {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return lb
+}
+
+// TestSourceDeletedDuringTheRun: someone deletes the source while the new
+// server is observed. Retire finds nothing to power off and the swap
+// finishes (it used to fail retire on the 404 forever, and rollback with
+// it): the new server serves, takes the name, and nothing is left behind.
+func TestSourceDeletedDuringTheRun(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	c := labtest.Godo(t, w.l)
+	sw := w.swap("loadbalancer")
+	sw.Observe = plans.Duration(2 * time.Second)
+	sw.Verify.SSH, sw.Verify.Compare = nil, nil
+	var once sync.Once
+	var warned atomic.Bool
+	res, _ := w.run(w.plan(sw), func(e runner.Event) {
+		if e.Event == "step" && e.Step == "observe" && e.Status == "started" {
+			once.Do(func() {
+				if _, err := c.Droplets.Delete(ctx, w.srcID); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		if e.Event == "warning" && strings.Contains(e.Message, "no longer exists") {
+			warned.Store(true)
+		}
+	})
+	if res.ExitCode != runner.ExitOK || !warned.Load() {
+		t.Fatalf("exit %d (warned that the source is gone: %v): %s", res.ExitCode, warned.Load(), res.Next)
+	}
+	ds := w.droplets()
+	if len(ds) != 1 || ds[0].Name != "web-1" || ds[0].Status != "active" || slices.ContainsFunc(ds[0].Tags, func(t string) bool { return strings.HasPrefix(t, "vmswap-claim:") }) {
+		t.Fatalf("droplets after the swap: %+v", ds)
+	}
+	if m := w.lbMembers(w.lbID); len(m) != 1 || m[0] != ds[0].ID {
+		t.Fatalf("pool: %v", m)
+	}
+	if imgs, _, _ := c.Images.ListUser(ctx, nil); len(imgs) != 0 {
+		t.Fatalf("images left: %v", imgs)
+	}
+}
+
+// TestRollbackLeavesASourceSomeoneStopped: the source is powered off by
+// someone during the run, and then the swap fails after its cutover. The
+// rollback does not power it on (this run did not stop it): traffic stays
+// on the new server, which serves, and the message says what to do.
+func TestRollbackLeavesASourceSomeoneStopped(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	c := labtest.Godo(t, w.l)
+	sw := w.swap("loadbalancer")
+	sw.Observe = plans.Duration(2 * time.Second)
+	sw.Verify.SSH, sw.Verify.Compare = nil, nil
+	var once sync.Once
+	res, _ := w.run(w.plan(sw), func(e runner.Event) {
+		if e.Event == "step" && e.Step == "observe" && e.Status == "started" {
+			once.Do(func() {
+				if _, _, err := c.DropletActions.PowerOff(ctx, w.srcID); err != nil {
+					t.Error(err)
+				}
+				// The swap fails after its cutover: the new server leaves the pool.
+				time.Sleep(300 * time.Millisecond)
+				for _, d := range w.droplets() {
+					if d.ID != w.srcID {
+						if _, err := c.LoadBalancers.RemoveDroplets(ctx, w.lbID, d.ID); err != nil {
+							t.Error(err)
+						}
+					}
+				}
+			})
+		}
+	})
+	if res.ExitCode != runner.ExitAttention || !strings.Contains(res.Next, "this run did not power it off") {
+		t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
+	}
+	for _, d := range w.droplets() {
+		if d.ID == w.srcID && d.Status != "off" {
+			t.Fatalf("the source someone stopped is %s", d.Status)
+		}
+	}
 }

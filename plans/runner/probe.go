@@ -31,16 +31,16 @@ func (s *swapRun) startProbe(ctx context.Context) error {
 		}
 		return nil
 	}
-	rate := cfg.Rate
-	if rate <= 0 {
-		rate = probe.DefaultRate
+	total := cfg.Rate
+	if total <= 0 {
+		total = probe.DefaultRate
 	}
-	share := ""
+	rate, share := total, ""
 	if n := s.waveSize; n > 1 {
 		// The swaps of a wave probe the same site at once: together at the
 		// plan's rate, not n times it.
-		rate = max(1, rate/n)
-		share = fmt.Sprintf(" (its share of %d req/s, with the %d other swaps of its wave)", cfg.Rate, n-1)
+		rate = max(1, total/n)
+		share = fmt.Sprintf(" (its share of %d req/s, with the %d other swaps of its wave)", total, n-1)
 	}
 	cfg.Rate = rate
 	p, err := probe.Start(cfg)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -44,6 +45,7 @@ func (r *Runner) rollback(s *swapRun, cause error) (int, string) {
 	if !st.cutoverStarted() {
 		st.TrafficBack = true // traffic never left the source
 	}
+	gone := false
 	if !st.TrafficBack {
 		// What users wrote on the new server goes back with the traffic:
 		// the bulk now, the rest after the new server's hold.
@@ -59,6 +61,7 @@ func (r *Runner) rollback(s *swapRun, cause error) (int, string) {
 			err = s.joinHeldTags(ctx, false)
 		}
 		if err != nil {
+			gone = errors.Is(err, errSourceGone)
 			note("traffic is not back on "+st.SourceName, err)
 		} else {
 			st.TrafficBack = true
@@ -135,9 +138,12 @@ func (r *Runner) rollback(s *swapRun, cause error) (int, string) {
 			left = append(left, fmt.Sprintf("the journal could not be written: %v", err))
 		}
 		next := fmt.Sprintf("%s failed (%s) and the rollback did not finish:\n  - %s", step, trimSentinel(cause), strings.Join(left, "\n  - "))
-		if st.TrafficBack {
+		switch {
+		case st.TrafficBack:
 			next += "\nFinish it with: " + cleanup
-		} else {
+		case gone:
+			// Nothing to fix: the message above says how to finish.
+		default:
 			next += fmt.Sprintf("\nOnce the cause is fixed, run `vmswap rollback %s` again to finish it.", r.planFile())
 		}
 		return ExitAttention, next
@@ -188,23 +194,30 @@ func trimSentinel(err error) string {
 	return msg
 }
 
+// errSourceGone is a rollback that cannot move traffic back: the source
+// was deleted (by someone else) during the run.
+var errSourceGone = errors.New("the old server is gone")
+
 // sourceUp makes sure the source runs and accepts connections before
 // traffic goes back to it: a run stopped during its retire may have
-// powered it off.
+// powered it off. A source this run did not power off is not powered on:
+// whoever stopped it during the run meant it, and traffic stays where it
+// is.
 func (s *swapRun) sourceUp(ctx context.Context) error {
 	st := s.st
 	if st.SourceID == "" {
 		return nil
 	}
 	srv, err := s.comp.GetServer(ctx, st.SourceID)
-	if err != nil {
+	switch {
+	case errors.Is(err, provider.ErrNotFound) || err == nil && srv.Status == provider.StatusGone || st.SourceGone:
+		return fmt.Errorf("%w: %s (%s) was deleted during the run, so there is nothing to switch back to: traffic stays on %s, which serves; `vmswap apply %s` finishes the swap", errSourceGone, st.SourceName, st.SourceID, dash(st.NewName), s.r.planFile())
+	case err != nil:
 		return fmt.Errorf("read the old server %s: %w", st.SourceName, err)
-	}
-	switch srv.Status {
-	case provider.StatusRunning:
+	case srv.Status == provider.StatusRunning:
 		return nil
-	case provider.StatusGone:
-		return fmt.Errorf("the old server %s (%s) is gone: traffic stays on %s", st.SourceName, st.SourceID, st.NewName)
+	case !slices.Contains(st.Intents, subOldRetired):
+		return fmt.Errorf("%s is %s, and this run did not power it off (someone did during the run): vmswap leaves it so, and traffic stays on %s; power %s on and run `vmswap rollback %s` again to go back to it", st.SourceName, srv.Status, dash(st.NewName), st.SourceName, s.r.planFile())
 	}
 	s.progress("rollback: %s is %s; powering it on", st.SourceName, srv.Status)
 	wctx, cancel := context.WithTimeout(ctx, s.timeout())

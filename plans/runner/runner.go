@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -854,6 +855,10 @@ func (s *swapRun) serviceURL() *url.URL {
 		if u, err := url.Parse(s.sw.Probe.URL); err == nil {
 			return u
 		}
+	}
+	if s.pool != nil && s.pool.ServerPort > 0 && s.pool.ServerPort != 80 {
+		// No URL in the plan: the port the load balancer sends to.
+		return &url.URL{Scheme: "http", Host: net.JoinHostPort("localhost", strconv.Itoa(s.pool.ServerPort)), Path: "/"}
 	}
 	return &url.URL{Scheme: "http", Host: "localhost", Path: "/"}
 }

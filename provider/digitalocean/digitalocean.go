@@ -963,10 +963,13 @@ func (d *Driver) UntagServers(ctx context.Context, tag string, ids ...string) er
 		}
 		res[i] = godo.Resource{ID: id, Type: godo.DropletResourceType}
 	}
-	if _, err := d.c.Tags.UntagResources(ctx, tag, &godo.UntagResourcesRequest{Resources: res}); err != nil && !isNotFound(err) {
-		return wrap(err, "untag droplet(s) %s (%s)", strings.Join(ids, ", "), tag)
+	_, err := d.c.Tags.UntagResources(ctx, tag, &godo.UntagResourcesRequest{Resources: res})
+	if err == nil || isNotFound(err) && len(ids) == 1 {
+		// One droplet gone, or the tag: nothing carries it.
+		return nil
 	}
-	return nil
+	// Of several, which one is gone is not said: the caller goes one by one.
+	return wrap(err, "untag droplet(s) %s (%s)", strings.Join(ids, ", "), tag)
 }
 
 // FindTagged implements provider.TagFinder. Snapshots cannot carry tags on
