@@ -162,6 +162,7 @@ func demoRun(ctx context.Context, o *DemoOptions) error {
 	} else {
 		pr.progress("plan written to %s; applying it", planFile)
 	}
+	seeded := len(l.Requests()) // the lab's seeding and the plan's reads: not the swaps'
 	err = applyRun(ctx, ao)
 	if classic != nil && res != nil && len(res.Swaps) > 0 && !pr.json {
 		printComparison(o.IO, res.Swaps[0], classic)
@@ -177,13 +178,17 @@ func demoRun(ctx context.Context, o *DemoOptions) error {
 		}
 		if o.Fleet > 0 {
 			via = "the load balancer"
-			n429 := 0
-			for _, r := range l.Requests() {
+			calls, n429 := 0, 0
+			for _, r := range l.Requests()[min(seeded, len(l.Requests())):] {
+				if r.API != "digitalocean" {
+					continue
+				}
+				calls++
 				if r.Status == 429 {
 					n429++
 				}
 			}
-			fmt.Fprintf(o.IO.ErrOut, "\ndemo: %d API calls, %.1f per server; the lab's 250-a-minute limit answered 429 %d times.", len(l.Requests()), float64(len(l.Requests()))/float64(len(res.Swaps)), n429)
+			fmt.Fprintf(o.IO.ErrOut, "\ndemo: apply made %d DigitalOcean API calls, %.1f per server; the lab's 250-a-minute limit answered 429 %d times (each waited out).", calls, float64(calls)/float64(len(res.Swaps)), n429)
 		}
 		fmt.Fprintf(o.IO.ErrOut, "\ndemo: %d server(s) upgraded while a probe sent %d requests through %s; %d failed.\n", len(res.Swaps), total, via, failed)
 		if !o.Compare && o.Fleet == 0 && o.Provider != "hetzner" {
