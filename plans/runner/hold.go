@@ -130,10 +130,7 @@ func retire(ctx context.Context, s *swapRun) error {
 				if !errors.Is(err, provider.ErrNotFound) {
 					return err
 				}
-				// Deleted by someone else since the cutover: retired
-				// already, with nothing to keep for a rollback.
-				s.st.SourceGone = true
-				s.r.emit(Event{Event: "warning", Swap: s.name(), Message: fmt.Sprintf("%s (%s) no longer exists (someone deleted it during the run): there is nothing to power off, keep or switch back to", s.st.SourceName, s.st.SourceID)})
+				s.sourceGone()
 				return nil
 			}
 			if s.sw.Retire.KeepFor > 0 {
@@ -146,7 +143,13 @@ func retire(ctx context.Context, s *swapRun) error {
 	}
 	if !s.st.KeepUntil.IsZero() {
 		// The window on the server itself, for `cleanup --expired`.
-		if err := s.once(subKeepTagged, func() error { return s.comp.TagServer(ctx, s.st.SourceID, keepTag(s.st.KeepUntil)) }); err != nil {
+		if err := s.once(subKeepTagged, func() error {
+			if err := s.comp.TagServer(ctx, s.st.SourceID, keepTag(s.st.KeepUntil)); !errors.Is(err, provider.ErrNotFound) {
+				return err
+			}
+			s.sourceGone()
+			return nil
+		}); err != nil {
 			return err
 		}
 	}
@@ -157,6 +160,19 @@ func retire(ctx context.Context, s *swapRun) error {
 		return s.once(subImageDeleted, func() error { return s.comp.DeleteImage(ctx, s.st.ImageID) })
 	}
 	return nil
+}
+
+// sourceGone records that the source was deleted (by someone else) during
+// the run: retired already, with nothing to power off, keep, rename or
+// switch back to.
+func (s *swapRun) sourceGone() {
+	if s.st.SourceGone {
+		return
+	}
+	s.st.SourceGone, s.st.KeepUntil = true, time.Time{}
+	msg := fmt.Sprintf("%s (%s) no longer exists (someone deleted it during the run): there is nothing to power off, keep or switch back to", s.st.SourceName, s.st.SourceID)
+	s.st.Warnings = append(s.st.Warnings, msg)
+	s.r.emit(Event{Event: "warning", Swap: s.name(), Message: msg})
 }
 
 // retiredName is what the source is called once retired and kept.
@@ -175,7 +191,11 @@ func (s *swapRun) moveNames(ctx context.Context) error {
 	if s.sw.Retire.Action != "delete" && !s.st.SourceGone {
 		if err := s.once(subRenameOld, func() error {
 			s.progress("renaming %s to %s", s.st.SourceName, s.retiredName())
-			return s.comp.RenameServer(ctx, s.st.SourceID, s.retiredName())
+			if err := s.comp.RenameServer(ctx, s.st.SourceID, s.retiredName()); !errors.Is(err, provider.ErrNotFound) {
+				return err
+			}
+			s.sourceGone()
+			return nil
 		}); err != nil {
 			return err
 		}

@@ -809,3 +809,92 @@ func TestRollbackLeavesASourceSomeoneStopped(t *testing.T) {
 		}
 	}
 }
+
+// TestSourceDeletedBeforeTheCutover: someone deletes the source while the
+// new server is verified. The rollback that follows does not delete the
+// new server (it is the only one left) nor say the source serves: it
+// keeps it, and says so.
+func TestSourceDeletedBeforeTheCutover(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	c := labtest.Godo(t, w.l)
+	sw := w.swap("reserved_ip")
+	sw.Verify.SSH, sw.Verify.Compare = nil, nil
+	var once sync.Once
+	res, j := w.run(w.plan(sw), func(e runner.Event) {
+		if e.Event == "step" && e.Step == "verify" && e.Status == "started" {
+			once.Do(func() {
+				if _, err := c.Droplets.Delete(ctx, w.srcID); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+	})
+	if res.ExitCode != runner.ExitAttention || !strings.Contains(res.Next, "is kept: it is the only server left") || strings.Contains(res.Next, "serves as before") {
+		t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
+	}
+	newID := j.Swaps[0].NewID
+	if ds := w.droplets(); len(ds) != 1 || strconv.Itoa(ds[0].ID) != newID || ds[0].Status != "active" {
+		t.Fatalf("droplets after the rollback: %+v (new server %s)", ds, newID)
+	}
+}
+
+// TestSourceDeletedThenTheSwapFails: someone deletes the source right at
+// the cutover of a DNS swap; clients that cached its address fail, and the
+// swap fails under the probe. The rollback has nothing to switch back to:
+// it gives up, says so, and apply (run again) finishes the swap on the new
+// server. (It used to send the operator from apply to rollback and back.)
+func TestSourceDeletedThenTheSwapFails(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	c := labtest.Godo(t, w.l)
+	sw := w.swap("dns")
+	sw.Verify.SSH, sw.Verify.Compare = nil, nil
+	sw.Observe = plans.Duration(3 * time.Second)
+	doc := w.plan(sw)
+	var once sync.Once
+	res, j := w.run(doc, func(e runner.Event) {
+		if e.Event == "step" && e.Step == "cutover" && e.Status == "started" {
+			once.Do(func() {
+				if _, err := c.Droplets.Delete(ctx, w.srcID); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+	})
+	switch res.ExitCode {
+	case runner.ExitOK:
+		// The probe did not meet the cached address: retire found the
+		// source gone, and the swap finished.
+		if !slices.ContainsFunc(res.Swaps[0].Warnings, func(w string) bool { return strings.Contains(w, "no longer exists") }) {
+			t.Fatalf("finished without saying the source is gone: %v", res.Swaps[0].Warnings)
+		}
+		return
+	case runner.ExitAttention:
+	default:
+		t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
+	}
+	if !strings.Contains(res.Next, "nothing to switch back to") || !strings.Contains(res.Next, "finishes the swap") {
+		t.Fatalf("the rollback says: %s", res.Next)
+	}
+	j, err := runner.LoadJournal(runner.JournalPath(doc.File))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.RollbackOwed() {
+		t.Fatal("the journal still owes a rollback: apply would refuse to finish the swap")
+	}
+	drivers, err := registry.Build(doc.Plan, registry.BuildOptions{Getenv: w.getenv, PollInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := (&runner.Runner{Doc: doc, Drivers: drivers, Journal: j, Poll: 50 * time.Millisecond}).Run(ctx)
+	if again.ExitCode != runner.ExitOK {
+		t.Fatalf("apply again: exit %d: %s", again.ExitCode, again.Next)
+	}
+	if ds := w.droplets(); len(ds) != 1 || ds[0].Name != "web-1" || ds[0].Status != "active" {
+		t.Fatalf("droplets after apply: %+v", ds)
+	}
+}

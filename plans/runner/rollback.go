@@ -79,6 +79,17 @@ func (r *Runner) rollback(s *swapRun, cause error) (int, string) {
 	}
 	stopProbe(s)
 
+	if len(left) == 0 && st.TrafficBack && st.NewID != "" && st.SourceID != "" {
+		// Traffic never left the source, or went back to it: the new
+		// server is deleted only while the source exists. One deleted by
+		// someone during the run leaves the new server the only one.
+		srv, err := s.comp.GetServer(ctx, st.SourceID)
+		if errors.Is(err, provider.ErrNotFound) || err == nil && srv.Status == provider.StatusGone {
+			st.SourceGone = true
+			note(fmt.Sprintf("%s (%s) was deleted during the run, so %s (%s, %s) is kept: it is the only server left; point the traffic at it yourself (rollback will not delete it; `vmswap cleanup` would)", st.SourceName, st.SourceID, dash(st.NewName), st.NewID, st.NewIP), nil)
+			gone = true
+		}
+	}
 	cleanup := fmt.Sprintf("vmswap cleanup --yes %s", r.planFile())
 	if len(left) == 0 {
 		// A launch whose ID never reached the journal is found by its token.
@@ -134,15 +145,20 @@ func (r *Runner) rollback(s *swapRun, cause error) (int, string) {
 	if len(left) > 0 {
 		st.Status, st.Left = StatusNeedsAttention, left
 		st.Steps["rollback"].Status = "failed"
+		if gone && !st.TrafficBack {
+			// Nothing to switch back to: the rollback is given up, so
+			// that apply may finish the swap on the new server.
+			delete(st.Steps, "rollback")
+		}
 		if err := s.save(); err != nil {
 			left = append(left, fmt.Sprintf("the journal could not be written: %v", err))
 		}
 		next := fmt.Sprintf("%s failed (%s) and the rollback did not finish:\n  - %s", step, trimSentinel(cause), strings.Join(left, "\n  - "))
 		switch {
+		case gone:
+			// Nothing to fix: the message above says what to do.
 		case st.TrafficBack:
 			next += "\nFinish it with: " + cleanup
-		case gone:
-			// Nothing to fix: the message above says how to finish.
 		default:
 			next += fmt.Sprintf("\nOnce the cause is fixed, run `vmswap rollback %s` again to finish it.", r.planFile())
 		}
@@ -217,7 +233,7 @@ func (s *swapRun) sourceUp(ctx context.Context) error {
 	case srv.Status == provider.StatusRunning:
 		return nil
 	case !slices.Contains(st.Intents, subOldRetired):
-		return fmt.Errorf("%s is %s, and this run did not power it off (someone did during the run): vmswap leaves it so, and traffic stays on %s; power %s on and run `vmswap rollback %s` again to go back to it", st.SourceName, srv.Status, dash(st.NewName), st.SourceName, s.r.planFile())
+		return fmt.Errorf("%s is %s, and this run did not power it off (someone did during the run): vmswap leaves it so and moves no traffic (it was moving to %s; check where it is now); power %s on and run `vmswap rollback %s` again to go back to it", st.SourceName, srv.Status, dash(st.NewName), st.SourceName, s.r.planFile())
 	}
 	s.progress("rollback: %s is %s; powering it on", st.SourceName, srv.Status)
 	wctx, cancel := context.WithTimeout(ctx, s.timeout())

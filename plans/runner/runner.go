@@ -856,9 +856,14 @@ func (s *swapRun) serviceURL() *url.URL {
 			return u
 		}
 	}
-	if s.pool != nil && s.pool.ServerPort > 0 && s.pool.ServerPort != 80 {
-		// No URL in the plan: the port the load balancer sends to.
-		return &url.URL{Scheme: "http", Host: net.JoinHostPort("localhost", strconv.Itoa(s.pool.ServerPort)), Path: "/"}
+	// No URL in the plan: the port the load balancer sends to, as read
+	// in this process or, resumed, as the plan observed it.
+	pool := s.pool
+	if o := s.r.Doc.Plan.Observed; pool == nil && o != nil && s.i < len(o.Swaps) {
+		pool = o.Swaps[s.i].Pool
+	}
+	if pool != nil && pool.ServerPort > 0 && pool.ServerPort != 80 {
+		return &url.URL{Scheme: "http", Host: net.JoinHostPort("localhost", strconv.Itoa(pool.ServerPort)), Path: "/"}
 	}
 	return &url.URL{Scheme: "http", Host: "localhost", Path: "/"}
 }

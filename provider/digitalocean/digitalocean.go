@@ -906,7 +906,13 @@ func (d *Driver) TagServer(ctx context.Context, id, tag string) error {
 	if _, err := dropletID(id); err != nil {
 		return err
 	}
-	if err := d.tagBatch.Do(ctx, tag, id); err != nil {
+	err := d.tagBatch.Do(ctx, tag, id)
+	if isNotFound(err) {
+		// One droplet of a batch gone fails the batch: this one alone
+		// says whether it is this one.
+		err = d.tagServers(ctx, tag, []string{id})
+	}
+	if err != nil {
 		return wrap(err, "tag droplet %s with %s", id, tag)
 	}
 	return nil
