@@ -898,3 +898,51 @@ func TestSourceDeletedThenTheSwapFails(t *testing.T) {
 		t.Fatalf("droplets after apply: %+v", ds)
 	}
 }
+
+// TestSourceDeletedOnceOff: someone deletes the source the moment it is
+// powered off, before vmswap tags its keep window and renames it. Retire
+// finishes whichever call meets the 404 (the run used to be stuck on the
+// keep-until tag for good): the new server takes the name, nothing is
+// left behind.
+func TestSourceDeletedOnceOff(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	c := labtest.Godo(t, w.l)
+	sw := w.swap("loadbalancer")
+	sw.Verify.SSH, sw.Verify.Compare = nil, nil
+	sw.Retire.KeepFor = plans.Duration(time.Hour)
+	var once sync.Once
+	deleted := make(chan struct{})
+	res, _ := w.run(w.plan(sw), func(e runner.Event) {
+		if e.Event == "step" && e.Step == "retire" && e.Status == "started" {
+			once.Do(func() {
+				go func() {
+					defer close(deleted)
+					for start := time.Now(); time.Since(start) < time.Minute; time.Sleep(time.Millisecond) {
+						for _, d := range w.droplets() {
+							if d.ID == w.srcID && d.Status == "off" {
+								if _, err := c.Droplets.Delete(ctx, w.srcID); err != nil {
+									t.Error(err)
+								}
+								return
+							}
+						}
+					}
+				}()
+			})
+		}
+	})
+	<-deleted
+	if res.ExitCode != runner.ExitOK {
+		t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
+	}
+	t.Logf("warnings: %v", res.Swaps[0].Warnings)
+	ds := w.droplets()
+	if len(ds) != 1 || ds[0].Name != "web-1" || ds[0].Status != "active" || slices.ContainsFunc(ds[0].Tags, func(t string) bool { return strings.HasPrefix(t, "vmswap-claim:") }) {
+		t.Fatalf("droplets after the swap: %+v", ds)
+	}
+	if imgs, _, _ := c.Images.ListUser(ctx, nil); len(imgs) != 0 {
+		t.Fatalf("images left: %v", imgs)
+	}
+}
