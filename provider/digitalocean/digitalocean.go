@@ -832,6 +832,21 @@ func (d *Driver) DeleteServer(ctx context.Context, id string) error {
 	return nil
 }
 
+// allPages reads every page of a godo list, 200 items a page.
+func allPages[T any](ctx context.Context, what string, list func(context.Context, *godo.ListOptions) ([]T, *godo.Response, error)) ([]T, error) {
+	var all []T
+	for opt := (&godo.ListOptions{PerPage: 200, Page: 1}); ; opt.Page++ {
+		items, resp, err := list(ctx, opt)
+		if err != nil {
+			return nil, wrap(err, "%s", what)
+		}
+		all = append(all, items...)
+		if resp == nil || resp.Links == nil || resp.Links.IsLastPage() {
+			return all, nil
+		}
+	}
+}
+
 // Entrypoints implements provider.EntrypointLister: load balancers that
 // list the droplet or select a tag it carries, and reserved IPs on it. The
 // swaps of a wave that ask at once share the two lists.
@@ -843,20 +858,7 @@ func (d *Driver) Entrypoints(ctx context.Context, s *provider.Server) ([]provide
 		return nil, err
 	}
 	lbs, err := d.lists.Do(ctx, "load balancers", func(ctx context.Context) (any, error) {
-		var all []godo.LoadBalancer
-		for opt := (&godo.ListOptions{PerPage: 200}); ; opt.Page++ {
-			lbs, resp, err := d.c.LoadBalancers.List(ctx, opt)
-			if err != nil {
-				return nil, wrap(err, "list load balancers")
-			}
-			all = append(all, lbs...)
-			if resp == nil || resp.Links == nil || resp.Links.IsLastPage() {
-				return all, nil
-			}
-			if opt.Page == 0 {
-				opt.Page = 1
-			}
-		}
+		return allPages(ctx, "list load balancers", d.c.LoadBalancers.List)
 	})
 	if err != nil {
 		return nil, err
@@ -871,20 +873,7 @@ func (d *Driver) Entrypoints(ctx context.Context, s *provider.Server) ([]provide
 		}
 	}
 	ips, err := d.lists.Do(ctx, "reserved IPs", func(ctx context.Context) (any, error) {
-		var all []godo.ReservedIP
-		for opt := (&godo.ListOptions{PerPage: 200}); ; opt.Page++ {
-			ips, resp, err := d.c.ReservedIPs.List(ctx, opt)
-			if err != nil {
-				return nil, wrap(err, "list reserved IPs")
-			}
-			all = append(all, ips...)
-			if resp == nil || resp.Links == nil || resp.Links.IsLastPage() {
-				return all, nil
-			}
-			if opt.Page == 0 {
-				opt.Page = 1
-			}
-		}
+		return allPages(ctx, "list reserved IPs", d.c.ReservedIPs.List)
 	})
 	if err != nil {
 		return nil, err
