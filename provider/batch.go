@@ -31,11 +31,11 @@ type batch struct {
 	err  error
 }
 
-// Do adds id to the key's open batch, or opens one, and waits until the
+// Do adds ids to the key's open batch, or opens one, and waits until the
 // batch was sent.
-func (b *Batcher) Do(ctx context.Context, key, id string) error {
+func (b *Batcher) Do(ctx context.Context, key string, ids ...string) error {
 	if b.Window <= 0 {
-		return b.Send(ctx, key, []string{id})
+		return b.Send(ctx, key, ids)
 	}
 	b.mu.Lock()
 	if b.open == nil {
@@ -49,7 +49,7 @@ func (b *Batcher) Do(ctx context.Context, key, id string) error {
 		sctx := context.WithoutCancel(ctx)
 		time.AfterFunc(b.Window, func() { b.flush(sctx, key, bt) })
 	}
-	bt.ids = append(bt.ids, id)
+	bt.ids = append(bt.ids, ids...)
 	b.mu.Unlock()
 	select {
 	case <-bt.done:

@@ -233,6 +233,14 @@ type ManyUntagger interface {
 	UntagServers(ctx context.Context, tag string, ids ...string) error
 }
 
+// TaggedLister lists the servers that carry a tag, in one call read
+// after it was asked for: the swaps of a fleet's wave read their sources
+// (by the fleet's tag) and read back their claims (by the run's) with one
+// call between them, where each would read its server alone.
+type TaggedLister interface {
+	ServersTagged(ctx context.Context, tag string) ([]Server, error)
+}
+
 // Renamer renames servers, so that a server keeps its name across swaps.
 type Renamer interface {
 	// RenameServer gives the server a new name; one it has already is a

@@ -57,9 +57,17 @@ func (s *swapRun) claim(ctx context.Context, src *provider.Server) error {
 	if err := s.comp.TagServer(ctx, src.ID, s.st.Claim); err != nil {
 		return fmt.Errorf("claim %s: %w", src.Name, err)
 	}
-	back, err := s.comp.GetServer(ctx, src.ID)
-	if err != nil {
-		return fmt.Errorf("claim %s: %w", src.Name, err)
+	// Read back: the claims of a wave's swaps in one list where the
+	// provider has it.
+	var back *provider.Server
+	if tl, ok := s.comp.(provider.TaggedLister); ok {
+		back = tagged(ctx, tl, s.st.Claim, src.ID)
+	}
+	if back == nil {
+		var err error
+		if back, err = s.comp.GetServer(ctx, src.ID); err != nil {
+			return fmt.Errorf("claim %s: %w", src.Name, err)
+		}
 	}
 	if others := slices.DeleteFunc(claimsOn(back), func(r string) bool { return r == run }); len(others) > 0 {
 		// Claimed at the same moment: both withdraw; one retry wins.

@@ -30,7 +30,12 @@ func fleetTag(p *plans.Plan) string {
 // vmswap:PLAN) and old servers kept powered off for a rollback — and every
 // server that carries the tag at all.
 func fleetServers(ctx context.Context, comp provider.Compute, p *plans.Plan, planID string) (members []plans.FleetMember, tagged map[string]bool, err error) {
-	servers, _, err := comp.FindTagged(ctx, fleetTag(p))
+	var servers []provider.Server
+	if tl, ok := comp.(provider.TaggedLister); ok {
+		servers, err = tl.ServersTagged(ctx, fleetTag(p))
+	} else {
+		servers, _, err = comp.FindTagged(ctx, fleetTag(p))
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("list the fleet (tag %s): %w", p.Fleet.Tag, err)
 	}

@@ -829,12 +829,47 @@ func (s *swapRun) source(ctx context.Context) (*provider.Server, error) {
 	if ref == "" {
 		ref = s.sw.Source.Server
 	}
-	src, err := s.comp.GetServer(ctx, ref)
-	if err != nil {
-		return nil, err
+	src := s.fromFleet(ctx, ref)
+	if src == nil {
+		var err error
+		if src, err = s.comp.GetServer(ctx, ref); err != nil {
+			return nil, err
+		}
 	}
 	s.src = src
 	return src, nil
+}
+
+// fromFleet returns the source from a list of the fleet's tag, which the
+// swaps of a wave starting together share, or nil when the plan has no
+// fleet, the provider lists no tags, or the list does not name ref once:
+// the caller reads the server alone.
+func (s *swapRun) fromFleet(ctx context.Context, ref string) *provider.Server {
+	f := s.r.Doc.Plan.Fleet
+	tl, ok := s.comp.(provider.TaggedLister)
+	if f == nil || f.Provider != s.sw.Source.Provider || !ok {
+		return nil
+	}
+	return tagged(ctx, tl, fleetTag(s.r.Doc.Plan), ref)
+}
+
+// tagged returns the one server carrying tag whose ID or name is ref, or
+// nil.
+func tagged(ctx context.Context, tl provider.TaggedLister, tag, ref string) *provider.Server {
+	list, err := tl.ServersTagged(ctx, tag)
+	if err != nil {
+		return nil
+	}
+	var found *provider.Server
+	for i := range list {
+		if list[i].ID == ref || list[i].Name == ref {
+			if found != nil {
+				return nil
+			}
+			found = &list[i]
+		}
+	}
+	return found
 }
 
 func (s *swapRun) timeout() time.Duration {

@@ -195,6 +195,7 @@ var (
 	_ provider.IPAssigner       = (*Driver)(nil)
 	_ provider.EntrypointLister = (*Driver)(nil)
 	_ provider.ManyUntagger     = (*Driver)(nil)
+	_ provider.TaggedLister     = (*Driver)(nil)
 )
 
 // Driver implements provider.Compute and provider.IPAssigner.
@@ -205,7 +206,7 @@ type Driver struct {
 
 	// tagBatch sends the tag assignments of a wave's swaps made within
 	// the batch window as one call per tag.
-	tagBatch *provider.Batcher
+	tagBatch, untagBatch *provider.Batcher
 	// exp is how long each kind of action took, for polling the next one
 	// when it should be done (a fleet's canary teaches its waves).
 	exp provider.Expected
@@ -214,6 +215,10 @@ type Driver struct {
 	// cutovers change only the pool they move, which Entrypoints skips;
 	// assigning a reserved IP forgets the list).
 	lists provider.SharedReads[any]
+	// fresh are reads that swaps asking at once share, each answer read
+	// after its caller asked: the user's images (the wave's snapshots
+	// done), the droplets carrying a tag (sources, claims read back).
+	fresh provider.SharedReads[any]
 
 	mu    sync.Mutex
 	seen  map[int]*godo.Droplet // droplets GetServer read, for Launch to copy
@@ -252,6 +257,7 @@ func New(cfg Config) (*Driver, error) {
 	d := &Driver{c: c, poll: poll, prog: prog}
 	d.lists.MaxAge = listsMaxAge
 	d.tagBatch = &provider.Batcher{Window: cfg.BatchWindow, Send: d.tagServers}
+	d.untagBatch = &provider.Batcher{Window: cfg.BatchWindow, Send: d.untagServers}
 	return d, nil
 }
 
@@ -402,28 +408,21 @@ func toSize(s godo.Size) *provider.Size {
 }
 
 // FindImage implements provider.Snapshotter: a droplet snapshot by name.
+// The swaps of a wave whose snapshots are done at once share the list.
 // https://docs.digitalocean.com/reference/api/api-reference/#operation/images_list
 func (d *Driver) FindImage(ctx context.Context, name string) (*provider.Image, error) {
-	opt := &godo.ListOptions{PerPage: 200}
-	for {
-		imgs, resp, err := d.c.Images.ListUser(ctx, opt)
-		if err != nil {
-			return nil, wrap(err, "list images")
-		}
-		for _, im := range imgs {
-			if im.Name == name {
-				return &provider.Image{ID: strconv.Itoa(im.ID), Name: im.Name, MinDiskGB: im.MinDiskSize}, nil
-			}
-		}
-		if resp.Links == nil || resp.Links.IsLastPage() {
-			return nil, nil
-		}
-		page, err := resp.Links.CurrentPage()
-		if err != nil {
-			return nil, wrap(err, "list images")
-		}
-		opt.Page = page + 1
+	v, err := d.fresh.Do(ctx, "images", func(ctx context.Context) (any, error) {
+		return allPages(ctx, "list images", d.c.Images.ListUser)
+	})
+	if err != nil {
+		return nil, err
 	}
+	for _, im := range v.([]godo.Image) {
+		if im.Name == name {
+			return &provider.Image{ID: strconv.Itoa(im.ID), Name: im.Name, MinDiskGB: im.MinDiskSize}, nil
+		}
+	}
+	return nil, nil
 }
 
 // Snapshot implements provider.Snapshotter with a live snapshot action: the
@@ -949,22 +948,56 @@ func (d *Driver) UntagServer(ctx context.Context, id, tag string) error {
 }
 
 // UntagServers implements provider.ManyUntagger: one call for every
-// droplet.
+// droplet, and with a batch window one call for the droplets a wave's
+// swaps release at once.
 func (d *Driver) UntagServers(ctx context.Context, tag string, ids ...string) error {
-	res := make([]godo.Resource, len(ids))
-	for i, id := range ids {
+	for _, id := range ids {
 		if _, err := dropletID(id); err != nil {
 			return err
 		}
-		res[i] = godo.Resource{ID: id, Type: godo.DropletResourceType}
 	}
-	_, err := d.c.Tags.UntagResources(ctx, tag, &godo.UntagResourcesRequest{Resources: res})
+	err := d.untagBatch.Do(ctx, tag, ids...)
+	if isNotFound(err) {
+		// A droplet gone, or the tag, fails the batch: these alone say
+		// whether it is one of them.
+		err = d.untagServers(ctx, tag, ids)
+	}
 	if err == nil || isNotFound(err) && len(ids) == 1 {
 		// One droplet gone, or the tag: nothing carries it.
 		return nil
 	}
 	// Of several, which one is gone is not said: the caller goes one by one.
 	return wrap(err, "untag droplet(s) %s (%s)", strings.Join(ids, ", "), tag)
+}
+
+func (d *Driver) untagServers(ctx context.Context, tag string, ids []string) error {
+	res := make([]godo.Resource, len(ids))
+	for i, id := range ids {
+		res[i] = godo.Resource{ID: id, Type: godo.DropletResourceType}
+	}
+	_, err := d.c.Tags.UntagResources(ctx, tag, &godo.UntagResourcesRequest{Resources: res})
+	return err
+}
+
+// ServersTagged implements provider.TaggedLister: the droplets carrying
+// tag, page by page, one read for the callers asking at once.
+// https://docs.digitalocean.com/reference/api/api-reference/#operation/droplets_list
+func (d *Driver) ServersTagged(ctx context.Context, tag string) ([]provider.Server, error) {
+	v, err := d.fresh.Do(ctx, "tag:"+tag, func(ctx context.Context) (any, error) {
+		return allPages(ctx, "list droplets tagged "+tag, func(ctx context.Context, opt *godo.ListOptions) ([]godo.Droplet, *godo.Response, error) {
+			return d.c.Droplets.ListByTag(ctx, tag, opt)
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	drs := v.([]godo.Droplet)
+	out := make([]provider.Server, len(drs))
+	for i := range drs {
+		d.remember(&drs[i])
+		out[i] = *toServer(&drs[i])
+	}
+	return out, nil
 }
 
 // FindTagged implements provider.TagFinder. Snapshots cannot carry tags on

@@ -114,11 +114,55 @@ func TestWaveCostsFewerCalls(t *testing.T) {
 	if n := ops["loadBalancers_list"] - before["loadBalancers_list"]; n != 1 {
 		t.Fatalf("three preflights listed the load balancers %d times, want 1", n)
 	}
-	if err := drv.UntagServers(ctx, "vmswap-claim:run1", ids...); err != nil {
-		t.Fatal(err)
+	// The wave's claims read back, each read after its caller asked.
+	lists := make(chan []provider.Server, len(ids))
+	for range ids {
+		go func() {
+			l, err := drv.ServersTagged(ctx, "vmswap-claim:run1")
+			if err != nil {
+				t.Error(err)
+			}
+			lists <- l
+		}()
+	}
+	for range ids {
+		if got := <-lists; len(got) != len(ids) {
+			t.Fatalf("%d droplets listed with the claim, want %d: %v", len(got), len(ids), got)
+		}
+	}
+	ops = l.OperationCounts()
+	if n := ops["droplets_list"] - before["droplets_list"]; n < 1 || n > 2 {
+		t.Fatalf("three read-backs at once listed the droplets %d times, want 1 or 2", n)
+	}
+	// The swaps release their claims at about the same time: one call.
+	for _, id := range ids {
+		go func() { errs <- drv.UntagServers(ctx, "vmswap-claim:run1", id) }()
+	}
+	for range ids {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
 	}
 	if n := l.OperationCounts()["tags_unassign_resources"] - ops["tags_unassign_resources"]; n != 1 {
-		t.Fatalf("untagging three droplets: %d calls, want 1", n)
+		t.Fatalf("untagging three droplets at once: %d calls, want 1", n)
+	}
+	if got, err := drv.ServersTagged(ctx, "vmswap-claim:run1"); err != nil || len(got) != 0 {
+		t.Fatalf("after the release, the claim is on %v (%v)", got, err)
+	}
+	// A batch meeting a droplet that is gone: the others are still released.
+	if err := drv.TagServer(ctx, ids[2], "vmswap-claim:run2"); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{ids[2], "999999"} {
+		go func() { errs <- drv.UntagServers(ctx, "vmswap-claim:run2", id) }()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatalf("release next to a droplet that is gone: %v", err)
+		}
+	}
+	if s, _ := drv.GetServer(ctx, ids[2]); slices.Contains(s.Tags, "vmswap-claim:run2") {
+		t.Fatalf("%s keeps the claim after a batch that met a missing droplet", ids[2])
 	}
 
 	// Asked straight away, refused, then done as asked.
