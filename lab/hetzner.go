@@ -87,6 +87,15 @@ func (l *Lab) hetznerRoutes(mux *http.ServeMux) {
 	hz("POST /primary_ips/{id}/actions/assign", "assign_primary_ip_to_resource", l.hzPrimaryAssign(true))
 	hz("POST /primary_ips/{id}/actions/unassign", "unassign_primary_ip_from_resource", l.hzPrimaryAssign(false))
 
+	hz("GET /volumes", "list_volumes", l.hzVolumesList)
+	hz("POST /volumes", "create_volume", l.hzVolumesCreate)
+	hz("GET /volumes/{id}", "get_volume", l.hzVolumesGet)
+	hz("DELETE /volumes/{id}", "delete_volume", l.hzVolumesDelete)
+	hz("GET /volumes/{id}/actions", "list_actions_for_volume", l.hzResourceActions("volume"))
+	hz("GET /volumes/{id}/actions/{action_id}", "get_action_for_volume", l.hzResourceAction("volume"))
+	hz("POST /volumes/{id}/actions/attach", "attach_volume_to_server", l.hzVolumeAttach(true))
+	hz("POST /volumes/{id}/actions/detach", "detach_volume", l.hzVolumeAttach(false))
+
 	hz("GET /zones", "list_zones", l.hzZonesList)
 	hz("POST /zones", "create_zone", l.hzZonesCreate)
 	hz("GET /zones/{id_or_name}", "get_zone", l.hzZonesGet)
@@ -683,6 +692,8 @@ func (l *Lab) hResourceExists(typ string, id int) bool {
 		return h.FloatingIPs[id] != nil
 	case "primary_ip":
 		return h.PrimaryIPs[id] != nil
+	case "volume":
+		return h.Volumes[id] != nil
 	}
 	return false
 }

@@ -371,3 +371,15 @@ func (s *Seeder) HetznerRecord(ctx context.Context, zone, name, typ string, valu
 	}
 	return s.hWaitAction(ctx, act.Action.ID)
 }
+
+// HetznerVolume creates a volume of sizeGB attached to the server and
+// returns its ID.
+func (s *Seeder) HetznerVolume(ctx context.Context, name string, sizeGB int, serverID int64) (int64, error) {
+	var out struct {
+		Volume struct {
+			ID int64
+		} `json:"volume"`
+	}
+	_, err := s.hz(ctx, "POST", "volumes", map[string]any{"name": name, "size": sizeGB, "server": serverID, "format": "ext4", "automount": true}, &out)
+	return out.Volume.ID, err
+}

@@ -105,7 +105,7 @@ func (l *Lab) hServerJSON(d *droplet) map[string]any {
 		"id": d.ID, "name": d.Name, "status": hStatus(d), "created": ts(d.CreatedAt), "labels": labelsJSON(d.Labels),
 		"server_type": hServerTypeJSON(t), "datacenter": hDatacenterJSON(loc), "location": hLocationJSON(loc), "image": img,
 		"public_net":  map[string]any{"ipv4": v4, "ipv6": v6, "floating_ips": fips, "firewalls": fws},
-		"private_net": priv, "load_balancers": lbs, "placement_group": pg, "volumes": []int{},
+		"private_net": priv, "load_balancers": lbs, "placement_group": pg, "volumes": l.hServerVolumes(d.ID),
 		"primary_disk_size": d.DiskGB, "locked": d.Locked, "rescue_enabled": false, "backup_window": nil, "iso": nil,
 		"protection":       map[string]any{"delete": false, "rebuild": false},
 		"included_traffic": int64(20) << 40, "ingoing_traffic": 0, "outgoing_traffic": 0,
@@ -205,8 +205,16 @@ func (l *Lab) hzServersCreate(c *call) (result, *apiError) {
 	if e != nil {
 		return result{}, e
 	}
-	if len(in.Volumes) > 0 {
-		return result{}, hInvalid("the lab has no volumes")
+	var vols []*hVolume
+	for _, id := range in.Volumes {
+		v := l.st.Hetzner.Volumes[id]
+		switch {
+		case v == nil:
+			return result{}, hInvalid("volume %d not found", id)
+		case v.ServerID != 0:
+			return result{}, hErr(422, "volume_already_attached", "volume %d is attached to server %d", v.ID, v.ServerID)
+		}
+		vols = append(vols, v)
 	}
 	d := &droplet{Cloud: cloudHetzner, Name: in.Name, Size: t.Name, Region: loc.Name, Status: "new", Labels: labels, DiskGB: t.DiskGB,
 		UserData: in.UserData, Networks: in.Networks, PlacementGroup: in.PlacementGroup, IPv6: true, CreatedAt: time.Now().UTC(), Tags: []string{}}
@@ -270,7 +278,15 @@ func (l *Lab) hzServersCreate(c *call) (result, *apiError) {
 			}
 		}
 	}
+	for _, v := range vols {
+		if v.Location != loc.Name {
+			return result{}, hInvalid("volume %d is in %s, the server would be in %s", v.ID, v.Location, loc.Name)
+		}
+	}
 	d.ID = l.nextID()
+	for _, v := range vols {
+		v.ServerID = d.ID
+	}
 	switch {
 	case primary != nil:
 		primary.AssigneeID, d.PrimaryIPv4, d.IP = d.ID, primary.ID, primary.IP
@@ -409,6 +425,11 @@ func (l *Lab) hzServersDelete(c *call) (result, *apiError) {
 	for _, f := range h.FloatingIPs {
 		if f.ServerID == d.ID {
 			f.ServerID = 0
+		}
+	}
+	for _, v := range h.Volumes {
+		if v.ServerID == d.ID { // detached; a volume outlives its server
+			v.ServerID = 0
 		}
 	}
 	if p := h.PrimaryIPs[d.PrimaryIPv4]; p != nil {

@@ -143,11 +143,12 @@ type hetznerState struct {
 	FloatingIPs map[int]*hFloatingIP `json:"floating_ips"`
 	PrimaryIPs  map[int]*hPrimaryIP  `json:"primary_ips"`
 	Zones       map[int]*hZone       `json:"zones"`
+	Volumes     map[int]*hVolume     `json:"volumes"`
 }
 
 func newHetznerState() *hetznerState {
 	return &hetznerState{Keys: map[int]*hKey{}, Images: map[int]*hImage{}, LBs: map[int]*hLB{},
-		FloatingIPs: map[int]*hFloatingIP{}, PrimaryIPs: map[int]*hPrimaryIP{}, Zones: map[int]*hZone{}}
+		FloatingIPs: map[int]*hFloatingIP{}, PrimaryIPs: map[int]*hPrimaryIP{}, Zones: map[int]*hZone{}, Volumes: map[int]*hVolume{}}
 }
 
 // sortedByID returns a map's values in ID order.

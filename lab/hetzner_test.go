@@ -685,3 +685,64 @@ func TestHetznerRestart(t *testing.T) {
 	reaches(lbIP, "app-1", "app-3")
 	reaches(selIP, "app-1", "app-2", "app-3")
 }
+
+// TestHetznerVolumes: volumes as hcloud-go sees them on Hetzner: attached
+// to one server of their location at a time, listed on the server, kept
+// when the server is deleted, and not deleted while attached.
+func TestHetznerVolumes(t *testing.T) {
+	l := labtest.Start(t, lab.Config{})
+	c := hcloudClient(l)
+	cx := ctx(t)
+	newServer := func(name, loc string, vols ...*hcloud.Volume) *hcloud.Server {
+		res := must(c.Server.Create(cx, hcloud.ServerCreateOpts{Name: name, ServerType: &hcloud.ServerType{Name: "cx22"},
+			Image: &hcloud.Image{Name: "ubuntu-24.04"}, Location: &hcloud.Location{Name: loc}, Volumes: vols})).get(t)
+		wait(t, c, res.Action)
+		return must(c.Server.GetByID(cx, res.Server.ID)).get(t)
+	}
+	web1, web2, far := newServer("web-1", "fsn1"), newServer("web-2", "fsn1"), newServer("far", "hel1")
+
+	vr := must(c.Volume.Create(cx, hcloud.VolumeCreateOpts{Name: "data", Size: 20, Server: web1, Format: hcloud.Ptr("ext4"), Automount: hcloud.Ptr(true)})).get(t)
+	wait(t, c, vr.Action)
+	for _, a := range vr.NextActions {
+		wait(t, c, a)
+	}
+	vol := must(c.Volume.GetByID(cx, vr.Volume.ID)).get(t)
+	if vol.Server == nil || vol.Server.ID != web1.ID || vol.Location.Name != "fsn1" || vol.Size != 20 || vol.LinuxDevice == "" {
+		t.Fatalf("a volume made for web-1: %+v", vol)
+	}
+	if s := must(c.Server.GetByID(cx, web1.ID)).get(t); len(s.Volumes) != 1 || s.Volumes[0].ID != vol.ID {
+		t.Fatalf("web-1's volumes: %+v", s.Volumes)
+	}
+	if _, _, err := c.Volume.Attach(cx, vol, web2); !hcloud.IsError(err, hcloud.ErrorCodeVolumeAlreadyAttached) {
+		t.Fatalf("attach a volume attached elsewhere: %v", err)
+	}
+	if _, err := c.Volume.Delete(cx, vol); !hcloud.IsError(err, hcloud.ErrorCodeLocked) {
+		t.Fatalf("delete an attached volume: %v", err)
+	}
+	if _, _, err := c.Server.Create(cx, hcloud.ServerCreateOpts{Name: "web-3", ServerType: &hcloud.ServerType{Name: "cx22"},
+		Image: &hcloud.Image{Name: "ubuntu-24.04"}, Volumes: []*hcloud.Volume{vol}}); !hcloud.IsError(err, hcloud.ErrorCodeVolumeAlreadyAttached) {
+		t.Fatalf("a server made with an attached volume: %v", err)
+	}
+	wait(t, c, must(c.Volume.Detach(cx, vol)).get(t))
+	if _, _, err := c.Volume.Attach(cx, vol, far); err == nil {
+		t.Fatal("a volume in fsn1 attached to a server in hel1")
+	}
+	wait(t, c, must(c.Volume.Attach(cx, vol, web2)).get(t))
+	if s := must(c.Server.GetByID(cx, web2.ID)).get(t); len(s.Volumes) != 1 {
+		t.Fatalf("web-2's volumes after the attach: %+v", s.Volumes)
+	}
+
+	// Deleting the server detaches the volume, which stays.
+	wait(t, c, must(c.Server.DeleteWithResult(cx, web2)).get(t).Action)
+	vol = must(c.Volume.GetByID(cx, vol.ID)).get(t)
+	if vol == nil || vol.Server != nil {
+		t.Fatalf("the volume after its server was deleted: %+v", vol)
+	}
+	web4 := newServer("web-4", "fsn1", vol)
+	if len(web4.Volumes) != 1 || web4.Volumes[0].ID != vol.ID {
+		t.Fatalf("a server made with the volume: %+v", web4.Volumes)
+	}
+	if vols := all(c.Volume.All(cx)).get(t); len(vols) != 1 {
+		t.Fatalf("volumes: %+v", vols)
+	}
+}

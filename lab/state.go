@@ -214,6 +214,9 @@ func loadState(dir string) (*state, error) {
 	if st.Hetzner == nil { // saved before the lab spoke Hetzner
 		st.Hetzner = newHetznerState()
 	}
+	if st.Hetzner.Volumes == nil { // saved before the lab had volumes
+		st.Hetzner.Volumes = map[int]*hVolume{}
+	}
 	return &st, nil
 }
 

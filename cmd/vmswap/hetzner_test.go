@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -733,5 +734,48 @@ func TestStatusOfAStoppedRollback(t *testing.T) {
 	must(t, vmswap(t, w.env, "rollback", "--yes", "--poll", "50ms", w.planFile), 0)
 	if got := w.serving(t); len(got) != 1 || got[0] != w.srcID {
 		t.Fatalf("after the rollback the floating IP leads to %v, want web-1", got)
+	}
+}
+
+// TestHetznerSourceWithAVolume: a volume cannot follow a snapshot, so a
+// source with one attached is refused by `vmswap plan`, and by apply's
+// preflight when it was attached after the plan was written, before
+// anything is made (exit 2, no image, no server).
+func TestHetznerSourceWithAVolume(t *testing.T) {
+	t.Parallel()
+	w := newHetznerWorld(t, "loadbalancer")
+	ctx := context.Background()
+	vol, err := w.l.Seeder().HetznerVolume(ctx, "uploads", 20, w.srcID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep := w.l.Endpoints()
+	file := filepath.Join(t.TempDir(), "plan.yaml")
+	r := vmswap(t, w.env, "plan", "--provider", "hetzner", "--endpoint", ep.HetznerAPI, "--source", "web-1", "--size", "cx32",
+		"--lb", strconv.FormatInt(w.lbID, 10), "-o", file)
+	want := fmt.Sprintf("volume(s) %d attached", vol)
+	if r.code != runner.ExitBadInput || !strings.Contains(r.stderr, want) || !strings.Contains(r.stderr, "a snapshot does not carry") {
+		t.Fatalf("plan of a source with a volume: exit %d, want %d with %q\n%s", r.code, runner.ExitBadInput, want, r.stderr)
+	}
+	if _, err := os.Stat(file); !os.IsNotExist(err) {
+		t.Fatalf("the refused plan was written: %v", err)
+	}
+	r = vmswap(t, w.env, "apply", "--poll", "50ms", w.planFile)
+	if r.code != runner.ExitBadInput || !strings.Contains(r.stderr, want) {
+		t.Fatalf("apply of a source with a volume: exit %d, want %d with %q\n%s", r.code, runner.ExitBadInput, want, r.stderr)
+	}
+	servers, err := w.c.Server.All(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	images, err := w.c.Image.AllWithOpts(ctx, hcloud.ImageListOpts{Type: []hcloud.ImageType{hcloud.ImageTypeSnapshot}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(servers) != 1 || len(images) != 0 {
+		t.Fatalf("after the refusals: %d servers, %d snapshots; want the source alone", len(servers), len(images))
+	}
+	if s, _, err := w.c.Server.GetByID(ctx, w.srcID); err != nil || len(s.Labels) != 1 {
+		t.Fatalf("the source after the refusals: %v, labels %v", err, s.Labels)
 	}
 }
