@@ -233,6 +233,14 @@ type ManyUntagger interface {
 	UntagServers(ctx context.Context, tag string, ids ...string) error
 }
 
+// TagDeleter deletes a tag, where tags are objects of their own
+// (DigitalOcean): a run's claim tag, once no server carries it, so that
+// scheduled runs do not leave an empty tag each.
+type TagDeleter interface {
+	// DeleteTag deletes the tag; one already gone is a no-op.
+	DeleteTag(ctx context.Context, tag string) error
+}
+
 // TaggedLister lists the servers that carry a tag, in one call read
 // after it was asked for: the swaps of a fleet's wave read their sources
 // (by the fleet's tag) and read back their claims (by the run's) with one

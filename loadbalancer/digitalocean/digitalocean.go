@@ -143,6 +143,12 @@ func (p *Provider) change(ctx context.Context, pool string, m loadbalancer.Membe
 		b = p.adds
 	}
 	err = b.Do(ctx, pool, strconv.Itoa(n))
+	var er *godo.ErrorResponse
+	if b.Window > 0 && errors.As(err, &er) && er.Response != nil && er.Response.StatusCode == 422 {
+		// One droplet of a wave's batch gone fails the whole batch: this
+		// one alone says whether it is this one.
+		err = p.send(ctx, pool, []string{strconv.Itoa(n)}, add)
+	}
 	if known && err != nil && !errors.Is(err, provider.ErrNotFound) {
 		// Changed to select by tag since it was read? Read it and retry once.
 		if lb, gerr := p.get(ctx, pool); gerr == nil && lb.Tag != "" {

@@ -3,6 +3,7 @@ package digitalocean_test
 import (
 	"context"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -94,5 +95,24 @@ func TestWaveChangesInOneCall(t *testing.T) {
 	// the two Pool calls read it again: nothing else reads it.
 	if n := ops["loadBalancers_get"]; n > 4 {
 		t.Fatalf("%d reads of the load balancer, want at most 4", n)
+	}
+
+	// A droplet deleted by someone fails the batch it is in: the others
+	// still join, and only its own swap hears of it.
+	errs := make(chan error, 2)
+	for _, id := range []int{ids[1], 999999} {
+		go func() { errs <- p.AddMember(ctx, lbID, loadbalancer.Member{ServerID: strconv.Itoa(id)}) }()
+	}
+	failed := 0
+	for range 2 {
+		if err := <-errs; err != nil {
+			if !strings.Contains(err.Error(), "999999") {
+				t.Fatalf("the droplet that exists was refused: %v", err)
+			}
+			failed++
+		}
+	}
+	if pool, _ = p.Pool(ctx, lbID); failed != 1 || len(pool.Members) != 2 {
+		t.Fatalf("%d adds failed, pool %+v: want the missing droplet's alone to fail, web-2 in", failed, pool.Members)
 	}
 }

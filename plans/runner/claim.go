@@ -54,6 +54,7 @@ func (s *swapRun) claim(ctx context.Context, src *provider.Server) error {
 	if err := s.save(); err != nil {
 		return err
 	}
+	s.r.claimTagged.Store(true)
 	if err := s.comp.TagServer(ctx, src.ID, s.st.Claim); err != nil {
 		return fmt.Errorf("claim %s: %w", src.Name, err)
 	}
@@ -94,6 +95,7 @@ func (r *Runner) release(ctx context.Context, s *swapRun) {
 	if s.st.Claim == "" {
 		return
 	}
+	r.claimTagged.Store(true)
 	if mu, ok := s.comp.(provider.ManyUntagger); ok && s.st.SourceID != "" && s.st.NewID != "" && !s.st.SourceGone {
 		// Both servers in one call where the provider takes a list.
 		if err := mu.UntagServers(ctx, s.st.Claim, s.st.SourceID, s.st.NewID); err == nil {
@@ -104,4 +106,28 @@ func (r *Runner) release(ctx context.Context, s *swapRun) {
 	s.unclaim(ctx, s.st.SourceID)
 	s.unclaim(ctx, s.st.NewID)
 	s.st.Claim = ""
+}
+
+// dropClaimTag deletes the run's claim tag once no swap holds a claim,
+// where tags are objects of their own: each run would otherwise leave an
+// empty tag in the account. A failure is only a warning.
+func (r *Runner) dropClaimTag(ctx context.Context) {
+	if !r.claimTagged.Load() {
+		return
+	}
+	tag := claimTag(r.Journal.RunID)
+	done := map[provider.TagDeleter]bool{}
+	for i, st := range r.Journal.Swaps {
+		if st.Claim != "" {
+			return
+		}
+		td, ok := r.swapRun(i).comp.(provider.TagDeleter)
+		if !ok || done[td] {
+			continue
+		}
+		done[td] = true
+		if err := td.DeleteTag(ctx, tag); err != nil {
+			r.emit(Event{Event: "warning", Message: fmt.Sprintf("could not delete the run's claim tag %s, which no server carries now (%v): delete it by hand if you like; it marks nothing", tag, err)})
+		}
+	}
 }

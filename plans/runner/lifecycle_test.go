@@ -42,6 +42,21 @@ func (w *world) drivers(doc *plans.Document) map[string]*registry.Drivers {
 	return d
 }
 
+// noClaimTag fails the test if the run's claim tag still exists: a run
+// deletes it once it released its servers.
+func (w *world) noClaimTag(run string) {
+	w.t.Helper()
+	tags, _, err := labtest.Godo(w.t, w.l).Tags.List(context.Background(), &godo.ListOptions{PerPage: 200})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	for _, tg := range tags {
+		if strings.HasPrefix(tg.Name, "vmswap-claim:") {
+			w.t.Fatalf("the tag %s is left in the account (run %s)", tg.Name, run)
+		}
+	}
+}
+
 // TestRollbackAfterSuccess switches a finished swap back: the old server is
 // powered on, checked, put back in the pool, and the new one powered off,
 // with traffic flowing and nothing failing.
@@ -55,6 +70,7 @@ func TestRollbackAfterSuccess(t *testing.T) {
 	if res.ExitCode != 0 {
 		t.Fatalf("swap: %s", res.Next)
 	}
+	w.noClaimTag(j.RunID)
 	newID, _ := strconv.Atoi(j.Swaps[0].NewID)
 	ext, _ := probe.Start(probe.Config{URL: w.url(w.lbIP), Rate: 50})
 	r := w.runner(doc, j, false)
@@ -67,6 +83,7 @@ func TestRollbackAfterSuccess(t *testing.T) {
 	if sum.Failed != 0 || sum.Requests == 0 {
 		t.Fatalf("probe during rollback: %d of %d failed: %v", sum.Failed, sum.Requests, sum.Errors)
 	}
+	w.noClaimTag(j.RunID)
 	inv := w.l.Inventory()
 	if m := inv.LBs[0].Droplets; len(m) != 1 || m[0] != w.srcID {
 		t.Fatalf("LB after rollback: %v", m)

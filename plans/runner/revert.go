@@ -55,6 +55,7 @@ func (r *Runner) Revert(ctx context.Context) *Result {
 			break
 		}
 	}
+	r.dropClaimTag(context.WithoutCancel(ctx))
 	r.Journal.Status = res.Status
 	if err := r.save(); err != nil && res.ExitCode == ExitOK {
 		res.Status, res.ExitCode, res.Next = StatusNeedsAttention, ExitAttention, err.Error()

@@ -139,6 +139,9 @@ type Runner struct {
 
 	// changed is set once a swap of this run goes past preflight.
 	changed atomic.Bool
+	// claimTagged is set once this process tagged or released a claim:
+	// the run's claim tag exists, to be deleted when no server carries it.
+	claimTagged atomic.Bool
 }
 
 // Result is the outcome of a run.
@@ -367,6 +370,7 @@ func (r *Runner) Run(ctx context.Context) *Result {
 		// fleet's summary lists every server.
 		res.Swaps = slices.DeleteFunc(res.Swaps, func(sr SwapResult) bool { return sr.Status == StatusPending })
 	}
+	r.dropClaimTag(context.WithoutCancel(ctx))
 	r.finish(res)
 	return res
 }

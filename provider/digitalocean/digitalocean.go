@@ -196,6 +196,7 @@ var (
 	_ provider.EntrypointLister = (*Driver)(nil)
 	_ provider.ManyUntagger     = (*Driver)(nil)
 	_ provider.TaggedLister     = (*Driver)(nil)
+	_ provider.TagDeleter       = (*Driver)(nil)
 )
 
 // Driver implements provider.Compute and provider.IPAssigner.
@@ -977,6 +978,18 @@ func (d *Driver) untagServers(ctx context.Context, tag string, ids []string) err
 	}
 	_, err := d.c.Tags.UntagResources(ctx, tag, &godo.UntagResourcesRequest{Resources: res})
 	return err
+}
+
+// DeleteTag implements provider.TagDeleter.
+// https://docs.digitalocean.com/reference/api/api-reference/#operation/tags_delete
+func (d *Driver) DeleteTag(ctx context.Context, tag string) error {
+	d.mu.Lock()
+	delete(d.tags, tag)
+	d.mu.Unlock()
+	if _, err := d.c.Tags.Delete(ctx, tag); err != nil && !isNotFound(err) {
+		return wrap(err, "delete tag %s", tag)
+	}
+	return nil
 }
 
 // ServersTagged implements provider.TaggedLister: the droplets carrying
