@@ -1229,6 +1229,14 @@ func (l *Lab) doTagsDelete(c *call) (result, *apiError) {
 		return result{}, notFound()
 	}
 	delete(l.st.Tags, name)
+	// "Deleting a tag also untags all the resources that have previously
+	// been tagged by the Tag."
+	for _, d := range l.st.Droplets {
+		if d.Cloud == "" {
+			d.Tags = slices.DeleteFunc(d.Tags, func(t string) bool { return t == name })
+		}
+	}
+	l.syncTaggedLBsLocked()
 	return result{204, nil}, nil
 }
 

@@ -96,6 +96,15 @@ func (r *Runner) release(ctx context.Context, s *swapRun) {
 		return
 	}
 	r.claimTagged.Store(true)
+	if td, ok := s.comp.(provider.TagDeleter); ok && len(r.Journal.Swaps) == 1 {
+		// The run's only swap: deleting the tag releases both servers in
+		// the call that would otherwise follow the release.
+		if err := td.DeleteTag(ctx, s.st.Claim); err == nil {
+			s.st.Claim = ""
+			r.claimTagged.Store(false)
+			return
+		}
+	}
 	if mu, ok := s.comp.(provider.ManyUntagger); ok && s.st.SourceID != "" && s.st.NewID != "" && !s.st.SourceGone {
 		// Both servers in one call where the provider takes a list.
 		if err := mu.UntagServers(ctx, s.st.Claim, s.st.SourceID, s.st.NewID); err == nil {

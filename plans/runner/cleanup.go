@@ -190,7 +190,33 @@ func DeleteOrphans(ctx context.Context, orphans []Orphan, drivers map[string]*re
 			errs = append(errs, fmt.Errorf("%s: %w", o, err))
 		}
 	}
+	dropEmptyKeepTags(ctx, orphans, drivers)
 	return slices.Clip(errs)
+}
+
+// dropEmptyKeepTags deletes the keep-until tags of the expired servers
+// just deleted that no server carries any more, where tags are objects of
+// their own (DigitalOcean): each ten minutes that retired a server would
+// otherwise leave an empty tag. A tag another server still carries stays.
+// Failures are ignored: the tag marks nothing.
+func dropEmptyKeepTags(ctx context.Context, orphans []Orphan, drivers map[string]*registry.Drivers) {
+	seen := map[string]bool{}
+	for _, o := range orphans {
+		tag := keepTag(o.Until)
+		if o.Kind != "server" || o.Until.IsZero() || seen[o.Provider+" "+tag] {
+			continue
+		}
+		seen[o.Provider+" "+tag] = true
+		comp := drivers[o.Provider].Compute
+		tl, ok1 := comp.(provider.TaggedLister)
+		td, ok2 := comp.(provider.TagDeleter)
+		if !ok1 || !ok2 {
+			continue
+		}
+		if left, err := tl.ServersTagged(ctx, tag); err == nil && len(left) == 0 {
+			_ = td.DeleteTag(ctx, tag)
+		}
+	}
 }
 
 // keptUntil reads a retired server's keep window from its tag.

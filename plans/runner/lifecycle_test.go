@@ -55,6 +55,11 @@ func (w *world) noClaimTag(run string) {
 			w.t.Fatalf("the tag %s is left in the account (run %s)", tg.Name, run)
 		}
 	}
+	for _, d := range w.droplets() {
+		if slices.ContainsFunc(d.Tags, func(t string) bool { return strings.HasPrefix(t, "vmswap-claim:") }) {
+			w.t.Fatalf("%s still carries a claim: %v", d.Name, d.Tags)
+		}
+	}
 }
 
 // TestRollbackAfterSuccess switches a finished swap back: the old server is

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digitalocean/godo"
 	"github.com/vmswap/vmswap/lab"
 	"github.com/vmswap/vmswap/lab/labtest"
 	"github.com/vmswap/vmswap/plans"
@@ -216,6 +217,20 @@ func TestCleanupExpired(t *testing.T) {
 	slices.Sort(left)
 	if fmt.Sprint(left) != fmt.Sprintf("[batch-1 web-1 web-2 web-2-retired-%s]", j.RunID[:6]) {
 		t.Fatalf("after cleanup --expired: %v", left)
+	}
+	// The expired server's keep-until tag went with it; web-2's stays.
+	tags, _, err := labtest.Godo(t, w.l).Tags.List(ctx, &godo.ListOptions{PerPage: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keeps []string
+	for _, tg := range tags {
+		if strings.HasPrefix(tg.Name, "vmswap-keep-until:") {
+			keeps = append(keeps, tg.Name)
+		}
+	}
+	if len(keeps) != 1 || keeps[0] != "vmswap-keep-until:"+j.Swaps[1].KeepUntil.UTC().Format("20060102T150405Z") {
+		t.Fatalf("keep-until tags after cleanup --expired: %v, want web-2's alone (%s)", keeps, j.Swaps[1].KeepUntil)
 	}
 	// Switching back now is refused before anything changes: web-1's old
 	// server is gone.
