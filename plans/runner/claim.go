@@ -62,7 +62,7 @@ func (s *swapRun) claim(ctx context.Context, src *provider.Server) error {
 	// provider has it.
 	var back *provider.Server
 	if tl, ok := s.comp.(provider.TaggedLister); ok {
-		back = tagged(ctx, tl, s.st.Claim, src.ID)
+		back, _, _ = tagged(ctx, tl, s.st.Claim, src.ID)
 	}
 	if back == nil {
 		var err error

@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digitalocean/godo"
 	"github.com/vmswap/vmswap/lab"
+	"github.com/vmswap/vmswap/lab/labtest"
 	"github.com/vmswap/vmswap/loadbalancer"
 	"github.com/vmswap/vmswap/plans"
 	"github.com/vmswap/vmswap/plans/registry"
@@ -299,5 +301,37 @@ func TestFleetLaterWaveRefused(t *testing.T) {
 	}
 	if p := f.pool(); upgraded(p) != 0 || !slices.Contains(p, "web-1:s-1vcpu-1gb") {
 		t.Fatalf("pool after the rollback: %v", p)
+	}
+}
+
+// TestFleetMemberLeavesTheTag: a server taken out of the fleet's tag while
+// the run is under way is not upgraded: its swap is refused at its start
+// (the wave's own list of the tag no longer names it), nothing is made for
+// it, and the message says why.
+func TestFleetMemberLeavesTheTag(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, 2)
+	doc := f.plan(&plans.Strategy{MaxParallel: 1}, nil)
+	r := f.runner(doc, nil, false)
+	emit := r.Emit
+	r.Emit = func(e runner.Event) {
+		if e.Event == "wave" && e.Wave == 2 && e.Status == "started" {
+			res := []godo.Resource{{ID: strconv.Itoa(f.ids[1]), Type: godo.DropletResourceType}}
+			if _, err := labtest.Godo(t, f.l).Tags.UntagResources(context.Background(), "web", &godo.UntagResourcesRequest{Resources: res}); err != nil {
+				t.Error(err)
+			}
+		}
+		emit(e)
+	}
+	before := len(f.l.Inventory().Droplets)
+	res := r.Run(context.Background())
+	if res.ExitCode != runner.ExitAttention || !strings.Contains(res.Next, "refused at its start, unchanged: web-2 (web-2 left the tag web") || strings.Contains(res.Next, "nothing was changed") {
+		t.Fatalf("exit %d %s: %s\n%q", res.ExitCode, res.Status, res.Next, res.Swaps[1].Error)
+	}
+	if p := f.pool(); upgraded(p) != 1 || !slices.Contains(p, "web-2:s-1vcpu-1gb") {
+		t.Fatalf("pool: %v, want web-1 upgraded and web-2 as it was", p)
+	}
+	if n := len(f.l.Inventory().Droplets); n != before+1 {
+		t.Fatalf("%d droplets, want %d: only web-1's new server", n, before+1)
 	}
 }

@@ -53,6 +53,11 @@ func preflight(ctx context.Context, s *swapRun) error {
 		}
 	}
 	var stale []string
+	if f := s.r.Doc.Plan.Fleet; f != nil && s.leftFleet {
+		// Checked once more at each swap's start: the fleet is what the
+		// tag selects, and a server taken out of it since is not upgraded.
+		stale = append(stale, fmt.Sprintf("%s left the tag %s since the plan was written: it is not upgraded", src.Name, f.Tag))
+	}
 	var obs *plans.ObservedSwap
 	if o := s.r.Doc.Plan.Observed; o != nil && s.i < len(o.Swaps) {
 		obs = &o.Swaps[s.i]

@@ -196,15 +196,18 @@ func NewJournal(path string, doc *plans.Document, runID string) *Journal {
 
 // swapRun is the working state of one swap in this process.
 type swapRun struct {
-	r     *Runner
-	i     int
-	sw    *plans.Swap
-	st    *SwapState
-	comp  provider.Compute
-	kind  cutoverKind
-	src   *provider.Server
-	size  *provider.Size
-	probe *probe.Probe
+	r    *Runner
+	i    int
+	sw   *plans.Swap
+	st   *SwapState
+	comp provider.Compute
+	kind cutoverKind
+	src  *provider.Server
+	// leftFleet is set when the fleet's tag, listed for the source, no
+	// longer names it.
+	leftFleet bool
+	size      *provider.Size
+	probe     *probe.Probe
 	// pool is the load balancer's pool as preflight read it.
 	pool *loadbalancer.Pool
 	// leftAt is when, in this process, the source stopped getting new
@@ -522,14 +525,18 @@ func (r *Runner) upgradedList() string {
 // servers are upgraded, which are back on their old size, which were not
 // touched, and how to go on.
 func (r *Runner) waveFailed(w, n int, why string) string {
-	var up, back, other, rest []string
+	var up, back, refused, other, rest []string
 	for i, st := range r.Journal.Swaps {
 		name := r.swapRun(i).name()
 		switch st.Status {
 		case StatusSucceeded:
 			up = append(up, name)
-		case StatusRolledBack, StatusRefused:
+		case StatusRolledBack:
 			back = append(back, name)
+		case StatusRefused:
+			// Never touched: say why, its last line being the reason.
+			lines := strings.Split(strings.TrimSpace(st.Error), "\n")
+			refused = append(refused, fmt.Sprintf("%s (%s)", name, strings.TrimPrefix(strings.TrimSpace(lines[len(lines)-1]), "- ")))
 		case StatusPending:
 			rest = append(rest, name)
 		default:
@@ -542,12 +549,20 @@ func (r *Runner) waveFailed(w, n int, why string) string {
 		}
 		return strings.Join(xs, ", ")
 	}
-	out := fmt.Sprintf("wave %d of %d did not finish; no further wave started.\nupgraded: %s\nback on the old size: %s\nnot started: %s", w+1, n, list(up), list(back), list(rest))
+	out := fmt.Sprintf("wave %d of %d did not finish; no further wave started.\nupgraded: %s\nback on the old size: %s", w+1, n, list(up), list(back))
+	if len(refused) > 0 {
+		out += "\nrefused at its start, unchanged: " + strings.Join(refused, "; ")
+	}
+	out += "\nnot started: " + list(rest)
 	if len(other) > 0 {
 		out += "\nneeds attention: " + list(other)
 	}
+	if len(up) > 0 {
+		// The refused swap changed nothing; the run did.
+		why = strings.TrimPrefix(why, "nothing was changed; ")
+	}
 	out += "\n" + why
-	if len(other) == 0 && (len(back) > 0 || len(rest) > 0) {
+	if len(other) == 0 && (len(back) > 0 || len(refused) > 0 || len(rest) > 0) {
 		out += fmt.Sprintf("\nOnce the cause is fixed, `vmswap apply %s` upgrades the rest (what is upgraded stays).", r.planFile())
 	}
 	return out
@@ -847,33 +862,37 @@ func (s *swapRun) source(ctx context.Context) (*provider.Server, error) {
 // fromFleet returns the source from a list of the fleet's tag, which the
 // swaps of a wave starting together share, or nil when the plan has no
 // fleet, the provider lists no tags, or the list does not name ref once:
-// the caller reads the server alone.
+// the caller reads the server alone. A list that does not name ref at
+// all is noted (s.leftFleet): the source left the fleet's tag.
 func (s *swapRun) fromFleet(ctx context.Context, ref string) *provider.Server {
 	f := s.r.Doc.Plan.Fleet
 	tl, ok := s.comp.(provider.TaggedLister)
 	if f == nil || f.Provider != s.sw.Source.Provider || !ok {
 		return nil
 	}
-	return tagged(ctx, tl, fleetTag(s.r.Doc.Plan), ref)
+	srv, n, err := tagged(ctx, tl, fleetTag(s.r.Doc.Plan), ref)
+	s.leftFleet = err == nil && n == 0
+	return srv
 }
 
-// tagged returns the one server carrying tag whose ID or name is ref, or
-// nil.
-func tagged(ctx context.Context, tl provider.TaggedLister, tag, ref string) *provider.Server {
+// tagged returns the one server carrying tag whose ID or name is ref (nil
+// unless there is exactly one), and how many there are.
+func tagged(ctx context.Context, tl provider.TaggedLister, tag, ref string) (*provider.Server, int, error) {
 	list, err := tl.ServersTagged(ctx, tag)
 	if err != nil {
-		return nil
+		return nil, 0, err
 	}
 	var found *provider.Server
+	n := 0
 	for i := range list {
 		if list[i].ID == ref || list[i].Name == ref {
-			if found != nil {
-				return nil
-			}
-			found = &list[i]
+			found, n = &list[i], n+1
 		}
 	}
-	return found
+	if n != 1 {
+		found = nil
+	}
+	return found, n, nil
 }
 
 func (s *swapRun) timeout() time.Duration {

@@ -27,6 +27,8 @@ var (
 
 // Driver implements provider.Compute, and provider.IPAssigner for floating
 // IPs.
+var _ provider.TaggedLister = (*Driver)(nil)
+
 type Driver struct {
 	c    *hcloud.Client
 	prog provider.Progress
@@ -38,6 +40,9 @@ type Driver struct {
 	// labels serialises read-modify-write of each server's labels within
 	// this process (Hetzner replaces a server's labels whole).
 	labels sync.Map // server ID -> *sync.Mutex
+	// tagged shares the label-selected server lists that swaps asking at
+	// once read (a wave's sources, its claims read back).
+	tagged provider.SharedReads[[]*hcloud.Server]
 }
 
 // New returns a driver for cfg. It never reads the environment.
@@ -171,6 +176,25 @@ func (d *Driver) remember(s *hcloud.Server) {
 		d.seen = map[int64]*hcloud.Server{}
 	}
 	d.seen[s.ID] = s
+}
+
+// ServersTagged implements provider.TaggedLister: the servers whose
+// labels carry the tag, one list for the callers asking at once.
+// https://docs.hetzner.cloud/reference/cloud#servers-get-all-servers
+func (d *Driver) ServersTagged(ctx context.Context, tag string) ([]provider.Server, error) {
+	sel := Selector(tag)
+	ss, err := d.tagged.Do(ctx, sel, func(ctx context.Context) ([]*hcloud.Server, error) {
+		return d.c.Server.AllWithOpts(ctx, hcloud.ServerListOpts{ListOpts: hcloud.ListOpts{LabelSelector: sel}})
+	})
+	if err != nil {
+		return nil, Wrap(err, "list servers labelled %s", sel)
+	}
+	out := make([]provider.Server, len(ss))
+	for i, s := range ss {
+		d.remember(s)
+		out[i] = *toServer(s)
+	}
+	return out, nil
 }
 
 func (d *Driver) get(ctx context.Context, id int64) (*hcloud.Server, error) {
