@@ -1,10 +1,12 @@
 package main_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -777,5 +779,42 @@ func TestHetznerSourceWithAVolume(t *testing.T) {
 	}
 	if s, _, err := w.c.Server.GetByID(ctx, w.srcID); err != nil || len(s.Labels) != 1 {
 		t.Fatalf("the source after the refusals: %v, labels %v", err, s.Labels)
+	}
+}
+
+// TestHetznerVolumeAttachedDuringTheRun: a volume someone attaches to the
+// source after preflight is seen before traffic moves: the swap rolls
+// back (the new server would serve without the volume's data), the source
+// serves as before, nothing made is left.
+func TestHetznerVolumeAttachedDuringTheRun(t *testing.T) {
+	t.Parallel()
+	w := newHetznerWorld(t, "loadbalancer")
+	cmd := exec.Command(bin, "apply", "--poll", "50ms", w.planFile)
+	cmd.Env = append(os.Environ(), w.env...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	waitJournal(t, w.planFile, func(st *runner.SwapState) bool {
+		return st.Steps["launch"] != nil && st.Steps["launch"].Status == "ok"
+	}, &out)
+	vol, err := w.l.Seeder().HetznerVolume(context.Background(), "uploads", 20, w.srcID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := exitCode(cmd.Wait()); code != runner.ExitRolledBack || !strings.Contains(out.String(), fmt.Sprintf("since the swap began, web-1 has volume(s) %d attached", vol)) {
+		t.Fatalf("exit %d, want %d (rolled back, naming the volume)\n%s", code, runner.ExitRolledBack, out.String())
+	}
+	if got := w.serving(t); len(got) != 1 || got[0] != w.srcID {
+		t.Fatalf("the load balancer serves %v, want the source %d alone", got, w.srcID)
+	}
+	servers, err := w.c.Server.All(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(servers) != 1 || servers[0].ID != w.srcID || servers[0].Status != hcloud.ServerStatusRunning {
+		t.Fatalf("servers after the rollback: %d, want the source alone, running", len(servers))
 	}
 }

@@ -979,6 +979,9 @@ func cutover(ctx context.Context, s *swapRun) error {
 	}()
 	wctx, cancel := context.WithTimeout(ctx, s.timeout())
 	defer cancel()
+	if err := s.noVolumeSince(wctx); err != nil {
+		return err
+	}
 	if err := s.kind.forward(wctx, s); err != nil {
 		return err
 	}
@@ -989,6 +992,26 @@ func cutover(ctx context.Context, s *swapRun) error {
 	s.leftAt = s.r.clock().Now()
 	if err := s.runHooks(ctx, "after_cutover"); err != nil {
 		return errors.Join(ErrAfterCutover, err)
+	}
+	return nil
+}
+
+// noVolumeSince reads the source once more before traffic moves: a
+// volume someone attached to it since preflight holds data the new
+// server, made from a snapshot, does not have. (A fleet's wave shares the
+// read: the list of its tag.) A source gone is left to the cutover.
+func (s *swapRun) noVolumeSince(ctx context.Context) error {
+	src := s.fromFleet(ctx, s.st.SourceID)
+	if src == nil {
+		var err error
+		if src, err = s.comp.GetServer(ctx, s.st.SourceID); errors.Is(err, provider.ErrNotFound) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+	}
+	if p := volumeProblem(src); p != "" {
+		return fmt.Errorf("since the swap began, %s", p)
 	}
 	return nil
 }
