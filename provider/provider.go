@@ -241,6 +241,13 @@ type TagDeleter interface {
 	DeleteTag(ctx context.Context, tag string) error
 }
 
+// LaunchForgetter removes what made a launch findable once its swap has
+// ended, where that is an object of its own (DigitalOcean's tag per
+// launch): scheduled runs would otherwise leave a tag for every swap.
+type LaunchForgetter interface {
+	ForgetLaunch(ctx context.Context, token string) error
+}
+
 // TaggedLister lists the servers that carry a tag, in one call read
 // after it was asked for: the swaps of a fleet's wave read their sources
 // (by the fleet's tag) and read back their claims (by the run's) with one

@@ -92,6 +92,13 @@ func (s *swapRun) unclaim(ctx context.Context, id string) {
 // release removes this run's claims from the source and the new server,
 // once the swap has ended one way or the other.
 func (r *Runner) release(ctx context.Context, s *swapRun) {
+	if lf, ok := s.comp.(provider.LaunchForgetter); ok && s.st.Token != "" && !s.st.LaunchForgotten && s.launchSettled {
+		// The launch is done with (its server serves, or is deleted): its
+		// marker goes.
+		if err := lf.ForgetLaunch(ctx, s.st.Token); err == nil {
+			s.st.LaunchForgotten = true
+		}
+	}
 	if s.st.Claim == "" {
 		return
 	}

@@ -207,15 +207,20 @@ func dropEmptyKeepTags(ctx context.Context, orphans []Orphan, drivers map[string
 			continue
 		}
 		seen[o.Provider+" "+tag] = true
-		comp := drivers[o.Provider].Compute
-		tl, ok1 := comp.(provider.TaggedLister)
-		td, ok2 := comp.(provider.TagDeleter)
-		if !ok1 || !ok2 {
-			continue
-		}
-		if left, err := tl.ServersTagged(ctx, tag); err == nil && len(left) == 0 {
-			_ = td.DeleteTag(ctx, tag)
-		}
+		dropIfEmpty(ctx, drivers[o.Provider].Compute, tag)
+	}
+}
+
+// dropIfEmpty deletes a tag of vmswap's that no server carries, where
+// tags are objects of their own.
+func dropIfEmpty(ctx context.Context, comp provider.Compute, tag string) {
+	tl, ok1 := comp.(provider.TaggedLister)
+	td, ok2 := comp.(provider.TagDeleter)
+	if !ok1 || !ok2 {
+		return
+	}
+	if left, err := tl.ServersTagged(ctx, tag); err == nil && len(left) == 0 {
+		_ = td.DeleteTag(ctx, tag)
 	}
 }
 

@@ -104,6 +104,9 @@ type SwapState struct {
 	HeldTags []string `json:"held_tags,omitempty"`
 	// Claim is the claim this run put on the source and the new server.
 	Claim string `json:"claim,omitempty"`
+	// LaunchForgotten is set once the launch's marker (DigitalOcean: its
+	// tag) was removed, when the swap ended.
+	LaunchForgotten bool `json:"launch_forgotten,omitempty"`
 
 	OldValues []string `json:"old_values,omitempty"`
 	OldTTL    int      `json:"old_ttl,omitempty"`

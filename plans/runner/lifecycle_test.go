@@ -42,24 +42,40 @@ func (w *world) drivers(doc *plans.Document) map[string]*registry.Drivers {
 	return d
 }
 
-// noClaimTag fails the test if the run's claim tag still exists: a run
-// deletes it once it released its servers.
-func (w *world) noClaimTag(run string) {
+// noClaimTag fails the test if the run's claim tag or a launch tag still
+// exists (a run deletes them once it is done with them), or if the
+// account holds other than keeps keep-until tags.
+func (w *world) noClaimTag(run string, keeps int) {
 	w.t.Helper()
 	tags, _, err := labtest.Godo(w.t, w.l).Tags.List(context.Background(), &godo.ListOptions{PerPage: 200})
 	if err != nil {
 		w.t.Fatal(err)
 	}
+	var kept []string
 	for _, tg := range tags {
-		if strings.HasPrefix(tg.Name, "vmswap-claim:") {
+		if strings.HasPrefix(tg.Name, "vmswap-claim:") || strings.HasPrefix(tg.Name, "vmswap-launch:") {
 			w.t.Fatalf("the tag %s is left in the account (run %s)", tg.Name, run)
 		}
+		if strings.HasPrefix(tg.Name, "vmswap-keep-until:") {
+			kept = append(kept, fmt.Sprintf("%s (%d droplets)", tg.Name, tg.Resources.Count))
+		}
+	}
+	if len(kept) != keeps {
+		w.t.Fatalf("keep-until tags: %v, want %d", kept, keeps)
 	}
 	for _, d := range w.droplets() {
 		if slices.ContainsFunc(d.Tags, func(t string) bool { return strings.HasPrefix(t, "vmswap-claim:") }) {
 			w.t.Fatalf("%s still carries a claim: %v", d.Name, d.Tags)
 		}
 	}
+}
+
+// laterClock is the wall clock moved on by a fixed time.
+type laterClock struct{ d time.Duration }
+
+func (c laterClock) Now() time.Time { return time.Now().Add(c.d) }
+func (c laterClock) Sleep(ctx context.Context, d time.Duration) error {
+	return runner.RealClock.Sleep(ctx, d)
 }
 
 // TestRollbackAfterSuccess switches a finished swap back: the old server is
@@ -75,10 +91,13 @@ func TestRollbackAfterSuccess(t *testing.T) {
 	if res.ExitCode != 0 {
 		t.Fatalf("swap: %s", res.Next)
 	}
-	w.noClaimTag(j.RunID)
+	w.noClaimTag(j.RunID, 1)
 	newID, _ := strconv.Atoi(j.Swaps[0].NewID)
 	ext, _ := probe.Start(probe.Config{URL: w.url(w.lbIP), Rate: 50})
 	r := w.runner(doc, j, false)
+	// Switched back two hours on: the new server's keep window is not the
+	// source's, whose tag (emptied) goes.
+	r.Clock = laterClock{2 * time.Hour}
 	rev := r.Revert(context.Background())
 	sum := ext.Stop()
 	t.Logf("rollback: %s; outside probe %d requests, %d failed", rev.Status, sum.Requests, sum.Failed)
@@ -88,7 +107,7 @@ func TestRollbackAfterSuccess(t *testing.T) {
 	if sum.Failed != 0 || sum.Requests == 0 {
 		t.Fatalf("probe during rollback: %d of %d failed: %v", sum.Failed, sum.Requests, sum.Errors)
 	}
-	w.noClaimTag(j.RunID)
+	w.noClaimTag(j.RunID, 1) // the new server's, not the source's
 	inv := w.l.Inventory()
 	if m := inv.LBs[0].Droplets; len(m) != 1 || m[0] != w.srcID {
 		t.Fatalf("LB after rollback: %v", m)

@@ -114,6 +114,9 @@ func (r *Runner) revertSwap(ctx context.Context, s *swapRun) (int, string) {
 		if err := s.comp.UntagServer(wctx, st.SourceID, keepTag(st.KeepUntil)); err != nil {
 			return fail(err)
 		}
+		// Shared by the servers retired in the same ten minutes: deleted
+		// once none is left with it.
+		defer dropIfEmpty(context.WithoutCancel(ctx), s.comp, keepTag(st.KeepUntil))
 	}
 	addr := s.addrOfSource()
 	if err := s.waitAccepting(wctx, addr); err != nil {
@@ -187,6 +190,7 @@ func (r *Runner) revertSwap(ctx context.Context, s *swapRun) (int, string) {
 	if w := writesOf(st.Probe); w != nil && w.LostUploads+w.LostSessions > 0 {
 		return fail(fmt.Errorf("%s serves again and %s is retired, but the probe's writes: %s: %s", st.SourceName, st.NewName, w, strings.Join(w.Lost, "; ")))
 	}
+	s.launchSettled = true
 	r.release(context.WithoutCancel(ctx), s)
 	st.Status = StatusReverted
 	st.Steps["rollback"].End, st.Steps["rollback"].Status = r.now(), "ok"

@@ -100,6 +100,8 @@ func (r *Runner) rollback(s *swapRun, cause error) (int, string) {
 				note("could not look for a server launched by this run", err)
 			case srv != nil:
 				st.NewID, st.NewName = srv.ID, srv.Name
+			default:
+				s.launchSettled = true // none was made
 			}
 		}
 		if st.NewID != "" {
@@ -113,7 +115,7 @@ func (r *Runner) rollback(s *swapRun, cause error) (int, string) {
 			}); err != nil {
 				note(fmt.Sprintf("new server %s (%s) not deleted", st.NewName, st.NewID), err)
 			} else {
-				st.NewID = ""
+				st.NewID, s.launchSettled = "", true
 			}
 		}
 	}

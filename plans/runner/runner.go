@@ -222,6 +222,10 @@ type swapRun struct {
 	// rollingBack is set while the swap rolls back: the waits of moving
 	// traffic back are not stopped by its wave's failure.
 	rollingBack bool
+	// launchSettled is set once nothing will look for the new server by
+	// its launch token again: the swap succeeded, or its rollback deleted
+	// the server or found none.
+	launchSettled bool
 }
 
 func (r *Runner) swapRun(i int) *swapRun {
@@ -754,6 +758,7 @@ func (r *Runner) runSwap(ctx context.Context, sr *swapRun) (int, string) {
 		}
 		r.emit(Event{Event: "warning", Swap: sr.name(), Message: msg + ": within the budget"})
 	}
+	sr.launchSettled = true
 	r.release(context.WithoutCancel(ctx), sr)
 	st.Status = StatusSucceeded
 	msg := fmt.Sprintf("%s replaced by %s (%s)", st.SourceName, st.NewName, sr.sw.Target.Size)

@@ -197,6 +197,7 @@ var (
 	_ provider.ManyUntagger     = (*Driver)(nil)
 	_ provider.TaggedLister     = (*Driver)(nil)
 	_ provider.TagDeleter       = (*Driver)(nil)
+	_ provider.LaunchForgetter  = (*Driver)(nil)
 )
 
 // Driver implements provider.Compute and provider.IPAssigner.
@@ -587,6 +588,12 @@ func (d *Driver) DeleteImage(ctx context.Context, id string) error {
 // tokenTag is the tag that carries a launch token. DigitalOcean tags allow
 // letters, digits, colons, dashes and underscores.
 func tokenTag(token string) string { return "vmswap-launch:" + token }
+
+// ForgetLaunch implements provider.LaunchForgetter: the launch's tag is
+// deleted, which also takes it off the droplet.
+func (d *Driver) ForgetLaunch(ctx context.Context, token string) error {
+	return d.DeleteTag(ctx, tokenTag(token))
+}
 
 // FindLaunched implements provider.Launcher.
 // https://docs.digitalocean.com/reference/api/api-reference/#operation/droplets_list
