@@ -88,7 +88,7 @@ func TestFleetPlanGateContinue(t *testing.T) {
 		t.Fatalf("pool at the gate: %v", s)
 	}
 	must(t, vmswap(t, w.env, "apply", "--poll", "50ms", file), runner.ExitBadInput, "paused for a decision")
-	must(t, vmswap(t, w.env, "status", file), 0, "fleet: wave 1", "paused at the gate after wave 1")
+	must(t, vmswap(t, w.env, "status", file), 0, "fleet: wave 1", "paused at the gate after wave 1", "pending  source web-3 (-)")
 	must(t, vmswap(t, w.env, "apply", "--poll", "50ms", "--continue", file), 0, "vmswap: succeeded")
 	if s := sizes(w); s["s-2vcpu-4gb"] != 3 || len(s) != 1 {
 		t.Fatalf("pool after the rollout: %v", s)

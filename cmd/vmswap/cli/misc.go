@@ -155,8 +155,17 @@ func statusRun(o *StatusOptions) error {
 	if j.Gate != "" && j.Status == runner.StatusPaused {
 		fmt.Fprintf(w, "paused at the gate %s: `vmswap apply --continue %s` starts the next wave, `vmswap rollback %s` switches every upgraded server back\n", j.Gate, o.PlanFile, o.PlanFile)
 	}
-	for _, s := range j.Swaps {
-		fmt.Fprintf(w, "swap %d: %s  source %s (%s)  new %s (%s %s)\n", s.Index, s.Status, dash(s.SourceName), dash(s.SourceID), dash(s.NewName), dash(s.NewID), s.NewIP)
+	// A swap not started yet has only the plan's name for its source.
+	var planned []plans.Swap
+	if doc, err := plans.Load(o.PlanFile); err == nil && len(doc.Plan.Swaps) == len(j.Swaps) {
+		planned = doc.Plan.Swaps
+	}
+	for i, s := range j.Swaps {
+		src := s.SourceName
+		if src == "" && planned != nil {
+			src = planned[i].Source.Server
+		}
+		fmt.Fprintf(w, "swap %d: %s  source %s (%s)  new %s (%s %s)\n", s.Index, s.Status, dash(src), dash(s.SourceID), dash(s.NewName), dash(s.NewID), s.NewIP)
 		for _, name := range append(runner.Steps, "rollback") {
 			l := s.Steps[name]
 			if l == nil {

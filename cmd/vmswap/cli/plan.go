@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
@@ -102,6 +103,16 @@ apply will make. Nothing is changed. Review it, commit it, then run vmswap apply
 }
 
 func addPlanFlags(cmd *cobra.Command, o *PlanOptions) {
+	// An explicit 0 cannot be told from a flag left out (the plan file
+	// omits it), and as a count it would let no swap run: refused.
+	cmd.PreRunE = func(cmd *cobra.Command, _ []string) error {
+		for flag, def := range map[string]string{"max-parallel": "1", "max-unavailable": "--max-parallel"} {
+			if fl := cmd.Flags().Lookup(flag); fl != nil && fl.Changed && fl.Value.String() == "0" {
+				return exitf(runner.ExitBadInput, "--%s 0: give 1 or more, or leave it out for the default (%s)", flag, def)
+			}
+		}
+		return nil
+	}
 	fl := cmd.Flags()
 	fl.StringVar(&o.Provider, "provider", "digitalocean", "provider type: digitalocean, aws or hetzner")
 	fl.StringVar(&o.Endpoint, "endpoint", "", "API base `URL` override (the lab: see vmswap lab serve)")
@@ -359,7 +370,10 @@ func planRun(ctx context.Context, o *PlanOptions) error {
 	}
 	// The plan must parse back: it is what apply will read.
 	if _, err := plans.Check(orStdout(out), b); err != nil {
-		return exitf(runner.ExitBadInput, "the plan from these flags is not valid:\n%v", err)
+		// Positions in a file that was never written help nobody: the
+		// messages name the fields, which the flags set.
+		msg := regexp.MustCompile(regexp.QuoteMeta(orStdout(out))+`:\d+:\d+: `).ReplaceAllString(err.Error(), "")
+		return exitf(runner.ExitBadInput, "the plan from these flags is not valid (nothing was written):\n%s", msg)
 	}
 	toStdout := out == "" || out == "-"
 	if !toStdout {

@@ -275,7 +275,9 @@ func (p *printer) summary(res *runner.Result) {
 		return
 	}
 	w := p.io.Out
-	fmt.Fprintf(w, "\n%-14s %-22s %-12s %-12s %9s %7s %8s %8s %8s\n", "SOURCE", "NEW", "CUTOVER", "STATUS", "REQUESTS", "FAILED", "P50", "P99", "TIME")
+	if len(res.Swaps) > 0 { // none when there was nothing to do
+		fmt.Fprintf(w, "\n%-14s %-22s %-12s %-12s %9s %7s %8s %8s %8s\n", "SOURCE", "NEW", "CUTOVER", "STATUS", "REQUESTS", "FAILED", "P50", "P99", "TIME")
+	}
 	for _, s := range res.Swaps {
 		fmt.Fprintf(w, "%-14s %-22s %-12s %-12s %9d %7d %7.1fms %7.1fms %7.1fs\n", s.Source, dash(s.New), s.Cutover, s.Status, s.Requests, s.Failed, s.P50ms, s.P99ms, s.DurationS)
 	}
