@@ -73,7 +73,7 @@ func (s *swapRun) claim(ctx context.Context, src *provider.Server) error {
 	if others := slices.DeleteFunc(claimsOn(back), func(r string) bool { return r == run }); len(others) > 0 {
 		// Claimed at the same moment: both withdraw; one retry wins.
 		s.unclaim(ctx, src.ID)
-		return errors.Join(ErrClaimed, fmt.Errorf("run %s claimed %s at the same moment as this one, which withdrew and changed nothing (the other run withdraws too if it saw this claim, or goes on): run apply again; while the other run goes on, this one is refused until it ends", strings.Join(others, ", "), src.Name))
+		return errors.Join(ErrClaimed, fmt.Errorf("run %s claimed %s while this run was claiming it (at the same moment, or after someone removed an earlier claim of this run's), and this run withdrew and changed nothing (the other run withdraws too if it saw this claim, or goes on): run apply again; while the other run goes on, this one is refused until it ends", strings.Join(others, ", "), src.Name))
 	}
 	return nil
 }

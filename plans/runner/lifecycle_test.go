@@ -987,3 +987,70 @@ func TestSourceDeletedOnceOff(t *testing.T) {
 		t.Fatalf("images left: %v", imgs)
 	}
 }
+
+// TestClaimRemovedDuringTheRun: someone removes the run's claim from the
+// source mid-swap. Alone, it is put back before traffic moves and the swap
+// finishes; with another run's claim on the source since, traffic stays
+// and the swap rolls back.
+func TestClaimRemovedDuringTheRun(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		other   bool
+		code    int
+		message string
+	}{
+		{"put back", false, 0, "someone removed this run's claim"},
+		{"another run took it", true, runner.ExitRolledBack, "is claimed by run other too"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			w := newWorld(t)
+			gd := labtest.Godo(t, w.l)
+			ctx := context.Background()
+			res, j := w.run(w.plan(w.swap("loadbalancer")), func(e runner.Event) {
+				if e.Event != "step" || e.Step != "launch" || e.Status != "ok" {
+					return
+				}
+				src := []godo.Resource{{ID: strconv.Itoa(w.srcID), Type: godo.DropletResourceType}}
+				d, _, err := gd.Droplets.Get(ctx, w.srcID)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				for _, tag := range d.Tags {
+					if strings.HasPrefix(tag, "vmswap-claim:") {
+						if _, err := gd.Tags.UntagResources(ctx, tag, &godo.UntagResourcesRequest{Resources: src}); err != nil {
+							t.Error(err)
+						}
+					}
+				}
+				if tc.other {
+					if _, _, err := gd.Tags.Create(ctx, &godo.TagCreateRequest{Name: "vmswap-claim:other"}); err != nil {
+						t.Error(err)
+					}
+					if _, err := gd.Tags.TagResources(ctx, "vmswap-claim:other", &godo.TagResourcesRequest{Resources: src}); err != nil {
+						t.Error(err)
+					}
+				}
+			})
+			if res.ExitCode != tc.code {
+				t.Fatalf("exit %d, want %d: %s", res.ExitCode, tc.code, res.Next)
+			}
+			found := strings.Contains(j.Swaps[0].Error, tc.message)
+			for _, e := range w.events {
+				found = found || strings.Contains(e.Message, tc.message)
+			}
+			if !found {
+				t.Fatalf("nothing said %q: %s", tc.message, j.Swaps[0].Error)
+			}
+			m := w.l.Inventory().LBs[0].Droplets
+			if tc.other && (len(m) != 1 || m[0] != w.srcID) {
+				t.Fatalf("the pool after the rollback: %v, want the source alone", m)
+			}
+			if !tc.other && (len(m) != 1 || m[0] == w.srcID) {
+				t.Fatalf("the pool after the swap: %v, want the new server alone", m)
+			}
+		})
+	}
+}

@@ -984,7 +984,7 @@ func cutover(ctx context.Context, s *swapRun) error {
 	}()
 	wctx, cancel := context.WithTimeout(ctx, s.timeout())
 	defer cancel()
-	if err := s.noVolumeSince(wctx); err != nil {
+	if err := s.recheckSource(wctx); err != nil {
 		return err
 	}
 	if err := s.kind.forward(wctx, s); err != nil {
@@ -1001,11 +1001,14 @@ func cutover(ctx context.Context, s *swapRun) error {
 	return nil
 }
 
-// noVolumeSince reads the source once more before traffic moves: a
-// volume someone attached to it since preflight holds data the new
-// server, made from a snapshot, does not have. (A fleet's wave shares the
-// read: the list of its tag.) A source gone is left to the cutover.
-func (s *swapRun) noVolumeSince(ctx context.Context) error {
+// recheckSource reads the source once more before traffic moves (a
+// fleet's wave shares the read: the list of its tag). A volume someone
+// attached to it since preflight holds data the new server, made from a
+// snapshot, does not have; another run's claim means someone removed this
+// run's and another run is swapping the same server: either way traffic
+// stays. This run's claim, removed by someone, is put back. A source gone
+// is left to the cutover.
+func (s *swapRun) recheckSource(ctx context.Context) error {
 	src := s.fromFleet(ctx, s.st.SourceID)
 	if src == nil {
 		var err error
@@ -1017,6 +1020,19 @@ func (s *swapRun) noVolumeSince(ctx context.Context) error {
 	}
 	if p := volumeProblem(src); p != "" {
 		return fmt.Errorf("since the swap began, %s", p)
+	}
+	if s.st.Claim == "" {
+		return nil
+	}
+	mine := strings.TrimPrefix(s.st.Claim, claimPrefix)
+	if others := slices.DeleteFunc(claimsOn(src), func(r string) bool { return r == mine }); len(others) > 0 {
+		return errors.Join(ErrClaimed, fmt.Errorf("%s is claimed by run %s too, which began after someone removed this run's claim: this run leaves the traffic where it is", src.Name, strings.Join(others, ", ")))
+	}
+	if !slices.Contains(claimsOn(src), mine) {
+		s.r.emit(Event{Event: "warning", Swap: s.name(), Message: fmt.Sprintf("someone removed this run's claim (tag %s) from %s; it is put back", s.st.Claim, src.Name)})
+		if err := s.comp.TagServer(ctx, src.ID, s.st.Claim); err != nil {
+			return fmt.Errorf("claim %s again: %w", src.Name, err)
+		}
 	}
 	return nil
 }
