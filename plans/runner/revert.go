@@ -190,7 +190,6 @@ func (r *Runner) revertSwap(ctx context.Context, s *swapRun) (int, string) {
 	if w := writesOf(st.Probe); w != nil && w.LostUploads+w.LostSessions > 0 {
 		return fail(fmt.Errorf("%s serves again and %s is retired, but the probe's writes: %s: %s", st.SourceName, st.NewName, w, strings.Join(w.Lost, "; ")))
 	}
-	s.launchSettled = true
 	r.release(context.WithoutCancel(ctx), s)
 	st.Status = StatusReverted
 	st.Steps["rollback"].End, st.Steps["rollback"].Status = r.now(), "ok"

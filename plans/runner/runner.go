@@ -223,8 +223,8 @@ type swapRun struct {
 	// traffic back are not stopped by its wave's failure.
 	rollingBack bool
 	// launchSettled is set once nothing will look for the new server by
-	// its launch token again: the swap succeeded, or its rollback deleted
-	// the server or found none.
+	// its launch token again: the swap succeeded and the server took the
+	// source's name, or its rollback deleted the server or found none.
 	launchSettled bool
 }
 
@@ -758,7 +758,9 @@ func (r *Runner) runSwap(ctx context.Context, sr *swapRun) (int, string) {
 		}
 		r.emit(Event{Event: "warning", Swap: sr.name(), Message: msg + ": within the budget"})
 	}
-	sr.launchSettled = true
+	// Its launch tag also tells a later swap of it that its name ends in
+	// this run's suffix (names never stack): it goes once the name moved.
+	sr.launchSettled = st.has(subRenameNew)
 	r.release(context.WithoutCancel(ctx), sr)
 	st.Status = StatusSucceeded
 	msg := fmt.Sprintf("%s replaced by %s (%s)", st.SourceName, st.NewName, sr.sw.Target.Size)
