@@ -62,35 +62,46 @@ func keepUntil(now time.Time, keepFor time.Duration) time.Time {
 	return t
 }
 
-// FindExpired lists the retired sources of the run whose keep window has
-// ended at now: powered off, with the window the journal and their tag
-// record behind them. A source someone powered on again is not expired.
+// FindExpired lists the servers the run retired whose keep window has
+// ended at now: the sources of finished swaps and the new servers of swaps
+// switched back, powered off, with the window the journal or their tag
+// records. A server someone powered on again is not expired.
 func FindExpired(ctx context.Context, doc *plans.Document, j *Journal, drivers map[string]*registry.Drivers, now time.Time) ([]Orphan, error) {
 	var out []Orphan
 	if j == nil {
 		return nil, nil
 	}
 	for i, st := range j.Swaps {
-		if st.Status != StatusSucceeded || st.KeepUntil.IsZero() || st.SourceID == "" || i >= len(doc.Plan.Swaps) {
+		if i >= len(doc.Plan.Swaps) {
+			continue
+		}
+		// The retired server: the source of a finished swap, or the new
+		// server of one switched back by vmswap rollback (its window is
+		// on its tag alone).
+		id, until := st.SourceID, st.KeepUntil
+		switch {
+		case st.Status == StatusSucceeded && !st.KeepUntil.IsZero():
+		case st.Status == StatusReverted && st.NewID != "":
+			id, until = st.NewID, time.Time{}
+		default:
 			continue
 		}
 		name := doc.Plan.Swaps[i].Source.Provider
 		d := drivers[name]
-		if d == nil || d.Compute == nil {
+		if id == "" || d == nil || d.Compute == nil {
 			continue
 		}
-		srv, err := d.Compute.GetServer(ctx, st.SourceID)
+		srv, err := d.Compute.GetServer(ctx, id)
 		if errors.Is(err, provider.ErrNotFound) {
 			continue // gone already
 		}
 		if err != nil {
 			return nil, err
 		}
-		until := st.KeepUntil
 		if tt, ok := keptUntil(srv); ok {
 			until = tt
 		}
-		if srv.Status != provider.StatusOff || now.Before(until) {
+		if until.IsZero() || srv.Status != provider.StatusOff || now.Before(until) {
 			continue
 		}
 		out = append(out, Orphan{Provider: name, Kind: "server", ID: srv.ID, Name: srv.Name, Until: until})

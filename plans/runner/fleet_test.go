@@ -305,13 +305,14 @@ func TestFleetLaterWaveRefused(t *testing.T) {
 }
 
 // TestFleetMemberLeavesTheTag: a server taken out of the fleet's tag while
-// the run is under way is not upgraded: its swap is refused at its start
-// (the wave's own list of the tag no longer names it), nothing is made for
-// it, and the message says why.
+// the run is under way is left out: its swap is refused at its start (the
+// wave's own list of the tag no longer names it), nothing is made for it,
+// a warning says why, and the rest of the fleet is upgraded: the run
+// succeeds, and applying it again has nothing to do.
 func TestFleetMemberLeavesTheTag(t *testing.T) {
 	t.Parallel()
-	f := newFleet(t, 2)
-	doc := f.plan(&plans.Strategy{MaxParallel: 1}, nil)
+	f := newFleet(t, 3)
+	doc := f.plan(&plans.Strategy{MaxParallel: 2, Canary: 1}, nil)
 	r := f.runner(doc, nil, false)
 	emit := r.Emit
 	r.Emit = func(e runner.Event) {
@@ -325,13 +326,23 @@ func TestFleetMemberLeavesTheTag(t *testing.T) {
 	}
 	before := len(f.l.Inventory().Droplets)
 	res := r.Run(context.Background())
-	if res.ExitCode != runner.ExitAttention || !strings.Contains(res.Next, "refused at its start, unchanged: web-2 (web-2 left the tag web") || strings.Contains(res.Next, "nothing was changed") {
-		t.Fatalf("exit %d %s: %s\n%q", res.ExitCode, res.Status, res.Next, res.Swaps[1].Error)
+	if res.ExitCode != 0 || res.Swaps[1].Status != runner.StatusRefused || !strings.Contains(res.Swaps[1].Error, "web-2 left the tag web since the plan was written: it is left out") {
+		t.Fatalf("exit %d %s: %s\nweb-2: %s %q", res.ExitCode, res.Status, res.Next, res.Swaps[1].Status, res.Swaps[1].Error)
 	}
-	if p := f.pool(); upgraded(p) != 1 || !slices.Contains(p, "web-2:s-1vcpu-1gb") {
-		t.Fatalf("pool: %v, want web-1 upgraded and web-2 as it was", p)
+	warned := false
+	for _, e := range f.events {
+		warned = warned || e.Event == "warning" && e.Swap == "web-2" && strings.Contains(e.Message, "left the tag web")
 	}
-	if n := len(f.l.Inventory().Droplets); n != before+1 {
-		t.Fatalf("%d droplets, want %d: only web-1's new server", n, before+1)
+	if !warned {
+		t.Fatal("no warning named web-2")
+	}
+	if p := f.pool(); upgraded(p) != 2 || !slices.Contains(p, "web-2:s-1vcpu-1gb") {
+		t.Fatalf("pool: %v, want web-1 and web-3 upgraded and web-2 as it was", p)
+	}
+	if n := len(f.l.Inventory().Droplets); n != before+2 {
+		t.Fatalf("%d droplets, want %d: web-1's and web-3's new servers", n, before+2)
+	}
+	if d := runner.Decide(runner.CmdApply, r.Journal, false, doc.File); d.Action != runner.ActNothing {
+		t.Fatalf("apply again would %s: %s", d.Action, d.Why)
 	}
 }

@@ -108,6 +108,12 @@ func TestRollbackAfterSuccess(t *testing.T) {
 		t.Fatalf("probe during rollback: %d of %d failed: %v", sum.Failed, sum.Requests, sum.Errors)
 	}
 	w.noClaimTag(j.RunID, 1) // the new server's, not the source's
+	// cleanup --expired of the plan finds the new server, retired by the
+	// rollback, once its own window ended; the source serves.
+	exp, err := runner.FindExpired(context.Background(), doc, j, w.drivers(doc), time.Now().Add(4*time.Hour))
+	if err != nil || len(exp) != 1 || exp[0].ID != j.Swaps[0].NewID {
+		t.Fatalf("expired after the rollback: %v %v, want the new server %s", exp, err, j.Swaps[0].NewID)
+	}
 	inv := w.l.Inventory()
 	if m := inv.LBs[0].Droplets; len(m) != 1 || m[0] != w.srcID {
 		t.Fatalf("LB after rollback: %v", m)

@@ -52,12 +52,13 @@ func preflight(ctx context.Context, s *swapRun) error {
 			errs = multierror.Append(errs, e)
 		}
 	}
-	var stale []string
 	if f := s.r.Doc.Plan.Fleet; f != nil && s.leftFleet {
 		// Checked once more at each swap's start: the fleet is what the
-		// tag selects, and a server taken out of it since is not upgraded.
-		stale = append(stale, fmt.Sprintf("%s left the tag %s since the plan was written: it is not upgraded", src.Name, f.Tag))
+		// tag selects, and a server taken out of it since is left out; the
+		// rest of the fleet goes on.
+		return errors.Join(ErrLeftFleet, fmt.Errorf("%s left the tag %s since the plan was written: it is left out, not upgraded (to upgrade it later, put the tag back and refresh the plan: vmswap plan --refresh %s)", src.Name, f.Tag, s.r.planFile()))
 	}
+	var stale []string
 	var obs *plans.ObservedSwap
 	if o := s.r.Doc.Plan.Observed; o != nil && s.i < len(o.Swaps) {
 		obs = &o.Swaps[s.i]

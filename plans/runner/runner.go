@@ -52,6 +52,9 @@ var Steps = []string{"preflight", "snapshot", "launch", "ready", "verify", "catc
 var (
 	ErrPreflight   = errors.New("preflight failed")
 	ErrStale       = errors.New("plan is stale")
+	// ErrLeftFleet is a fleet swap whose source was taken out of the
+	// fleet's tag since the plan was written: left out, not a failure.
+	ErrLeftFleet = errors.New("left the fleet")
 	ErrVerify      = errors.New("verification failed")
 	ErrNeverRoutes = errors.New("load balancer never routed to the new server")
 	ErrBudget      = errors.New("error budget breached")
@@ -671,6 +674,18 @@ func (r *Runner) runSwap(ctx context.Context, sr *swapRun) (int, string) {
 		if ctx.Err() != nil {
 			return r.interrupted(sr, s.name)
 		}
+		if errors.Is(err, ErrLeftFleet) {
+			// Taken out of the fleet on purpose: the fleet goes on without it.
+			r.release(context.WithoutCancel(ctx), sr)
+			st.Steps[s.name].End, st.Steps[s.name].Status = r.now(), "skipped"
+			why := strings.TrimPrefix(err.Error(), ErrLeftFleet.Error()+"\n")
+			st.Status, st.Error = StatusRefused, fmt.Sprintf("%s: %s", s.name, why)
+			r.emit(Event{Event: "warning", Swap: sr.name(), Message: why})
+			if serr := sr.save(); serr != nil {
+				return ExitAttention, serr.Error()
+			}
+			return ExitOK, ""
+		}
 		status := "failed"
 		if errors.Is(err, ErrDecision) {
 			status = "paused"
@@ -1028,7 +1043,11 @@ func (s *swapRun) recheckSource(ctx context.Context) error {
 	}
 	mine := strings.TrimPrefix(s.st.Claim, claimPrefix)
 	if others := slices.DeleteFunc(claimsOn(src), func(r string) bool { return r == mine }); len(others) > 0 {
-		return errors.Join(ErrClaimed, fmt.Errorf("%s is claimed by run %s too, which began after someone removed this run's claim: this run leaves the traffic where it is", src.Name, strings.Join(others, ", ")))
+		how := "put there during this run"
+		if !slices.Contains(claimsOn(src), mine) {
+			how = "after someone removed this run's claim"
+		}
+		return errors.Join(ErrClaimed, fmt.Errorf("%s is claimed by run %s too (%s): two runs would move one server's traffic, so this one leaves it where it is", src.Name, strings.Join(others, ", "), how))
 	}
 	if !slices.Contains(claimsOn(src), mine) {
 		s.r.emit(Event{Event: "warning", Swap: s.name(), Message: fmt.Sprintf("someone removed this run's claim (tag %s) from %s; it is put back", s.st.Claim, src.Name)})
