@@ -50,11 +50,11 @@ var Steps = []string{"preflight", "snapshot", "launch", "ready", "verify", "catc
 // Sentinel errors a step's failure carries, so that callers and rollback can
 // decide with errors.Is.
 var (
-	ErrPreflight   = errors.New("preflight failed")
-	ErrStale       = errors.New("plan is stale")
+	ErrPreflight = errors.New("preflight failed")
+	ErrStale     = errors.New("plan is stale")
 	// ErrLeftFleet is a fleet swap whose source was taken out of the
 	// fleet's tag since the plan was written: left out, not a failure.
-	ErrLeftFleet = errors.New("left the fleet")
+	ErrLeftFleet   = errors.New("left the fleet")
 	ErrVerify      = errors.New("verification failed")
 	ErrNeverRoutes = errors.New("load balancer never routed to the new server")
 	ErrBudget      = errors.New("error budget breached")
