@@ -165,7 +165,11 @@ func statusRun(o *StatusOptions) error {
 		if src == "" && planned != nil {
 			src = planned[i].Source.Server
 		}
-		fmt.Fprintf(w, "swap %d: %s  source %s (%s)  new %s (%s %s)\n", s.Index, s.Status, dash(src), dash(s.SourceID), dash(s.NewName), dash(s.NewID), s.NewIP)
+		newAt := dash(s.NewID)
+		if s.NewIP != "" {
+			newAt += " " + s.NewIP
+		}
+		fmt.Fprintf(w, "swap %d: %s  source %s (%s)  new %s (%s)\n", s.Index, s.Status, dash(src), dash(s.SourceID), dash(s.NewName), newAt)
 		for _, name := range append(runner.Steps, "rollback") {
 			l := s.Steps[name]
 			if l == nil {
