@@ -102,7 +102,7 @@ func TestKillDuringConcurrentWave(t *testing.T) {
 	t.Parallel()
 	w := newFleetWorld(t, 3)
 	file := fleetPlan(t, w, "--max-parallel", "3")
-	cmd, out := startApply(t, w, file)
+	cmd, out := startApply(t, w.env, file)
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		j, _ := runner.LoadJournal(runner.JournalPath(file))

@@ -1,12 +1,10 @@
 package main_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -789,17 +787,10 @@ func TestHetznerSourceWithAVolume(t *testing.T) {
 func TestHetznerVolumeAttachedDuringTheRun(t *testing.T) {
 	t.Parallel()
 	w := newHetznerWorld(t, "loadbalancer")
-	cmd := exec.Command(bin, "apply", "--poll", "50ms", w.planFile)
-	cmd.Env = append(os.Environ(), w.env...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill() })
+	cmd, out := startApply(t, w.env, w.planFile)
 	waitJournal(t, w.planFile, func(st *runner.SwapState) bool {
 		return st.Steps["launch"] != nil && st.Steps["launch"].Status == "ok"
-	}, &out)
+	}, out)
 	vol, err := w.l.Seeder().HetznerVolume(context.Background(), "uploads", 20, w.srcID)
 	if err != nil {
 		t.Fatal(err)

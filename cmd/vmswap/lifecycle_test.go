@@ -19,10 +19,11 @@ import (
 	"github.com/vmswap/vmswap/verify/probe"
 )
 
-// startApply starts `vmswap apply` in the background.
-func startApply(t *testing.T, w *killWorld, file string, args ...string) (*exec.Cmd, *bytes.Buffer) {
+// startApply starts `vmswap apply` in the background, with env added to
+// the process's environment.
+func startApply(t *testing.T, env []string, file string, args ...string) (*exec.Cmd, *bytes.Buffer) {
 	cmd := exec.Command(bin, append(append([]string{"apply", "--poll", "50ms"}, args...), file)...)
-	cmd.Env = append(os.Environ(), w.env...)
+	cmd.Env = append(os.Environ(), env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -57,7 +58,7 @@ func exitCode(err error) int {
 
 // interruptAt starts apply and sends SIGINT once the journal satisfies ok.
 func interruptAt(t *testing.T, w *killWorld, ok func(*runner.SwapState) bool) string {
-	cmd, out := startApply(t, w, w.planFile)
+	cmd, out := startApply(t, w.env, w.planFile)
 	waitJournal(t, w.planFile, ok, out)
 	cmd.Process.Signal(syscall.SIGINT)
 	if code := exitCode(cmd.Wait()); code != runner.ExitAttention {
@@ -173,7 +174,7 @@ func TestTwoPlansOneServer(t *testing.T) {
 	p2 := *w.plan
 	p2.ID = "other"
 	w.writePlan(t, other, &p2)
-	cmd, out := startApply(t, w, w.planFile)
+	cmd, out := startApply(t, w.env, w.planFile)
 	waitJournal(t, w.planFile, func(s *runner.SwapState) bool { return slices.Contains(s.Done, "preflight") }, out)
 	time.Sleep(2 * time.Second)
 	before := len(w.l.Requests())
