@@ -21,20 +21,23 @@ type Expected struct {
 
 // Poll waits for an operation of the kind that started at start, as Poll
 // does, except that the first check waits an interval after start or,
-// once the kind has been seen to take longer, until it should be done. What it sees becomes the kind's expectation: the
-// time the operation was first seen done, made a little shorter each time
-// it was done at the first check (so that a provider grown faster is
-// followed), or capped one interval after the last check that found it not
-// done (so that a backed-off poll does not teach a long wait).
+// once the kind has been seen to take longer, until it should be done.
+//
+// What it sees becomes the kind's expectation: the time from start to the
+// check that found it done being asked (not answered: a check a rate limit
+// held back learns nothing from the wait). An operation done at the first
+// check makes the expectation a little shorter, so that a provider grown
+// faster is followed.
 func (e *Expected) Poll(ctx context.Context, kind string, start time.Time, interval time.Duration, check func() (bool, error)) error {
 	first := true
 	wrapped := func() (bool, error) {
+		asked := time.Now()
 		done, err := check()
 		if err != nil {
 			return done, err
 		}
 		if done {
-			e.learn(kind, time.Since(start), first)
+			e.learn(kind, asked.Sub(start), first)
 		}
 		first = false
 		return done, nil

@@ -169,3 +169,28 @@ func TestExpectedKindless(t *testing.T) {
 		t.Fatal("the kind \"\" was learned")
 	}
 }
+
+// A check held back (by a rate limit's wait) must not teach the wait: the
+// canary of a fleet once taught its waves a 44 s shutdown that way.
+func TestExpectedLearnsNothingFromAHeldBackCheck(t *testing.T) {
+	var e provider.Expected
+	const interval, took, held = 10 * time.Millisecond, 30 * time.Millisecond, 400 * time.Millisecond
+	start := time.Now()
+	calls := 0
+	err := e.Poll(context.Background(), "shutdown", start, interval, func() (bool, error) {
+		calls++
+		if calls == 2 {
+			time.Sleep(held) // the limiter holds this request back
+		}
+		return time.Since(start) >= took, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := e.Get("shutdown"); got >= took+2*interval {
+		t.Fatalf("learned %s for an operation done within %s whose check was held back %s", got, took+interval, held)
+	}
+	if e.Get("shutdown") == 0 {
+		t.Fatal("learned nothing at all")
+	}
+}

@@ -115,6 +115,59 @@ func TestDemoJSON(t *testing.T) {
 	t.Logf("demo took %s", time.Since(start).Round(100*time.Millisecond))
 }
 
+// TestDemoFleet runs `vmswap demo --fleet 3 --output json`: a canary, then
+// a wave of two, each swap's events carrying its wave, every swap
+// succeeded with no failed request.
+func TestDemoFleet(t *testing.T) {
+	t.Parallel()
+	r := vmswap(t, nil, "demo", "--fleet", "3", "--output", "json")
+	if r.code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	var sum struct {
+		Event, Status string
+		Swaps         []runner.SwapResult
+	}
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &sum); err != nil {
+		t.Fatalf("last line %q: %v", lines[len(lines)-1], err)
+	}
+	if sum.Event != "summary" || sum.Status != "succeeded" || len(sum.Swaps) != 3 {
+		t.Fatalf("summary: %+v", sum)
+	}
+	for _, s := range sum.Swaps {
+		if s.Status != "succeeded" || s.Failed != 0 || s.Requests == 0 {
+			t.Fatalf("swap %+v", s)
+		}
+	}
+	waves := map[string]float64{}
+	for _, l := range lines {
+		var e map[string]any
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			t.Fatalf("not JSON: %q", l)
+		}
+		if sw, _ := e["swap"].(string); sw != "" && e["event"] == "step" {
+			w, _ := e["wave"].(float64)
+			if w == 0 || (waves[sw] != 0 && waves[sw] != w) {
+				t.Fatalf("step of %s in wave %v (before: %v): %q", sw, w, waves[sw], l)
+			}
+			waves[sw] = w
+		}
+	}
+	ones, twos := 0, 0
+	for _, w := range waves {
+		switch w {
+		case 1:
+			ones++
+		case 2:
+			twos++
+		}
+	}
+	if len(waves) != 3 || ones != 1 || twos != 2 {
+		t.Fatalf("waves of the swaps: %v (want a canary in wave 1, two in wave 2)", waves)
+	}
+}
+
 // labServe starts `vmswap lab serve` and returns its endpoints.
 func labServe(t *testing.T) (lab.Endpoints, time.Duration) {
 	t.Helper()

@@ -113,11 +113,6 @@ func demoRun(ctx context.Context, o *DemoOptions) error {
 	default:
 		return exitf(runner.ExitBadInput, "--provider %q: want digitalocean or hetzner", o.Provider)
 	}
-	if o.Fleet > 0 {
-		// DigitalOcean's own limit, enforced as DigitalOcean does: the
-		// fleet's swaps share it.
-		cfg.RateLimit = &lab.RateLimit{Requests: 250, Window: time.Minute, Hourly: 5000}
-	}
 	l, err := lab.Start(cfg)
 	if err != nil {
 		return exitf(runner.ExitAttention, "%v", err)
@@ -326,6 +321,10 @@ func demoFleet(ctx context.Context, l *lab.Lab, dir string, pr *printer, n int) 
 	if err != nil {
 		return "", err
 	}
+	// DigitalOcean's own limit, enforced as DigitalOcean does, from here
+	// on: the plan's reads and the fleet's swaps share it; the lab's
+	// seeding (what the user's account had before) does not count.
+	l.SetRateLimit(&lab.RateLimit{Requests: 250, Window: time.Minute, Hourly: 5000})
 	getenv := func(k string) string {
 		if k == "DIGITALOCEAN_TOKEN" {
 			return ep.Token
