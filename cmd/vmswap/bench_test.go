@@ -83,11 +83,14 @@ func benchSwap(b *testing.B, cutover string, rate int, observe time.Duration) {
 		wall := time.Since(start)
 		rss := float64(cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss) / 1024 // KiB -> MiB
 		calls := 0
+		byOp := map[string]int{}
 		for _, q := range l.Requests()[before:] {
 			if q.API == "digitalocean" {
 				calls++
+				byOp[q.Operation]++
 			}
 		}
+		fmt.Printf("%s swap: API calls by operation: %v\n", cutover, byOp)
 		j, err := runner.LoadJournal(runner.JournalPath(planFile))
 		if err != nil || j.Swaps[0].Probe == nil {
 			b.Fatalf("journal: %v", err)
