@@ -198,7 +198,30 @@ func Start(cfg Config) (*Probe, error) {
 	target := vegeta.NewStaticTargeter(vegeta.Target{Method: http.MethodGet, URL: cfg.URL, Header: http.Header{"User-Agent": {"vmswap-probe"}}})
 	results := p.attacker.Attack(target, vegeta.Rate{Freq: cfg.Rate, Per: time.Second}, 0, "probe")
 	go p.collect(results)
+	go p.rotate(client.Transport.(*http.Transport))
 	return p, nil
+}
+
+// Rotate is how often the probe closes its idle connections. A kept-alive
+// connection stays with the server it was opened to, so without this a
+// probe opened before a DNS or reserved-IP cutover would keep testing the
+// old server through the whole observe window and never notice a dead new
+// one: new connections dial (and look the name up) afresh, as new clients
+// do. Only idle connections are closed, never a request in flight.
+const Rotate = time.Second
+
+func (p *Probe) rotate(tr *http.Transport) {
+	t := time.NewTicker(Rotate)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.done:
+			tr.CloseIdleConnections()
+			return
+		case <-t.C:
+			tr.CloseIdleConnections()
+		}
+	}
 }
 
 // newClient is an HTTP client that reaches the entry point as the config
