@@ -131,12 +131,14 @@ func (r *Runner) dropClaimTag(ctx context.Context) {
 	if !r.claimTagged.Load() {
 		return
 	}
+	if slices.ContainsFunc(r.Journal.Swaps, func(st *SwapState) bool { return st.Claim != "" }) {
+		// A swap still holds its servers (paused, interrupted, needing
+		// attention): deleting the tag would release them too.
+		return
+	}
 	tag := claimTag(r.Journal.RunID)
 	done := map[provider.TagDeleter]bool{}
-	for i, st := range r.Journal.Swaps {
-		if st.Claim != "" {
-			return
-		}
+	for i := range r.Journal.Swaps {
 		td, ok := r.swapRun(i).comp.(provider.TagDeleter)
 		if !ok || done[td] {
 			continue

@@ -346,3 +346,42 @@ func TestFleetMemberLeavesTheTag(t *testing.T) {
 		t.Fatalf("apply again would %s: %s", d.Action, d.Why)
 	}
 }
+
+// TestFleetInterruptKeepsTheOthersClaims interrupts a wave after one of its
+// swaps succeeded while the other still observes: the run's claim tag must
+// stay on the unfinished swap's servers (deleting the tag once the first
+// swap had released would have released them too, letting another plan
+// take a server mid-swap).
+func TestFleetInterruptKeepsTheOthersClaims(t *testing.T) {
+	f := newFleet(t, 2)
+	doc := f.plan(&plans.Strategy{MaxParallel: 2}, func(i int, sw *plans.Swap) {
+		sw.Observe = plans.Duration(time.Duration(1+8*i) * time.Second)
+	})
+	r := f.runner(doc, nil, false)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	emit := r.Emit
+	r.Emit = func(e runner.Event) {
+		emit(e)
+		if e.Event == "swap" && e.Swap == "web-1" && e.Status == string(runner.StatusSucceeded) {
+			cancel()
+		}
+	}
+	res := r.Run(ctx)
+	if res.ExitCode == 0 {
+		t.Fatalf("exit 0 after an interrupt: %s", res.Next)
+	}
+	claim := "vmswap-claim:" + r.Journal.RunID
+	held := 0
+	for _, d := range f.l.Inventory().Droplets {
+		if slices.Contains(d.Tags, claim) {
+			held++
+			if !strings.HasPrefix(d.Name, "web-2") {
+				t.Fatalf("%s still carries %s", d.Name, claim)
+			}
+		}
+	}
+	if held != 2 {
+		t.Fatalf("%d servers carry the claim %s after the interrupt; want web-2 and its new server", held, claim)
+	}
+}
