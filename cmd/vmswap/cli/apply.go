@@ -162,6 +162,9 @@ func applyRun(ctx context.Context, opts *ApplyOptions) error {
 	case opts.Continue:
 		cmd = runner.CmdContinue
 	}
+	if err := checkReportPath(opts.Report, opts.PlanFile); err != nil {
+		return pr.fail(exitf(runner.ExitBadInput, "%v", err))
+	}
 	sess, drivers, err := openSession(opts, pr, cmd)
 	if err != nil {
 		return pr.fail(err)
