@@ -655,12 +655,19 @@ func (k *ipCutover) back(ctx context.Context, s *swapRun) error {
 	if cur == to {
 		return nil
 	}
-	if cur != s.st.NewID || s.st.NewID == "" {
+	switch {
+	case cur == "" && s.st.NewID != "":
+		// Unassigned after this run assigned it: the new server was
+		// deleted (which unassigns it) or the IP was let go. It serves no
+		// one, so pointing it back breaks nothing and brings the site back.
+		s.progress("reserved IP %s is assigned to no server (the new server gone?); pointing it back at %s", k.c.IP, s.st.SourceName)
+	case cur != s.st.NewID || s.st.NewID == "":
 		// Someone pointed it elsewhere since: taking it back from them
 		// would break what they moved it for.
 		return fmt.Errorf("reserved IP %s points at server %q, neither %s nor this run's new server: someone moved it, so vmswap leaves it; point it at %s (%s) yourself if that is what you want", k.c.IP, cur, s.st.SourceName, s.st.SourceName, to)
+	default:
+		s.progress("pointing reserved IP %s back at %s", k.c.IP, s.st.SourceName)
 	}
-	s.progress("pointing reserved IP %s back at %s", k.c.IP, s.st.SourceName)
 	if err := k.ip.AssignIP(ctx, k.c.IP, to); err != nil {
 		return fmt.Errorf("reserved IP %s does not point back at %s: %w", k.c.IP, s.st.SourceName, err)
 	}

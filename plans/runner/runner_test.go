@@ -443,3 +443,37 @@ func breakNewAtObserve(w *world) func(runner.Event) {
 		}
 	}
 }
+
+// TestNewServerDeletedBehindAReservedIP: someone deletes the new droplet
+// during observe, which leaves the reserved IP assigned to no one. The
+// rollback points it back at the source (it had refused, calling an
+// unassigned IP someone else's move, and left the site down).
+func TestNewServerDeletedBehindAReservedIP(t *testing.T) {
+	w := newWorld(t)
+	sw := w.swap("reserved_ip")
+	sw.Observe = plans.Duration(5 * time.Second)
+	doc := w.plan(sw)
+	comp := w.drivers(doc)["lab"].Compute
+	var once sync.Once
+	res, j := w.run(doc, func(e runner.Event) {
+		if e.Event == "step" && e.Step == "observe" && e.Status == "started" {
+			once.Do(func() {
+				for _, d := range w.droplets() {
+					if d.ID != w.srcID {
+						if err := comp.DeleteServer(context.Background(), strconv.Itoa(d.ID)); err != nil {
+							t.Error(err)
+						}
+					}
+				}
+			})
+		}
+	})
+	if res.ExitCode != runner.ExitRolledBack || j.Swaps[0].Status != runner.StatusRolledBack {
+		t.Fatalf("exit %d, %s: %s", res.ExitCode, j.Swaps[0].Status, res.Next)
+	}
+	ip := w.drivers(doc)["lab"].IP
+	got, err := ip.AssignedTo(context.Background(), sw.Cutover.ReservedIP.IP)
+	if err != nil || got != strconv.Itoa(w.srcID) {
+		t.Fatalf("reserved IP assigned to %q (%v), want the source %d", got, err, w.srcID)
+	}
+}
