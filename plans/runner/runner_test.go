@@ -284,20 +284,7 @@ func TestFaultsRollBack(t *testing.T) {
 				sw.Observe = plans.Duration(5 * time.Second)
 				sw.Probe.ErrorBudget = plans.Budget{Count: 5}
 			},
-			onEvent: func(w *world) func(runner.Event) {
-				var once sync.Once
-				return func(e runner.Event) {
-					if e.Event == "step" && e.Step == "observe" && e.Status == "started" {
-						once.Do(func() {
-							for _, d := range w.droplets() {
-								if d.ID != w.srcID {
-									w.l.BreakDroplet(d.ID, lab.FaultServe500)
-								}
-							}
-						})
-					}
-				}
-			}},
+			onEvent: breakNewAtObserve},
 		// The probe opened its connections before traffic moved: it must
 		// reach the new server all the same (it once kept testing the old
 		// one through observe, and retired it under a dead new server).
