@@ -290,6 +290,58 @@ func TestRollbackRefusedWhenTheWorldMovedOn(t *testing.T) {
 	}
 }
 
+// TestRollbackRefusedWhileALaterRunHoldsTheServer: a later plan is
+// swapping the server an earlier run launched (interrupted, its claim on
+// the server): switching the earlier run back is refused before anything
+// changes, naming the run that holds it, and works once that run is
+// rolled back.
+func TestRollbackRefusedWhileALaterRunHoldsTheServer(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	sw := w.swap("reserved_ip")
+	sw.Retire.KeepFor = plans.Duration(time.Hour)
+	docA := w.plan(sw)
+	res, jA := w.run(docA, nil)
+	if res.ExitCode != 0 {
+		t.Fatalf("swap A: %s", res.Next)
+	}
+	swB := w.swap("reserved_ip")
+	swB.Target.Size = "s-4vcpu-8gb"
+	swB.Verify.Compare = nil
+	pB := *w.plan(swB).Plan
+	pB.ID = "planb"
+	docB := w.reparse(&pB)
+	jB := runner.NewJournal(runner.JournalPath(docB.File), docB, "runb0001")
+	ctx, cancel := context.WithCancel(context.Background())
+	rB := w.runner(docB, jB, false)
+	rB.Emit = func(e runner.Event) {
+		if e.Event == "step" && e.Step == "snapshot" && e.Status == "started" {
+			cancel() // B has claimed web-1 (A's new server) and stops there
+		}
+	}
+	if res := rB.Run(ctx); res.Status != runner.StatusInterrupted {
+		t.Fatalf("run B: exit %d: %s", res.ExitCode, res.Next)
+	}
+	before := w.l.Inventory()
+	rev := w.runner(docA, jA, false).Revert(context.Background())
+	if rev.ExitCode != runner.ExitBadInput || !strings.Contains(rev.Next, "run runb0001") || jA.Status != runner.StatusSucceeded {
+		t.Fatalf("rollback of A while B holds web-1: exit %d %s: %s", rev.ExitCode, jA.Status, rev.Next)
+	}
+	if after := w.l.Inventory(); fmt.Sprint(after.Droplets) != fmt.Sprint(before.Droplets) || fmt.Sprint(after.ReservedIPs) != fmt.Sprint(before.ReservedIPs) {
+		t.Fatalf("a refused rollback changed the world:\nbefore %+v\nafter  %+v", before, after)
+	}
+	// B rolled back releases web-1: A switches back.
+	if rev := w.runner(docB, jB, false).Revert(context.Background()); rev.ExitCode != 0 {
+		t.Fatalf("rollback of B: exit %d: %s", rev.ExitCode, rev.Next)
+	}
+	if rev := w.runner(docA, jA, false).Revert(context.Background()); rev.ExitCode != 0 {
+		t.Fatalf("rollback of A after B's: exit %d: %s", rev.ExitCode, rev.Next)
+	}
+	if on := w.l.Inventory().ReservedIPs[w.ripIP]; on != w.srcID {
+		t.Fatalf("after both rollbacks the reserved IP is on %d, want the first source %d", on, w.srcID)
+	}
+}
+
 // TestRollbackWhenTheNewServerDied: a person powered the new server off
 // (the site is down): rollback switches back to the old one.
 func TestRollbackWhenTheNewServerDied(t *testing.T) {

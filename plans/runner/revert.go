@@ -253,6 +253,15 @@ func (s *swapRun) revertable(ctx context.Context) string {
 	if err != nil {
 		return fmt.Sprintf("could not read the new server %s: %v", st.NewID, err)
 	}
+	// Another run (a later plan swapping the server this run launched, or
+	// one swapping the old server) holds them: switching back under it
+	// would rename and power on servers that run is moving.
+	run := s.r.Journal.RunID
+	for _, srv := range []*provider.Server{src, nw} {
+		if others := slices.DeleteFunc(claimsOn(srv), func(r string) bool { return r == run }); len(others) > 0 {
+			return fmt.Sprintf("%s (%s) is being swapped by run %s (tag %s on the server): finish or roll back that run first, then switch this one back if it still applies", srv.Name, srv.ID, strings.Join(others, ", "), claimTag(others[0]))
+		}
+	}
 	want := st.NewName
 	if st.has(subRenameNew) {
 		want = st.SourceName
