@@ -489,13 +489,18 @@ func (k *dnsCutover) forward(ctx context.Context, s *swapRun) error {
 			return fmt.Errorf("%s has no address for %s %s, where the source has one: nothing was changed", s.st.NewName, k.c.Record, f.typ)
 		}
 		want := dns.Record{Name: k.c.Record, Type: f.typ, Values: replaced(f.old, f.src, f.new), Expect: f.old}
+		// A resumed run's intent: the interrupted call may have changed
+		// the set before someone else changed it again.
+		resumed := slices.Contains(s.st.Intents, f.sub)
 		if err := s.once(f.sub, func() error {
 			s.progress("pointing %s %s at %s (%s) in place of %s", k.c.Record, f.typ, s.st.NewName, f.new, f.src)
 			_, err := k.d.SetRecord(ctx, want)
 			return err
 		}); err != nil {
-			if errors.Is(err, dns.ErrChanged) {
-				// The compare-and-swap changed nothing: this set needs no undo.
+			if errors.Is(err, dns.ErrChanged) && !resumed {
+				// The compare-and-swap changed nothing: this set needs no
+				// undo. After a resume the intent stays, and the rollback
+				// reads the set to see whose value it holds.
 				s.st.Intents = without(s.st.Intents, f.sub)
 				if serr := s.save(); serr != nil {
 					return serr

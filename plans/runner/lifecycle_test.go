@@ -19,6 +19,7 @@ import (
 	"github.com/digitalocean/godo"
 	"gopkg.in/yaml.v3"
 
+	"github.com/vmswap/vmswap/dns"
 	"github.com/vmswap/vmswap/dns/authority"
 	"github.com/vmswap/vmswap/lab"
 	"github.com/vmswap/vmswap/lab/labtest"
@@ -546,6 +547,63 @@ func TestConcurrentDNSEdit(t *testing.T) {
 			t.Fatalf("the record was changed: %+v", q)
 		}
 	}
+}
+
+// landThenStop is a DNS driver whose first SetRecord lands and then the
+// run is stopped, as a kill between the call and the journal's record of it.
+type landThenStop struct {
+	dns.Provider
+	stop func()
+	once sync.Once
+}
+
+func (d *landThenStop) SetRecord(ctx context.Context, rec dns.Record) (*dns.Record, error) {
+	got, err := d.Provider.SetRecord(ctx, rec)
+	stopped := false
+	d.once.Do(func() { d.stop(); stopped = true })
+	if stopped {
+		return nil, context.Canceled
+	}
+	return got, err
+}
+
+// TestResumeAfterSomeoneRewroteTheRecord: a run stopped right after its
+// DNS change landed; someone then points the record at a server of their
+// own. The resumed run leaves their value and says the swap needs
+// attention (www serves neither server): not "rolled back", which would
+// claim the source serves as before.
+func TestResumeAfterSomeoneRewroteTheRecord(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	doc := w.plan(w.swap("dns"))
+	j := runner.NewJournal(runner.JournalPath(doc.File), doc, "rundns01")
+	r := w.runner(doc, j, false)
+	rctx, cancel := context.WithCancel(ctx)
+	for _, d := range r.Drivers {
+		if d.DNS != nil {
+			d.DNS = &landThenStop{Provider: d.DNS, stop: cancel}
+		}
+	}
+	if res := r.Run(rctx); res.Status != runner.StatusInterrupted {
+		t.Fatalf("stopped run: %s, exit %d: %s", res.Status, res.ExitCode, res.Next)
+	}
+	newIP := j.Swaps[0].NewIP
+	w.waitServedA(t, newIP)
+	gd := labtest.Godo(t, w.l)
+	recs, _, err := gd.Domains.RecordsByTypeAndName(ctx, "shop.test", "A", "www.shop.test", nil)
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("www records: %v %v", recs, err)
+	}
+	if _, _, err := gd.Domains.EditRecord(ctx, "shop.test", recs[0].ID, &godo.DomainRecordEditRequest{Type: "A", Name: "www", Data: "127.0.0.250", TTL: recs[0].TTL}); err != nil {
+		t.Fatal(err)
+	}
+	w.waitServedA(t, "127.0.0.250")
+	res := w.runner(doc, j, false).Run(ctx)
+	if res.ExitCode != runner.ExitAttention || !strings.Contains(res.Next, "someone changed it") || !strings.Contains(res.Next, "127.0.0.250") {
+		t.Fatalf("resume: exit %d: %s", res.ExitCode, res.Next)
+	}
+	w.waitServedA(t, "127.0.0.250")
 }
 
 // TestBudgetCoversTheRetireHold: the new server starts failing once observe
