@@ -848,7 +848,7 @@ func allPages[T any](ctx context.Context, what string, list func(context.Context
 			return nil, wrap(err, "%s", what)
 		}
 		all = append(all, items...)
-		if resp == nil || resp.Links == nil || resp.Links.IsLastPage() {
+		if resp == nil || resp.Links == nil || resp.Links.IsLastPage() || len(items) == 0 {
 			return all, nil
 		}
 	}
@@ -1022,24 +1022,24 @@ func (d *Driver) ServersTagged(ctx context.Context, tag string) ([]provider.Serv
 
 // FindTagged implements provider.TagFinder. Snapshots cannot carry tags on
 // creation, so images are found by the name prefix vmswap gives them
-// together with the tag's plan ID.
+// together with the tag's plan ID. Both lists are read page by page: an
+// account's snapshots often outnumber a page.
+// https://docs.digitalocean.com/reference/api/api-reference/#operation/droplets_list
+// https://docs.digitalocean.com/reference/api/api-reference/#operation/images_list
 func (d *Driver) FindTagged(ctx context.Context, tag string) ([]provider.Server, []provider.Image, error) {
-	var servers []provider.Server
-	for opt := (&godo.ListOptions{PerPage: 200, Page: 1}); ; opt.Page++ {
-		drs, resp, err := d.c.Droplets.ListByTag(ctx, tag, opt)
-		if err != nil {
-			return nil, nil, wrap(err, "list droplets tagged %s", tag)
-		}
-		for i := range drs {
-			servers = append(servers, *toServer(&drs[i]))
-		}
-		if resp == nil || resp.Links == nil || resp.Links.IsLastPage() || len(drs) == 0 {
-			break
-		}
-	}
-	imgs, _, err := d.c.Images.ListUser(ctx, &godo.ListOptions{PerPage: 200})
+	drs, err := allPages(ctx, "list droplets tagged "+tag, func(ctx context.Context, opt *godo.ListOptions) ([]godo.Droplet, *godo.Response, error) {
+		return d.c.Droplets.ListByTag(ctx, tag, opt)
+	})
 	if err != nil {
-		return nil, nil, wrap(err, "list images")
+		return nil, nil, err
+	}
+	servers := make([]provider.Server, len(drs))
+	for i := range drs {
+		servers[i] = *toServer(&drs[i])
+	}
+	imgs, err := allPages(ctx, "list images", d.c.Images.ListUser)
+	if err != nil {
+		return nil, nil, err
 	}
 	var images []provider.Image
 	planID := strings.TrimPrefix(tag, "vmswap:")
@@ -1055,23 +1055,17 @@ func (d *Driver) FindTagged(ctx context.Context, tag string) ([]provider.Server,
 // by page, with a tag starting with prefix.
 // https://docs.digitalocean.com/reference/api/api-reference/#operation/droplets_list
 func (d *Driver) FindTagPrefix(ctx context.Context, prefix string) ([]provider.Server, error) {
-	opt := &godo.ListOptions{PerPage: 200, Page: 1}
-	var out []provider.Server
-	for {
-		drs, resp, err := d.c.Droplets.List(ctx, opt)
-		if err != nil {
-			return nil, wrap(err, "list droplets")
-		}
-		for i := range drs {
-			if slices.ContainsFunc(drs[i].Tags, func(t string) bool { return strings.HasPrefix(t, prefix) }) {
-				out = append(out, *toServer(&drs[i]))
-			}
-		}
-		if resp == nil || resp.Links == nil || resp.Links.IsLastPage() || len(drs) == 0 {
-			return out, nil
-		}
-		opt.Page++
+	drs, err := allPages(ctx, "list droplets", d.c.Droplets.List)
+	if err != nil {
+		return nil, err
 	}
+	var out []provider.Server
+	for i := range drs {
+		if slices.ContainsFunc(drs[i].Tags, func(t string) bool { return strings.HasPrefix(t, prefix) }) {
+			out = append(out, *toServer(&drs[i]))
+		}
+	}
+	return out, nil
 }
 
 // AssignedTo implements provider.IPAssigner.

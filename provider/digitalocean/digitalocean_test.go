@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/vmswap/vmswap/lab"
 	"github.com/vmswap/vmswap/lab/labtest"
 	"github.com/vmswap/vmswap/provider"
@@ -190,5 +192,68 @@ func TestWaveCostsFewerCalls(t *testing.T) {
 	}
 	if s, _ := drv.GetServer(ctx, ids[1]); s.Name != "web-renamed" {
 		t.Fatalf("name %q after the rename", s.Name)
+	}
+}
+
+// TestFindTaggedReadsEveryPage: cleanup finds a plan's snapshots among more
+// than a page (200) of the account's images.
+func TestFindTaggedReadsEveryPage(t *testing.T) {
+	t.Parallel()
+	l := labtest.Start(t, lab.Config{Durations: lab.Durations{Action: time.Millisecond, Snapshot: time.Millisecond, Boot: time.Millisecond, Shutdown: time.Millisecond, PowerOn: time.Millisecond, Resize: time.Millisecond, HealthInterval: 100 * time.Millisecond, DNSApply: time.Millisecond}})
+	ctx := context.Background()
+	ep := l.Endpoints()
+	drv, err := digitalocean.New(digitalocean.Config{Token: ep.Token, BaseURL: ep.DigitalOceanAPI, PollInterval: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 200 images of other things, from 8 droplets at once (straight
+	// snapshot actions: the driver would list the images after each),
+	// then the plan's two: the plan's are past the first page.
+	const droplets, each = 8, 25
+	gd := labtest.Godo(t, l)
+	var g errgroup.Group
+	var last *provider.Server
+	for n := range droplets {
+		id, _, err := l.Seeder().Droplet(ctx, fmt.Sprintf("web-%d", n), "s-1vcpu-1gb", nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if last, err = drv.GetServer(ctx, strconv.Itoa(id)); err != nil {
+			t.Fatal(err)
+		}
+		g.Go(func() error {
+			for i := range each {
+				a, _, err := gd.DropletActions.Snapshot(ctx, id, fmt.Sprintf("backup-%d-%02d", n, i))
+				for err == nil && a.Status == "in-progress" {
+					time.Sleep(5 * time.Millisecond)
+					a, _, err = gd.DropletActions.Get(ctx, id, a.ID)
+				}
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"vmswap-web-7-1-plan1", "vmswap-web-7-2-plan1"}
+	for _, name := range want {
+		if _, err := drv.Snapshot(ctx, last, provider.SnapshotSpec{Name: name, First: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, images, err := drv.FindTagged(ctx, "vmswap:plan1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, im := range images {
+		names = append(names, im.Name)
+	}
+	slices.Sort(names)
+	if !slices.Equal(names, want) {
+		t.Fatalf("FindTagged found images %v, want %v", names, want)
 	}
 }
