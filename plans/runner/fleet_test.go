@@ -347,6 +347,42 @@ func TestFleetMemberLeavesTheTag(t *testing.T) {
 	}
 }
 
+// TestFleetCanaryLeavesTheTag: the canary's server is taken out of the
+// fleet's tag as the run starts. It is left out, and since no canary ran
+// no wave starts: refused, nothing changed, the plan to be refreshed.
+func TestFleetCanaryLeavesTheTag(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, 3)
+	doc := f.plan(&plans.Strategy{MaxParallel: 2, Canary: 1}, nil)
+	r := f.runner(doc, nil, false)
+	emit := r.Emit
+	r.Emit = func(e runner.Event) {
+		if e.Event == "wave" && e.Wave == 1 && e.Status == "started" {
+			res := []godo.Resource{{ID: strconv.Itoa(f.ids[0]), Type: godo.DropletResourceType}}
+			if _, err := labtest.Godo(t, f.l).Tags.UntagResources(context.Background(), "web", &godo.UntagResourcesRequest{Resources: res}); err != nil {
+				t.Error(err)
+			}
+		}
+		emit(e)
+	}
+	before := len(f.l.Inventory().Droplets)
+	res := r.Run(context.Background())
+	if res.ExitCode != runner.ExitBadInput || res.Status != runner.StatusRefused || !strings.Contains(res.Next, "no canary ran: web-1 left the tag web") {
+		t.Fatalf("exit %d %s: %s", res.ExitCode, res.Status, res.Next)
+	}
+	for i, sw := range res.Swaps {
+		if want := map[bool]runner.State{true: runner.StatusRefused, false: runner.StatusPending}[i == 0]; sw.Status != want {
+			t.Fatalf("swap %d is %s, want %s", i, sw.Status, want)
+		}
+	}
+	if p := f.pool(); upgraded(p) != 0 {
+		t.Fatalf("pool: %v, want nothing upgraded", p)
+	}
+	if n := len(f.l.Inventory().Droplets); n != before {
+		t.Fatalf("%d droplets, want %d: nothing made", n, before)
+	}
+}
+
 // TestFleetInterruptKeepsTheOthersClaims interrupts a wave after one of its
 // swaps succeeded while the other still observes: the run's claim tag must
 // stay on the unfinished swap's servers (deleting the tag once the first

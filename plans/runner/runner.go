@@ -346,6 +346,18 @@ func (r *Runner) Run(ctx context.Context) *Result {
 		if w == len(waves)-1 {
 			break
 		}
+		if w == 0 && plan.Strategy != nil && plan.Strategy.Canary > 0 && plan.Fleet != nil && !slices.ContainsFunc(idx, func(i int) bool { return j.Swaps[i].Status == StatusSucceeded }) {
+			// The canary was left out (its server left the fleet's tag):
+			// no evidence that the new size serves, so no wave starts.
+			var names []string
+			for _, i := range idx {
+				names = append(names, r.swapRun(i).name())
+			}
+			res.Status, res.ExitCode = StatusRefused, ExitBadInput
+			res.Next = fmt.Sprintf("no canary ran: %s left the tag %s during the run and was left out, so no wave started and nothing was changed; write a new plan, which picks another canary: vmswap plan --refresh %s", strings.Join(names, ", "), plan.Fleet.Tag, r.planFile())
+			r.emit(Event{Event: "wave", Wave: 1, Status: "failed", Message: res.Next})
+			break
+		}
 		if gate := fmt.Sprintf("after wave %d", w+1); plan.Strategy.GateAfter(w, len(waves)) && !slices.Contains(j.GatesPassed, gate) {
 			if !(r.Continue && j.Gate == gate) {
 				j.locked(func() { j.Gate = gate })
