@@ -121,6 +121,26 @@ swaps:
 				"p.yaml:10:7: nginx reports no member's health: set identify_header to a response header that names the server (X-Served-By), so vmswap proves requests through nginx reach the new one",
 			},
 		},
+		{
+			desc: "passwords in URLs are refused and never shown",
+			plan: `version: 1
+providers:
+  do: {type: digitalocean, endpoint: "https://me:tok3n@api.example.com/"}
+swaps:
+  - source: {provider: do, server: web-1}
+    target: {size: s-2vcpu-4gb}
+    verify:
+      http: [{url: "https://admin:hunter2@www.example.com/health"}]
+    probe: {url: "http://u:s3cret@www.example.com/"}
+    cutover:
+      reserved_ip: {provider: do, ip: 203.0.113.1}
+`,
+			want: []string{
+				"p.yaml:3:38: endpoint \"https://me:xxxxx@api.example.com/\": no password in the URL: it would be copied into the journal, the output and the report; credentials come from the environment (the provider's token_env; for S3 the AWS_* variables)",
+				"p.yaml:8:20: url \"https://admin:xxxxx@www.example.com/health\": no password in the URL: it would be copied into the journal, the output and the report; check a path that needs no login (a health endpoint)",
+				"p.yaml:9:18: probe url \"http://u:xxxxx@www.example.com/\": no password in the URL: it would be copied into the journal, the output and the report; check a path that needs no login (a health endpoint)",
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.desc, func(t *testing.T) {

@@ -56,9 +56,7 @@ func (d *Document) Validate() error {
 		case pb.Type == "nginx":
 			validateNginx(path, pb, add)
 		case pb.Endpoint != "":
-			if u, err := url.Parse(pb.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				add(path+".endpoint", "endpoint %q: want an http:// or https:// URL", pb.Endpoint)
-			}
+			checkURL(path+".endpoint", "endpoint", pb.Endpoint, add)
 		}
 		if pb.Type != "nginx" && (pb.Command != "" || pb.Address != "" || pb.Port != 0 || pb.SSH != nil) {
 			add(path, "command, address, port and ssh are settings of an nginx provider, not of %s", pb.Type)
@@ -90,9 +88,7 @@ func (d *Document) Validate() error {
 		case st.S3.Bucket == "":
 			add("state.s3", "missing bucket")
 		case st.S3.Endpoint != "":
-			if u, err := url.Parse(st.S3.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				add("state.s3.endpoint", "endpoint %q: want an http:// or https:// URL", st.S3.Endpoint)
-			}
+			checkURL("state.s3.endpoint", "endpoint", st.S3.Endpoint, add)
 		}
 		if st.S3 != nil && st.S3.Lease > 0 && st.S3.Lease.D() < 3*time.Second {
 			add("state.s3.lease", "a lease under 3s cannot be renewed in time: use 3s or more (default 2m)")
@@ -266,9 +262,7 @@ func (d *Document) validateSwap(i int, sw Swap, add func(string, string, ...any)
 	}
 
 	if pr := sw.Probe; pr != nil {
-		if u, err := url.Parse(pr.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			add(at("probe.url"), "probe url %q: want an http:// or https:// URL", pr.URL)
-		}
+		checkURL(at("probe.url"), "probe url", pr.URL, add)
 		if pr.Resolver != "" {
 			if _, _, err := net.SplitHostPort(pr.Resolver); err != nil {
 				add(at("probe.resolver"), "resolver %q: want host:port", pr.Resolver)
@@ -278,9 +272,7 @@ func (d *Document) validateSwap(i int, sw Swap, add func(string, string, ...any)
 		add(at("cutover.dns"), "a DNS cutover needs a probe url with the record's name, so that vmswap can watch traffic")
 	}
 	for j, h := range sw.Verify.HTTP {
-		if u, err := url.Parse(h.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			add(at(fmt.Sprintf("verify.http[%d].url", j)), "url %q: want an http:// or https:// URL", h.URL)
-		}
+		checkURL(at(fmt.Sprintf("verify.http[%d].url", j)), "url", h.URL, add)
 	}
 	if len(sw.Verify.Compare) > 0 && sw.Verify.CompareBase == "" && len(sw.Verify.HTTP) == 0 && sw.Probe == nil {
 		add(at("verify.compare"), "compare needs a base URL: set verify.compare_base, an http check or a probe")
@@ -389,6 +381,38 @@ func absPathProblem(p string) string {
 		return "the whole disk cannot be carried: name the directories that hold what users write"
 	case path.Clean(p) != strings.TrimSuffix(p, "/") || strings.Contains(p, "\x00"):
 		return fmt.Sprintf("write it plainly, as %s", path.Clean(p))
+	}
+	return ""
+}
+
+// checkURL adds URLProblem's problem with raw, if any, at field.
+func checkURL(field, what, raw string, add func(string, string, ...any)) {
+	if p := URLProblem(what, raw); p != "" {
+		add(field, "%s", p)
+	}
+}
+
+// URLProblem says what is wrong with raw as the URL named what, or "": it
+// must be http:// or https:// with a host, and hold no password, which
+// would be copied into the journal, the output and the report. The URL is
+// shown with any password masked.
+func URLProblem(what, raw string) string {
+	u, err := url.Parse(raw)
+	shown := fmt.Sprintf("%q", raw)
+	if err == nil {
+		shown = fmt.Sprintf("%q", u.Redacted())
+	} else if strings.Contains(raw, "@") {
+		shown = "(not shown: it may hold a password)"
+	}
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Sprintf("%s %s: want an http:// or https:// URL", what, shown)
+	}
+	if _, set := u.User.Password(); set {
+		hint := "check a path that needs no login (a health endpoint)"
+		if what == "endpoint" {
+			hint = "credentials come from the environment (the provider's token_env; for S3 the AWS_* variables)"
+		}
+		return fmt.Sprintf("%s %s: no password in the URL: it would be copied into the journal, the output and the report; %s", what, shown, hint)
 	}
 	return ""
 }

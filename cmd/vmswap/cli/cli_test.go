@@ -115,3 +115,19 @@ func TestProbeFlagsNeedAURL(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
 }
+
+// TestPasswordInAURLFlag: a password in --endpoint, --probe-url or --http
+// is refused before any API is asked (the endpoint here would never
+// answer), and never shown.
+func TestPasswordInAURLFlag(t *testing.T) {
+	code, out, errs := cliRun("plan", "--endpoint", "http://me:tok3n@127.0.0.1:1/", "--source", "web-1", "--size", "s-2vcpu-4gb", "--lb", "x",
+		"--probe-url", "http://u:s3cret@www.example.com/", "--http", "https://adm:hunter2@www.example.com/health")
+	if code != runner.ExitBadInput || strings.Count(errs, "no password in the URL") != 3 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	for _, secret := range []string{"tok3n", "s3cret", "hunter2"} {
+		if strings.Contains(errs+out, secret) {
+			t.Fatalf("the password %s is shown: %s", secret, errs)
+		}
+	}
+}

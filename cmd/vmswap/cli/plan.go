@@ -185,6 +185,19 @@ func buildPlan(o *PlanOptions) (*plans.Plan, error) {
 	if n != 1 {
 		errs = append(errs, "give exactly one of --lb, --dns or --reserved-ip: where traffic reaches the server")
 	}
+	// URLs are checked before any API is asked: a password in one would
+	// otherwise travel with the first request.
+	for flag, v := range map[string][]string{"--endpoint": {o.Endpoint}, "--probe-url": {o.ProbeURL}, "--http": o.HTTP} {
+		for _, raw := range v {
+			if raw == "" {
+				continue
+			}
+			what := map[string]string{"--endpoint": "endpoint", "--probe-url": "probe url", "--http": "url"}[flag]
+			if p := plans.URLProblem(what, raw); p != "" {
+				errs = append(errs, flag+": "+p)
+			}
+		}
+	}
 	if o.Rate < 1 || o.Rate > 20000 {
 		errs = append(errs, fmt.Sprintf("--probe-rate %d: want 1 to 20000 requests per second", o.Rate))
 	}
