@@ -126,6 +126,10 @@ func TestChangedPlanDuringInterruptedRun(t *testing.T) {
 	changed.Swaps[0].Observe = plans.Duration(2 * time.Second)
 	w.writePlan(t, w.planFile, &changed)
 	must(t, vmswap(t, w.env, "apply", w.planFile), runner.ExitBadInput, "changed since run", "vmswap apply --finish "+w.planFile, "vmswap rollback "+w.planFile)
+	// status names the command that works, not plain apply.
+	if st := vmswap(t, w.env, "status", w.planFile); st.code != 0 || !strings.Contains(st.stdout, "next: "+w.planFile+" changed since run") || !strings.Contains(st.stdout, "vmswap apply --finish "+w.planFile) {
+		t.Fatalf("status after the plan changed: exit %d:\n%s", st.code, st.stdout)
+	}
 	must(t, vmswap(t, w.env, "cleanup", "--yes", w.planFile), runner.ExitBadInput, "owns what it created")
 	must(t, vmswap(t, w.env, "apply", "--finish", "--poll", "50ms", w.planFile), 0, "resuming run", "vmswap: succeeded")
 	j, _ := runner.LoadJournal(runner.JournalPath(w.planFile))

@@ -157,8 +157,12 @@ func statusRun(o *StatusOptions) error {
 	}
 	// A swap not started yet has only the plan's name for its source.
 	var planned []plans.Swap
-	if doc, err := plans.Load(o.PlanFile); err == nil && len(doc.Plan.Swaps) == len(j.Swaps) {
-		planned = doc.Plan.Swaps
+	changed := false
+	if doc, err := plans.Load(o.PlanFile); err == nil {
+		changed = j.PlanHash != doc.Hash()
+		if len(doc.Plan.Swaps) == len(j.Swaps) {
+			planned = doc.Plan.Swaps
+		}
 	}
 	for i, s := range j.Swaps {
 		src := s.SourceName
@@ -200,7 +204,7 @@ func statusRun(o *StatusOptions) error {
 	}
 	if lock != nil && !lock.Stale {
 		fmt.Fprintf(w, "next: a vmswap is working on it now (%s): wait for it\n", lock.LockInfo)
-	} else if d := runner.Decide(runner.CmdApply, j, false, o.PlanFile); d.Action == runner.ActResume {
+	} else if d := runner.Decide(runner.CmdApply, j, changed, o.PlanFile); d.Action == runner.ActResume {
 		fmt.Fprintf(w, "next: vmswap apply %s continues it; vmswap rollback %s undoes it\n", o.PlanFile, o.PlanFile)
 	} else if d.Why != "" && d.Action == runner.ActRefuse {
 		fmt.Fprintf(w, "next: %s\n", d.Why)
