@@ -12,6 +12,6 @@ import (
 
 func main() {
 	sig := make(chan os.Signal, 2)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	os.Exit(cli.Main(os.Args[1:], cli.DefaultFactory(sig)))
 }
