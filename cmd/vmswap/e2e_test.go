@@ -352,6 +352,34 @@ swaps:
 	}
 }
 
+// TestControlCharactersNeverReachTheTerminal: a server name holding an
+// escape sequence (retitle the terminal) is shown escaped in the progress,
+// the error and the summary, in text and in JSON.
+func TestControlCharactersNeverReachTheTerminal(t *testing.T) {
+	t.Parallel()
+	ep, _ := labServe(t)
+	plan := filepath.Join(t.TempDir(), "esc.yaml")
+	os.WriteFile(plan, []byte(fmt.Sprintf(`version: 1
+providers:
+  lab: {type: digitalocean, endpoint: "%s"}
+swaps:
+  - source: {provider: lab, server: "web-\e]0;pwned\a1"}
+    target: {size: s-2vcpu-4gb}
+    cutover:
+      reserved_ip: {provider: lab, ip: 127.100.76.4}
+`, ep.DigitalOceanAPI)), 0o644)
+	env := []string{"DIGITALOCEAN_TOKEN=" + ep.Token}
+	for _, args := range [][]string{{"apply", plan}, {"apply", "-o", "json", plan}} {
+		r := vmswap(t, env, args...)
+		if r.code != runner.ExitBadInput || !strings.Contains(r.stdout+r.stderr, `web-\u001b]0;pwned\u00071`) {
+			t.Fatalf("%v: exit %d\n%s\n%s", args, r.code, r.stdout, r.stderr)
+		}
+		if i := strings.IndexAny(r.stdout+r.stderr, "\x1b\x07"); i >= 0 {
+			t.Fatalf("%v: a raw control character reached the output at %d:\n%q", args, i, r.stdout+r.stderr)
+		}
+	}
+}
+
 // TestLabServeErrors: a port in use and a bad token each give a clear error.
 func TestLabServeErrors(t *testing.T) {
 	t.Parallel()

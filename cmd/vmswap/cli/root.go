@@ -137,7 +137,11 @@ func Main(args []string, f *Factory) int {
 // DefaultFactory is the factory of the real process.
 func DefaultFactory(sig <-chan os.Signal) *Factory {
 	return &Factory{
-		IO:      &IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr, IsTerminal: term.IsTerminal(int(os.Stdin.Fd())) && term.IsTerminal(int(os.Stderr.Fd()))},
+		// What is read later from a pipe or a log is as safe as what is
+		// read now: a plan's YAML and JSON events hold no raw controls
+		// (their encoders escape them), and the escape termSafe writes
+		// decodes to the same character inside their strings.
+		IO:      &IOStreams{In: os.Stdin, Out: termSafe{os.Stdout}, ErrOut: termSafe{os.Stderr}, IsTerminal: term.IsTerminal(int(os.Stdin.Fd())) && term.IsTerminal(int(os.Stderr.Fd()))},
 		Getenv:  os.Getenv,
 		Signals: sig,
 	}
