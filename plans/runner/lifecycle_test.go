@@ -580,6 +580,7 @@ func TestResumeAfterSomeoneRewroteTheRecord(t *testing.T) {
 	j := runner.NewJournal(runner.JournalPath(doc.File), doc, "rundns01")
 	r := w.runner(doc, j, false)
 	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	for _, d := range r.Drivers {
 		if d.DNS != nil {
 			d.DNS = &landThenStop{Provider: d.DNS, stop: cancel}
