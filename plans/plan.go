@@ -77,6 +77,10 @@ type Strategy struct {
 	// Gates are where apply stops for a person (exit 4) until apply --continue:
 	// after_canary, after_each_wave.
 	Gates []string `yaml:"gates,omitempty" json:"gates,omitempty" doc:"Where apply pauses (exit 4) for apply --continue: after_canary, after_each_wave."`
+	// Prepare is when a wave's new servers are made: "ahead" (the
+	// default), while the wave before it moves traffic and is observed,
+	// once that wave is past verify; or "in_wave", when the wave starts.
+	Prepare string `yaml:"prepare,omitempty" json:"prepare,omitempty" check:"enum=ahead|in_wave,label=prepare" doc:"When a wave's snapshots and new servers are made: ahead (default: while the wave before it moves traffic and is observed, never across a gate; a wave that fails rolls back what was prepared for the next) or in_wave (when the wave starts)."`
 	// OnFailure is what the other swaps of a wave do when one fails.
 	OnFailure string `yaml:"on_failure,omitempty" json:"on_failure,omitempty" check:"enum=rollback_wave|finish_wave,label=on_failure" doc:"When a swap of a wave fails: rollback_wave (default: the wave's unfinished swaps roll back) or finish_wave (they finish); no further wave starts either way."`
 }

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -99,6 +100,16 @@ func (f *fleet) pool() []string {
 	return out
 }
 
+// waveBegins returns a test of events true once: for the first event of
+// wave n, which is its preparation (while the wave before it runs) or, not
+// prepared, its start.
+func waveBegins(n int) func(runner.Event) bool {
+	var seen atomic.Bool
+	return func(e runner.Event) bool {
+		return e.Event == "wave" && e.Wave == n && (e.Status == "preparing" || e.Status == "started") && seen.CompareAndSwap(false, true)
+	}
+}
+
 // upgraded counts the pool's members of the target size.
 func upgraded(pool []string) int {
 	n := 0
@@ -153,17 +164,22 @@ func TestFleetCanaryGateAndWaves(t *testing.T) {
 	if failed != 0 || total == 0 {
 		t.Fatalf("probe: %d of %d failed", failed, total)
 	}
-	// Waves 2 (web-2, web-3) and 3 (web-4, web-5) ran their swaps at once,
-	// and wave 3 started after wave 2 ended.
-	span := func(i int) (time.Time, time.Time) {
-		st := j.Swaps[i]
-		return st.Steps["preflight"].Start, st.Steps["retire"].End
+	// Waves 2 (web-2, web-3) and 3 (web-4, web-5) ran their swaps at once.
+	// Wave 3 was prepared while wave 2 moved traffic (once both of wave
+	// 2's new servers were verified), and moved traffic only after wave 2
+	// ended.
+	step := func(i int, name string) *runner.StepLog { return j.Swaps[i].Steps[name] }
+	s1, e1 := step(1, "preflight").Start, step(1, "retire").End
+	s2, e2 := step(2, "preflight").Start, step(2, "retire").End
+	for _, i := range []int{3, 4} {
+		prep, cut := step(i, "preflight").Start, step(i, "catchup").Start
+		if prep.Before(step(1, "verify").End) || prep.Before(step(2, "verify").End) || !prep.Before(e1) || !prep.Before(e2) || cut.Before(e1) || cut.Before(e2) {
+			t.Fatalf("wave 3's %s: prepared from %v, catchup from %v; wave 2: web-2 verified %v, ended %v; web-3 verified %v, ended %v",
+				j.Swaps[i].SourceName, prep, cut, step(1, "verify").End, e1, step(2, "verify").End, e2)
+		}
 	}
-	s1, e1 := span(1)
-	s2, e2 := span(2)
-	s3, _ := span(3)
-	if !(s2.Before(e1) && s1.Before(e2)) || s3.Before(e1) || s3.Before(e2) {
-		t.Fatalf("wave timing: web-2 %v..%v, web-3 %v..%v, web-4 starts %v", s1, e1, s2, e2, s3)
+	if !(s2.Before(e1) && s1.Before(e2)) {
+		t.Fatalf("wave 2 ran one after the other: web-2 %v..%v, web-3 %v..%v", s1, e1, s2, e2)
 	}
 	waves := map[string]int{}
 	for _, e := range f.events {
@@ -192,9 +208,9 @@ func TestFleetWaveFailure(t *testing.T) {
 				sw.Observe = plans.Duration(3 * time.Second) // the wave-mate is still running when the other fails
 			})
 			r := f.runner(doc, nil, false)
-			emit := r.Emit
+			emit, begins := r.Emit, waveBegins(2)
 			r.Emit = func(e runner.Event) {
-				if e.Event == "wave" && e.Wave == 2 && e.Status == "started" {
+				if begins(e) {
 					if err := f.l.Inject(lab.Fault{Kind: lab.FaultServe500}); err != nil {
 						t.Error(err)
 					}
@@ -274,11 +290,13 @@ func TestFleetStale(t *testing.T) {
 func TestFleetLaterWaveRefused(t *testing.T) {
 	t.Parallel()
 	f := newFleet(t, 2)
-	doc := f.plan(&plans.Strategy{MaxParallel: 1}, nil)
+	// Wave 2 prepared in its wave: powered off while wave 1 is observed,
+	// web-2 would fail wave 1's probe through the pool.
+	doc := f.plan(&plans.Strategy{MaxParallel: 1, Prepare: "in_wave"}, nil)
 	r := f.runner(doc, nil, false)
-	emit := r.Emit
+	emit, begins := r.Emit, waveBegins(2)
 	r.Emit = func(e runner.Event) {
-		if e.Event == "wave" && e.Wave == 2 && e.Status == "started" {
+		if begins(e) {
 			if err := f.drivers(doc)["lab"].Compute.PowerOff(context.Background(), strconv.Itoa(f.ids[1]), 5*time.Second); err != nil {
 				t.Error(err)
 			}
@@ -314,9 +332,9 @@ func TestFleetMemberLeavesTheTag(t *testing.T) {
 	f := newFleet(t, 3)
 	doc := f.plan(&plans.Strategy{MaxParallel: 2, Canary: 1}, nil)
 	r := f.runner(doc, nil, false)
-	emit := r.Emit
+	emit, begins := r.Emit, waveBegins(2)
 	r.Emit = func(e runner.Event) {
-		if e.Event == "wave" && e.Wave == 2 && e.Status == "started" {
+		if begins(e) {
 			res := []godo.Resource{{ID: strconv.Itoa(f.ids[1]), Type: godo.DropletResourceType}}
 			if _, err := labtest.Godo(t, f.l).Tags.UntagResources(context.Background(), "web", &godo.UntagResourcesRequest{Resources: res}); err != nil {
 				t.Error(err)
@@ -419,5 +437,119 @@ func TestFleetInterruptKeepsTheOthersClaims(t *testing.T) {
 	}
 	if held != 2 {
 		t.Fatalf("%d servers carry the claim %s after the interrupt; want web-2 and its new server", held, claim)
+	}
+}
+
+// TestFleetPreparedWaveRolledBackWithTheWaveBefore: wave 2 is prepared
+// (snapshot, launch, verify) while wave 1 is observed; wave 1's new server
+// then breaks. Wave 1 rolls back, and so does what was prepared for wave
+// 2: nothing of either is left, wave 3 never starts, and the summary says
+// where each server is.
+func TestFleetPreparedWaveRolledBackWithTheWaveBefore(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, 3)
+	doc := f.plan(&plans.Strategy{MaxParallel: 1}, func(i int, sw *plans.Swap) {
+		sw.Observe = plans.Duration(4 * time.Second)
+	})
+	before := len(f.l.Inventory().Droplets)
+	r := f.runner(doc, nil, false)
+	emit := r.Emit
+	var prepared atomic.Bool
+	r.Emit = func(e runner.Event) {
+		if e.Event == "step" && e.Swap == "web-2" && e.Step == "verify" && e.Status == "ok" && prepared.CompareAndSwap(false, true) {
+			for _, d := range f.droplets() {
+				if strings.HasPrefix(d.Name, "web-1-") {
+					f.l.BreakDroplet(d.ID, lab.FaultServe500)
+				}
+			}
+		}
+		emit(e)
+	}
+	res := r.Run(context.Background())
+	if !prepared.Load() {
+		t.Fatal("wave 2 was not prepared while wave 1 ran")
+	}
+	if res.ExitCode != runner.ExitRolledBack || !strings.Contains(res.Next, "back on the old size: web-1, web-2\n") || !strings.Contains(res.Next, "not started: web-3") {
+		t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
+	}
+	if s := res.Swaps[1]; s.Status != runner.StatusRolledBack || !strings.Contains(s.Error, "wave 1, run while this one was prepared, did not finish") {
+		t.Fatalf("web-2: %s: %s", s.Status, s.Error)
+	}
+	if p := f.pool(); upgraded(p) != 0 || len(p) != 3 {
+		t.Fatalf("pool: %v", p)
+	}
+	if inv := f.l.Inventory(); len(inv.Droplets) != before || len(inv.Snapshots) != 0 {
+		t.Fatalf("left behind: %d droplets (want %d), snapshots %v", len(inv.Droplets), before, inv.Snapshots)
+	}
+}
+
+// TestFleetPreparedSourcePoweredOff: web-2, prepared while wave 1 ran, is
+// powered off by someone before its wave moves traffic. The cutover reads
+// it once more and does not move traffic to or from it: rolled back, its
+// new server deleted, web-1 stays upgraded.
+func TestFleetPreparedSourcePoweredOff(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, 2)
+	doc := f.plan(&plans.Strategy{MaxParallel: 1}, nil)
+	before := len(f.l.Inventory().Droplets)
+	r := f.runner(doc, nil, false)
+	emit := r.Emit
+	r.Emit = func(e runner.Event) {
+		if e.Event == "wave" && e.Wave == 2 && e.Status == "started" {
+			if !slices.Contains(r.Journal.Swaps[1].Done, "verify") {
+				t.Errorf("wave 2 starts unprepared: %v", r.Journal.Swaps[1].Done)
+			}
+			if err := f.drivers(doc)["lab"].Compute.PowerOff(context.Background(), strconv.Itoa(f.ids[1]), 5*time.Second); err != nil {
+				t.Error(err)
+			}
+		}
+		emit(e)
+	}
+	res := r.Run(context.Background())
+	if res.ExitCode != runner.ExitRolledBack || res.Swaps[0].Status != runner.StatusSucceeded || res.Swaps[1].Status != runner.StatusRolledBack || !strings.Contains(res.Swaps[1].Error, "web-2 is off, not running as it was at preflight") {
+		t.Fatalf("exit %d: %s\nweb-2: %s %s", res.ExitCode, res.Next, res.Swaps[1].Status, res.Swaps[1].Error)
+	}
+	if n := len(f.l.Inventory().Droplets); n != before+1 {
+		t.Fatalf("%d droplets, want %d: web-1's new server alone", n, before+1)
+	}
+	if p := f.pool(); upgraded(p) != 1 || !slices.Contains(p, "web-2:s-1vcpu-1gb") {
+		t.Fatalf("pool: %v", p)
+	}
+}
+
+// TestFleetInterruptedWhilePreparing: the run is stopped while wave 2 is
+// being prepared and wave 1 moves traffic. Both are left interrupted; the
+// next apply goes on from where each stopped and upgrades the fleet with
+// exactly one new server per source.
+func TestFleetInterruptedWhilePreparing(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, 3)
+	doc := f.plan(&plans.Strategy{MaxParallel: 1}, nil)
+	r := f.runner(doc, nil, false)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	emit := r.Emit
+	r.Emit = func(e runner.Event) {
+		if e.Event == "step" && e.Swap == "web-2" && e.Step == "launch" && e.Status == "started" {
+			cancel()
+		}
+		emit(e)
+	}
+	res := r.Run(ctx)
+	if res.Status != runner.StatusInterrupted || res.Swaps[1].Status != runner.StatusInterrupted {
+		t.Fatalf("stopped run: %s, web-2 %s: %s", res.Status, res.Swaps[1].Status, res.Next)
+	}
+	res = f.runner(doc, r.Journal, false).Run(context.Background())
+	if res.ExitCode != 0 {
+		t.Fatalf("resumed: exit %d: %s", res.ExitCode, res.Next)
+	}
+	bigger := 0
+	for _, d := range f.droplets() {
+		if d.Size == "s-2vcpu-4gb" {
+			bigger++
+		}
+	}
+	if p := f.pool(); upgraded(p) != 3 || len(p) != 3 || bigger != 3 {
+		t.Fatalf("pool %v, %d new servers (want 3)", p, bigger)
 	}
 }

@@ -313,20 +313,32 @@ func (j *Journal) saveSwap(i int, st *SwapState) error {
 	return j.saveLocked()
 }
 
-// concurrent makes Save write swaps from their copies (set for the swaps
-// of a running wave), or, with nil, from their states again.
+// concurrent makes Save write swaps idx from their copies (the swaps of a
+// running wave, and of the wave prepared beside it), until done gives them
+// back: each is then written from its state again.
 func (j *Journal) concurrent(idx []int) {
 	mu := j.lock()
 	mu.Lock()
 	defer mu.Unlock()
-	if idx == nil {
-		j.snaps = nil
-		return
+	if j.snaps == nil {
+		j.snaps = map[int]json.RawMessage{}
 	}
-	j.snaps = map[int]json.RawMessage{}
 	for _, i := range idx {
 		b, _ := json.Marshal(j.Swaps[i])
 		j.snaps[i] = b
+	}
+}
+
+// done ends concurrent for swaps idx, which no other goroutine changes now.
+func (j *Journal) done(idx []int) {
+	mu := j.lock()
+	mu.Lock()
+	defer mu.Unlock()
+	for _, i := range idx {
+		delete(j.snaps, i)
+	}
+	if len(j.snaps) == 0 {
+		j.snaps = nil
 	}
 }
 

@@ -252,5 +252,8 @@ func strategyNote(s *plans.Strategy) string {
 	if len(s.Gates) > 0 {
 		out += fmt.Sprintf(", pausing %s", strings.Join(s.Gates, " and "))
 	}
+	if s.Prepare != "in_wave" {
+		out += "; each wave's snapshots and new servers are made while the wave before it moves traffic (never across a gate)"
+	}
 	return out
 }

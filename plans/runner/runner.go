@@ -225,6 +225,14 @@ type swapRun struct {
 	// rollingBack is set while the swap rolls back: the waits of moving
 	// traffic back are not stopped by its wave's failure.
 	rollingBack bool
+	// prepare stops the swap before its catchup step: it is prepared
+	// while the wave before it runs (see preparation).
+	prepare bool
+	// prepFor is the wave (1-based) the swap is being prepared for.
+	prepFor int
+	// pastVerify, when set, is called once the swap is past its verify
+	// step in its wave.
+	pastVerify func()
 	// launchSettled is set once nothing will look for the new server by
 	// its launch token again: the swap succeeded and the server took the
 	// source's name, or its rollback deleted the server or found none.
@@ -331,9 +339,19 @@ func (r *Runner) Run(ctx context.Context) *Result {
 		return res
 	}
 	waves := plan.Strategy.Waves(len(plan.Swaps))
+	var next *preparation // the wave after the one running, prepared ahead
 	for w, idx := range waves {
-		if code, next := r.runWave(ctx, w, len(waves), idx); code != ExitOK {
-			res.ExitCode, res.Next = code, next
+		cur := next
+		cur.wait()
+		next = nil
+		var ahead func()
+		if r.prepareAhead(w, waves) {
+			ahead = func() { next = r.prepare(ctx, w+1, len(waves), waves[w+1]) }
+		}
+		code, msg := r.runWave(ctx, w, len(waves), idx, cur, ahead)
+		if code != ExitOK {
+			r.abandon(next, ctx.Err() != nil || code == ExitDecision, fmt.Sprintf("wave %d, run while this one was prepared, did not finish", w+1))
+			res.ExitCode, res.Next = code, msg
 			res.Status = map[int]State{ExitRolledBack: StatusRolledBack, ExitBadInput: StatusRefused, ExitAttention: StatusNeedsAttention, ExitDecision: StatusPaused}[code]
 			if slices.ContainsFunc(idx, func(i int) bool { return j.Swaps[i].Status == StatusInterrupted }) {
 				res.Status = StatusInterrupted
@@ -442,16 +460,32 @@ func (r *Runner) start() {
 }
 
 // runWave runs the wave's swaps that are not done, at once, and returns
-// the worst outcome.
-func (r *Runner) runWave(ctx context.Context, w, n int, idx []int) (int, string) {
+// the worst outcome. pre is the wave's preparation, made while the wave
+// before it ran: its swaps go on from where it stopped them, and one that
+// failed there fails the wave before any of it moves traffic. ahead, when
+// not nil, is called once every swap of the wave is past its verify step:
+// the next wave may be prepared from then on.
+func (r *Runner) runWave(ctx context.Context, w, n int, idx []int, pre *preparation, ahead func()) (int, string) {
 	j := r.Journal
 	var todo []*swapRun
+	codes, nexts := map[int]int{}, map[int]string{}
+	var abort atomic.Bool
 	for _, i := range idx {
-		if sr := r.swapRun(i); sr.st.Status != StatusSucceeded {
-			todo = append(todo, sr)
+		sr := pre.run(r, i)
+		if sr.st.Status == StatusSucceeded {
+			continue
 		}
+		if code, ok := pre.result(i); ok && code != exitPrepared && code != exitNotStarted {
+			// Ended while prepared: refused, rolled back or stopped.
+			codes[i], nexts[i] = code, pre.nexts[i]
+			if code != ExitOK && (r.Doc.Plan.Strategy == nil || r.Doc.Plan.Strategy.OnFailure != "finish_wave") {
+				abort.Store(true)
+			}
+			continue
+		}
+		todo = append(todo, sr)
 	}
-	if len(todo) == 0 {
+	if len(todo) == 0 && len(codes) == 0 {
 		return ExitOK, ""
 	}
 	if n > 1 {
@@ -462,56 +496,86 @@ func (r *Runner) runWave(ctx context.Context, w, n int, idx []int) (int, string)
 		}
 		r.emit(Event{Event: "wave", Wave: w + 1, Status: "started", Message: fmt.Sprintf("wave %d/%d: %s", w+1, n, strings.Join(names, ", "))})
 	}
-	if len(todo) == 1 {
+	// The next wave is prepared once every swap of this one is past
+	// verify or left out of the fleet, at least one verified, and none
+	// failed.
+	var past, verified atomic.Int64
+	mark := func(v bool) {
+		if v {
+			verified.Add(1)
+		}
+		if past.Add(1) == int64(len(todo)) && verified.Load() > 0 && ahead != nil && !abort.Load() && len(codes) == 0 {
+			ahead()
+		}
+	}
+	idxs := make([]int, len(todo))
+	leftOut := map[int]func(){}
+	for k, sr := range todo {
+		idxs[k] = sr.i
+		var once sync.Once
+		sr.pastVerify = func() { once.Do(func() { mark(true) }) }
+		leftOut[sr.i] = func() { once.Do(func() { mark(false) }) }
+	}
+	j.concurrent(idxs)
+	defer j.done(idxs)
+	if len(todo) == 1 && len(codes) == 0 {
 		code, next := r.runSwap(ctx, todo[0])
+		if code == ExitOK {
+			leftOut[todo[0].i]() // a no-op unless it was left out
+		}
 		r.swapOutcome(todo[0], code)
 		return code, next
 	}
-	idxs := make([]int, len(todo))
-	for k, sr := range todo {
-		idxs[k] = sr.i
-	}
-	j.concurrent(idxs)
-	defer j.concurrent(nil)
-	var abort atomic.Bool
-	codes, nexts := make([]int, len(todo)), make([]string, len(todo))
+	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for k, sr := range todo {
+	for _, sr := range todo {
 		sr.abort, sr.waveSize = &abort, len(todo)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			codes[k], nexts[k] = r.runSwap(ctx, sr)
-			r.swapOutcome(sr, codes[k])
-			if codes[k] != ExitOK && codes[k] != ExitDecision && (r.Doc.Plan.Strategy == nil || r.Doc.Plan.Strategy.OnFailure != "finish_wave") {
+			code, next := r.runSwap(ctx, sr)
+			if code == ExitOK {
+				leftOut[sr.i]() // a no-op unless it was left out
+			}
+			mu.Lock()
+			codes[sr.i], nexts[sr.i] = code, next
+			mu.Unlock()
+			r.swapOutcome(sr, code)
+			if code != ExitOK && code != ExitDecision && (r.Doc.Plan.Strategy == nil || r.Doc.Plan.Strategy.OnFailure != "finish_wave") {
 				abort.Store(true)
 			}
 		}()
 	}
 	wg.Wait()
-	defer func() {
-		status := "succeeded"
-		if worst := slices.ContainsFunc(codes, func(c int) bool { return c != ExitOK }); worst {
-			status = "failed"
-		}
-		r.emit(Event{Event: "wave", Wave: w + 1, Status: status, Message: fmt.Sprintf("wave %d/%d %s", w+1, n, status)})
-	}()
-	worst, next := ExitOK, ""
+	worst, next := worstOf(idx, codes, nexts, r)
+	status := "succeeded"
+	if worst != ExitOK {
+		status = "failed"
+	}
+	r.emit(Event{Event: "wave", Wave: w + 1, Status: status, Message: fmt.Sprintf("wave %d/%d %s", w+1, n, status)})
+	return worst, next
+}
+
+// worstOf is the worst of a wave's outcomes, and what each swap that did
+// not succeed says, one line each in the wave's order.
+func worstOf(idx []int, codes map[int]int, nexts map[int]string, r *Runner) (int, string) {
+	worst := ExitOK
 	rank := map[int]int{ExitOK: 0, ExitBadInput: 1, ExitRolledBack: 2, ExitDecision: 3, ExitAttention: 4}
 	var lines []string
-	for k, sr := range todo {
-		if codes[k] == ExitOK || codes[k] == exitNotStarted {
+	for _, i := range idx {
+		code, ok := codes[i]
+		if !ok || code == ExitOK || code == exitNotStarted {
 			continue
 		}
-		lines = append(lines, fmt.Sprintf("%s: %s", sr.name(), nexts[k]))
-		if rank[codes[k]] > rank[worst] {
-			worst = codes[k]
+		lines = append(lines, fmt.Sprintf("%s: %s", r.swapRun(i).name(), nexts[i]))
+		if rank[code] > rank[worst] {
+			worst = code
 		}
 	}
-	if worst != ExitOK {
-		next = strings.Join(lines, "\n")
+	if worst == ExitOK {
+		return ExitOK, ""
 	}
-	return worst, next
+	return worst, strings.Join(lines, "\n")
 }
 
 // exitNotStarted is a wave's swap stopped before its first step, because
@@ -637,6 +701,16 @@ func (r *Runner) runSwap(ctx context.Context, sr *swapRun) (int, string) {
 	steps := []step{{"preflight", preflight}, {"snapshot", snapshot}, {"launch", launch}, {"ready", ready},
 		{"verify", verifyStep}, {"catchup", catchUp}, {"cutover", cutover}, {"observe", observe}, {"retire", retire}}
 	for _, s := range steps {
+		if s.name == "catchup" {
+			// Past verify: prepared, and its wave may let the next one be
+			// prepared.
+			if sr.prepare {
+				return exitPrepared, ""
+			}
+			if sr.pastVerify != nil {
+				sr.pastVerify()
+			}
+		}
 		if st.has(s.name) {
 			continue
 		}
@@ -1050,6 +1124,11 @@ func (s *swapRun) recheckSource(ctx context.Context) error {
 	if p := volumeProblem(src); p != "" {
 		return fmt.Errorf("since the swap began, %s", p)
 	}
+	if src.Status != provider.StatusRunning && src.Status != provider.StatusGone {
+		// Off since preflight (a wave prepared ahead waits a while before
+		// its cutover): someone is doing something with it.
+		return fmt.Errorf("%s is %s, not running as it was at preflight: traffic stays where it is; once it runs again, apply upgrades it", src.Name, src.Status)
+	}
 	if s.st.Claim == "" {
 		return nil
 	}
@@ -1173,6 +1252,9 @@ func (r *Runner) changedAnything() bool {
 // moves no traffic: before the old server leaves the pool, during
 // observe.
 func (s *swapRun) waveAborted() error {
+	if s.abort != nil && s.abort.Load() && !s.rollingBack && s.prepFor > 0 {
+		return errors.Join(ErrWaveFailed, fmt.Errorf("wave %d, which it was being prepared for, will not start: the wave before it, or another swap of wave %d, failed", s.prepFor, s.prepFor))
+	}
 	if s.abort != nil && s.abort.Load() && !s.rollingBack {
 		return errors.Join(ErrWaveFailed, fmt.Errorf("another swap of its wave failed (strategy.on_failure: rollback_wave)"))
 	}

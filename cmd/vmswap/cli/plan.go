@@ -70,6 +70,7 @@ type PlanOptions struct {
 	PauseWaves     time.Duration
 	WaveGates      []string
 	OnFailure      string
+	Prepare        string
 	// Format is text (the plan's changes and cost on stderr) or json (one
 	// "plan" event on stdout).
 	Format string
@@ -125,6 +126,7 @@ func addPlanFlags(cmd *cobra.Command, o *PlanOptions) {
 	fl.DurationVar(&o.PauseWaves, "pause-between-waves", 0, "wait between waves")
 	fl.StringArrayVar(&o.WaveGates, "wave-gate", nil, "pause apply (exit 4) until `vmswap apply --continue`: after_canary or after_each_wave (repeatable)")
 	fl.StringVar(&o.OnFailure, "on-failure", "", "when a swap of a wave fails: rollback_wave (default) or finish_wave")
+	fl.StringVar(&o.Prepare, "prepare", "", "when a wave's snapshots and new servers are made: ahead (default: while the wave before it moves traffic) or in_wave")
 	fl.StringVar(&o.Size, "size", "", "target size slug (required)")
 	fl.StringVar(&o.LB, "lb", "", "cut over through this load balancer ID")
 	fl.StringVar(&o.DNS, "dns", "", "cut over by changing this name's A record (and its AAAA record, for a dual-stack server)")
@@ -270,9 +272,9 @@ func buildPlan(o *PlanOptions) (*plans.Plan, error) {
 		sw.Probe = &plans.Probe{URL: o.ProbeURL, Rate: o.Rate, Resolver: o.Resolver}
 	}
 	var st *plans.Strategy
-	if o.MaxParallel != 0 || o.MaxUnavailable != 0 || o.Canary != 0 || o.PauseWaves != 0 || len(o.WaveGates) > 0 || o.OnFailure != "" {
+	if o.MaxParallel != 0 || o.MaxUnavailable != 0 || o.Canary != 0 || o.PauseWaves != 0 || len(o.WaveGates) > 0 || o.OnFailure != "" || o.Prepare != "" {
 		st = &plans.Strategy{MaxParallel: o.MaxParallel, MaxUnavailable: o.MaxUnavailable, Canary: o.Canary,
-			PauseBetweenWaves: plans.Duration(o.PauseWaves), Gates: o.WaveGates, OnFailure: o.OnFailure}
+			PauseBetweenWaves: plans.Duration(o.PauseWaves), Gates: o.WaveGates, OnFailure: o.OnFailure, Prepare: o.Prepare}
 	}
 	if len(errs) > 0 {
 		return nil, errors.New(strings.Join(errs, "\n"))
