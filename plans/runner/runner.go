@@ -519,6 +519,7 @@ func (r *Runner) runWave(ctx context.Context, w, n int, idx []int, pre *preparat
 	j.concurrent(idxs)
 	defer j.done(idxs)
 	if len(todo) == 1 && len(codes) == 0 {
+		todo[0].abort = nil // its preparation's, if it was prepared
 		code, next := r.runSwap(ctx, todo[0])
 		if code == ExitOK {
 			leftOut[todo[0].i]() // a no-op unless it was left out
