@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -132,6 +133,38 @@ func TestKillDuringConcurrentWave(t *testing.T) {
 			names = append(names, d.Name+"/"+d.Status)
 		}
 		t.Fatalf("after kill -9 and resume: %d droplets (want 3 old + 3 new): %s", len(inv.Droplets), strings.Join(names, ", "))
+	}
+	if s := sizes(w); s["s-2vcpu-4gb"] != 3 || len(s) != 1 {
+		t.Fatalf("pool after the resume: %v", s)
+	}
+}
+
+// TestKillWhilePreparingAWave: SIGKILL while wave 1 moves traffic and wave
+// 2, prepared ahead, has launched its new server; apply again resumes both
+// from where they were: nothing is created twice, the pool ends upgraded.
+func TestKillWhilePreparingAWave(t *testing.T) {
+	t.Parallel()
+	w := newFleetWorld(t, 3)
+	file := fleetPlan(t, w, "--max-parallel", "1")
+	cmd, out := startApply(t, w.env, file)
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		j, _ := runner.LoadJournal(runner.JournalPath(file))
+		if j != nil && j.Swaps[1].NewID != "" && !slices.Contains(j.Swaps[0].Done, "retire") {
+			break
+		}
+		if time.Now().After(deadline) || j != nil && slices.Contains(j.Swaps[0].Done, "retire") {
+			cmd.Process.Kill()
+			t.Fatalf("wave 2 was not launched while wave 1 ran:\n%s", out)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	must(t, vmswap(t, w.env, "apply", "--poll", "50ms", file), 0, "vmswap: succeeded")
+	inv := w.l.Inventory()
+	if len(inv.Droplets) != 6 || len(inv.Snapshots) != 0 {
+		t.Fatalf("after kill -9 and resume: %d droplets (want 3 old + 3 new), snapshots %v", len(inv.Droplets), inv.Snapshots)
 	}
 	if s := sizes(w); s["s-2vcpu-4gb"] != 3 || len(s) != 1 {
 		t.Fatalf("pool after the resume: %v", s)
