@@ -156,4 +156,3 @@ func (r *Runner) abandon(p *preparation, keep bool, why string) {
 		r.swapOutcome(sr, code)
 	}
 }
-
