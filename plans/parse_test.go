@@ -122,6 +122,24 @@ swaps:
 			},
 		},
 		{
+			desc: "a token-taking API over plain http to another machine",
+			plan: `version: 1
+providers:
+  do: {type: digitalocean, endpoint: "http://api.example.com/"}
+  lab: {type: digitalocean, endpoint: "http://127.0.0.1:8080/"}
+  cf: {type: cloudflare, endpoint: "http://localhost:9/client/v4"}
+  aws: {type: aws, region: us-east-1, endpoint: "http://10.0.0.5:4566"}
+swaps:
+  - source: {provider: do, server: web-1}
+    target: {size: s-2vcpu-4gb}
+    cutover:
+      reserved_ip: {provider: do, ip: 203.0.113.1}
+`,
+			want: []string{
+				"p.yaml:3:38: endpoint \"http://api.example.com/\" is plain http to another machine: the API token would cross the network unencrypted; use https:// (plain http is for loopback, as the lab)",
+			},
+		},
+		{
 			desc: "passwords in URLs are refused and never shown",
 			plan: `version: 1
 providers:

@@ -57,6 +57,10 @@ func (d *Document) Validate() error {
 			validateNginx(path, pb, add)
 		case pb.Endpoint != "":
 			checkURL(path+".endpoint", "endpoint", pb.Endpoint, add)
+			if pb.Type != "aws" && plainRemote(pb.Endpoint) {
+				// AWS signs its requests; these APIs take the token itself.
+				add(path+".endpoint", "endpoint %q is plain http to another machine: the API token would cross the network unencrypted; use https:// (plain http is for loopback, as the lab)", pb.Endpoint)
+			}
 		}
 		if pb.Type != "nginx" && (pb.Command != "" || pb.Address != "" || pb.Port != 0 || pb.SSH != nil) {
 			add(path, "command, address, port and ssh are settings of an nginx provider, not of %s", pb.Type)
@@ -390,6 +394,20 @@ func checkURL(field, what, raw string, add func(string, string, ...any)) {
 	if p := URLProblem(what, raw); p != "" {
 		add(field, "%s", p)
 	}
+}
+
+// plainRemote reports whether raw is an http:// URL (no TLS) to a host
+// other than this machine.
+func plainRemote(raw string) bool {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "http" {
+		return false
+	}
+	if h := u.Hostname(); h == "localhost" || strings.HasSuffix(h, ".localhost") {
+		return false
+	}
+	ip := net.ParseIP(u.Hostname())
+	return ip == nil || !ip.IsLoopback()
 }
 
 // URLProblem says what is wrong with raw as the URL named what, or "": it
