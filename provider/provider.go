@@ -237,7 +237,9 @@ type ManyUntagger interface {
 // (DigitalOcean): a run's claim tag, once no server carries it, so that
 // scheduled runs do not leave an empty tag each.
 type TagDeleter interface {
-	// DeleteTag deletes the tag; one already gone is a no-op.
+	// DeleteTag deletes the tag, which also takes it off every server
+	// still carrying it (a run's only swap releases both of its servers
+	// this way, in one call); one already gone is a no-op.
 	DeleteTag(ctx context.Context, tag string) error
 }
 
@@ -245,6 +247,9 @@ type TagDeleter interface {
 // ended, where that is an object of its own (DigitalOcean's tag per
 // launch): scheduled runs would otherwise leave a tag for every swap.
 type LaunchForgetter interface {
+	// ForgetLaunch removes the marker of the launch made with token (as
+	// Compute.Launch was given it): FindLaunched finds it no more. One
+	// already gone is a no-op. The server itself is left as it is.
 	ForgetLaunch(ctx context.Context, token string) error
 }
 
@@ -253,6 +258,9 @@ type LaunchForgetter interface {
 // (by the fleet's tag) and read back their claims (by the run's) with one
 // call between them, where each would read its server alone.
 type TaggedLister interface {
+	// ServersTagged returns every server carrying tag (all pages), as
+	// read after the call was made: callers asking at once may share
+	// one read. No server carrying it is an empty list, not an error.
 	ServersTagged(ctx context.Context, tag string) ([]Server, error)
 }
 
