@@ -425,3 +425,32 @@ func TestRollbackAfterKillDuringRetire(t *testing.T) {
 		t.Fatalf("outside probe: %d of %d failed: %v", sum.Failed, sum.Requests, sum.Errors)
 	}
 }
+
+// TestClosedOutputPipe: the reader of apply's output goes away (`apply |
+// head -1`, a dropped SSH session): the run is not killed mid-swap by
+// SIGPIPE but finishes, as its journal shows.
+func TestClosedOutputPipe(t *testing.T) {
+	t.Parallel()
+	w := newCutoverWorld(t, "", "loadbalancer")
+	cmd := exec.Command(bin, "apply", "--poll", "50ms", w.planFile)
+	cmd.Env = append(os.Environ(), w.env...)
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	line := make([]byte, 1)
+	if _, err := pr.Read(line); err != nil {
+		t.Fatal(err)
+	}
+	pr.Close() // what head does after its lines
+	err = cmd.Wait()
+	j, _ := runner.LoadJournal(runner.JournalPath(w.planFile))
+	if err != nil || j == nil || j.Status != runner.StatusSucceeded {
+		t.Fatalf("apply with its output closed: %v, journal %+v", err, j)
+	}
+}

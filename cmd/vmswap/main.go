@@ -13,5 +13,9 @@ import (
 func main() {
 	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	// A closed output pipe (`vmswap apply ... | head`, an SSH session
+	// gone) makes writes fail instead of killing the run mid-swap: the
+	// run goes on, and its journal says everything.
+	signal.Ignore(syscall.SIGPIPE)
 	os.Exit(cli.Main(os.Args[1:], cli.DefaultFactory(sig)))
 }
