@@ -148,15 +148,18 @@ swaps:
   - source: {provider: do, server: web-1}
     target: {size: s-2vcpu-4gb}
     verify:
-      http: [{url: "https://admin:hunter2@www.example.com/health"}]
+      http: [{url: "https://admin:hunter2@www.example.com/health"}, {url: "u:pw6@www.example.com:8080"}, {url: "http://T0KEN@www.example.com/"}, {url: "http://u%3Apw4@www.example.com/"}]
     probe: {url: "http://u:s3cret@www.example.com/"}
     cutover:
       reserved_ip: {provider: do, ip: 203.0.113.1}
 `,
 			want: []string{
-				"p.yaml:3:38: endpoint \"https://me:xxxxx@api.example.com/\": no password in the URL: it would be copied into the journal, the output and the report; credentials come from the environment (the provider's token_env; for S3 the AWS_* variables)",
-				"p.yaml:8:20: url \"https://admin:xxxxx@www.example.com/health\": no password in the URL: it would be copied into the journal, the output and the report; check a path that needs no login (a health endpoint)",
-				"p.yaml:9:18: probe url \"http://u:xxxxx@www.example.com/\": no password in the URL: it would be copied into the journal, the output and the report; check a path that needs no login (a health endpoint)",
+				"p.yaml:3:38: endpoint \"…@api.example.com/\": no user or password in the URL: it would be copied into the plan, the journal, the output and the report; credentials come from the environment (the provider's token_env; for S3 the AWS_* variables)",
+				"p.yaml:8:20: url \"…@www.example.com/health\": no user or password in the URL: it would be copied into the plan, the journal, the output and the report; check a path that needs no login (a health endpoint)",
+				"p.yaml:8:75: url \"…@www.example.com:8080\": want an http:// or https:// URL",
+				"p.yaml:8:112: url \"…@www.example.com/\": no user or password in the URL: it would be copied into the plan, the journal, the output and the report; check a path that needs no login (a health endpoint)",
+				"p.yaml:8:152: url \"…@www.example.com/\": no user or password in the URL: it would be copied into the plan, the journal, the output and the report; check a path that needs no login (a health endpoint)",
+				"p.yaml:9:18: probe url \"…@www.example.com/\": no user or password in the URL: it would be copied into the plan, the journal, the output and the report; check a path that needs no login (a health endpoint)",
 			},
 		},
 	}

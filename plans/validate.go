@@ -411,26 +411,27 @@ func plainRemote(raw string) bool {
 }
 
 // URLProblem says what is wrong with raw as the URL named what, or "": it
-// must be http:// or https:// with a host, and hold no password, which
-// would be copied into the journal, the output and the report. The URL is
-// shown with any password masked.
+// must be http:// or https:// with a host, and hold no user or password
+// (a token often stands as the user), which would be copied into the
+// plan, the journal, the output and the report. What comes before an @ is
+// never shown.
 func URLProblem(what, raw string) string {
 	u, err := url.Parse(raw)
 	shown := fmt.Sprintf("%q", raw)
-	if err == nil {
-		shown = fmt.Sprintf("%q", u.Redacted())
-	} else if strings.Contains(raw, "@") {
-		shown = "(not shown: it may hold a password)"
+	if i := strings.LastIndex(raw, "@"); i >= 0 {
+		// Whatever comes before an @ may be a password or a token, in a
+		// URL of any shape: only what follows it is shown.
+		shown = fmt.Sprintf("%q", "…"+raw[i:])
 	}
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Sprintf("%s %s: want an http:// or https:// URL", what, shown)
 	}
-	if _, set := u.User.Password(); set {
+	if u.User != nil {
 		hint := "check a path that needs no login (a health endpoint)"
 		if what == "endpoint" {
 			hint = "credentials come from the environment (the provider's token_env; for S3 the AWS_* variables)"
 		}
-		return fmt.Sprintf("%s %s: no password in the URL: it would be copied into the journal, the output and the report; %s", what, shown, hint)
+		return fmt.Sprintf("%s %s: no user or password in the URL: it would be copied into the plan, the journal, the output and the report; %s", what, shown, hint)
 	}
 	return ""
 }

@@ -122,7 +122,7 @@ func TestProbeFlagsNeedAURL(t *testing.T) {
 func TestPasswordInAURLFlag(t *testing.T) {
 	code, out, errs := cliRun("plan", "--endpoint", "http://me:tok3n@127.0.0.1:1/", "--source", "web-1", "--size", "s-2vcpu-4gb", "--lb", "x",
 		"--probe-url", "http://u:s3cret@www.example.com/", "--http", "https://adm:hunter2@www.example.com/health")
-	if code != runner.ExitBadInput || strings.Count(errs, "no password in the URL") != 3 {
+	if code != runner.ExitBadInput || strings.Count(errs, "no user or password in the URL") != 3 {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
 	for _, secret := range []string{"tok3n", "s3cret", "hunter2"} {
