@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -147,6 +148,8 @@ func DefaultFactory(sig <-chan os.Signal) *Factory {
 	}
 }
 
+var digitRuns = regexp.MustCompile(`[0-9]+`)
+
 // printer renders runner events: text on stderr for people, or one JSON
 // object per line on stdout.
 type printer struct {
@@ -193,11 +196,11 @@ func (p *printer) emit(e runner.Event) {
 	}
 	switch e.Event {
 	case "progress":
-		// Waits repeat every poll; show a repeated wait at most once a second.
-		key := e.Message
-		if i := strings.IndexAny(key, "(0123456789"); i > 0 {
-			key = key[:i]
-		}
+		// Waits repeat every poll; show a repeated wait at most once a
+		// second. A repeat is the same swap's same line but for its
+		// numbers (the time waited so far); the swaps of a wave each have
+		// their own lines.
+		key := e.Swap + "\x00" + digitRuns.ReplaceAllString(e.Message, "#")
 		if key == p.lastProg && time.Since(p.lastAt) < time.Second {
 			return
 		}
