@@ -164,7 +164,7 @@ func TestAWSSwaps(t *testing.T) {
 			}
 			// The names moved with the Name tag: the new instance is web-1.
 			nw, _ := r.Drivers["aws"].Compute.GetServer(context.Background(), j.Swaps[0].NewID)
-			if nw.Name != "web-1" || old.Name != "web-1-retired-"+j.RunID[:6] {
+			if nw.Name != "web-1" || old.Name != "web-1-retired-"+j.ShortRunID() {
 				t.Fatalf("names after the swap: new %q, old %q", nw.Name, old.Name)
 			}
 			switch cut {

@@ -177,7 +177,7 @@ func (s *swapRun) sourceGone() {
 
 // retiredName is what the source is called once retired and kept.
 func (s *swapRun) retiredName() string {
-	return fmt.Sprintf("%s-retired-%s", s.st.SourceName, s.r.Journal.RunID[:6])
+	return fmt.Sprintf("%s-retired-%s", s.st.SourceName, s.r.Journal.ShortRunID())
 }
 
 // moveNames gives the new server the source's name once the source is

@@ -98,7 +98,7 @@ func launch(ctx context.Context, s *swapRun) error {
 	first := s.st.Token == ""
 	if first {
 		s.st.Token = fmt.Sprintf("%s-%d", s.r.Journal.RunID, s.i)
-		s.st.NewName = fmt.Sprintf("%s-%s", baseName(src), s.r.Journal.RunID[:6])
+		s.st.NewName = fmt.Sprintf("%s-%s", baseName(src), s.r.Journal.ShortRunID())
 		if err := s.save(); err != nil {
 			return err
 		}

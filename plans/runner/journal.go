@@ -496,3 +496,13 @@ func (j *Journal) MarkDeleted(ids []string) error {
 	}
 	return j.Save()
 }
+
+// ShortRunID is the start of the run's ID that names what the run made
+// (web-1-3fa9c2, web-1-retired-3fa9c2): six characters, or the whole ID
+// when it is shorter.
+func (j *Journal) ShortRunID() string {
+	if len(j.RunID) > 6 {
+		return j.RunID[:6]
+	}
+	return j.RunID
+}

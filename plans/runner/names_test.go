@@ -37,8 +37,8 @@ func TestServerKeepsItsName(t *testing.T) {
 		if res.ExitCode != 0 {
 			t.Fatalf("swap to %s: exit %d: %s", size, res.ExitCode, res.Next)
 		}
-		runs = append(runs, j.RunID[:6])
-		if want := "web-1-" + j.RunID[:6]; j.Swaps[0].NewName != want {
+		runs = append(runs, j.ShortRunID())
+		if want := "web-1-" + j.ShortRunID(); j.Swaps[0].NewName != want {
 			t.Fatalf("launched as %s, want %s: a launch name is the base name plus one run suffix", j.Swaps[0].NewName, want)
 		}
 	}
@@ -83,7 +83,7 @@ func TestNamesComeBackOnRollback(t *testing.T) {
 		}
 		return out
 	}
-	if n := names(); n[w.newID(j)] != "web-1" || n[w.srcID] != "web-1-retired-"+j.RunID[:6] {
+	if n := names(); n[w.newID(j)] != "web-1" || n[w.srcID] != "web-1-retired-"+j.ShortRunID() {
 		t.Fatalf("names after the swap: %v", n)
 	}
 	r := w.runner(doc, j, false)
@@ -123,7 +123,7 @@ func TestSuffixNamesNeverStack(t *testing.T) {
 	if res.ExitCode != 0 {
 		t.Fatalf("second swap: %s", res.Next)
 	}
-	if got := j.Swaps[0].NewName; got != "web-1-"+j.RunID[:6] {
+	if got := j.Swaps[0].NewName; got != "web-1-"+j.ShortRunID() {
 		t.Fatalf("swapping %s launched %s", first, got)
 	}
 }
@@ -215,7 +215,7 @@ func TestCleanupExpired(t *testing.T) {
 		left = append(left, d.Name)
 	}
 	slices.Sort(left)
-	if fmt.Sprint(left) != fmt.Sprintf("[batch-1 web-1 web-2 web-2-retired-%s]", j.RunID[:6]) {
+	if fmt.Sprint(left) != fmt.Sprintf("[batch-1 web-1 web-2 web-2-retired-%s]", j.ShortRunID()) {
 		t.Fatalf("after cleanup --expired: %v", left)
 	}
 	// The expired server's keep-until tag went with it; web-2's stays.

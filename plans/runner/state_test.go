@@ -157,3 +157,14 @@ func TestLooksLikeSecret(t *testing.T) {
 		}
 	}
 }
+
+// TestShortRunID: what a run makes is named after the start of its ID, and
+// an ID shorter than that start (a journal written by hand, an older
+// version) names it whole instead of stopping the run with a panic.
+func TestShortRunID(t *testing.T) {
+	for id, want := range map[string]string{"3fa9c2d1e0b4": "3fa9c2", "run42": "run42", "abcdef": "abcdef"} {
+		if got := (&Journal{RunID: id}).ShortRunID(); got != want {
+			t.Errorf("ShortRunID of %q = %q, want %q", id, got, want)
+		}
+	}
+}
