@@ -130,7 +130,7 @@ func TestFleetCanaryGateAndWaves(t *testing.T) {
 	t.Parallel()
 	f := newFleet(t, 5)
 	doc := f.plan(&plans.Strategy{MaxParallel: 2, Canary: 1, Gates: []string{"after_canary"}}, nil)
-	if m := strings.Join(doc.Plan.Mutations, "\n"); !strings.Contains(m, "fleet: 5 servers tagged web, upgraded in 3 wave(s) of at most 2 after a canary of 1, pausing after_canary") {
+	if m := strings.Join(doc.Plan.Mutations, "\n"); !strings.Contains(m, "fleet: 5 servers tagged web, upgraded in 3 wave(s): a canary of 1 alone, then waves of at most 2, pausing after_canary") {
 		t.Fatalf("mutations: %s", m)
 	}
 	r := f.runner(doc, nil, false)
@@ -551,5 +551,38 @@ func TestFleetInterruptedWhilePreparing(t *testing.T) {
 	}
 	if p := f.pool(); upgraded(p) != 3 || len(p) != 3 || bigger != 3 {
 		t.Fatalf("pool %v, %d new servers (want 3)", p, bigger)
+	}
+}
+
+// TestFleetRollbackCheckedWhole: a finished fleet run whose first server a
+// later run has claimed is not switched back at all: refused up front,
+// nothing changed (it switched the other servers back before refusing).
+func TestFleetRollbackCheckedWhole(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, 3)
+	doc := f.plan(&plans.Strategy{MaxParallel: 2}, func(i int, sw *plans.Swap) {
+		sw.Retire.KeepFor = plans.Duration(time.Hour)
+	})
+	r := f.runner(doc, nil, false)
+	if res := r.Run(context.Background()); res.ExitCode != 0 {
+		t.Fatalf("apply: exit %d: %s", res.ExitCode, res.Next)
+	}
+	gd := labtest.Godo(t, f.l)
+	ctx := context.Background()
+	newID, _ := strconv.Atoi(r.Journal.Swaps[0].NewID)
+	if _, _, err := gd.Tags.Create(ctx, &godo.TagCreateRequest{Name: "vmswap-claim:later"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gd.Tags.TagResources(ctx, "vmswap-claim:later", &godo.TagResourcesRequest{Resources: []godo.Resource{{ID: strconv.Itoa(newID), Type: godo.DropletResourceType}}}); err != nil {
+		t.Fatal(err)
+	}
+	before := f.l.Inventory()
+	rev := f.runner(doc, r.Journal, false).Revert(ctx)
+	if rev.ExitCode != runner.ExitBadInput || !strings.Contains(rev.Next, "nothing was changed") || !strings.Contains(rev.Next, "run later") || r.Journal.Status != runner.StatusSucceeded {
+		t.Fatalf("rollback: exit %d %s: %s", rev.ExitCode, r.Journal.Status, rev.Next)
+	}
+	after := f.l.Inventory()
+	if fmt.Sprint(after.Droplets) != fmt.Sprint(before.Droplets) || fmt.Sprint(after.LBs) != fmt.Sprint(before.LBs) {
+		t.Fatalf("a refused rollback changed the world:\nbefore %+v\nafter  %+v", before, after)
 	}
 }

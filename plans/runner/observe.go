@@ -247,7 +247,7 @@ func strategyNote(s *plans.Strategy) string {
 	}
 	out := fmt.Sprintf(" of at most %d", max(s.MaxParallel, 1))
 	if s.Canary > 0 {
-		out += fmt.Sprintf(" after a canary of %d", s.Canary)
+		out = fmt.Sprintf(": a canary of %d alone, then waves of at most %d", s.Canary, max(s.MaxParallel, 1))
 	}
 	if len(s.Gates) > 0 {
 		out += fmt.Sprintf(", pausing %s", strings.Join(s.Gates, " and "))

@@ -23,6 +23,26 @@ import (
 // says what happened.
 func (r *Runner) Revert(ctx context.Context) *Result {
 	res := &Result{Status: StatusReverted}
+	// Every finished swap is checked before any is switched back: a fleet
+	// whose one server a later run took on is refused whole, not after
+	// the others were switched.
+	var refused []string
+	for i := range r.Doc.Plan.Swaps {
+		sr := r.swapRun(i)
+		if sr.st.Status != StatusSucceeded || sr.st.Steps["rollback"] != nil || sr.sw.Retire.Action == "delete" && sr.st.has(subOldRetired) {
+			continue
+		}
+		if why := sr.revertable(ctx); why != "" {
+			refused = append(refused, why)
+		}
+	}
+	if len(refused) > 0 {
+		next := "nothing was changed: " + refused[0]
+		if len(refused) > 1 {
+			next = "nothing was changed:\n  - " + strings.Join(refused, "\n  - ")
+		}
+		return &Result{Status: r.Journal.Status, ExitCode: ExitBadInput, Next: next}
+	}
 	for i := len(r.Doc.Plan.Swaps) - 1; i >= 0; i-- {
 		sr := r.swapRun(i)
 		var code int
