@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 var planIDSyntax = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
@@ -247,6 +249,9 @@ func (d *Document) validateSwap(i int, sw Swap, add func(string, string, ...any)
 		d.providerRef(at("cutover.loadbalancer.provider"), c.Provider, CapLB, add)
 		if c.ID == "" {
 			add(at("cutover.loadbalancer"), "missing id: the load balancer's ID")
+		}
+		if h := c.IdentifyHeader; h != "" && !httpguts.ValidHeaderFieldName(h) {
+			add(at("cutover.loadbalancer.identify_header"), "identify_header %q is not an HTTP header name: letters, digits and - only, like X-Served-By", h)
 		}
 		if pb := d.Plan.Providers[c.Provider]; pb.Type == "nginx" && c.IdentifyHeader == "" {
 			add(at("cutover.loadbalancer"), "nginx reports no member's health: set identify_header to a response header that names the server (X-Served-By), so vmswap proves requests through nginx reach the new one")

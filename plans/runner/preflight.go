@@ -86,6 +86,11 @@ func preflight(ctx context.Context, s *swapRun) error {
 		stale = append(stale, s.kind.stale(&o, &n)...)
 	}
 	s.pool = now.Pool
+	if c := s.sw.Cutover.LoadBalancer; c != nil && c.IdentifyHeader != "" && src.Status == provider.StatusRunning && err == nil {
+		if p := s.identifyProblem(ctx, c.IdentifyHeader, src); p != "" {
+			errs = multierror.Append(errs, errors.New(p))
+		}
+	}
 	if rec := now.Record; rec != nil {
 		s.st.OldValues, s.st.OldTTL = rec.Values, int(rec.TTL)
 		s.st.OtherValues, s.st.OtherTTL = nil, 0
@@ -249,4 +254,24 @@ func (s *swapRun) sourceSSHProblems(ctx context.Context, src *provider.Server) [
 		}
 	}
 	return out
+}
+
+// identifyProblem asks the source, directly, for the response header that
+// proves which member the load balancer sends to: a source that answers
+// without it (a typo in identify_header) would stop the cutover with the
+// new server already in the pool.
+func (s *swapRun) identifyProblem(ctx context.Context, header string, src *provider.Server) string {
+	u := s.serviceURL()
+	direct, err := verify.Pinned(s.pinAddr(src.PublicIP), s.sw.Verify.CAFile, 5*time.Second)
+	if err != nil {
+		return err.Error()
+	}
+	_, h, _, err := verify.Do(ctx, direct, u.String())
+	if err != nil {
+		return fmt.Sprintf("ask %s for its %s header at %s: %v", src.Name, header, u, err)
+	}
+	if h.Get(header) == "" {
+		return fmt.Sprintf("%s answers %s without a %s header, which identify_header names to prove the load balancer routes to the new server: check its spelling, or remove identify_header", src.Name, u, header)
+	}
+	return ""
 }

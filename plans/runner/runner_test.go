@@ -167,7 +167,7 @@ func (w *world) runWith(doc *plans.Document, onEvent func(runner.Event), getenv 
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	j := runner.NewJournal(runner.JournalPath(doc.File), doc, "run"+strconv.FormatInt(time.Now().UnixNano()%1e6, 10))
+	j := runner.NewJournal(runner.JournalPath(doc.File), doc, fmt.Sprintf("run%06d", time.Now().UnixNano()%1e6))
 	r := &runner.Runner{Doc: doc, Drivers: drivers, Journal: j, Poll: 50 * time.Millisecond, Emit: func(e runner.Event) {
 		w.mu.Lock()
 		w.events = append(w.events, e)
@@ -462,5 +462,53 @@ func TestNewServerDeletedBehindAReservedIP(t *testing.T) {
 	got, err := ip.AssignedTo(context.Background(), sw.Cutover.ReservedIP.IP)
 	if err != nil || got != strconv.Itoa(w.srcID) {
 		t.Fatalf("reserved IP assigned to %q (%v), want the source %d", got, err, w.srcID)
+	}
+}
+
+// TestIdentifyHeaderTypo: identify_header names a header the site never
+// sends. Preflight asks the source and refuses, nothing changed: the
+// cutover would otherwise stop with the new server in the pool.
+func TestIdentifyHeaderTypo(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	sw := w.swap("loadbalancer")
+	sw.Cutover.LoadBalancer.IdentifyHeader = "X-Served-Byy"
+	before := len(w.droplets())
+	res, _ := w.run(w.plan(sw), nil)
+	if res.ExitCode != runner.ExitBadInput || !strings.Contains(res.Next+fmt.Sprint(res.Swaps), "without a X-Served-Byy header") {
+		t.Fatalf("exit %d: %s %+v", res.ExitCode, res.Next, res.Swaps)
+	}
+	if n := len(w.droplets()); n != before {
+		t.Fatalf("%d droplets, %d before: preflight made something", n, before)
+	}
+	if m := w.lbMembers(w.lbID); len(m) != 1 || m[0] != w.srcID {
+		t.Fatalf("pool: %v", m)
+	}
+}
+
+// TestDuplicateRecordsRefused: www has the source's address in two records
+// (TTL 30 and 1800). The set reads as the longest TTL, and the swap is
+// refused before anything changes: changing the set would lose one record,
+// and the hold would follow the shorter TTL.
+func TestDuplicateRecordsRefused(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	if err := w.l.Seeder().Record(ctx, "shop.test", "www", w.srcIP, 1800); err != nil {
+		t.Fatal(err)
+	}
+	doc := w.plan(w.swap("dns"))
+	rec, err := w.drivers(doc)["lab"].DNS.GetRecord(ctx, "www.shop.test", "A")
+	if err != nil || rec.TTL != 1800 || len(rec.Values) != 2 {
+		t.Fatalf("the set reads as %+v (%v), want both values and TTL 1800", rec, err)
+	}
+	before := len(w.droplets())
+	res, _ := w.run(doc, nil)
+	if res.ExitCode != runner.ExitBadInput || !strings.Contains(res.Next+fmt.Sprint(res.Swaps), "holds "+w.srcIP+" more than once") {
+		t.Fatalf("exit %d: %s %+v", res.ExitCode, res.Next, res.Swaps)
+	}
+	recs, _, err := labtest.Godo(t, w.l).Domains.RecordsByTypeAndName(ctx, "shop.test", "A", "www.shop.test", nil)
+	if err != nil || len(recs) != 2 || len(w.droplets()) != before {
+		t.Fatalf("records %v (%v), %d droplets (%d before): something changed", recs, err, len(w.droplets()), before)
 	}
 }
