@@ -97,9 +97,12 @@ func (p *Provider) GetRecord(ctx context.Context, name, typ string) (*dns.Record
 	if len(recs) == 0 {
 		return nil, fmt.Errorf("digitalocean: no %s record %s: %w", typ, name, provider.ErrNotFound)
 	}
-	out := &dns.Record{Name: strings.TrimSuffix(strings.ToLower(name), "."), Type: typ, TTL: dns.Seconds(recs[0].TTL)}
+	out := &dns.Record{Name: strings.TrimSuffix(strings.ToLower(name), "."), Type: typ}
 	for _, r := range recs {
 		out.Values = append(out.Values, r.Data)
+		// Each record has its TTL: the set is cached as long as the
+		// longest of them.
+		out.TTL = max(out.TTL, dns.Seconds(r.TTL))
 	}
 	slices.Sort(out.Values)
 	return out, nil

@@ -291,6 +291,12 @@ func proveRoutes(ctx context.Context, s *swapRun, c *plans.LBCutover, id, ip, na
 		return fmt.Errorf("ask %s who it is: %w", name, err)
 	}
 	want := h.Get(c.IdentifyHeader)
+	if want == "" && s.rollingBack {
+		// Moving traffic back is not held up by the header: the source
+		// served before the run, however it answers.
+		s.progress("%s answers without a %s header: waiting %s for load balancer %s's health checks instead", name, c.IdentifyHeader, pool.HealthyAfter, c.ID)
+		return s.r.clock().Sleep(ctx, pool.HealthyAfter)
+	}
 	if want == "" {
 		return fmt.Errorf("%s answers without a %s header: set cutover.loadbalancer.identify_header to a header that names the server, or remove it", name, c.IdentifyHeader)
 	}
@@ -393,6 +399,11 @@ func (k *dnsCutover) read(ctx context.Context, src *provider.Server, seen *plans
 	if p := otherAddrOfNet(src, rec); p != "" {
 		return []string{p}, nil
 	}
+	if d := duplicates(rec.Values); len(d) > 0 {
+		// Two records with one value (each with its TTL): a set holds a
+		// value once, and changing it would lose one of the records.
+		return []string{fmt.Sprintf("%s %s holds %s more than once (several records with the same value): keep one record per value, then plan again", rec.Name, rec.Type, strings.Join(d, ", "))}, nil
+	}
 	if !slices.Contains(rec.Values, addr) {
 		return []string{fmt.Sprintf("record %s %s is %v and does not point at %s (%s)", rec.Name, rec.Type, rec.Values, src.Name, addr)}, nil
 	}
@@ -492,6 +503,18 @@ func (k *dnsCutover) forward(ctx context.Context, s *swapRun) error {
 		// A resumed run's intent: the interrupted call may have changed
 		// the set before someone else changed it again.
 		resumed := slices.Contains(s.st.Intents, f.sub)
+		if s.st.has(f.sub) {
+			// Set by an earlier process: the set may have been changed
+			// since, and waiting to see this run's values served would
+			// wait out the timeout.
+			cur, err := k.d.GetRecord(ctx, k.c.Record, f.typ)
+			if err != nil {
+				return err
+			}
+			if !dns.Unchanged(cur.Values, want.Values) {
+				return fmt.Errorf("%s %s holds %v, not %v as this run set it before it was stopped: someone changed it since", k.c.Record, f.typ, cur.Values, want.Values)
+			}
+		}
 		if err := s.once(f.sub, func() error {
 			s.progress("pointing %s %s at %s (%s) in place of %s", k.c.Record, f.typ, s.st.NewName, f.new, f.src)
 			_, err := k.d.SetRecord(ctx, want)
@@ -549,6 +572,17 @@ func (k *dnsCutover) back(ctx context.Context, s *swapRun) error {
 		}
 	}
 	return nil
+}
+
+// duplicates returns the values found more than once.
+func duplicates(values []string) []string {
+	seen, out := map[string]int{}, []string(nil)
+	for _, v := range values {
+		if seen[v]++; seen[v] == 2 {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // replaced returns values with old taken out and new put in (once).

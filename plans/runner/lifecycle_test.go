@@ -538,7 +538,7 @@ func TestConcurrentDNSEdit(t *testing.T) {
 			}
 		}
 	})
-	if res.ExitCode != runner.ExitRolledBack || !strings.Contains(res.Next, "someone else changed www.shop.test") || !strings.Contains(res.Next, "127.0.0.250") {
+	if res.ExitCode != runner.ExitRolledBack || !strings.Contains(res.Next, "someone else changed www.shop.test") || !strings.Contains(res.Next, "127.0.0.250") || !strings.Contains(res.Next, "this run moved no traffic") || strings.Contains(res.Next, "serves as before") {
 		t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
 	}
 	w.waitServedA(t, w.srcIP, "127.0.0.250")
@@ -603,6 +603,62 @@ func TestResumeAfterSomeoneRewroteTheRecord(t *testing.T) {
 	res := w.runner(doc, j, false).Run(ctx)
 	if res.ExitCode != runner.ExitAttention || !strings.Contains(res.Next, "someone changed it") || !strings.Contains(res.Next, "127.0.0.250") {
 		t.Fatalf("resume: exit %d: %s", res.ExitCode, res.Next)
+	}
+	w.waitServedA(t, "127.0.0.250")
+}
+
+// stopAtWait is a DNS driver whose first WaitServed stops the run: the
+// record is set, and the run killed while it waits to see it served.
+type stopAtWait struct {
+	dns.Provider
+	stop func()
+	once sync.Once
+}
+
+func (d *stopAtWait) WaitServed(ctx context.Context, rec dns.Record) error {
+	stopped := false
+	d.once.Do(func() { d.stop(); stopped = true })
+	if stopped {
+		return context.Canceled
+	}
+	return d.Provider.WaitServed(ctx, rec)
+}
+
+// TestResumeAfterTheSetRecordWasRewritten: the run set the record and was
+// stopped while waiting to see it served; someone then rewrote it. The
+// resumed run reads the record before waiting (it waited out the whole
+// ready timeout for values no longer there) and needs attention at once.
+func TestResumeAfterTheSetRecordWasRewritten(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	sw := w.swap("dns")
+	sw.ReadyTimeout = plans.Duration(time.Minute)
+	doc := w.plan(sw)
+	j := runner.NewJournal(runner.JournalPath(doc.File), doc, "rundns02")
+	r := w.runner(doc, j, false)
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for _, d := range r.Drivers {
+		if d.DNS != nil {
+			d.DNS = &stopAtWait{Provider: d.DNS, stop: cancel}
+		}
+	}
+	if res := r.Run(rctx); res.Status != runner.StatusInterrupted || !slices.Contains(j.Swaps[0].Done, "dns_set") && !strings.Contains(fmt.Sprint(j.Swaps[0]), "dns_set") {
+		t.Fatalf("stopped run: %s, exit %d: %s (%+v)", res.Status, res.ExitCode, res.Next, j.Swaps[0])
+	}
+	gd := labtest.Godo(t, w.l)
+	recs, _, err := gd.Domains.RecordsByTypeAndName(ctx, "shop.test", "A", "www.shop.test", nil)
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("www records: %v %v", recs, err)
+	}
+	if _, _, err := gd.Domains.EditRecord(ctx, "shop.test", recs[0].ID, &godo.DomainRecordEditRequest{Type: "A", Name: "www", Data: "127.0.0.250", TTL: recs[0].TTL}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	res := w.runner(doc, j, false).Run(ctx)
+	if res.ExitCode != runner.ExitAttention || !strings.Contains(res.Next, "someone changed it") || time.Since(start) > 30*time.Second {
+		t.Fatalf("resume after %s: exit %d: %s", time.Since(start).Round(time.Second), res.ExitCode, res.Next)
 	}
 	w.waitServedA(t, "127.0.0.250")
 }

@@ -42,7 +42,8 @@ func (r *Runner) rollback(s *swapRun, cause error) (int, string) {
 		left = append(left, msg)
 		r.emit(Event{Event: "warning", Swap: s.name(), Step: "rollback", Message: msg})
 	}
-	if !st.cutoverStarted() {
+	moved := st.cutoverStarted()
+	if !moved {
 		st.TrafficBack = true // traffic never left the source
 	}
 	gone := false
@@ -171,6 +172,10 @@ func (r *Runner) rollback(s *swapRun, cause error) (int, string) {
 	r.emit(Event{Event: "step", Swap: s.name(), Step: "rollback", Status: "ok", Elapsed: st.Steps["rollback"].End.Sub(st.Steps["rollback"].Start).Seconds()})
 	if err := s.save(); err != nil {
 		return ExitAttention, fmt.Sprintf("rolled back, but the journal could not be written: %v", err)
+	}
+	if !moved && errors.Is(cause, ErrStale) {
+		// Someone else moved the traffic: the source may serve nothing.
+		return ExitRolledBack, fmt.Sprintf("%s failed and was rolled back: this run moved no traffic (someone else changed where it goes, as the cause says: check it), and everything it created was deleted (confirmed with the provider). Cause: %v", step, trimSentinel(cause))
 	}
 	return ExitRolledBack, fmt.Sprintf("%s failed and was rolled back: %s serves as before, and everything this run created was deleted (confirmed with the provider). Cause: %v", step, st.SourceName, trimSentinel(cause))
 }
