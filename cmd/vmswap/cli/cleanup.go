@@ -99,6 +99,12 @@ func cleanupRun(ctx context.Context, o *CleanupOptions) error {
 	if err != nil {
 		return exitf(runner.ExitAttention, "%v", err)
 	}
+	if len(orphans) == 0 && !o.Expired && j != nil && j.Status == runner.StatusNeedsAttention {
+		// What the run made is not an orphan while the run may still need
+		// it: say so, rather than that there is nothing.
+		fmt.Fprintf(o.IO.Out, "nothing to clean up: run %s of %s needs attention, and what it made (or serves from) stays until it is finished; see `vmswap status %s`\n", j.RunID, o.PlanFile, o.PlanFile)
+		return nil
+	}
 	if err := o.deleteListed(ctx, orphans, drivers, o.PlanFile); err != nil || !o.Expired || j == nil {
 		return err
 	}
