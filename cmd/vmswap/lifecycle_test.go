@@ -454,3 +454,25 @@ func TestClosedOutputPipe(t *testing.T) {
 		t.Fatalf("apply with its output closed: %v, journal %+v", err, j)
 	}
 }
+
+// TestCleanupOfARunThatNeedsAttention: cleanup deletes nothing a run that
+// needs attention made, and says why rather than "nothing to clean up"
+// alone. (The journal is marked as a failed rollback leaves it.)
+func TestCleanupOfARunThatNeedsAttention(t *testing.T) {
+	t.Parallel()
+	w := newCutoverWorld(t, "", "loadbalancer")
+	must(t, vmswap(t, w.env, "apply", "--poll", "50ms", w.planFile), 0, "vmswap: succeeded")
+	j, err := runner.LoadJournal(runner.JournalPath(w.planFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.Status, j.Swaps[0].Status = runner.StatusNeedsAttention, runner.StatusNeedsAttention
+	if err := j.Save(); err != nil {
+		t.Fatal(err)
+	}
+	before := w.l.Inventory()
+	must(t, vmswap(t, w.env, "cleanup", "--yes", w.planFile), 0, "needs attention", "vmswap status "+w.planFile)
+	if after := w.l.Inventory(); len(after.Droplets) != len(before.Droplets) || len(after.Snapshots) != len(before.Snapshots) {
+		t.Fatalf("cleanup deleted what the run made: %+v -> %+v", before, after)
+	}
+}
