@@ -16,7 +16,12 @@ import (
 // kind "" is never learned.
 type Expected struct {
 	mu sync.Mutex
-	d  map[string]time.Duration
+	d  map[string]*expectation
+}
+
+type expectation struct {
+	took   time.Duration
+	shrunk time.Time // when took was last shortened
 }
 
 // Poll waits for an operation of the kind that started at start, as Poll
@@ -27,7 +32,13 @@ type Expected struct {
 // check that found it done being asked (not answered: a check a rate limit
 // held back learns nothing from the wait). An operation done at the first
 // check makes the expectation a little shorter, so that a provider grown
-// faster is followed.
+// faster is followed. Operations that were under way together (a wave's
+// snapshots) shorten it once: they are one piece of evidence, and ten
+// shortenings at once would have the next wave asking too early.
+//
+// An operation not done when first asked is asked again after a
+// twentieth of the expectation (at least interval), then less often: a
+// boot of 40 s late by a few seconds costs a read or two, not ten.
 func (e *Expected) Poll(ctx context.Context, kind string, start time.Time, interval time.Duration, check func() (bool, error)) error {
 	first := true
 	wrapped := func() (bool, error) {
@@ -37,15 +48,16 @@ func (e *Expected) Poll(ctx context.Context, kind string, start time.Time, inter
 			return done, err
 		}
 		if done {
-			e.learn(kind, asked.Sub(start), first)
+			e.learn(kind, start, asked.Sub(start), first)
 		}
 		first = false
 		return done, nil
 	}
-	if err := Sleep(ctx, time.Until(start.Add(max(e.Get(kind), interval)))); err != nil {
+	expect := e.Get(kind)
+	if err := Sleep(ctx, time.Until(start.Add(max(expect, interval)))); err != nil {
 		return err
 	}
-	return Poll(ctx, interval, wrapped)
+	return Poll(ctx, max(interval, expect/20), wrapped)
 }
 
 // Get returns what the kind is expected to take, zero if unknown.
@@ -55,22 +67,34 @@ func (e *Expected) Get(kind string) time.Duration {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.d[kind]
+	if x := e.d[kind]; x != nil {
+		return x.took
+	}
+	return 0
 }
 
-func (e *Expected) learn(kind string, took time.Duration, first bool) {
+func (e *Expected) learn(kind string, start time.Time, took time.Duration, first bool) {
 	if e == nil || kind == "" {
 		return
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.d == nil {
-		e.d = map[string]time.Duration{}
+		e.d = map[string]*expectation{}
 	}
-	if first && e.d[kind] > 0 {
-		// Done when first asked: it may be done sooner next time.
-		e.d[kind] -= e.d[kind] / 32
+	x := e.d[kind]
+	if x == nil {
+		x = &expectation{}
+		e.d[kind] = x
+	}
+	if first && x.took > 0 {
+		// Done when first asked: it may be done sooner next time, unless
+		// an operation that ran beside this one said so already.
+		if start.After(x.shrunk) {
+			x.took -= x.took / 32
+			x.shrunk = time.Now()
+		}
 		return
 	}
-	e.d[kind] = took
+	x.took = took
 }

@@ -194,3 +194,41 @@ func TestExpectedLearnsNothingFromAHeldBackCheck(t *testing.T) {
 		t.Fatal("learned nothing at all")
 	}
 }
+
+// TestExpectedShrinksOnceForAWave: ten operations under way together, each
+// done when first asked, shorten the expectation once, not ten times (the
+// next wave would ask too early and poll), and one that is late is asked
+// again after a fraction of the expectation, not every interval.
+func TestExpectedShrinksOnceForAWave(t *testing.T) {
+	var e provider.Expected
+	ctx := context.Background()
+	const took, interval = 200 * time.Millisecond, time.Millisecond
+	n := 0
+	start := time.Now()
+	e.Poll(ctx, "snapshot", start, interval, op(start, took, &n))
+	learned := e.Get("snapshot")
+	done := make(chan int)
+	for range 10 {
+		go func() {
+			n := 0
+			start := time.Now()
+			e.Poll(ctx, "snapshot", start, interval, func() (bool, error) { n++; return time.Since(start) >= took, nil })
+			done <- n
+		}()
+	}
+	for range 10 {
+		if n := <-done; n != 1 {
+			t.Fatalf("an operation of the wave was checked %d times", n)
+		}
+	}
+	if got, want := e.Get("snapshot"), learned-learned/32; got < want {
+		t.Fatalf("the wave shortened the expectation from %s to %s (once would be %s)", learned, got, want)
+	}
+	// One that takes a quarter longer: a few reads, not one per interval.
+	late := 0
+	start = time.Now()
+	e.Poll(ctx, "snapshot", start, interval, op(start, learned*5/4, &late))
+	if late > 6 {
+		t.Fatalf("an operation 25%% late was checked %d times", late)
+	}
+}
