@@ -96,6 +96,22 @@ func BenchmarkFleet(b *testing.B) {
 			b.Fatal(err)
 		}
 		canary := j.Swaps[0].Steps["retire"].End.Sub(j.Swaps[0].Steps["preflight"].Start)
+		// Calls inside the waves: from the first moment a swap after the
+		// canary began (its preflight) to the end, over the swaps of the
+		// waves. What the canary still did after that moment counts
+		// against the waves, never the other way.
+		waves := time.Time{}
+		for _, st := range j.Swaps[1:] {
+			if p := st.Steps["preflight"]; p != nil && (waves.IsZero() || p.Start.Before(waves)) {
+				waves = p.Start
+			}
+		}
+		inWaves := 0
+		for _, q := range l.Requests()[before+planCalls:] {
+			if q.API == "digitalocean" && !q.Time.Before(waves) {
+				inWaves++
+			}
+		}
 		failed, requests := 0, 0
 		for _, st := range j.Swaps {
 			if st.Probe != nil {
@@ -106,9 +122,10 @@ func BenchmarkFleet(b *testing.B) {
 		b.ReportMetric(float64(requests), "requests")
 		b.ReportMetric(wall.Seconds()/canary.Seconds(), "wall/one-swap")
 		b.ReportMetric(float64(calls)/n, "api-calls/swap")
+		b.ReportMetric(float64(inWaves)/(n-1), "api-calls/swap-in-waves")
 		b.ReportMetric(float64(n429), "429s")
-		fmt.Printf("fleet of %d (canary 1, waves of 10, probe 2,000 req/s shared): %d requests, %d failed; wall %.1fs, one swap (the canary) %.1fs: x%.2f; %d API calls for apply, %.1f per swap (plan: %d); %d answered 429\n",
-			n, requests, failed, wall.Seconds(), canary.Seconds(), wall.Seconds()/canary.Seconds(), calls, float64(calls)/n, planCalls, n429)
+		fmt.Printf("fleet of %d (canary 1, waves of 10, probe 2,000 req/s shared): %d requests, %d failed; wall %.1fs, one swap (the canary) %.1fs: x%.2f; %d API calls for apply, %.1f per swap (plan: %d); inside the waves %d calls for %d swaps, %.1f per swap (the canary alone before them: %d); %d answered 429\n",
+			n, requests, failed, wall.Seconds(), canary.Seconds(), wall.Seconds()/canary.Seconds(), calls, float64(calls)/n, planCalls, inWaves, int(n)-1, float64(inWaves)/(n-1), calls-inWaves, n429)
 	}
 }
 
