@@ -123,6 +123,23 @@ type Checker interface {
 	Check(ctx context.Context, pool string) error
 }
 
+// RecentLister is a MemberLister that can answer from a read of the pool
+// that this process began at most maxAge ago (for another swap of a wave)
+// instead of making a call: for a check that a little age does not weaken,
+// such as whether the source is still in the pool just before the cutover.
+// A check of what the caller changed itself must call Pool.
+type RecentLister interface {
+	RecentPool(ctx context.Context, id string, maxAge time.Duration) (*Pool, error)
+}
+
+// RecentPool is lb's RecentPool when it has one, else its Pool.
+func RecentPool(ctx context.Context, lb MemberLister, id string, maxAge time.Duration) (*Pool, error) {
+	if r, ok := lb.(RecentLister); ok {
+		return r.RecentPool(ctx, id, maxAge)
+	}
+	return lb.Pool(ctx, id)
+}
+
 // Provider is everything a load-balancer cutover needs.
 type Provider interface {
 	MemberLister

@@ -49,11 +49,17 @@ func (s *SharedReads[T]) Forget(key string) {
 // under the context of the caller that started it, less its cancellation:
 // the others wait on it; each caller still returns when its own ctx ends.
 func (s *SharedReads[T]) Do(ctx context.Context, key string, read func(context.Context) (T, error)) (T, error) {
+	return s.Recent(ctx, key, s.MaxAge, read)
+}
+
+// Recent is Do, except that a read that succeeded and began less than
+// maxAge before the call is returned as it is (zero: never).
+func (s *SharedReads[T]) Recent(ctx context.Context, key string, maxAge time.Duration, read func(context.Context) (T, error)) (T, error) {
 	s.mu.Lock()
 	if s.running == nil {
 		s.running, s.next, s.last = map[string]*sharedRead[T]{}, map[string]*sharedRead[T]{}, map[string]*sharedRead[T]{}
 	}
-	if l := s.last[key]; l != nil && s.MaxAge > 0 && time.Since(l.start) < s.MaxAge {
+	if l := s.last[key]; l != nil && maxAge > 0 && time.Since(l.start) < maxAge {
 		s.mu.Unlock()
 		return l.v, nil
 	}

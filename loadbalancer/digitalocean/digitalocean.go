@@ -59,7 +59,13 @@ func New(cfg Config) *Provider {
 // get reads a load balancer. The result is shared: it must not be
 // modified.
 func (p *Provider) get(ctx context.Context, id string) (*godo.LoadBalancer, error) {
-	lb, err := p.reads.Do(ctx, id, func(ctx context.Context) (*godo.LoadBalancer, error) {
+	return p.recent(ctx, id, 0)
+}
+
+// recent is get, answered from a read begun less than maxAge ago if there
+// is one.
+func (p *Provider) recent(ctx context.Context, id string, maxAge time.Duration) (*godo.LoadBalancer, error) {
+	lb, err := p.reads.Recent(ctx, id, maxAge, func(ctx context.Context) (*godo.LoadBalancer, error) {
 		lb, resp, err := p.c.LoadBalancers.Get(ctx, id)
 		if err != nil {
 			if resp != nil && resp.StatusCode == 404 {
@@ -85,7 +91,13 @@ func (p *Provider) get(ctx context.Context, id string) (*godo.LoadBalancer, erro
 // the first HTTP forwarding rule's entry port when it is not 80.
 // https://docs.digitalocean.com/reference/api/api-reference/#operation/loadBalancers_get
 func (p *Provider) Pool(ctx context.Context, id string) (*loadbalancer.Pool, error) {
-	lb, err := p.get(ctx, id)
+	return p.RecentPool(ctx, id, 0)
+}
+
+// RecentPool implements loadbalancer.RecentLister: the swaps of a wave
+// reaching their cutovers seconds apart share one read.
+func (p *Provider) RecentPool(ctx context.Context, id string, maxAge time.Duration) (*loadbalancer.Pool, error) {
+	lb, err := p.recent(ctx, id, maxAge)
 	if err != nil {
 		return nil, err
 	}

@@ -116,3 +116,41 @@ func TestWaveChangesInOneCall(t *testing.T) {
 		t.Fatalf("%d adds failed, pool %+v: want the missing droplet's alone to fail, web-2 in", failed, pool.Members)
 	}
 }
+
+// TestRecentPoolSharesARead: a read of the pool begun less than maxAge ago
+// answers RecentPool with no call; Pool always reads; an old read is not
+// taken.
+func TestRecentPoolSharesARead(t *testing.T) {
+	l := labtest.Start(t, lab.Config{})
+	ctx := context.Background()
+	id, _, err := l.Seeder().Droplet(ctx, "web-1", "s-1vcpu-1gb", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lbID, _, err := l.Seeder().LoadBalancer(ctx, "lb", []int{id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := digitalocean.New(digitalocean.Config{Client: labtest.Godo(t, l)})
+	reads := func() int { return l.OperationCounts()["loadBalancers_get"] }
+	if _, err := p.Pool(ctx, lbID); err != nil {
+		t.Fatal(err)
+	}
+	base := reads()
+	for range 3 {
+		pool, err := p.RecentPool(ctx, lbID, time.Minute)
+		if err != nil || !pool.Has(strconv.Itoa(id), "") {
+			t.Fatalf("recent pool %+v %v", pool, err)
+		}
+	}
+	if n := reads() - base; n != 0 {
+		t.Fatalf("three recent reads within a minute of a read made %d calls", n)
+	}
+	if _, err := p.Pool(ctx, lbID); err != nil || reads()-base != 1 {
+		t.Fatalf("Pool did not read (%d calls): %v", reads()-base, err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if _, err := p.RecentPool(ctx, lbID, 10*time.Millisecond); err != nil || reads()-base != 2 {
+		t.Fatalf("a read older than maxAge was taken (%d calls): %v", reads()-base, err)
+	}
+}

@@ -94,6 +94,10 @@ func (s *swapRun) once(sub string, call func() error) error {
 	return s.mark(sub)
 }
 
+// recentPoolAge is how old a read of the pool may be for the check, just
+// before a cutover, that the source is still in it.
+const recentPoolAge = 10 * time.Second
+
 // lbCutover adds the new server to a pool, proves the pool routes to it,
 // then removes the source with draining.
 type lbCutover struct {
@@ -146,8 +150,9 @@ func (k *lbCutover) forward(ctx context.Context, s *swapRun) error {
 	if !slices.Contains(st.Intents, subLBAdded) {
 		// The pool may have changed since preflight (a gate's pause, a
 		// resumed run): a source someone took out is left out, and
-		// nothing is changed.
-		pool, err := k.lb.Pool(ctx, k.c.ID)
+		// nothing is changed. A read another swap of the wave began in
+		// the last few seconds answers as well as a new one.
+		pool, err := loadbalancer.RecentPool(ctx, k.lb, k.c.ID, recentPoolAge)
 		if err != nil {
 			return err
 		}
