@@ -543,7 +543,7 @@ func TestSomeoneElsesChangeIsLeftAlone(t *testing.T) {
 		o := other(t, w)
 		must(t, vmswap(t, w.env, "apply", "--poll", "50ms", w.planFile), 0)
 		moveIP(t, w, o)
-		must(t, vmswap(t, w.env, "rollback", "--yes", "--poll", "50ms", w.planFile), 3, "someone moved it")
+		must(t, vmswap(t, w.env, "rollback", "--yes", "--poll", "50ms", w.planFile), runner.ExitBadInput, "nothing was changed", "someone moved it")
 		if got := w.serving(t); len(got) != 1 || got[0] != o {
 			t.Fatalf("the floating IP points at %v, want web-9 (%d) where it was moved", got, o)
 		}
@@ -555,7 +555,7 @@ func TestSomeoneElsesChangeIsLeftAlone(t *testing.T) {
 		if err := w.l.Seeder().HetznerRecord(ctx, "shop.test", "www", "A", []string{"127.0.0.99"}, 60); err != nil {
 			t.Fatal(err)
 		}
-		must(t, vmswap(t, w.env, "rollback", "--yes", "--poll", "50ms", w.planFile), 3, "someone changed it")
+		must(t, vmswap(t, w.env, "rollback", "--yes", "--poll", "50ms", w.planFile), runner.ExitBadInput, "nothing was changed", "someone changed it")
 		ips, _, err := authority.Lookup(ctx, w.l.Endpoints().DNS, "www.shop.test", "A")
 		if err != nil || len(ips) != 1 || ips[0] != "127.0.0.99" {
 			t.Fatalf("www.shop.test A is %v (%v), want the other person's 127.0.0.99 alone", ips, err)
@@ -681,7 +681,7 @@ func TestTrafficPutBackIsRespected(t *testing.T) {
 		nw := targets(t, w)
 		lbChange(t, w, true, o)
 		lbChange(t, w, false, nw[0])
-		must(t, vmswap(t, w.env, "rollback", "--yes", "--poll", "50ms", w.planFile), 3, "someone changed it")
+		must(t, vmswap(t, w.env, "rollback", "--yes", "--poll", "50ms", w.planFile), runner.ExitBadInput, "nothing was changed", "someone changed it")
 		if got := targets(t, w); len(got) != 1 || got[0] != o {
 			t.Fatalf("the pool is %v, want web-9 (%d) alone, as it was left", got, o)
 		}

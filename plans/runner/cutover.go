@@ -49,6 +49,12 @@ type cutoverKind interface {
 	holds(ctx context.Context, s *swapRun) error
 }
 
+// backChecker is a cutover kind that can tell, reading only, why back
+// would refuse: a fleet's rollback asks every swap before switching any.
+type backChecker interface {
+	backProblem(ctx context.Context, s *swapRun) string
+}
+
 // ErrCutoverUndone is a retire refused because the cutover no longer holds.
 var ErrCutoverUndone = errors.New("the cutover no longer holds")
 
@@ -190,11 +196,8 @@ func (k *lbCutover) back(ctx context.Context, s *swapRun) error {
 	if err != nil {
 		return err
 	}
-	if !pool.Has(st.SourceID, st.SourceIP) && !pool.Has(st.NewID, st.NewIP) && len(pool.Members) > 0 {
-		// Neither server is in the pool, others are: someone pointed it
-		// elsewhere since, and putting the source back would undo what
-		// they did. (An empty pool serves no one: the source goes back.)
-		return fmt.Errorf("load balancer %s has neither %s nor the new server %s (members: %s): someone changed it, so vmswap leaves it; add %s back yourself if it should serve", k.c.ID, st.SourceName, dash(st.NewName), strings.Join(pool.Keys(), ", "), st.SourceName)
+	if why := k.neither(pool, st); why != "" {
+		return errors.New(why)
 	}
 	if !pool.Has(st.SourceID, st.SourceIP) {
 		s.progress("adding %s back to load balancer %s", st.SourceName, k.c.ID)
@@ -220,6 +223,26 @@ func (k *lbCutover) back(ctx context.Context, s *swapRun) error {
 		return fmt.Errorf("new server %s is still in load balancer %s: %w", st.NewName, k.c.ID, err)
 	}
 	return nil
+}
+
+// neither says why the source cannot be put back in the pool: neither
+// server is in it and others are, so someone pointed it elsewhere since,
+// and putting the source back would undo what they did. (An empty pool
+// serves no one: the source goes back.)
+func (k *lbCutover) neither(pool *loadbalancer.Pool, st *SwapState) string {
+	if !pool.Has(st.SourceID, st.SourceIP) && !pool.Has(st.NewID, st.NewIP) && len(pool.Members) > 0 {
+		return fmt.Sprintf("load balancer %s has neither %s nor the new server %s (members: %s): someone changed it, so vmswap leaves it; add %s back yourself if it should serve", k.c.ID, st.SourceName, dash(st.NewName), strings.Join(pool.Keys(), ", "), st.SourceName)
+	}
+	return ""
+}
+
+// backProblem implements backChecker.
+func (k *lbCutover) backProblem(ctx context.Context, s *swapRun) string {
+	pool, err := k.lb.Pool(ctx, k.c.ID)
+	if err != nil {
+		return fmt.Sprintf("could not read load balancer %s: %v", k.c.ID, err)
+	}
+	return k.neither(pool, s.st)
 }
 
 func (k *lbCutover) hold(*SwapState) time.Duration { return orDur(k.c.Drain, 10*time.Second) }
@@ -564,9 +587,7 @@ func (k *dnsCutover) back(ctx context.Context, s *swapRun) error {
 		case f.new != "" && slices.Contains(cur.Values, f.new):
 			want.Values = replaced(cur.Values, f.new, f.src)
 		case !slices.Contains(cur.Values, f.src):
-			// Neither address: someone rewrote the set since, and mixing
-			// the source into their set would undo their change.
-			return fmt.Errorf("%s %s holds %v, neither %s's address %s nor the new server's: someone changed it, so vmswap leaves it; set it yourself if %s should serve", k.c.Record, f.typ, cur.Values, s.st.SourceName, f.src, s.st.SourceName)
+			return errors.New(k.neither(s.st, f.typ, f.src, cur.Values))
 		}
 		s.progress("pointing %s %s back at %s: %v", k.c.Record, f.typ, s.st.SourceName, want.Values)
 		if _, err := k.d.SetRecord(ctx, want); err != nil {
@@ -577,6 +598,30 @@ func (k *dnsCutover) back(ctx context.Context, s *swapRun) error {
 		}
 	}
 	return nil
+}
+
+// neither says why a record holding neither server's address is left:
+// someone rewrote the set since, and mixing the source into their set
+// would undo their change.
+func (k *dnsCutover) neither(st *SwapState, typ, src string, values []string) string {
+	return fmt.Sprintf("%s %s holds %v, neither %s's address %s nor the new server's: someone changed it, so vmswap leaves it; set it yourself if %s should serve", k.c.Record, typ, values, st.SourceName, src, st.SourceName)
+}
+
+// backProblem implements backChecker.
+func (k *dnsCutover) backProblem(ctx context.Context, s *swapRun) string {
+	for _, f := range k.families(s.st) {
+		if !slices.Contains(s.st.Intents, f.sub) && !s.st.has(f.sub) {
+			continue
+		}
+		cur, err := k.d.GetRecord(ctx, k.c.Record, f.typ)
+		if err != nil {
+			return fmt.Sprintf("could not read %s %s: %v", k.c.Record, f.typ, err)
+		}
+		if !(f.new != "" && slices.Contains(cur.Values, f.new)) && !slices.Contains(cur.Values, f.src) {
+			return k.neither(s.st, f.typ, f.src, cur.Values)
+		}
+	}
+	return ""
 }
 
 // duplicates returns the values found more than once.
@@ -699,16 +744,15 @@ func (k *ipCutover) back(ctx context.Context, s *swapRun) error {
 	if cur == to {
 		return nil
 	}
+	if why := k.elsewhere(s.st, cur, to); why != "" {
+		return errors.New(why)
+	}
 	switch {
 	case cur == "" && s.st.NewID != "":
 		// Unassigned after this run assigned it: the new server was
 		// deleted (which unassigns it) or the IP was let go. It serves no
 		// one, so pointing it back breaks nothing and brings the site back.
 		s.progress("reserved IP %s is assigned to no server (the new server gone?); pointing it back at %s", k.c.IP, s.st.SourceName)
-	case cur != s.st.NewID || s.st.NewID == "":
-		// Someone pointed it elsewhere since: taking it back from them
-		// would break what they moved it for.
-		return fmt.Errorf("reserved IP %s points at server %q, neither %s nor this run's new server: someone moved it, so vmswap leaves it; point it at %s (%s) yourself if that is what you want", k.c.IP, cur, s.st.SourceName, s.st.SourceName, to)
 	default:
 		s.progress("pointing reserved IP %s back at %s", k.c.IP, s.st.SourceName)
 	}
@@ -723,6 +767,30 @@ func (k *ipCutover) back(ctx context.Context, s *swapRun) error {
 		return fmt.Errorf("reserved IP %s points at %q after pointing it back, not %s", k.c.IP, got, to)
 	}
 	return nil
+}
+
+// elsewhere says why an IP assigned to a third server is left: someone
+// pointed it elsewhere since, and taking it back from them would break
+// what they moved it for. Unassigned after this run assigned it (the new
+// server deleted), it serves no one and goes back.
+func (k *ipCutover) elsewhere(st *SwapState, cur, to string) string {
+	if cur == to || cur == "" && st.NewID != "" || cur == st.NewID && st.NewID != "" {
+		return ""
+	}
+	return fmt.Sprintf("reserved IP %s points at server %q, neither %s nor this run's new server: someone moved it, so vmswap leaves it; point it at %s (%s) yourself if that is what you want", k.c.IP, cur, st.SourceName, st.SourceName, to)
+}
+
+// backProblem implements backChecker.
+func (k *ipCutover) backProblem(ctx context.Context, s *swapRun) string {
+	to := s.st.OldAssignee
+	if to == "" {
+		to = s.st.SourceID
+	}
+	cur, err := k.ip.AssignedTo(ctx, k.c.IP)
+	if err != nil {
+		return fmt.Sprintf("could not read reserved IP %s: %v", k.c.IP, err)
+	}
+	return k.elsewhere(s.st, cur, to)
 }
 
 func (k *ipCutover) hold(*SwapState) time.Duration { return orDur(k.c.Drain, 10*time.Second) }

@@ -555,9 +555,16 @@ func TestFleetInterruptedWhilePreparing(t *testing.T) {
 }
 
 // TestFleetRollbackCheckedWhole: a finished fleet run whose first server a
-// later run has claimed is not switched back at all: refused up front,
-// nothing changed (it switched the other servers back before refusing).
+// later run has claimed, or whose pool someone changed so that it holds
+// neither of a swap's servers, is not switched back at all: refused up
+// front, nothing changed (it switched the other servers back before
+// refusing).
 func TestFleetRollbackCheckedWhole(t *testing.T) {
+	t.Run("claimed by a later run", func(t *testing.T) { fleetRollbackRefused(t, true) })
+	t.Run("new server taken out of the pool", func(t *testing.T) { fleetRollbackRefused(t, false) })
+}
+
+func fleetRollbackRefused(t *testing.T, claimed bool) {
 	t.Parallel()
 	f := newFleet(t, 3)
 	doc := f.plan(&plans.Strategy{MaxParallel: 2}, func(i int, sw *plans.Swap) {
@@ -570,15 +577,23 @@ func TestFleetRollbackCheckedWhole(t *testing.T) {
 	gd := labtest.Godo(t, f.l)
 	ctx := context.Background()
 	newID, _ := strconv.Atoi(r.Journal.Swaps[0].NewID)
-	if _, _, err := gd.Tags.Create(ctx, &godo.TagCreateRequest{Name: "vmswap-claim:later"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := gd.Tags.TagResources(ctx, "vmswap-claim:later", &godo.TagResourcesRequest{Resources: []godo.Resource{{ID: strconv.Itoa(newID), Type: godo.DropletResourceType}}}); err != nil {
-		t.Fatal(err)
+	want := "run later"
+	if claimed {
+		if _, _, err := gd.Tags.Create(ctx, &godo.TagCreateRequest{Name: "vmswap-claim:later"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := gd.Tags.TagResources(ctx, "vmswap-claim:later", &godo.TagResourcesRequest{Resources: []godo.Resource{{ID: strconv.Itoa(newID), Type: godo.DropletResourceType}}}); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		if _, err := gd.LoadBalancers.RemoveDroplets(ctx, f.lbID, newID); err != nil {
+			t.Fatal(err)
+		}
+		want = "has neither web-1 nor the new server"
 	}
 	before := f.l.Inventory()
 	rev := f.runner(doc, r.Journal, false).Revert(ctx)
-	if rev.ExitCode != runner.ExitBadInput || !strings.Contains(rev.Next, "nothing was changed") || !strings.Contains(rev.Next, "run later") || r.Journal.Status != runner.StatusSucceeded {
+	if rev.ExitCode != runner.ExitBadInput || !strings.Contains(rev.Next, "nothing was changed") || !strings.Contains(rev.Next, want) || r.Journal.Status != runner.StatusSucceeded {
 		t.Fatalf("rollback: exit %d %s: %s", rev.ExitCode, r.Journal.Status, rev.Next)
 	}
 	after := f.l.Inventory()

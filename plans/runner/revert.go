@@ -289,5 +289,8 @@ func (s *swapRun) revertable(ctx context.Context) string {
 	if _, kept := keptUntil(nw); kept || nw.Name != want {
 		return fmt.Sprintf("the server this run launched (%s, now named %s) was retired by a later swap of %s: switching this run back would undo that one; switch back with the plan of the latest swap", st.NewID, nw.Name, st.SourceName)
 	}
+	if bc, ok := s.kind.(backChecker); ok {
+		return bc.backProblem(ctx, s)
+	}
 	return ""
 }
