@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"reflect"
 	"sort"
 	"strconv"
@@ -89,6 +90,11 @@ func readPlanFile(file string) ([]byte, error) {
 	}
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("not a regular file (%s): a plan is a YAML file", fi.Mode().Type())
+	}
+	// /dev/stdin with a file behind it is a regular file, but the run's
+	// journal and lock go beside the plan's path: into /dev.
+	if abs, err := filepath.Abs(file); err == nil && (strings.HasPrefix(abs, "/proc/") || strings.HasPrefix(abs, "/dev/")) {
+		return nil, fmt.Errorf("a plan read through %s cannot keep its journal beside it: name the plan file itself", abs)
 	}
 	if fi.Size() > MaxPlanSize {
 		return nil, fmt.Errorf("%d bytes is over the %d MiB a plan may have", fi.Size(), MaxPlanSize>>20)

@@ -142,7 +142,7 @@ swaps:
 		{
 			desc: "an identify header that is no header name",
 			plan: "version: 1\nproviders: {do: {type: digitalocean}}\nswaps:\n  - source: {provider: do, server: web-1}\n    target: {size: s-2vcpu-4gb}\n    cutover: {loadbalancer: {provider: do, id: x, identify_header: \"X-Served\\e]0;t\\aBy\"}}\n",
-			want: []string{"p.yaml:6:68: identify_header \"X-Served\\x1b]0;t\\aBy\" is not an HTTP header name: letters, digits and - only, like X-Served-By"},
+			want: []string{"p.yaml:6:68: identify_header \"X-Served\\x1b]0;t\\aBy\" is not an HTTP header name: a token of letters, digits and symbols such as - and _, with no space, colon or other separator, like X-Served-By"},
 		},
 		{
 			desc: "passwords in URLs are refused and never shown",

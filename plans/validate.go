@@ -251,7 +251,7 @@ func (d *Document) validateSwap(i int, sw Swap, add func(string, string, ...any)
 			add(at("cutover.loadbalancer"), "missing id: the load balancer's ID")
 		}
 		if h := c.IdentifyHeader; h != "" && !httpguts.ValidHeaderFieldName(h) {
-			add(at("cutover.loadbalancer.identify_header"), "identify_header %q is not an HTTP header name: letters, digits and - only, like X-Served-By", h)
+			add(at("cutover.loadbalancer.identify_header"), "identify_header %q is not an HTTP header name: a token of letters, digits and symbols such as - and _, with no space, colon or other separator, like X-Served-By", h)
 		}
 		if pb := d.Plan.Providers[c.Provider]; pb.Type == "nginx" && c.IdentifyHeader == "" {
 			add(at("cutover.loadbalancer"), "nginx reports no member's health: set identify_header to a response header that names the server (X-Served-By), so vmswap proves requests through nginx reach the new one")

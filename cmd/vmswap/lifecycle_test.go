@@ -290,6 +290,22 @@ func TestEveryCommandIsCancellable(t *testing.T) {
 	big := filepath.Join(t.TempDir(), "big.yaml")
 	os.WriteFile(big, bytes.Repeat([]byte("# x\n"), plans.MaxPlanSize/4+1), 0o644)
 	must(t, vmswap(t, nil, "validate", big), runner.ExitBadInput, "over the 4 MiB")
+	// /dev/stdin with a file behind it reads as a regular file, but the
+	// journal would go into /dev: refused, nothing written there.
+	in, err := os.Open("../../examples/digitalocean-reserved-ip.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	stdin := exec.Command(bin, "apply", "/dev/stdin")
+	stdin.Stdin = in
+	said, err := stdin.CombinedOutput()
+	if exitCode(err) != runner.ExitBadInput || !strings.Contains(string(said), "name the plan file itself") {
+		t.Fatalf("apply /dev/stdin: exit %d: %s", exitCode(err), said)
+	}
+	if _, err := os.Stat("/dev/stdin.journal.json"); err == nil {
+		t.Fatal("apply /dev/stdin wrote /dev/stdin.journal.json")
+	}
 	r := vmswap(t, nil, "apply", "-o", "json", filepath.Join(t.TempDir(), "missing.yaml"))
 	var ev struct{ Event, Message string }
 	if err := json.Unmarshal([]byte(lastLine(r.stdout)), &ev); err != nil || ev.Event != "error" || !strings.Contains(ev.Message, "no such file") || r.code != runner.ExitBadInput {
