@@ -732,11 +732,17 @@ func (k *ipCutover) forward(ctx context.Context, s *swapRun) error {
 	return nil
 }
 
-func (k *ipCutover) back(ctx context.Context, s *swapRun) error {
-	to := s.st.OldAssignee
-	if to == "" {
-		to = s.st.SourceID
+// backTo is the server the IP goes back to: the one it pointed at before
+// the run (the source, unless the plan observed another).
+func backTo(st *SwapState) string {
+	if st.OldAssignee != "" {
+		return st.OldAssignee
 	}
+	return st.SourceID
+}
+
+func (k *ipCutover) back(ctx context.Context, s *swapRun) error {
+	to := backTo(s.st)
 	cur, err := k.ip.AssignedTo(ctx, k.c.IP)
 	if err != nil {
 		return err
@@ -782,10 +788,7 @@ func (k *ipCutover) elsewhere(st *SwapState, cur, to string) string {
 
 // backProblem implements backChecker.
 func (k *ipCutover) backProblem(ctx context.Context, s *swapRun) string {
-	to := s.st.OldAssignee
-	if to == "" {
-		to = s.st.SourceID
-	}
+	to := backTo(s.st)
 	cur, err := k.ip.AssignedTo(ctx, k.c.IP)
 	if err != nil {
 		return fmt.Sprintf("could not read reserved IP %s: %v", k.c.IP, err)
