@@ -449,7 +449,37 @@ func (k *dnsCutover) read(ctx context.Context, src *provider.Server, seen *plans
 			seen.RecordOther = ro
 		}
 	}
+	for _, rec := range []*dns.Record{seen.Record, seen.RecordOther} {
+		if rec == nil {
+			continue
+		}
+		if p, err := k.notServed(ctx, rec); p != "" || err != nil {
+			return []string{p}, err
+		}
+	}
 	return nil, nil
+}
+
+// servedCheck bounds how long plan and preflight wait for the nameserver
+// vmswap will ask to answer what the provider holds: a change the API
+// holds reaches its authoritative servers in seconds.
+const servedCheck = 15 * time.Second
+
+// notServed says why the nameserver the cutover will ask does not answer
+// rec as the provider holds it: a nameserver that is down, or is not the
+// zone's, could never show the change served, and the cutover would wait
+// out its timeout with the record already moved.
+func (k *dnsCutover) notServed(ctx context.Context, rec *dns.Record) (string, error) {
+	wctx, cancel := context.WithTimeout(ctx, servedCheck)
+	defer cancel()
+	err := k.d.WaitServed(wctx, *rec)
+	switch {
+	case err == nil:
+		return "", nil
+	case ctx.Err() != nil:
+		return "", ctx.Err()
+	}
+	return fmt.Sprintf("the nameserver vmswap asks does not answer %s %s as the provider holds it (%v) within %s, so it could never see the change served: %v; set nameserver in the DNS provider block (vmswap plan --nameserver) to the zone's authoritative server, host:port", rec.Name, rec.Type, rec.Values, servedCheck, err), nil
 }
 
 // otherAddrOfNet reports an AAAA set that holds an address of the
@@ -563,11 +593,23 @@ func (k *dnsCutover) forward(ctx context.Context, s *swapRun) error {
 		wants = append(wants, want)
 	}
 	for _, want := range wants {
-		if err := k.d.WaitServed(ctx, want); err != nil {
+		if err := k.waitServed(ctx, s, want); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// waitServed waits, at most the swap's ready timeout, until the
+// authoritative servers answer want.
+func (k *dnsCutover) waitServed(ctx context.Context, s *swapRun, want dns.Record) error {
+	wctx, cancel := context.WithTimeout(ctx, s.timeout())
+	defer cancel()
+	err := k.d.WaitServed(wctx, want)
+	if err != nil && ctx.Err() == nil && wctx.Err() != nil {
+		return fmt.Errorf("%s %s is not served as %v after %s (raise ready_timeout in the plan if the nameserver is slow): %w", want.Name, want.Type, want.Values, s.timeout(), err)
+	}
+	return err
 }
 
 // back puts the source's address back in place of the new server's in each
@@ -593,7 +635,7 @@ func (k *dnsCutover) back(ctx context.Context, s *swapRun) error {
 		if _, err := k.d.SetRecord(ctx, want); err != nil {
 			return fmt.Errorf("record %s %s still points at the new server: %w", k.c.Record, f.typ, err)
 		}
-		if err := k.d.WaitServed(ctx, want); err != nil {
+		if err := k.waitServed(ctx, s, want); err != nil {
 			return fmt.Errorf("record %s %s is not yet served with the source's value: %w", k.c.Record, f.typ, err)
 		}
 	}

@@ -43,6 +43,8 @@ type Factory struct {
 	Getenv func(string) string
 	// Signals delivers interrupts (Ctrl-C, SIGTERM) to Main. Nil: none.
 	Signals <-chan os.Signal
+	// Exit ends the process at a second interrupt. Nil: os.Exit.
+	Exit func(code int)
 }
 
 // ExitError carries an exit code out of a command.
@@ -91,18 +93,28 @@ func Main(args []string, f *Factory) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if f.Signals != nil {
+		// The second interrupt's wait ends when Main returns, not when ctx
+		// is cancelled: the first interrupt cancels ctx, and waiting on it
+		// made the second one a no-op (a rollback waiting on a silent
+		// nameserver could then be stopped only by kill -9).
+		done := make(chan struct{})
+		defer close(done)
+		exit := f.Exit
+		if exit == nil {
+			exit = os.Exit
+		}
 		go func() {
 			select {
 			case <-f.Signals:
-			case <-ctx.Done():
+			case <-done:
 				return
 			}
 			cancel()
 			select {
 			case <-f.Signals:
 				fmt.Fprintln(f.IO.ErrOut, "vmswap: interrupted twice: quitting now; run the same command again to continue")
-				os.Exit(runner.ExitAttention)
-			case <-ctx.Done():
+				exit(runner.ExitAttention)
+			case <-done:
 			}
 		}()
 	}
