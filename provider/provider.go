@@ -134,6 +134,12 @@ type SnapshotSpec struct {
 	// Started, if set, is called with the provider's operation ID as soon
 	// as it is known, before waiting.
 	Started func(op string)
+	// AwaitOnly starts no imaging: the image under the name, or an imaging
+	// of the server under way, is waited for and returned; with neither,
+	// Snapshot returns nil and no error. A rollback uses it to find what a
+	// killed run's imaging makes, where the provider creates the image
+	// only once the imaging ends (DigitalOcean).
+	AwaitOnly bool
 }
 
 // Snapshotter images a running server without stopping it.

@@ -214,3 +214,26 @@ func waitOutput(t *testing.T, r *running, s string) {
 		}
 	}
 }
+
+// TestRollbackOfASnapshotUnderWay: kill -9 while the snapshot is being
+// taken, then rollback. DigitalOcean makes the image only when the action
+// completes, so a rollback that only looked for it reported "reverted" and
+// left the image behind; it now waits for the imaging under way and
+// deletes what it made.
+func TestRollbackOfASnapshotUnderWay(t *testing.T) {
+	t.Parallel()
+	w := newCutoverWorld(t, "", "loadbalancer")
+	cmd, out := startApply(t, w.env, w.planFile)
+	waitJournal(t, w.planFile, func(s *runner.SwapState) bool { return s.SnapshotOp != "" && s.ImageID == "" }, out)
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	must(t, vmswap(t, w.env, "rollback", "--yes", "--poll", "50ms", w.planFile), 0, "vmswap: reverted")
+	// The lab's snapshot action takes 800ms: any it had under way when
+	// rollback ended has made its image by now.
+	time.Sleep(1500 * time.Millisecond)
+	inv := w.l.Inventory()
+	if len(inv.Droplets) != 1 || len(inv.Snapshots) != 0 {
+		t.Fatalf("after rollback: %d droplets, snapshots %v (want the source alone)", len(inv.Droplets), inv.Snapshots)
+	}
+	must(t, vmswap(t, w.env, "cleanup", "--yes", w.planFile), 0, "nothing to clean up")
+}

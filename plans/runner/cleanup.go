@@ -133,9 +133,14 @@ func FindOrphans(ctx context.Context, doc *plans.Document, j *Journal, drivers m
 				}
 			default:
 				inUse[st.NewID], inUse[st.ImageID] = true, true
+				// What a killed process made before the journal had its
+				// ID is this swap's too: resume and rollback find it
+				// again by its name (unique to the run and the swap).
+				inUse["name:"+st.NewName], inUse["name:"+st.ImageName] = true, true
 			}
 		}
 		delete(inUse, "")
+		delete(inUse, "name:")
 	}
 	var out []Orphan
 	seen := map[string]bool{}
@@ -160,7 +165,7 @@ func FindOrphans(ctx context.Context, doc *plans.Document, j *Journal, drivers m
 		}
 		for i := range servers {
 			s := &servers[i]
-			if inUse[s.ID] || seen["s"+s.ID] {
+			if inUse[s.ID] || inUse["name:"+s.Name] || seen["s"+s.ID] {
 				continue
 			}
 			seen["s"+s.ID] = true
@@ -177,7 +182,7 @@ func FindOrphans(ctx context.Context, doc *plans.Document, j *Journal, drivers m
 			out = append(out, Orphan{Provider: name, Kind: "server", ID: s.ID, Name: s.Name})
 		}
 		for _, im := range images {
-			if !inUse[im.ID] && !seen["i"+im.ID] {
+			if !inUse[im.ID] && !inUse["name:"+im.Name] && !seen["i"+im.ID] {
 				seen["i"+im.ID] = true
 				out = append(out, Orphan{Provider: name, Kind: "image", ID: im.ID, Name: im.Name})
 			}

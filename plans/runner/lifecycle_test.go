@@ -607,8 +607,9 @@ func TestResumeAfterSomeoneRewroteTheRecord(t *testing.T) {
 	w.waitServedA(t, "127.0.0.250")
 }
 
-// stopAtWait is a DNS driver whose first WaitServed stops the run: the
-// record is set, and the run killed while it waits to see it served.
+// stopAtWait is a DNS driver whose first WaitServed for a set vmswap
+// changed stops the run: the record is set, and the run killed while it
+// waits to see it served. (Preflight's wait for the set as read passes.)
 type stopAtWait struct {
 	dns.Provider
 	stop func()
@@ -616,6 +617,9 @@ type stopAtWait struct {
 }
 
 func (d *stopAtWait) WaitServed(ctx context.Context, rec dns.Record) error {
+	if rec.Expect == nil {
+		return d.Provider.WaitServed(ctx, rec)
+	}
 	stopped := false
 	d.once.Do(func() { d.stop(); stopped = true })
 	if stopped {
@@ -1173,5 +1177,52 @@ func TestClaimRemovedDuringTheRun(t *testing.T) {
 				t.Fatalf("the pool after the swap: %v, want the new server alone", m)
 			}
 		})
+	}
+}
+
+// TestCleanupKeepsALaunchTheJournalNeverSaw: a run killed after its create
+// was answered but before the journal recorded the server's ID: the
+// server is the interrupted swap's, found again by its launch token when
+// the run resumes or rolls back, so cleanup must not delete it. (A fleet
+// killed while preparing a wave had cleanup delete such a server.)
+func TestCleanupKeepsALaunchTheJournalNeverSaw(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	doc := w.plan(w.swap("reserved_ip"))
+	j := runner.NewJournal(runner.JournalPath(doc.File), doc, "runorph1")
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	r := w.runner(doc, j, false)
+	r.Emit = func(e runner.Event) {
+		if e.Event == "step" && e.Step == "launch" && e.Status == "ok" {
+			cancel()
+		}
+	}
+	if res := r.Run(rctx); res.Status != runner.StatusInterrupted {
+		t.Fatalf("stopped run: %s, exit %d: %s", res.Status, res.ExitCode, res.Next)
+	}
+	st := j.Swaps[0]
+	if st.NewID == "" || st.ImageID == "" || st.Token == "" {
+		t.Fatalf("the interrupted swap: %+v", st)
+	}
+	// As if killed between the create's answer and the journal's write.
+	st.NewID, st.NewIP = "", ""
+	if err := j.Save(); err != nil {
+		t.Fatal(err)
+	}
+	orphans, err := runner.FindOrphans(ctx, doc, j, w.drivers(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(orphans) != 0 {
+		t.Fatalf("cleanup would delete what the interrupted run is still to finish or undo: %v", orphans)
+	}
+	// Rolled back, the server is found by its token and deleted.
+	if res := w.runner(doc, j, false).Revert(ctx); res.ExitCode != 0 {
+		t.Fatalf("rollback: exit %d: %s", res.ExitCode, res.Next)
+	}
+	if inv := w.l.Inventory(); len(inv.Droplets) != 1 || len(inv.Snapshots) != 0 {
+		t.Fatalf("after rollback: %d droplets, snapshots %v", len(inv.Droplets), inv.Snapshots)
 	}
 }

@@ -121,7 +121,7 @@ func (r *Runner) rollback(s *swapRun, cause error) (int, string) {
 		}
 	}
 	if st.ImageID == "" && st.ImageName != "" {
-		img, err := s.comp.FindImage(ctx, st.ImageName)
+		img, err := s.imageUnderWay(ctx)
 		switch {
 		case err != nil:
 			note("could not look for the image "+st.ImageName, err)
@@ -178,6 +178,26 @@ func (r *Runner) rollback(s *swapRun, cause error) (int, string) {
 		return ExitRolledBack, fmt.Sprintf("%s failed and was rolled back: this run moved no traffic (someone else changed where it goes, as the cause says: check it), and everything it created was deleted (confirmed with the provider). Cause: %v", step, trimSentinel(cause))
 	}
 	return ExitRolledBack, fmt.Sprintf("%s failed and was rolled back: %s serves as before, and everything this run created was deleted (confirmed with the provider). Cause: %v", step, st.SourceName, trimSentinel(cause))
+}
+
+// imageUnderWay finds the image of a snapshot the journal named but never
+// saw made: one a killed process asked for may still be being made, and
+// DigitalOcean shows the image only once it is. It waits for that imaging,
+// at most the ready timeout, and starts none.
+func (s *swapRun) imageUnderWay(ctx context.Context) (*provider.Image, error) {
+	if s.st.SourceID == "" {
+		return s.comp.FindImage(ctx, s.st.ImageName)
+	}
+	src, err := s.comp.GetServer(ctx, s.st.SourceID)
+	if errors.Is(err, provider.ErrNotFound) {
+		return s.comp.FindImage(ctx, s.st.ImageName)
+	}
+	if err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, s.timeout())
+	defer cancel()
+	return s.comp.Snapshot(wctx, src, provider.SnapshotSpec{Name: s.st.ImageName, AwaitOnly: true})
 }
 
 // deleteConfirmed deletes something and polls until the provider no longer

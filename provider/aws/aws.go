@@ -287,9 +287,12 @@ func (d *Driver) Snapshot(ctx context.Context, s *provider.Server, spec provider
 		return nil, err
 	}
 	var id string
-	if img != nil {
+	switch {
+	case img != nil:
 		id = img.ID
-	} else {
+	case spec.AwaitOnly:
+		return nil, nil
+	default:
 		tags := []types.Tag{{Key: sdk.String("Name"), Value: sdk.String(name)}}
 		if p := planTag(name); p != "" {
 			tags = append(tags, types.Tag{Key: sdk.String("vmswap"), Value: sdk.String(p)})

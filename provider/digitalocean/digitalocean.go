@@ -435,7 +435,7 @@ func (d *Driver) FindImage(ctx context.Context, name string) (*provider.Image, e
 // https://docs.digitalocean.com/reference/api/api-reference/#operation/dropletActions_post
 func (d *Driver) Snapshot(ctx context.Context, s *provider.Server, spec provider.SnapshotSpec) (*provider.Image, error) {
 	for attempt := 1; ; attempt++ {
-		img, err := d.snapshot(ctx, s, spec, attempt == 1 && spec.First)
+		img, err := d.snapshot(ctx, s, spec, attempt == 1 && spec.First && !spec.AwaitOnly)
 		if err == nil || !isServerError(err) || attempt == createAttempts {
 			return img, err
 		}
@@ -471,6 +471,9 @@ func (d *Driver) snapshot(ctx context.Context, s *provider.Server, spec provider
 				break
 			}
 		}
+	}
+	if act == nil && spec.AwaitOnly {
+		return nil, nil
 	}
 	if act == nil {
 		act, _, err = d.c.DropletActions.Snapshot(ctx, id, name)

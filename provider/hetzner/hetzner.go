@@ -344,11 +344,14 @@ func (d *Driver) Snapshot(ctx context.Context, s *provider.Server, spec provider
 		return nil, err
 	}
 	var im *hcloud.Image
-	if !spec.First {
+	if !spec.First || spec.AwaitOnly {
 		// Asked before (a resumed run): the image may exist.
 		if im, err = d.findImage(ctx, name); err != nil {
 			return nil, err
 		}
+	}
+	if im == nil && spec.AwaitOnly {
+		return nil, nil
 	}
 	if im == nil {
 		labels := map[string]string{}
