@@ -64,6 +64,14 @@ func ObserveWorld(ctx context.Context, p *plans.Plan, o registry.BuildOptions) e
 		} else {
 			errs = append(errs, problems...)
 			muts = append(muts, fmt.Sprintf("swaps[%d]: %s", i, kind.mutation(src, &seen)))
+			if c := sw.Cutover.LoadBalancer; c != nil && c.IdentifyHeader != "" && src.Status == provider.StatusRunning {
+				// As preflight asks: a typo is found before the plan is
+				// written, not when apply refuses it.
+				s := &swapRun{r: &Runner{Doc: &plans.Document{Plan: p}}, sw: &p.Swaps[i], i: i, pool: seen.Pool}
+				if p := s.identifyProblem(ctx, c.IdentifyHeader, src); p != "" {
+					errs = append(errs, p)
+				}
+			}
 		}
 		held, others, err := otherEntrypoints(ctx, comp, &p.Swaps[i], src, seen.Pool)
 		if err != nil {

@@ -474,6 +474,13 @@ func TestIdentifyHeaderTypo(t *testing.T) {
 	sw := w.swap("loadbalancer")
 	sw.Cutover.LoadBalancer.IdentifyHeader = "X-Served-Byy"
 	before := len(w.droplets())
+	// vmswap plan finds it before writing the plan.
+	p := w.plan(sw).Plan
+	p.Observed = nil
+	err := runner.ObserveWorld(context.Background(), p, registry.BuildOptions{Getenv: w.getenv, PollInterval: 50 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "without a X-Served-Byy header") {
+		t.Fatalf("plan with the typo: %v", err)
+	}
 	res, _ := w.run(w.plan(sw), nil)
 	if res.ExitCode != runner.ExitBadInput || !strings.Contains(res.Next+fmt.Sprint(res.Swaps), "without a X-Served-Byy header") {
 		t.Fatalf("exit %d: %s %+v", res.ExitCode, res.Next, res.Swaps)

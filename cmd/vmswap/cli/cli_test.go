@@ -131,3 +131,24 @@ func TestPasswordInAURLFlag(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusOfARunThatNeedsAttention: a run whose rollback failed needs
+// attention, and status says so on its first line; it said "interrupted",
+// which sends the operator to `apply` instead of the list of what is left.
+func TestStatusOfARunThatNeedsAttention(t *testing.T) {
+	file := planWithRun(t, runner.StatusNeedsAttention)
+	j, err := runner.LoadJournal(runner.JournalPath(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.Swaps[0].Status = runner.StatusNeedsAttention
+	j.Swaps[0].Steps["rollback"] = &runner.StepLog{Status: "failed"}
+	if err := j.Save(); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := cliRun("status", file)
+	first, _, _ := strings.Cut(out, "\n")
+	if code != 0 || !strings.Contains(first, ": needs_attention") {
+		t.Fatalf("status: exit %d, first line %q\n%s%s", code, first, out, errOut)
+	}
+}

@@ -126,7 +126,7 @@ func statusRun(o *StatusOptions) error {
 	}
 	gone := lock == nil || lock.Stale
 	owed := j.RollbackOwed()
-	if gone && (j.Status == runner.StatusRunning || owed && j.Status != runner.StatusInterrupted) {
+	if gone && (j.Status == runner.StatusRunning || owed && j.Status != runner.StatusInterrupted && j.Status != runner.StatusNeedsAttention) {
 		// Its process is gone: a run, or a rollback of a finished one, that
 		// stopped part-way.
 		j.Status = runner.StatusInterrupted
