@@ -175,8 +175,16 @@ type LaunchSpec struct {
 	First bool
 	// Claim, if set, is a tag the new server is created with, as TagServer
 	// would put it: the run's claim, without a call of its own. A driver
-	// that cannot may leave it off; the caller tags what lacks it.
+	// that cannot may leave it off; the caller tags what lacks it. A driver
+	// whose tags are objects of their own (DigitalOcean) finds the launch
+	// by its claim and name rather than a tag per launch, which would cost
+	// a call to delete once the swap ends.
 	Claim string
+	// KeepMark says the launch's marker outlives the swap: the new server
+	// keeps its run-suffixed name, and the marker tells a later swap of it
+	// where its own name ends. A driver that marks launches by claim
+	// gives this one its own marker too.
+	KeepMark bool
 	// Tags are extra tags, e.g. the plan's tag for finding orphans.
 	Tags []string
 	// WithoutTags are source tags not to copy: a tag a load balancer
@@ -191,8 +199,9 @@ type Launcher interface {
 	// carrying the token exists, it is returned and nothing is created. It
 	// returns as soon as the provider has accepted the request.
 	Launch(ctx context.Context, spec LaunchSpec) (*Server, error)
-	// FindLaunched returns the server carrying the token, or nil.
-	FindLaunched(ctx context.Context, token string) (*Server, error)
+	// FindLaunched returns the server launched with spec (its Token, or
+	// where the driver marks launches by claim, its Claim and Name), or nil.
+	FindLaunched(ctx context.Context, spec LaunchSpec) (*Server, error)
 	// WaitRunning waits until the provider reports the server running with
 	// a public address, and returns it.
 	WaitRunning(ctx context.Context, id string) (*Server, error)
@@ -253,10 +262,11 @@ type TagDeleter interface {
 // ended, where that is an object of its own (DigitalOcean's tag per
 // launch): scheduled runs would otherwise leave a tag for every swap.
 type LaunchForgetter interface {
-	// ForgetLaunch removes the marker of the launch made with token (as
+	// ForgetLaunch removes the marker of the launch made with spec (as
 	// Compute.Launch was given it): FindLaunched finds it no more. One
-	// already gone is a no-op. The server itself is left as it is.
-	ForgetLaunch(ctx context.Context, token string) error
+	// already gone, or none made (a launch marked by its claim, which goes
+	// with the run), is a no-op with no call. The server is left as it is.
+	ForgetLaunch(ctx context.Context, spec LaunchSpec) error
 }
 
 // TaggedLister lists the servers that carry a tag, in one call read

@@ -95,7 +95,7 @@ func (r *Runner) release(ctx context.Context, s *swapRun) {
 	if lf, ok := s.comp.(provider.LaunchForgetter); ok && s.st.Token != "" && !s.st.LaunchForgotten && s.launchSettled {
 		// The launch is done with (its server serves, or is deleted): its
 		// marker goes.
-		if err := lf.ForgetLaunch(ctx, s.st.Token); err == nil {
+		if err := lf.ForgetLaunch(ctx, s.launched()); err == nil {
 			s.st.LaunchForgotten = true
 		}
 	}

@@ -90,6 +90,12 @@ func quiesce(ctx context.Context, s *swapRun, src *provider.Server) error {
 	return nil
 }
 
+// launched is what finds this swap's launch again: its token, its name
+// and the run's claim it was made with.
+func (s *swapRun) launched() provider.LaunchSpec {
+	return provider.LaunchSpec{Token: s.st.Token, Name: s.st.NewName, Claim: s.st.Claim, KeepMark: !s.sw.KeepsNames()}
+}
+
 func launch(ctx context.Context, s *swapRun) error {
 	src, err := s.source(ctx)
 	if err != nil {
@@ -104,7 +110,7 @@ func launch(ctx context.Context, s *swapRun) error {
 		}
 	}
 	spec := provider.LaunchSpec{Source: src, Image: &provider.Image{ID: s.st.ImageID, Name: s.st.ImageName},
-		Size: s.sw.Target.Size, Name: s.st.NewName, Token: s.st.Token, First: first, Claim: s.st.Claim, Tags: []string{"vmswap:" + s.r.Journal.PlanID}}
+		Size: s.sw.Target.Size, Name: s.st.NewName, Token: s.st.Token, First: first, Claim: s.st.Claim, KeepMark: !s.sw.KeepsNames(), Tags: []string{"vmswap:" + s.r.Journal.PlanID}}
 	if c := s.sw.Cutover.LoadBalancer; c != nil {
 		// A pool that selects its members by tag must not get the new
 		// server before it is verified: the tag is its cutover.

@@ -95,7 +95,7 @@ func (r *Runner) rollback(s *swapRun, cause error) (int, string) {
 	if len(left) == 0 {
 		// A launch whose ID never reached the journal is found by its token.
 		if st.NewID == "" && st.Token != "" {
-			srv, err := s.comp.FindLaunched(ctx, st.Token)
+			srv, err := s.comp.FindLaunched(ctx, s.launched())
 			switch {
 			case err != nil:
 				note("could not look for a server launched by this run", err)

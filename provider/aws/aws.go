@@ -380,8 +380,8 @@ func (d *Driver) DeleteImage(ctx context.Context, id string) error {
 const tokenKey = "vmswap-launch"
 
 // FindLaunched implements provider.Launcher.
-func (d *Driver) FindLaunched(ctx context.Context, token string) (*provider.Server, error) {
-	list, err := d.describe(ctx, &ec2.DescribeInstancesInput{Filters: []types.Filter{{Name: sdk.String("tag:" + tokenKey), Values: []string{token}}}})
+func (d *Driver) FindLaunched(ctx context.Context, spec provider.LaunchSpec) (*provider.Server, error) {
+	list, err := d.describe(ctx, &ec2.DescribeInstancesInput{Filters: []types.Filter{{Name: sdk.String("tag:" + tokenKey), Values: []string{spec.Token}}}})
 	if err != nil {
 		return nil, apiErr(err, "find launched instance")
 	}
@@ -400,7 +400,7 @@ func (d *Driver) FindLaunched(ctx context.Context, token string) (*provider.Serv
 // https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_RunInstances.html
 func (d *Driver) Launch(ctx context.Context, spec provider.LaunchSpec) (*provider.Server, error) {
 	if !spec.First {
-		if s, err := d.FindLaunched(ctx, spec.Token); err != nil || s != nil {
+		if s, err := d.FindLaunched(ctx, spec); err != nil || s != nil {
 			return s, err
 		}
 	}
@@ -455,7 +455,7 @@ func (d *Driver) Launch(ctx context.Context, spec provider.LaunchSpec) (*provide
 	}
 	out, err := d.c.RunInstances(ctx, in)
 	if err != nil {
-		if s, ferr := d.FindLaunched(ctx, spec.Token); ferr == nil && s != nil {
+		if s, ferr := d.FindLaunched(ctx, spec); ferr == nil && s != nil {
 			return s, nil
 		}
 		return nil, apiErr(err, "run instance %s (%s)", spec.Name, spec.Size)

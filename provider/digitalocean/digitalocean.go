@@ -592,23 +592,42 @@ func (d *Driver) DeleteImage(ctx context.Context, id string) error {
 // letters, digits, colons, dashes and underscores.
 func tokenTag(token string) string { return "vmswap-launch:" + token }
 
-// ForgetLaunch implements provider.LaunchForgetter: the launch's tag is
-// deleted, which also takes it off the droplet.
-func (d *Driver) ForgetLaunch(ctx context.Context, token string) error {
-	return d.DeleteTag(ctx, tokenTag(token))
+// ForgetLaunch implements provider.LaunchForgetter: the launch's tag, if
+// it was given one, is deleted, which also takes it off the droplet. A
+// launch with a claim has none (unless KeepMark): the run's claim tag
+// marks it, and is deleted with the run's claims, so no call per swap is
+// made.
+func (d *Driver) ForgetLaunch(ctx context.Context, spec provider.LaunchSpec) error {
+	if spec.Claim != "" && !spec.KeepMark {
+		return nil
+	}
+	return d.DeleteTag(ctx, tokenTag(spec.Token))
 }
 
-// FindLaunched implements provider.Launcher.
+// FindLaunched implements provider.Launcher: the droplet with the launch's
+// name among those carrying its claim tag (a run's droplets: its sources
+// and new droplets, each name unique to the run), or, launched without a
+// claim, the one carrying its launch tag.
 // https://docs.digitalocean.com/reference/api/api-reference/#operation/droplets_list
-func (d *Driver) FindLaunched(ctx context.Context, token string) (*provider.Server, error) {
-	drs, _, err := d.c.Droplets.ListByTag(ctx, tokenTag(token), &godo.ListOptions{PerPage: 200})
+func (d *Driver) FindLaunched(ctx context.Context, spec provider.LaunchSpec) (*provider.Server, error) {
+	tag := tokenTag(spec.Token)
+	if spec.Claim != "" {
+		tag = spec.Claim
+	}
+	drs, err := allPages(ctx, "find launched droplet", func(ctx context.Context, opt *godo.ListOptions) ([]godo.Droplet, *godo.Response, error) {
+		return d.c.Droplets.ListByTag(ctx, tag, opt)
+	})
 	if err != nil {
-		return nil, wrap(err, "find launched droplet")
+		return nil, err
 	}
-	if len(drs) == 0 {
-		return nil, nil
+	for i := range drs {
+		// An older run's launch carries its launch tag as well as the
+		// claim; a source never has the launch's name.
+		if spec.Claim == "" || drs[i].Name == spec.Name || slices.Contains(drs[i].Tags, tokenTag(spec.Token)) {
+			return toServer(&drs[i]), nil
+		}
 	}
-	return toServer(&drs[0]), nil
+	return nil, nil
 }
 
 // Launch implements provider.Launcher: a droplet from the image, copying the
@@ -617,7 +636,7 @@ func (d *Driver) FindLaunched(ctx context.Context, token string) (*provider.Serv
 // https://docs.digitalocean.com/reference/api/api-reference/#operation/droplets_create
 func (d *Driver) Launch(ctx context.Context, spec provider.LaunchSpec) (*provider.Server, error) {
 	if !spec.First {
-		if s, err := d.FindLaunched(ctx, spec.Token); err != nil || s != nil {
+		if s, err := d.FindLaunched(ctx, spec); err != nil || s != nil {
 			return s, err
 		}
 	}
@@ -644,9 +663,14 @@ func (d *Driver) Launch(ctx context.Context, spec provider.LaunchSpec) (*provide
 	tags := slices.DeleteFunc(append([]string{}, src.Tags...), func(t string) bool {
 		return strings.HasPrefix(t, "vmswap") || slices.Contains(spec.WithoutTags, t)
 	})
-	extra := append(slices.Clone(spec.Tags), tokenTag(spec.Token))
+	// The launch is found again by its claim and name, or without a claim
+	// by a tag of its own.
+	extra := slices.Clone(spec.Tags)
 	if spec.Claim != "" {
 		extra = append(extra, spec.Claim)
+	}
+	if spec.Claim == "" || spec.KeepMark {
+		extra = append(extra, tokenTag(spec.Token))
 	}
 	for _, t := range extra {
 		if !slices.Contains(tags, t) {
@@ -670,7 +694,7 @@ func (d *Driver) Launch(ctx context.Context, spec provider.LaunchSpec) (*provide
 		}
 		// The create may have succeeded before the error (a timeout, a 5xx
 		// after the fact): look for it before anything else.
-		if s, ferr := d.FindLaunched(ctx, spec.Token); ferr == nil && s != nil {
+		if s, ferr := d.FindLaunched(ctx, spec); ferr == nil && s != nil {
 			return s, nil
 		}
 		if !isServerError(err) || attempt == createAttempts {

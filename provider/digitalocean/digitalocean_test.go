@@ -257,3 +257,76 @@ func TestFindTaggedReadsEveryPage(t *testing.T) {
 		t.Fatalf("FindTagged found images %v, want %v", names, want)
 	}
 }
+
+// TestLaunchFoundByItsClaim: a launch made with the run's claim carries no
+// tag of its own (deleting one per swap cost a call each); a retried or
+// resumed launch finds the droplet by the claim and its name, among the
+// run's other droplets, and makes no second one; forgetting it makes no
+// call.
+func TestLaunchFoundByItsClaim(t *testing.T) {
+	t.Parallel()
+	l := labtest.Start(t, lab.Config{})
+	ctx := context.Background()
+	ep := l.Endpoints()
+	drv, err := digitalocean.New(digitalocean.Config{Token: ep.Token, BaseURL: ep.DigitalOceanAPI, PollInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const claim = "vmswap-claim:run123"
+	var srcs []*provider.Server
+	for _, name := range []string{"web-1", "web-2"} {
+		id, _, err := l.Seeder().Droplet(ctx, name, "s-1vcpu-1gb", nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := drv.TagServer(ctx, strconv.Itoa(id), claim); err != nil {
+			t.Fatal(err)
+		}
+		src, err := drv.GetServer(ctx, strconv.Itoa(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		srcs = append(srcs, src)
+	}
+	img, err := drv.Snapshot(ctx, srcs[0], provider.SnapshotSpec{Name: "vmswap-web-1-x-plan1", First: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	specs := []provider.LaunchSpec{
+		{Source: srcs[0], Image: img, Size: "s-2vcpu-4gb", Name: "web-1-run123", Token: "run123-0", First: true, Claim: claim},
+		{Source: srcs[1], Image: img, Size: "s-2vcpu-4gb", Name: "web-2-run123", Token: "run123-1", First: true, Claim: claim},
+	}
+	var ids []string
+	for _, sp := range specs {
+		s, err := drv.Launch(ctx, sp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, s.ID)
+		if slices.ContainsFunc(s.Tags, func(t string) bool { return t == "vmswap-launch:"+sp.Token }) {
+			t.Fatalf("%s carries a launch tag of its own: %v", sp.Name, s.Tags)
+		}
+	}
+	before := len(l.Inventory().Droplets)
+	for i, sp := range specs {
+		got, err := drv.FindLaunched(ctx, sp)
+		if err != nil || got == nil || got.ID != ids[i] {
+			t.Fatalf("FindLaunched(%s) = %+v, %v; want %s", sp.Name, got, err, ids[i])
+		}
+		sp.First = false
+		again, err := drv.Launch(ctx, sp)
+		if err != nil || again.ID != ids[i] {
+			t.Fatalf("a resumed Launch(%s) = %+v, %v; want %s", sp.Name, again, err, ids[i])
+		}
+	}
+	if n := len(l.Inventory().Droplets); n != before {
+		t.Fatalf("a resumed launch made another droplet: %d, %d before", n, before)
+	}
+	if got, err := drv.FindLaunched(ctx, provider.LaunchSpec{Token: "run123-2", Name: "web-3-run123", Claim: claim}); err != nil || got != nil {
+		t.Fatalf("FindLaunched of a launch never made = %+v, %v", got, err)
+	}
+	calls := len(l.Requests())
+	if err := drv.ForgetLaunch(ctx, specs[0]); err != nil || len(l.Requests()) != calls {
+		t.Fatalf("ForgetLaunch of a claimed launch: %v, %d calls", err, len(l.Requests())-calls)
+	}
+}

@@ -424,8 +424,8 @@ const launchKey = "vmswap-launch"
 
 // FindLaunched implements provider.Launcher.
 // https://docs.hetzner.cloud/reference/cloud#servers-list-servers
-func (d *Driver) FindLaunched(ctx context.Context, token string) (*provider.Server, error) {
-	ss, err := d.c.Server.AllWithOpts(ctx, hcloud.ServerListOpts{ListOpts: hcloud.ListOpts{LabelSelector: launchKey + "=" + token}})
+func (d *Driver) FindLaunched(ctx context.Context, spec provider.LaunchSpec) (*provider.Server, error) {
+	ss, err := d.c.Server.AllWithOpts(ctx, hcloud.ServerListOpts{ListOpts: hcloud.ListOpts{LabelSelector: launchKey + "=" + spec.Token}})
 	if err != nil {
 		return nil, Wrap(err, "find launched server")
 	}
@@ -443,7 +443,7 @@ func (d *Driver) FindLaunched(ctx context.Context, token string) (*provider.Serv
 // https://docs.hetzner.cloud/reference/cloud#servers-create-a-server
 func (d *Driver) Launch(ctx context.Context, spec provider.LaunchSpec) (*provider.Server, error) {
 	if !spec.First {
-		if s, err := d.FindLaunched(ctx, spec.Token); err != nil || s != nil {
+		if s, err := d.FindLaunched(ctx, spec); err != nil || s != nil {
 			return s, err
 		}
 	}
@@ -521,7 +521,7 @@ func (d *Driver) Launch(ctx context.Context, spec provider.LaunchSpec) (*provide
 	res, _, err := d.c.Server.Create(ctx, opts)
 	if err != nil {
 		// The create may have happened before the error: look for it.
-		if s, ferr := d.FindLaunched(ctx, spec.Token); ferr == nil && s != nil {
+		if s, ferr := d.FindLaunched(ctx, spec); ferr == nil && s != nil {
 			return s, nil
 		}
 		return nil, Wrap(err, "create server %q", spec.Name)
