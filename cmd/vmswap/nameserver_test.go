@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -236,4 +237,35 @@ func TestRollbackOfASnapshotUnderWay(t *testing.T) {
 		t.Fatalf("after rollback: %d droplets, snapshots %v (want the source alone)", len(inv.Droplets), inv.Snapshots)
 	}
 	must(t, vmswap(t, w.env, "cleanup", "--yes", w.planFile), 0, "nothing to clean up")
+}
+
+// TestCleanupOfACopiedPlanKeepsTheLiveServer: a DNS swap succeeded, and
+// the plan file is copied elsewhere without its journal (another checkout,
+// a lost journal). cleanup of the copy found the new server, which the
+// record points at, by the plan's tag and deleted it; a running server the
+// journal does not know to serve nothing is no orphan.
+func TestCleanupOfACopiedPlanKeepsTheLiveServer(t *testing.T) {
+	t.Parallel()
+	w := newCutoverWorld(t, "", "dns")
+	must(t, vmswap(t, w.env, "apply", "--poll", "50ms", w.planFile), 0, "vmswap: succeeded")
+	serving := w.serving(t)
+	copied := filepath.Join(t.TempDir(), "plan.yaml")
+	b, err := os.ReadFile(w.planFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(copied, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	must(t, vmswap(t, w.env, "cleanup", "--yes", copied), 0, "nothing to clean up")
+	if got := w.serving(t); len(got) != 1 || !slices.Equal(got, serving) {
+		t.Fatalf("record after cleanup: %v, before %v", got, serving)
+	}
+	found := false
+	for _, d := range w.l.Inventory().Droplets {
+		found = found || d.ID == serving[0]
+	}
+	if !found {
+		t.Fatalf("cleanup of a copied plan deleted %d, the server the record points at", serving[0])
+	}
 }

@@ -113,10 +113,16 @@ func FindExpired(ctx context.Context, doc *plans.Document, j *Journal, drivers m
 // name) of any run of the plan file that nothing uses. A new server is in
 // use unless its swap was rolled back or switched back (traffic moved off it); a
 // finished swap's image is in use when the plan keeps it; what a running
-// or interrupted swap holds is its own to finish or undo.
+// or interrupted swap holds is its own to finish or undo. A server the
+// journal does not know to serve nothing is an orphan only once it is off
+// and past any keep window: a running one may take traffic in ways vmswap
+// cannot see.
 func FindOrphans(ctx context.Context, doc *plans.Document, j *Journal, drivers map[string]*registry.Drivers) ([]Orphan, error) {
 	planIDs := []string{doc.PlanID()}
 	inUse := map[string]bool{}
+	// unused holds the servers this journal knows serve nothing: new
+	// servers of swaps whose traffic went back to the source.
+	unused := map[string]bool{}
 	if j != nil {
 		planIDs = j.PlanIDs()
 		if !slices.Contains(planIDs, doc.PlanID()) {
@@ -126,6 +132,7 @@ func FindOrphans(ctx context.Context, doc *plans.Document, j *Journal, drivers m
 			switch {
 			case st.Status == StatusRolledBack || st.Status == StatusReverted || st.TrafficBack:
 				// Traffic is back on the source: what the run made serves nothing.
+				unused[st.NewID] = true
 			case st.Status == StatusSucceeded:
 				inUse[st.NewID] = true
 				if i < len(doc.Plan.Swaps) && doc.Plan.Swaps[i].Retire.KeepImage {
@@ -169,6 +176,18 @@ func FindOrphans(ctx context.Context, doc *plans.Document, j *Journal, drivers m
 				continue
 			}
 			seen["s"+s.ID] = true
+			if !unused[s.ID] {
+				// Not one this journal saw traffic leave: a running server
+				// may serve through anything (a DNS record, a proxy of the
+				// user's own), as the new server of a plan file copied
+				// without its journal does; one kept powered off for a
+				// rollback is kept until its window ends (cleanup
+				// --expired). Only a server off, and past any keep window,
+				// is taken for an orphan.
+				if until, ok := keptUntil(s); s.Status != provider.StatusOff || ok && time.Now().Before(until) {
+					continue
+				}
+			}
 			// Whatever the journal says, a server a load balancer or a
 			// reserved IP sends traffic to is not an orphan: someone put it
 			// back in service.
