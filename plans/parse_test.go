@@ -64,6 +64,14 @@ swaps:
 			},
 		},
 		{
+			desc: "a ready_timeout nothing can be waited for in, a nameserver port out of range",
+			plan: "version: 1\nproviders: {do: {type: digitalocean, nameserver: '127.0.0.1:99999'}}\nswaps:\n  - source: {provider: do, server: a}\n    target: {size: s-1vcpu-1gb}\n    cutover: {reserved_ip: {provider: do, ip: 203.0.113.1}}\n    ready_timeout: 1ms\n",
+			want: []string{
+				"p.yaml:2:50: nameserver \"127.0.0.1:99999\": want host:port with a port from 1 to 65535, like ns1.digitalocean.com:53",
+				"p.yaml:7:20: ready_timeout 1ms is too short to wait for anything: at least 1s (default 15m)",
+			},
+		},
+		{
 			desc: "unsupported version",
 			plan: "version: 2\nproviders: {do: {type: digitalocean}}\nswaps: [{source: {provider: do, server: a}, target: {size: s-1vcpu-1gb}, cutover: {reserved_ip: {provider: do, ip: 203.0.113.1}}}]\n",
 			want: []string{"p.yaml:1:10: plan format version 2 is not supported by this vmswap (it reads version 1): use the vmswap release that wrote it, or write a new plan with `vmswap plan`"},

@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -74,8 +75,9 @@ func (d *Document) Validate() error {
 			add(path, "tsig_key and tsig_algorithm are settings of an rfc2136 provider, not of %s", pb.Type)
 		}
 		if pb.Nameserver != "" && !(pb.Type == "aws" && pb.Nameserver == "none") {
-			if _, _, err := net.SplitHostPort(pb.Nameserver); err != nil {
-				add(path+".nameserver", "nameserver %q: want host:port, like ns1.digitalocean.com:53", pb.Nameserver)
+			host, port, err := net.SplitHostPort(pb.Nameserver)
+			if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 1 || n > 65535 || host == "" || strings.ContainsAny(pb.Nameserver, " \t") {
+				add(path+".nameserver", "nameserver %q: want host:port with a port from 1 to 65535, like ns1.digitalocean.com:53", pb.Nameserver)
 			}
 		}
 		if strings.Contains(strings.ToLower(name), "token=") {
@@ -243,6 +245,12 @@ func (d *Document) validateSwap(i int, sw Swap, add func(string, string, ...any)
 		add(at("target"), "missing target.size")
 	case ok && DriverTypeTable[pb.Type].SizeSyntax != nil && !DriverTypeTable[pb.Type].SizeSyntax.MatchString(sw.Target.Size):
 		add(at("target.size"), "size %q is not %s", sw.Target.Size, DriverTypeTable[pb.Type].SizeHint)
+	}
+	if t := sw.ReadyTimeout; t > 0 && t.D() < time.Second {
+		// Each wait of the run and of its rollback is bounded by it: below
+		// a second not even a provider's answer arrives, and a run could
+		// never be rolled back.
+		add(at("ready_timeout"), "ready_timeout %s is too short to wait for anything: at least 1s (default 15m)", t.D())
 	}
 
 	if c := sw.Cutover.LoadBalancer; c != nil {
