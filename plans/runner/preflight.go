@@ -221,6 +221,12 @@ func (s *swapRun) sourceSSHProblems(ctx context.Context, src *provider.Server) [
 	}
 	s.st.SourceIP, s.st.SourceID, s.st.SourceName = src.PublicIP, src.ID, src.Name
 	c, err := s.dial(ctx, "source", 15*time.Second)
+	if k := s.sw.Verify.SSH; err != nil && k != nil && k.Address == "" && ctx.Err() == nil {
+		// verify logs into the new server, made from the source's image,
+		// the same way: a host key file missing, a wrong port or a key
+		// refused would fail it there, after the snapshot and the launch.
+		return []error{fmt.Errorf("SSH to the source %s as verify.ssh says, as verify will log into the new server made from its image: %w", src.Name, err)}
+	}
 	if err != nil && !s.needsSourceSSH() {
 		s.r.emit(Event{Event: "warning", Swap: s.name(), Message: fmt.Sprintf("no divergence report: it reads the source over SSH, and %v", err)})
 		return nil

@@ -519,3 +519,37 @@ func TestDuplicateRecordsRefused(t *testing.T) {
 		t.Fatalf("records %v (%v), %d droplets (%d before): something changed", recs, err, len(w.droplets()), before)
 	}
 }
+
+// TestSSHThatCannotWorkIsRefusedAtPreflight: verify logs into the new
+// server over SSH as it would into the source, so a source that refuses
+// the plan's SSH settings (no known_hosts file under strict, a wrong port)
+// refuses the swap before anything is made; it used to be a warning,
+// then a snapshot, a launch, a failed verify and a rollback.
+func TestSSHThatCannotWorkIsRefusedAtPreflight(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	for _, tc := range []struct {
+		desc string
+		edit func(*plans.SSH)
+		want string
+	}{
+		{"strict without a known_hosts file", func(k *plans.SSH) {
+			k.KnownHosts, k.KnownHostsFile = "strict", filepath.Join(w.dir, "missing_known_hosts")
+		}, "does not exist"},
+		{"a port nothing listens on", func(k *plans.SSH) { k.Port = 1 }, "connection refused"},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			sw := w.swap("reserved_ip")
+			tc.edit(sw.Verify.SSH)
+			before := len(w.droplets())
+			res, _ := w.run(w.plan(sw), nil)
+			msg := res.Next + fmt.Sprint(res.Swaps)
+			if res.ExitCode != runner.ExitBadInput || !strings.Contains(msg, "SSH to the source web-1") || !strings.Contains(msg, tc.want) {
+				t.Fatalf("exit %d: %s", res.ExitCode, msg)
+			}
+			if n := len(w.droplets()); n != before || len(w.l.Inventory().Snapshots) != 0 {
+				t.Fatalf("%d droplets (%d before), snapshots %v: preflight made something", n, before, w.l.Inventory().Snapshots)
+			}
+		})
+	}
+}
