@@ -18,6 +18,19 @@ func (s *swapRun) probeConfig(ctx context.Context) (probe.Config, bool) {
 	return s.kind.entry(ctx, portOf(s.serviceURL()))
 }
 
+// probeWorksBefore checks the baseline, before anything moved: a probe
+// whose every request fails there (a wrong probe url or resolver, a site
+// down already) could not tell a good cutover from a bad one, and would
+// stop the run only after traffic moved.
+func (s *swapRun) probeWorksBefore() error {
+	n, failed := s.probe.Requests(), s.probe.Failed()
+	if n == 0 || failed < n {
+		return nil
+	}
+	why, _ := s.probe.TopError()
+	return fmt.Errorf("the probe failed all %d of its requests to %s before any traffic moved (%s): traffic stays where it is; check probe.url and probe.resolver, or the site", n, s.probe.URL(), why)
+}
+
 // startProbe starts the swap's probe unless it runs already.
 func (s *swapRun) startProbe(ctx context.Context) error {
 	if s.probe != nil {

@@ -1079,6 +1079,9 @@ func cutover(ctx context.Context, s *swapRun) error {
 		if err := s.r.clock().Sleep(ctx, base); err != nil {
 			return err
 		}
+		if err := s.probeWorksBefore(); err != nil {
+			return err
+		}
 		s.probe.Mark("cutover")
 	}
 	defer func() {

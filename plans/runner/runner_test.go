@@ -553,3 +553,28 @@ func TestSSHThatCannotWorkIsRefusedAtPreflight(t *testing.T) {
 		})
 	}
 }
+
+// TestProbeFailingBeforeTheCutover: a probe whose every request fails in
+// the baseline, before anything moved (here a port nothing listens on),
+// stops the swap before the pool is touched; it used to move traffic, then
+// fail the error budget in observe and roll back.
+func TestProbeFailingBeforeTheCutover(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	sw := w.swap("loadbalancer")
+	sw.Probe = &plans.Probe{URL: fmt.Sprintf("http://%s:1/", w.lbIP), Rate: 50}
+	start := time.Now()
+	res, _ := w.run(w.plan(sw), nil)
+	msg := res.Next + fmt.Sprint(res.Swaps)
+	if res.ExitCode != runner.ExitRolledBack || !strings.Contains(msg, "before any traffic moved") || !strings.Contains(msg, "connection refused") {
+		t.Fatalf("exit %d: %s", res.ExitCode, msg)
+	}
+	for _, q := range w.l.Requests() {
+		if (q.Operation == "loadBalancers_add_droplets" || q.Operation == "loadBalancers_remove_droplets") && !q.Time.Before(start) {
+			t.Fatalf("the pool was changed: %+v", q)
+		}
+	}
+	if m := w.lbMembers(w.lbID); len(m) != 1 || m[0] != w.srcID {
+		t.Fatalf("pool: %v", m)
+	}
+}

@@ -306,6 +306,23 @@ func shorten(s string) string {
 	return s
 }
 
+// TopError returns the most common reason for a failure so far, and how
+// often it was seen ("" and 0 when nothing failed).
+func (p *Probe) TopError() (string, int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	top, n := "", 0
+	for reason, c := range p.errs {
+		if c > n || c == n && reason < top {
+			top, n = reason, c
+		}
+	}
+	return top, n
+}
+
+// URL is the URL the probe requests.
+func (p *Probe) URL() string { return p.cfg.URL }
+
 // Failed returns the failures so far.
 func (p *Probe) Failed() int64 { return p.failed.Load() }
 
