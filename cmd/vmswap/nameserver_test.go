@@ -269,3 +269,22 @@ func TestCleanupOfACopiedPlanKeepsTheLiveServer(t *testing.T) {
 		t.Fatalf("cleanup of a copied plan deleted %d, the server the record points at", serving[0])
 	}
 }
+
+// TestRollbackAfterAKillInRetire: kill -9 in the retire step, before the
+// image is deleted, then rollback: it switches back and deletes the image
+// too (it said "reverted" and left the image, billed, to cleanup).
+func TestRollbackAfterAKillInRetire(t *testing.T) {
+	t.Parallel()
+	w := newCutoverWorld(t, "", "reserved_ip")
+	cmd, out := startApply(t, w.env, w.planFile)
+	waitJournal(t, w.planFile, func(s *runner.SwapState) bool { return s.Steps["retire"] != nil && s.ImageID != "" }, out)
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	must(t, vmswap(t, w.env, "rollback", "--yes", "--poll", "50ms", w.planFile), 0, "vmswap: reverted")
+	if inv := w.l.Inventory(); len(inv.Snapshots) != 0 {
+		t.Fatalf("after rollback: snapshots %v", inv.Snapshots)
+	}
+	if got := w.serving(t); !slices.Equal(got, []int{w.srcID}) {
+		t.Fatalf("reserved IP on %v after rollback, want the source %d", got, w.srcID)
+	}
+}

@@ -206,6 +206,14 @@ func (r *Runner) revertSwap(ctx context.Context, s *swapRun) (int, string) {
 			}
 		}
 	}
+	if !sw.Retire.KeepImage && st.ImageID != "" {
+		// A run stopped in its retire step, before the image went: the
+		// swap is over either way, and its image serves nothing.
+		s.progress("deleting image %s", st.ImageName)
+		if err := s.once(subImageDeleted, func() error { return s.comp.DeleteImage(ctx, st.ImageID) }); err != nil {
+			return fail(err)
+		}
+	}
 	stopProbe(s)
 	if w := writesOf(st.Probe); w != nil && w.LostUploads+w.LostSessions > 0 {
 		return fail(fmt.Errorf("%s serves again and %s is retired, but the probe's writes: %s: %s", st.SourceName, st.NewName, w, strings.Join(w.Lost, "; ")))
