@@ -166,6 +166,11 @@ func (k *lbCutover) forward(ctx context.Context, s *swapRun) error {
 			return errors.Join(ErrStale, fmt.Errorf("load balancer %s no longer routes to %s (members now: %s): someone changed it since the run began; vmswap leaves it as it is", k.c.ID, st.SourceName, strings.Join(pool.Keys(), ", ")))
 		}
 	}
+	if h := k.c.IdentifyHeader; h != "" && !st.has(subLBAdded) && !slices.Contains(st.Intents, subLBAdded) {
+		if err := identifiesServers(ctx, s, h); err != nil {
+			return err
+		}
+	}
 	if err := s.once(subLBAdded, func() error {
 		s.progress("adding %s to load balancer %s", st.NewName, k.c.ID)
 		return k.lb.AddMember(ctx, k.c.ID, loadbalancer.Member{ServerID: st.NewID, Address: st.NewIP, Like: &loadbalancer.Member{ServerID: st.SourceID, Address: st.SourceIP}})
@@ -271,6 +276,45 @@ func (k *lbCutover) entry(ctx context.Context, port string) (probe.Config, bool)
 		addr = net.JoinHostPort(addr, port)
 	}
 	return probe.Config{URL: "http://" + addr + "/"}, true
+}
+
+// identifiesServers checks, before the pool changes, that the header names
+// the server: the new server answers it the same twice, and the source
+// answers something else. A header that does not (Date, Server: nginx)
+// would prove routing to the new server with answers from the old one,
+// and the old one would leave the pool before the new one served.
+func identifiesServers(ctx context.Context, s *swapRun, header string) error {
+	if s.sw.Verify.ConnectAddress != "" {
+		return nil // both servers are reached at one address: nothing to compare
+	}
+	u := s.serviceURL()
+	ask := func(ip string) (string, error) {
+		c, err := verify.Pinned(s.pinAddr(ip), s.sw.Verify.CAFile, 5*time.Second)
+		if err != nil {
+			return "", err
+		}
+		_, h, _, err := verify.Do(ctx, c, u.String())
+		return h.Get(header), err
+	}
+	first, err := ask(s.st.NewIP)
+	if err != nil {
+		return fmt.Errorf("ask %s for its %s header: %w", s.st.NewName, header, err)
+	}
+	src, err := ask(s.st.SourceIP)
+	if err != nil {
+		return fmt.Errorf("ask %s for its %s header: %w", s.st.SourceName, header, err)
+	}
+	again, err := ask(s.st.NewIP)
+	if err != nil {
+		return fmt.Errorf("ask %s for its %s header: %w", s.st.NewName, header, err)
+	}
+	switch {
+	case first != again:
+		return fmt.Errorf("%s answers %s: %q, then %q: a header that changes from one request to the next does not name the server, so it cannot prove the load balancer routes to %s; nothing was moved: set identify_header to one that names the server (X-Served-By: its hostname), or remove it", s.st.NewName, header, first, again, s.st.NewName)
+	case first == src:
+		return fmt.Errorf("%s and %s both answer %s: %q: the header does not tell them apart, so it cannot prove the load balancer routes to %s; nothing was moved: set identify_header to one that names the server (X-Served-By: its hostname), or remove it", s.st.SourceName, s.st.NewName, header, first, s.st.NewName)
+	}
+	return nil
 }
 
 // proveRoutes waits until the load balancer sends traffic to a member: by

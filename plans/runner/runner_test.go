@@ -578,3 +578,35 @@ func TestProbeFailingBeforeTheCutover(t *testing.T) {
 		t.Fatalf("pool: %v", m)
 	}
 }
+
+// TestIdentifyHeaderThatNamesNoServer: identify_header set to a header
+// both servers answer alike (Content-Type here; Date, Server: nginx in the
+// field) is refused before the pool changes: it would "prove" the new
+// server serves with the old one's answers, and the old one would leave
+// the pool first. Date, which changes from one request to the next, is
+// refused too.
+func TestIdentifyHeaderThatNamesNoServer(t *testing.T) {
+	t.Parallel()
+	for _, h := range []string{"Content-Type", "Date"} {
+		t.Run(h, func(t *testing.T) {
+			t.Parallel()
+			w := newWorld(t)
+			sw := w.swap("loadbalancer")
+			sw.Cutover.LoadBalancer.IdentifyHeader = h
+			start := time.Now()
+			res, _ := w.run(w.plan(sw), nil)
+			msg := res.Next + fmt.Sprint(res.Swaps)
+			if res.ExitCode != runner.ExitRolledBack || !strings.Contains(msg, "does not name the server") && !strings.Contains(msg, "does not tell them apart") {
+				t.Fatalf("exit %d: %s", res.ExitCode, msg)
+			}
+			for _, q := range w.l.Requests() {
+				if (q.Operation == "loadBalancers_add_droplets" || q.Operation == "loadBalancers_remove_droplets") && !q.Time.Before(start) {
+					t.Fatalf("the pool was changed: %+v", q)
+				}
+			}
+			if m := w.lbMembers(w.lbID); len(m) != 1 || m[0] != w.srcID {
+				t.Fatalf("pool: %v", m)
+			}
+		})
+	}
+}
