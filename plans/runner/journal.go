@@ -122,6 +122,10 @@ type SwapState struct {
 	// moved it back, or it never left): from then on what the run created
 	// serves nothing and is cleanup's to delete.
 	TrafficBack bool `json:"traffic_back,omitempty"`
+	// TrafficBackAt is when the rollback moved traffic back: a rollback
+	// resumed after a kill keeps the new server up for what is left of its
+	// hold (cached DNS answers still reach it), not none of it.
+	TrafficBackAt time.Time `json:"traffic_back_at,omitempty"`
 	// SourceGone is set when retire found the source already deleted (by
 	// someone else): there is nothing to power off, keep or rename.
 	SourceGone bool `json:"source_gone,omitempty"`

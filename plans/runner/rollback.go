@@ -65,18 +65,18 @@ func (r *Runner) rollback(s *swapRun, cause error) (int, string) {
 			gone = errors.Is(err, errSourceGone)
 			note("traffic is not back on "+st.SourceName, err)
 		} else {
-			st.TrafficBack = true
+			st.TrafficBack, st.TrafficBackAt = true, r.now()
 			if err := s.save(); err != nil {
 				note("the journal could not record that traffic is back", err)
 			}
-			if wait := s.kind.hold(st); st.NewID != "" && wait > 0 {
-				s.progress("rollback: keeping %s up %s more for requests and cached answers still reaching it", st.NewName, wait.Round(time.Second))
-				r.clock().Sleep(ctx, wait)
-			}
+			s.holdAfterBack(ctx)
 			if err := s.carryBack(ctx, passBackFinal); err != nil {
 				note(fmt.Sprintf("what users wrote on %s (%s) was not all carried back, so it is kept: copy %s from it to %s before `vmswap cleanup`", st.NewName, st.NewIP, strings.Join(s.sw.Carry.Paths, " "), st.SourceName), err)
 			}
 		}
+	} else if moved {
+		// Resumed after traffic went back: what is left of the hold.
+		s.holdAfterBack(ctx)
 	}
 	stopProbe(s)
 
@@ -178,6 +178,23 @@ func (r *Runner) rollback(s *swapRun, cause error) (int, string) {
 		return ExitRolledBack, fmt.Sprintf("%s failed and was rolled back: this run moved no traffic (someone else changed where it goes, as the cause says: check it), and everything it created was deleted (confirmed with the provider). Cause: %v", step, trimSentinel(cause))
 	}
 	return ExitRolledBack, fmt.Sprintf("%s failed and was rolled back: %s serves as before, and everything this run created was deleted (confirmed with the provider). Cause: %v", step, st.SourceName, trimSentinel(cause))
+}
+
+// holdAfterBack keeps the new server up, once traffic is back on the
+// source, for what is left of the cutover's hold: requests in flight and
+// cached DNS answers still reach it.
+func (s *swapRun) holdAfterBack(ctx context.Context) {
+	st := s.st
+	wait := s.kind.hold(st)
+	if st.NewID == "" || wait <= 0 || st.TrafficBackAt.IsZero() {
+		return
+	}
+	left := st.TrafficBackAt.Add(wait).Sub(s.r.now())
+	if left <= 0 {
+		return
+	}
+	s.progress("rollback: keeping %s up %s more for requests and cached answers still reaching it", st.NewName, left.Round(time.Second))
+	s.r.clock().Sleep(ctx, left)
 }
 
 // imageUnderWay finds the image of a snapshot the journal named but never

@@ -216,7 +216,7 @@ func run(ctx context.Context, opts *ApplyOptions, doc *plans.Document, j *runner
 		ctx = context.Background()
 	}
 	stop := context.AfterFunc(ctx, func() {
-		pr.emit(runner.Event{Event: "warning", Message: "interrupt: stopping at the next safe point (press Ctrl-C again to quit at once)"})
+		pr.emit(runner.Event{Event: "warning", Message: "interrupt: stopping at the next safe point; a rollback under way runs to its end, since stopping it half-way would leave traffic split (press Ctrl-C again to quit at once)"})
 	})
 	defer stop()
 	r := &runner.Runner{Doc: doc, Drivers: drivers, Journal: j, Emit: pr.emit, Clock: opts.Clock, Poll: opts.Poll, AfterSave: opts.AfterSave, AfterCopy: opts.AfterCopy, PlanFile: opts.PlanFile, Finish: opts.Finish || opts.Continue, Continue: opts.Continue}
