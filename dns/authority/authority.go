@@ -72,6 +72,9 @@ func WaitServed(ctx context.Context, server, name, typ string, want []string, in
 		}
 		if err == nil {
 			last = fmt.Sprint(got)
+		} else if ctx.Err() == nil {
+			// Not what it answered before: it answers nothing now.
+			last = "no answer to the last question"
 		}
 		if progress != nil {
 			if err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/digitalocean/godo"
@@ -33,7 +34,12 @@ type Config struct {
 }
 
 // Provider implements dns.Provider.
-type Provider struct{ cfg Config }
+type Provider struct {
+	cfg Config
+	// zones remembers the domain each name was found in: a run reads a
+	// record several times, and the domain holding it does not move.
+	zones sync.Map // name -> zone
+}
 
 var _ dns.Provider = (*Provider)(nil)
 
@@ -51,6 +57,9 @@ func New(cfg Config) *Provider {
 // zoneOf returns the account's domain that holds name (the longest match).
 // https://docs.digitalocean.com/reference/api/api-reference/#operation/domains_list
 func (p *Provider) zoneOf(ctx context.Context, name string) (string, error) {
+	if z, ok := p.zones.Load(name); ok {
+		return z.(string), nil
+	}
 	doms, _, err := p.cfg.Client.Domains.List(ctx, &godo.ListOptions{PerPage: 200})
 	if err != nil {
 		return "", fmt.Errorf("digitalocean: list domains: %w", err)
@@ -64,6 +73,7 @@ func (p *Provider) zoneOf(ctx context.Context, name string) (string, error) {
 	if best == "" {
 		return "", fmt.Errorf("digitalocean: no domain in this account holds %s: %w", name, provider.ErrNotFound)
 	}
+	p.zones.Store(name, best)
 	return best, nil
 }
 
