@@ -143,7 +143,7 @@ func hostKeyCallback(file, policy, alias string) (ssh.HostKeyCallback, error) {
 	}
 	if _, err := os.Stat(file); errors.Is(err, os.ErrNotExist) {
 		if policy != HostKeyAcceptNew {
-			return nil, fmt.Errorf("ssh: known_hosts %s does not exist: create it or set verify.ssh.known_hosts: accept-new", file)
+			return nil, fmt.Errorf("ssh: known_hosts %s: %w: create it or set verify.ssh.known_hosts: accept-new", file, os.ErrNotExist)
 		}
 		if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
 			return nil, fmt.Errorf("ssh: %w", err)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-multierror"
@@ -221,10 +222,12 @@ func (s *swapRun) sourceSSHProblems(ctx context.Context, src *provider.Server) [
 	}
 	s.st.SourceIP, s.st.SourceID, s.st.SourceName = src.PublicIP, src.ID, src.Name
 	c, err := s.dial(ctx, "source", 15*time.Second)
-	if k := s.sw.Verify.SSH; err != nil && k != nil && k.Address == "" && ctx.Err() == nil {
+	if k := s.sw.Verify.SSH; err != nil && k != nil && k.Address == "" && ctx.Err() == nil && (errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED)) {
 		// verify logs into the new server, made from the source's image,
-		// the same way: a host key file missing, a wrong port or a key
-		// refused would fail it there, after the snapshot and the launch.
+		// the same way: a known_hosts file missing under strict, or a port
+		// nothing listens on, would fail it there, after the snapshot and
+		// the launch. (A key the source refuses may still be accepted by
+		// the new server, if the provider adds keys to it: that warns.)
 		return []error{fmt.Errorf("SSH to the source %s as verify.ssh says, as verify will log into the new server made from its image: %w", src.Name, err)}
 	}
 	if err != nil && !s.needsSourceSSH() {

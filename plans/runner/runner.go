@@ -1079,8 +1079,20 @@ func cutover(ctx context.Context, s *swapRun) error {
 		if err := s.r.clock().Sleep(ctx, base); err != nil {
 			return err
 		}
-		if err := s.probeWorksBefore(); err != nil {
-			return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, s.timeout())
+	defer cancel()
+	gone, err := s.recheckSource(wctx)
+	if err != nil {
+		return err
+	}
+	if fresh && s.probe != nil {
+		if !gone {
+			// A source deleted by someone fails the probe too: then the
+			// new server is the only one left, and traffic goes to it.
+			if err := s.probeWorksBefore(); err != nil {
+				return err
+			}
 		}
 		s.probe.Mark("cutover")
 	}
@@ -1089,11 +1101,6 @@ func cutover(ctx context.Context, s *swapRun) error {
 			s.probe.Mark("observe")
 		}
 	}()
-	wctx, cancel := context.WithTimeout(ctx, s.timeout())
-	defer cancel()
-	if err := s.recheckSource(wctx); err != nil {
-		return err
-	}
 	if err := s.kind.forward(wctx, s); err != nil {
 		return err
 	}
@@ -1114,17 +1121,21 @@ func cutover(ctx context.Context, s *swapRun) error {
 // snapshot, does not have; another run's claim means someone removed this
 // run's and another run is swapping the same server: either way traffic
 // stays. This run's claim, removed by someone, is put back. A source gone
-// is left to the cutover.
-func (s *swapRun) recheckSource(ctx context.Context) error {
+// (reported as gone) is left to the cutover.
+func (s *swapRun) recheckSource(ctx context.Context) (gone bool, err error) {
 	src := s.fromFleet(ctx, s.st.SourceID)
 	if src == nil {
-		var err error
 		if src, err = s.comp.GetServer(ctx, s.st.SourceID); errors.Is(err, provider.ErrNotFound) {
-			return nil
+			return true, nil
 		} else if err != nil {
-			return err
+			return false, err
 		}
 	}
+	return src.Status == provider.StatusGone, s.recheckRead(ctx, src)
+}
+
+// recheckRead is recheckSource's verdict on the source as read.
+func (s *swapRun) recheckRead(ctx context.Context, src *provider.Server) error {
 	if p := volumeProblem(src); p != "" {
 		return fmt.Errorf("since the swap began, %s", p)
 	}
