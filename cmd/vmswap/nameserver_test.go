@@ -49,6 +49,15 @@ func startRelay(t *testing.T, upstream string) *relay {
 	return r
 }
 
+// setNameserver rewrites the world's plan with the lab provider's
+// nameserver at addr.
+func (w *killWorld) setNameserver(t *testing.T, addr string) {
+	p := w.plan.Providers["lab"]
+	p.Nameserver = addr
+	w.plan.Providers["lab"] = p
+	w.writePlan(t, w.planFile, w.plan)
+}
+
 // deadPort returns a loopback UDP address nothing listens on.
 func deadPort(t *testing.T) string {
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -66,10 +75,7 @@ func deadPort(t *testing.T) string {
 func TestNameserverThatDoesNotAnswer(t *testing.T) {
 	t.Parallel()
 	w := newCutoverWorld(t, "", "dns")
-	p := w.plan.Providers["lab"]
-	p.Nameserver = deadPort(t)
-	w.plan.Providers["lab"] = p
-	w.writePlan(t, w.planFile, w.plan)
+	w.setNameserver(t, deadPort(t))
 	r := vmswap(t, w.env, "apply", "--poll", "50ms", w.planFile)
 	must(t, r, runner.ExitBadInput, "the nameserver vmswap asks does not answer www.shop.test A", "set nameserver in the DNS provider block")
 	inv := w.l.Inventory()
@@ -89,11 +95,8 @@ func TestNameserverGoesSilentMidSwap(t *testing.T) {
 	t.Parallel()
 	w := newCutoverWorld(t, "", "dns")
 	rl := startRelay(t, w.l.Endpoints().DNS)
-	p := w.plan.Providers["lab"]
-	p.Nameserver = rl.addr
-	w.plan.Providers["lab"] = p
 	w.plan.Swaps[0].ReadyTimeout = plans.Duration(4 * time.Second)
-	w.writePlan(t, w.planFile, w.plan)
+	w.setNameserver(t, rl.addr)
 
 	cmd, out := startApply(t, w.env, w.planFile)
 	waitJournal(t, w.planFile, func(s *runner.SwapState) bool { return slices.Contains(s.Done, "snapshot") }, out)
@@ -121,10 +124,7 @@ func TestSecondInterruptQuits(t *testing.T) {
 	t.Parallel()
 	w := newCutoverWorld(t, "", "dns")
 	rl := startRelay(t, w.l.Endpoints().DNS)
-	p := w.plan.Providers["lab"]
-	p.Nameserver = rl.addr
-	w.plan.Providers["lab"] = p
-	w.writePlan(t, w.planFile, w.plan)
+	w.setNameserver(t, rl.addr)
 	// Interrupted while it waits for the moved record to be served.
 	cmd, out := startApply(t, w.env, w.planFile)
 	waitJournal(t, w.planFile, func(s *runner.SwapState) bool { return slices.Contains(s.Done, "snapshot") }, out)

@@ -123,6 +123,9 @@ func FindOrphans(ctx context.Context, doc *plans.Document, j *Journal, drivers m
 	// unused holds the servers this journal knows serve nothing: new
 	// servers of swaps whose traffic went back to the source.
 	unused := map[string]bool{}
+	// namesInUse holds the names of what unfinished swaps made: a killed
+	// process may have made it before the journal had its ID.
+	namesInUse := map[string]bool{}
 	if j != nil {
 		planIDs = j.PlanIDs()
 		if !slices.Contains(planIDs, doc.PlanID()) {
@@ -140,14 +143,12 @@ func FindOrphans(ctx context.Context, doc *plans.Document, j *Journal, drivers m
 				}
 			default:
 				inUse[st.NewID], inUse[st.ImageID] = true, true
-				// What a killed process made before the journal had its
-				// ID is this swap's too: resume and rollback find it
-				// again by its name (unique to the run and the swap).
-				inUse["name:"+st.NewName], inUse["name:"+st.ImageName] = true, true
+				// Resume and rollback find it again by its name.
+				namesInUse[st.NewName], namesInUse[st.ImageName] = true, true
 			}
 		}
 		delete(inUse, "")
-		delete(inUse, "name:")
+		delete(namesInUse, "")
 	}
 	var out []Orphan
 	seen := map[string]bool{}
@@ -172,7 +173,7 @@ func FindOrphans(ctx context.Context, doc *plans.Document, j *Journal, drivers m
 		}
 		for i := range servers {
 			s := &servers[i]
-			if inUse[s.ID] || inUse["name:"+s.Name] || seen["s"+s.ID] {
+			if inUse[s.ID] || namesInUse[s.Name] || seen["s"+s.ID] {
 				continue
 			}
 			seen["s"+s.ID] = true
@@ -201,7 +202,7 @@ func FindOrphans(ctx context.Context, doc *plans.Document, j *Journal, drivers m
 			out = append(out, Orphan{Provider: name, Kind: "server", ID: s.ID, Name: s.Name})
 		}
 		for _, im := range images {
-			if !inUse[im.ID] && !inUse["name:"+im.Name] && !seen["i"+im.ID] {
+			if !inUse[im.ID] && !namesInUse[im.Name] && !seen["i"+im.ID] {
 				seen["i"+im.ID] = true
 				out = append(out, Orphan{Provider: name, Kind: "image", ID: im.ID, Name: im.Name})
 			}

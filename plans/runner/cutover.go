@@ -287,26 +287,17 @@ func identifiesServers(ctx context.Context, s *swapRun, header string) error {
 	if s.sw.Verify.ConnectAddress != "" {
 		return nil // both servers are reached at one address: nothing to compare
 	}
-	u := s.serviceURL()
-	ask := func(ip string) (string, error) {
-		c, err := verify.Pinned(s.pinAddr(ip), s.sw.Verify.CAFile, 5*time.Second)
-		if err != nil {
-			return "", err
-		}
-		_, h, _, err := verify.Do(ctx, c, u.String())
-		return h.Get(header), err
-	}
-	first, err := ask(s.st.NewIP)
+	first, err := s.headerOf(ctx, s.st.NewIP, s.st.NewName, header)
 	if err != nil {
-		return fmt.Errorf("ask %s for its %s header: %w", s.st.NewName, header, err)
+		return err
 	}
-	src, err := ask(s.st.SourceIP)
+	src, err := s.headerOf(ctx, s.st.SourceIP, s.st.SourceName, header)
 	if err != nil {
-		return fmt.Errorf("ask %s for its %s header: %w", s.st.SourceName, header, err)
+		return err
 	}
-	again, err := ask(s.st.NewIP)
+	again, err := s.headerOf(ctx, s.st.NewIP, s.st.NewName, header)
 	if err != nil {
-		return fmt.Errorf("ask %s for its %s header: %w", s.st.NewName, header, err)
+		return err
 	}
 	switch {
 	case first != again:
@@ -354,15 +345,10 @@ func proveRoutes(ctx context.Context, s *swapRun, c *plans.LBCutover, id, ip, na
 		return s.r.clock().Sleep(ctx, pool.HealthyAfter)
 	}
 	u := s.serviceURL()
-	direct, err := verify.Pinned(s.pinAddr(ip), s.sw.Verify.CAFile, 5*time.Second)
+	want, err := s.headerOf(ctx, ip, name, c.IdentifyHeader)
 	if err != nil {
 		return err
 	}
-	_, h, _, err := verify.Do(ctx, direct, u.String())
-	if err != nil {
-		return fmt.Errorf("ask %s who it is: %w", name, err)
-	}
-	want := h.Get(c.IdentifyHeader)
 	if want == "" && s.rollingBack {
 		// Moving traffic back is not held up by the header: the source
 		// served before the run, however it answers.

@@ -270,17 +270,27 @@ func (s *swapRun) sourceSSHProblems(ctx context.Context, src *provider.Server) [
 // without it (a typo in identify_header) would stop the cutover with the
 // new server already in the pool.
 func (s *swapRun) identifyProblem(ctx context.Context, header string, src *provider.Server) string {
-	u := s.serviceURL()
-	direct, err := verify.Pinned(s.pinAddr(src.PublicIP), s.sw.Verify.CAFile, 5*time.Second)
+	v, err := s.headerOf(ctx, src.PublicIP, src.Name, header)
 	if err != nil {
 		return err.Error()
 	}
-	_, h, _, err := verify.Do(ctx, direct, u.String())
-	if err != nil {
-		return fmt.Sprintf("ask %s for its %s header at %s: %v", src.Name, header, u, err)
-	}
-	if h.Get(header) == "" {
-		return fmt.Sprintf("%s answers %s without a %s header, which identify_header names to prove the load balancer routes to the new server: check its spelling, or remove identify_header", src.Name, u, header)
+	if v == "" {
+		return fmt.Sprintf("%s answers %s without a %s header, which identify_header names to prove the load balancer routes to the new server: check its spelling, or remove identify_header", src.Name, s.serviceURL(), header)
 	}
 	return ""
+}
+
+// headerOf asks the server at ip, directly, for the service URL and
+// returns the response's header ("" when it sends none).
+func (s *swapRun) headerOf(ctx context.Context, ip, name, header string) (string, error) {
+	u := s.serviceURL()
+	c, err := verify.Pinned(s.pinAddr(ip), s.sw.Verify.CAFile, 5*time.Second)
+	if err != nil {
+		return "", err
+	}
+	_, h, _, err := verify.Do(ctx, c, u.String())
+	if err != nil {
+		return "", fmt.Errorf("ask %s for its %s header at %s: %w", name, header, u, err)
+	}
+	return h.Get(header), nil
 }
