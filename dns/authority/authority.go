@@ -64,17 +64,17 @@ func WaitServed(ctx context.Context, server, name, typ string, want []string, in
 	want = slices.Sorted(slices.Values(want))
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	last := "nothing yet"
+	last := "it answers nothing yet"
 	for {
 		got, _, err := Lookup(ctx, server, name, typ)
 		if err == nil && slices.Equal(got, want) {
 			return nil
 		}
 		if err == nil {
-			last = fmt.Sprint(got)
+			last = fmt.Sprint("it answers ", got)
 		} else if ctx.Err() == nil {
 			// Not what it answered before: it answers nothing now.
-			last = "no answer to the last question"
+			last = "it did not answer the last question"
 		}
 		if progress != nil {
 			if err != nil {
@@ -85,7 +85,7 @@ func WaitServed(ctx context.Context, server, name, typ string, want []string, in
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("dns: waiting for %s to serve %s %s %v (it answers %s): %w", server, name, typ, want, last, ctx.Err())
+			return fmt.Errorf("dns: waiting for %s to serve %s %s %v (%s): %w", server, name, typ, want, last, ctx.Err())
 		case <-t.C:
 		}
 	}
