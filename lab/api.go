@@ -83,6 +83,7 @@ func (l *Lab) apiHandler() http.Handler {
 	do("GET /v2/droplets/{droplet_id}/actions", "dropletActions_list", l.doDropletActionsList)
 	do("POST /v2/droplets/{droplet_id}/actions", "dropletActions_post", l.doDropletActionsPost)
 	do("GET /v2/droplets/{droplet_id}/actions/{action_id}", "dropletActions_get", l.doDropletActionGet)
+	do("GET /v2/actions", "actions_list", l.doActionsList)
 	do("GET /v2/actions/{action_id}", "actions_get", l.doActionGet)
 	do("GET /v2/images", "images_list", l.doImagesList)
 	do("GET /v2/images/{image_id}", "images_get", l.doImagesGet)

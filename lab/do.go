@@ -544,6 +544,24 @@ func (l *Lab) doDropletActionsList(c *call) (result, *apiError) {
 	return result{200, map[string]any{"actions": out, "links": links, "meta": meta}}, nil
 }
 
+// doActionsList lists the account's actions, newest first, as
+// DigitalOcean does: what vmswap learns expected durations from.
+func (l *Lab) doActionsList(c *call) (result, *apiError) {
+	var as []*action
+	for _, a := range l.st.Actions {
+		if a.Cloud == "" {
+			as = append(as, a)
+		}
+	}
+	sort.Slice(as, func(i, j int) bool { return as[i].ID > as[j].ID })
+	lo, hi, links, meta := c.page(len(as))
+	out := []any{}
+	for _, a := range as[lo:hi] {
+		out = append(out, actionJSON(a))
+	}
+	return result{200, map[string]any{"actions": out, "links": links, "meta": meta}}, nil
+}
+
 func (l *Lab) doDropletActionGet(c *call) (result, *apiError) {
 	a := l.st.Actions[c.intParam("action_id")]
 	if a == nil || a.ResourceID != c.intParam("droplet_id") {

@@ -22,6 +22,11 @@ type Expected struct {
 type expectation struct {
 	took   time.Duration
 	shrunk time.Time // when took was last shortened
+	// proven is the time from start to the last check that found an
+	// operation of the kind done: a time it is known to take no longer
+	// than, which is what a later run is taught (took may have been
+	// shortened below it, to follow a provider grown faster).
+	proven time.Duration
 }
 
 // Poll waits for an operation of the kind that started at start, as Poll
@@ -87,6 +92,7 @@ func (e *Expected) learn(kind string, start time.Time, took time.Duration, first
 		x = &expectation{}
 		e.d[kind] = x
 	}
+	x.proven = took
 	if first && x.took > 0 {
 		// Done when first asked: it may be done sooner next time, unless
 		// an operation that ran beside this one said so already.
@@ -97,4 +103,39 @@ func (e *Expected) learn(kind string, start time.Time, took time.Duration, first
 		return
 	}
 	x.took = took
+}
+
+// Learned returns, for each kind seen done, how long it was last seen to
+// take at most: what a later run may be taught. (A kind only taught and
+// never seen is not returned: it was learned by another run.)
+func (e *Expected) Learned() map[string]time.Duration {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make(map[string]time.Duration, len(e.d))
+	for k, x := range e.d {
+		if x.proven > 0 {
+			out[k] = x.proven
+		}
+	}
+	return out
+}
+
+// Teach makes each kind expected to take what an earlier run saw, unless
+// this process has seen the kind itself: what it sees outranks what it
+// was told. Kinds taught and not done when first asked are relearned as
+// any other.
+func (e *Expected) Teach(m map[string]time.Duration) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for k, d := range m {
+		if k == "" || d <= 0 {
+			continue
+		}
+		if e.d == nil {
+			e.d = map[string]*expectation{}
+		}
+		if e.d[k] == nil {
+			e.d[k] = &expectation{took: d}
+		}
+	}
 }

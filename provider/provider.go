@@ -288,6 +288,15 @@ type Renamer interface {
 	RenameServer(ctx context.Context, id, name string) error
 }
 
+// DurationLearner is a driver that learns how long its provider's
+// operations take (a snapshot, a boot) to ask about the next one when it
+// should be done. The CLI keeps what a run learned for the next run, so
+// that a swap polls about once per wait where its provider has been seen.
+type DurationLearner interface {
+	Learned() map[string]time.Duration
+	Teach(map[string]time.Duration)
+}
+
 // Compute is everything a swap needs from a compute provider.
 type Compute interface {
 	ServerGetter

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -84,8 +85,24 @@ func relName(name, zone string) string {
 	return strings.TrimSuffix(name, "."+zone)
 }
 
+// records reads the set of name and type. The first read of a name tries
+// the domain one label up (www.example.com in example.com, the usual
+// case), which costs no call if right; a domain that does not exist or
+// has no such set there sends it to the list of the account's domains.
 func (p *Provider) records(ctx context.Context, name, typ string) (string, []godo.DomainRecord, error) {
 	name = strings.TrimSuffix(strings.ToLower(name), ".")
+	if _, known := p.zones.Load(name); !known {
+		if _, parent, ok := strings.Cut(name, "."); ok && strings.Contains(parent, ".") {
+			recs, resp, err := p.cfg.Client.Domains.RecordsByTypeAndName(ctx, parent, typ, name, &godo.ListOptions{PerPage: 200})
+			switch {
+			case err == nil && len(recs) > 0:
+				p.zones.Store(name, parent)
+				return parent, recs, nil
+			case err != nil && (resp == nil || resp.StatusCode != http.StatusNotFound):
+				return "", nil, fmt.Errorf("digitalocean: list %s records of %s: %w", typ, name, err)
+			}
+		}
+	}
 	zone, err := p.zoneOf(ctx, name)
 	if err != nil {
 		return "", nil, err
@@ -107,6 +124,10 @@ func (p *Provider) GetRecord(ctx context.Context, name, typ string) (*dns.Record
 	if len(recs) == 0 {
 		return nil, fmt.Errorf("digitalocean: no %s record %s: %w", typ, name, provider.ErrNotFound)
 	}
+	return toRecord(name, typ, recs), nil
+}
+
+func toRecord(name, typ string, recs []godo.DomainRecord) *dns.Record {
 	out := &dns.Record{Name: strings.TrimSuffix(strings.ToLower(name), "."), Type: typ}
 	for _, r := range recs {
 		out.Values = append(out.Values, r.Data)
@@ -115,13 +136,14 @@ func (p *Provider) GetRecord(ctx context.Context, name, typ string) (*dns.Record
 		out.TTL = max(out.TTL, dns.Seconds(r.TTL))
 	}
 	slices.Sort(out.Values)
-	return out, nil
+	return out
 }
 
 // SetRecord implements dns.RecordSetter. DigitalOcean stores one value per
 // record: the first record is updated in place (PUT keeps its ID and TTL),
 // extra ones deleted and missing ones created. Each call converges, so a
-// retried or resumed set is safe.
+// retried or resumed set is safe. What is returned is what the edits
+// answered: the set as it is after them.
 // https://docs.digitalocean.com/reference/api/api-reference/#operation/domains_update_record
 func (p *Provider) SetRecord(ctx context.Context, rec dns.Record) (*dns.Record, error) {
 	zone, recs, err := p.records(ctx, rec.Name, rec.Type)
@@ -143,7 +165,7 @@ func (p *Provider) SetRecord(ctx context.Context, rec dns.Record) (*dns.Record, 
 		return nil, err
 	}
 	if done {
-		return p.GetRecord(ctx, rec.Name, rec.Type)
+		return toRecord(rec.Name, rec.Type, recs), nil
 	}
 	ttl := recs[0].TTL
 	update, create, remove := dns.Diff(recs, func(r godo.DomainRecord) string { return r.Data }, rec.Values)
@@ -151,22 +173,34 @@ func (p *Provider) SetRecord(ctx context.Context, rec dns.Record) (*dns.Record, 
 	edit := func(v string) *godo.DomainRecordEditRequest {
 		return &godo.DomainRecordEditRequest{Type: rec.Type, Name: rel, Data: v, TTL: ttl}
 	}
+	var after []godo.DomainRecord
 	for _, c := range update {
-		if _, _, err := p.cfg.Client.Domains.EditRecord(ctx, zone, c.Record.ID, edit(c.Value)); err != nil {
+		r, _, err := p.cfg.Client.Domains.EditRecord(ctx, zone, c.Record.ID, edit(c.Value))
+		if err != nil {
 			return nil, fmt.Errorf("digitalocean: update %s record %s: %w", rec.Type, rec.Name, err)
 		}
+		after = append(after, *r)
 	}
 	for _, v := range create {
-		if _, _, err := p.cfg.Client.Domains.CreateRecord(ctx, zone, edit(v)); err != nil {
+		r, _, err := p.cfg.Client.Domains.CreateRecord(ctx, zone, edit(v))
+		if err != nil {
 			return nil, fmt.Errorf("digitalocean: create %s record %s: %w", rec.Type, rec.Name, err)
 		}
+		after = append(after, *r)
 	}
 	for _, r := range remove {
 		if _, err := p.cfg.Client.Domains.DeleteRecord(ctx, zone, r.ID); err != nil {
 			return nil, fmt.Errorf("digitalocean: delete %s record %s (%s): %w", rec.Type, rec.Name, r.Data, err)
 		}
 	}
-	return p.GetRecord(ctx, rec.Name, rec.Type)
+	for _, r := range recs {
+		// Kept as they were: a value both sets hold is left alone.
+		if !slices.ContainsFunc(update, func(c dns.Change[godo.DomainRecord]) bool { return c.Record.ID == r.ID }) &&
+			!slices.ContainsFunc(remove, func(x godo.DomainRecord) bool { return x.ID == r.ID }) {
+			after = append(after, r)
+		}
+	}
+	return toRecord(rec.Name, rec.Type, after), nil
 }
 
 // WaitServed implements dns.ServedWaiter by asking the authoritative server.

@@ -569,10 +569,18 @@ func (k *dnsCutover) mutation(src *provider.Server, seen *plans.ObservedSwap) st
 // since stops the run before anything changes. Other values are kept.
 func (k *dnsCutover) forward(ctx context.Context, s *swapRun) error {
 	// Every set is checked before any is changed: a dual-stack name someone
-	// edited is refused whole, not after its first family moved.
+	// edited is refused whole, not after its first family moved. A single
+	// set to change needs no read of its own: SetRecord compares it with
+	// what preflight read just before it edits.
+	var toSet []family
 	for _, f := range k.families(s.st) {
-		if s.st.has(f.sub) || slices.Contains(s.st.Intents, f.sub) {
-			continue
+		if !s.st.has(f.sub) && !slices.Contains(s.st.Intents, f.sub) {
+			toSet = append(toSet, f)
+		}
+	}
+	for _, f := range toSet {
+		if len(toSet) == 1 {
+			break
 		}
 		cur, err := k.d.GetRecord(ctx, k.c.Record, f.typ)
 		if err != nil {
@@ -616,7 +624,13 @@ func (k *dnsCutover) forward(ctx context.Context, s *swapRun) error {
 				if serr := s.save(); serr != nil {
 					return serr
 				}
-				return fmt.Errorf("someone else changed %s %s since preflight read %v; nothing was changed: %w", k.c.Record, f.typ, f.old, err)
+				err = fmt.Errorf("someone else changed %s %s since preflight read %v; nothing was changed: %w", k.c.Record, f.typ, f.old, err)
+				if len(wants) == 0 && len(toSet) == len(k.families(s.st)) {
+					// No set of this name was changed by this run: as
+					// if the check above had found it.
+					err = errors.Join(ErrStale, err)
+				}
+				return err
 			}
 			return err
 		}

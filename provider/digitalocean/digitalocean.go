@@ -238,9 +238,16 @@ func (d *Driver) remember(dr *godo.Droplet) {
 }
 
 var (
-	_ provider.Compute    = (*Driver)(nil)
-	_ provider.IPAssigner = (*Driver)(nil)
+	_ provider.Compute         = (*Driver)(nil)
+	_ provider.IPAssigner      = (*Driver)(nil)
+	_ provider.DurationLearner = (*Driver)(nil)
 )
+
+// Learned implements provider.DurationLearner.
+func (d *Driver) Learned() map[string]time.Duration { return d.exp.Learned() }
+
+// Teach implements provider.DurationLearner.
+func (d *Driver) Teach(m map[string]time.Duration) { d.exp.Teach(m) }
 
 // New returns a driver for cfg. It never reads the environment.
 func New(cfg Config) (*Driver, error) {

@@ -144,6 +144,7 @@ func openSession(opts *ApplyOptions, pr *printer, cmd runner.Command) (*runner.S
 		sess.Close()
 		return nil, nil, exitf(runner.ExitBadInput, "%v", err)
 	}
+	teachDurations(opts.Getenv, sess.Doc.Plan, drivers)
 	return sess, drivers, nil
 }
 
@@ -179,6 +180,7 @@ func applyRun(ctx context.Context, opts *ApplyOptions) error {
 		return nil
 	}
 	defer sess.Close()
+	defer keepDurations(opts.Getenv, sess.Doc.Plan, drivers)
 	j := sess.Journal
 	if sess.Decision.Action == runner.ActResume {
 		pr.emit(runner.Event{Event: "progress", Message: fmt.Sprintf("resuming run %s (%s) from %s", j.RunID, j.Status, j.Path())})

@@ -54,6 +54,7 @@ func rollbackRun(ctx context.Context, opts *ApplyOptions) error {
 		return nil
 	}
 	defer sess.Close()
+	defer keepDurations(opts.Getenv, sess.Doc.Plan, drivers)
 	if !opts.Yes {
 		fmt.Fprintf(opts.IO.ErrOut, "rollback of run %s (%s) will:\n", sess.Journal.RunID, sess.Journal.Status)
 		for _, l := range runner.RevertPlan(sess.Journal, sess.Doc) {
