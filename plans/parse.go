@@ -80,6 +80,23 @@ func Load(file string) (*Document, error) {
 	return Check(file, b)
 }
 
+// fileKind names what a path that is not a regular file is.
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m&os.ModeCharDevice != 0:
+		return "a character device"
+	case m&os.ModeDevice != 0:
+		return "a device"
+	}
+	return "type " + m.Type().String()
+}
+
 // MaxPlanSize bounds a plan file. A plan of a thousand swaps is well under it.
 const MaxPlanSize = 4 << 20
 
@@ -89,7 +106,7 @@ func readPlanFile(file string) ([]byte, error) {
 		return nil, err
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("not a regular file (%s): a plan is a YAML file", fi.Mode().Type())
+		return nil, fmt.Errorf("not a regular file (%s): a plan is a YAML file", fileKind(fi.Mode()))
 	}
 	// /dev/stdin with a file behind it is a regular file, but the run's
 	// journal and lock go beside the plan's path: into /dev.

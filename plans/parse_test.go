@@ -269,3 +269,13 @@ func TestObservedMatchesSwaps(t *testing.T) {
 		})
 	}
 }
+
+// TestLoadWhatIsNoFile: a path that is not a regular file is refused,
+// saying what it is.
+func TestLoadWhatIsNoFile(t *testing.T) {
+	for path, want := range map[string]string{t.TempDir(): "(a directory)", "/dev/null": "(a character device)"} {
+		if _, err := Load(path); err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("%s: %v, want %q", path, err, want)
+		}
+	}
+}

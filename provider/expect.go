@@ -27,6 +27,9 @@ type expectation struct {
 	// than, which is what a later run is taught (took may have been
 	// shortened below it, to follow a provider grown faster).
 	proven time.Duration
+	// atFirst is whether that check was the first: then the operation
+	// may well have been done sooner.
+	atFirst bool
 }
 
 // Poll waits for an operation of the kind that started at start, as Poll
@@ -59,7 +62,13 @@ func (e *Expected) Poll(ctx context.Context, kind string, start time.Time, inter
 		return done, nil
 	}
 	expect := e.Get(kind)
-	if err := Sleep(ctx, time.Until(start.Add(max(expect, interval)))); err != nil {
+	at := start.Add(max(expect, interval))
+	if dl, ok := ctx.Deadline(); ok && at.After(dl.Add(-interval)) {
+		// An expectation longer than the wait may last (one an earlier
+		// run taught on a slower day) must not let it end unasked.
+		at = dl.Add(-interval)
+	}
+	if err := Sleep(ctx, time.Until(at)); err != nil {
 		return err
 	}
 	return Poll(ctx, max(interval, expect/20), wrapped)
@@ -92,7 +101,7 @@ func (e *Expected) learn(kind string, start time.Time, took time.Duration, first
 		x = &expectation{}
 		e.d[kind] = x
 	}
-	x.proven = took
+	x.proven, x.atFirst = took, first
 	if first && x.took > 0 {
 		// Done when first asked: it may be done sooner next time, unless
 		// an operation that ran beside this one said so already.
@@ -106,14 +115,22 @@ func (e *Expected) learn(kind string, start time.Time, took time.Duration, first
 }
 
 // Learned returns, for each kind seen done, how long it was last seen to
-// take at most: what a later run may be taught. (A kind only taught and
-// never seen is not returned: it was learned by another run.)
+// take at most: what a later run may be taught. An operation found done
+// at the first check may have been done well before it (a boot slow once
+// would otherwise be waited for by every run after), so its time is
+// returned an eighth shorter: a later run that asks too early pays a call
+// and learns the time again. (A kind only taught and never seen is not
+// returned: it was learned by another run.)
 func (e *Expected) Learned() map[string]time.Duration {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	out := make(map[string]time.Duration, len(e.d))
 	for k, x := range e.d {
-		if x.proven > 0 {
+		switch {
+		case x.proven <= 0:
+		case x.atFirst:
+			out[k] = x.proven - x.proven/8
+		default:
 			out[k] = x.proven
 		}
 	}

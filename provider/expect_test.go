@@ -232,3 +232,54 @@ func TestExpectedShrinksOnceForAWave(t *testing.T) {
 		t.Fatalf("an operation 25%% late was checked %d times", late)
 	}
 }
+
+// TestExpectedTaughtByAnEarlierRun: a kind taught is asked about once,
+// when it should be done; what is learned is returned for the next run,
+// an eighth shorter when found done at the first check (it may have been
+// done sooner), as it is when the check came after the operation; a kind
+// only taught is not returned.
+func TestExpectedTaughtByAnEarlierRun(t *testing.T) {
+	var e provider.Expected
+	ctx := context.Background()
+	const took, interval = 200 * time.Millisecond, 10 * time.Millisecond
+	e.Teach(map[string]time.Duration{"snapshot": 250 * time.Millisecond, "boot": time.Hour, "": time.Second, "x": -1})
+	n := 0
+	start := time.Now()
+	if err := e.Poll(ctx, "snapshot", start, interval, op(start, took, &n)); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Fatalf("a taught snapshot was checked %d times", n)
+	}
+	got := e.Learned()
+	if len(got) != 1 || got["snapshot"] < 250*time.Millisecond*7/8 || got["snapshot"] > 300*time.Millisecond*7/8 {
+		t.Fatalf("learned %v", got)
+	}
+	// Seen in this process: a teaching does not overrule it.
+	e.Teach(map[string]time.Duration{"snapshot": time.Hour})
+	if e.Get("snapshot") > time.Second {
+		t.Fatalf("taught over what was seen: %s", e.Get("snapshot"))
+	}
+	// Not done at the first check: the time of the check that found it.
+	e.Teach(map[string]time.Duration{"rename": 20 * time.Millisecond})
+	start = time.Now()
+	e.Poll(ctx, "rename", start, interval, op(start, 100*time.Millisecond, &n))
+	if r := e.Learned()["rename"]; r < 100*time.Millisecond || r > 200*time.Millisecond {
+		t.Fatalf("rename learned as %s", r)
+	}
+}
+
+// TestExpectedAsksBeforeItsDeadline: an expectation longer than the wait
+// may last (taught on a slower day) still gets a check before the
+// context's deadline, which finds the operation done.
+func TestExpectedAsksBeforeItsDeadline(t *testing.T) {
+	var e provider.Expected
+	e.Teach(map[string]time.Duration{"boot": time.Hour})
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	n := 0
+	start := time.Now()
+	if err := e.Poll(ctx, "boot", start, 20*time.Millisecond, op(start, 50*time.Millisecond, &n)); err != nil {
+		t.Fatalf("a boot of 50ms, taught as an hour, within 300ms: %v after %d checks", err, n)
+	}
+}

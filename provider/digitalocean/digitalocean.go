@@ -99,10 +99,13 @@ func NewClient(cfg Config) (*godo.Client, error) {
 		}
 		return retryablehttp.DefaultRetryPolicy(ctx, resp, err)
 	}
-	hc := &http.Client{Timeout: base.Timeout, Transport: &oauth2.Transport{
+	// Wrapped so that only RoundTrip shows: an http.Client with a timeout
+	// calls a transport's CancelRequest when the timeout fires, which
+	// oauth2.Transport answers by printing a deprecation line.
+	hc := &http.Client{Timeout: base.Timeout, Transport: struct{ http.RoundTripper }{&oauth2.Transport{
 		Source: oauth2.StaticTokenSource(&oauth2.Token{AccessToken: cfg.Token}),
 		Base:   markCreates{&retryablehttp.RoundTripper{Client: rc}},
-	}}
+	}}}
 	opts := []godo.ClientOpt{godo.SetUserAgent("vmswap")}
 	if cfg.BaseURL != "" {
 		u := cfg.BaseURL
