@@ -445,7 +445,7 @@ func catchUp(ctx context.Context, s *swapRun) error {
 // when traffic returns to it: once before the switch (the bulk) and once
 // after the new server's hold (what was written meanwhile).
 func (s *swapRun) carryBack(ctx context.Context, name string) error {
-	if s.sw.Carry == nil || s.st.NewID == "" || !slices.Contains(s.st.Done, carrySubPrefix+passCatchUp) {
+	if s.sw.Carry == nil || s.st.NewID == "" || s.st.NewGone || !slices.Contains(s.st.Done, carrySubPrefix+passCatchUp) {
 		return nil
 	}
 	return s.pass(ctx, name, "new", "source")

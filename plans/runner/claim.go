@@ -112,7 +112,7 @@ func (r *Runner) release(ctx context.Context, s *swapRun) {
 			return
 		}
 	}
-	if mu, ok := s.comp.(provider.ManyUntagger); ok && s.st.SourceID != "" && s.st.NewID != "" && !s.st.SourceGone {
+	if mu, ok := s.comp.(provider.ManyUntagger); ok && s.st.SourceID != "" && s.st.NewID != "" && !s.st.SourceGone && !s.st.NewGone {
 		// Both servers in one call where the provider takes a list.
 		if err := mu.UntagServers(ctx, s.st.Claim, s.st.SourceID, s.st.NewID); err == nil {
 			s.st.Claim = ""
@@ -120,7 +120,9 @@ func (r *Runner) release(ctx context.Context, s *swapRun) {
 		}
 	}
 	s.unclaim(ctx, s.st.SourceID)
-	s.unclaim(ctx, s.st.NewID)
+	if !s.st.NewGone {
+		s.unclaim(ctx, s.st.NewID)
+	}
 	s.st.Claim = ""
 }
 

@@ -220,7 +220,7 @@ func (k *lbCutover) back(ctx context.Context, s *swapRun) error {
 	if err := proveRoutes(ctx, s, k.c, st.SourceID, st.SourceIP, st.SourceName); err != nil {
 		return fmt.Errorf("load balancer %s does not route to %s yet: %w", k.c.ID, st.SourceName, err)
 	}
-	if st.NewID == "" && st.NewIP == "" {
+	if st.NewID == "" && st.NewIP == "" || st.NewGone && !pool.Has(st.NewID, st.NewIP) {
 		return nil
 	}
 	s.progress("removing %s from load balancer %s", dash(st.NewName), k.c.ID)

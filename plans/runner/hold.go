@@ -209,7 +209,7 @@ func (s *swapRun) moveNames(ctx context.Context) error {
 // restoreNames undoes moveNames when the swap is switched back: the new
 // server gives the name up first, then the source takes it back.
 func (s *swapRun) restoreNames(ctx context.Context) error {
-	if slices.Contains(s.st.Intents, subRenameNew) {
+	if slices.Contains(s.st.Intents, subRenameNew) && !s.st.NewGone {
 		s.progress("renaming %s back to %s", s.st.SourceName, s.st.NewName)
 		if err := s.comp.RenameServer(ctx, s.st.NewID, s.st.NewName); err != nil {
 			return err

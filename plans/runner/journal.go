@@ -129,6 +129,10 @@ type SwapState struct {
 	// SourceGone is set when retire found the source already deleted (by
 	// someone else): there is nothing to power off, keep or rename.
 	SourceGone bool `json:"source_gone,omitempty"`
+	// NewGone is set when a switch back found the new server deleted (by
+	// someone else): traffic goes back to the source all the same, and
+	// there is nothing to rename, carry back, drain or retire.
+	NewGone bool `json:"new_gone,omitempty"`
 
 	// SourceClock is the source's own clock (unix seconds) just before its
 	// snapshot: what it wrote after is what carry passes and the divergence

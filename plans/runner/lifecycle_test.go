@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -1224,5 +1225,84 @@ func TestCleanupKeepsALaunchTheJournalNeverSaw(t *testing.T) {
 	}
 	if inv := w.l.Inventory(); len(inv.Droplets) != 1 || len(inv.Snapshots) != 0 {
 		t.Fatalf("after rollback: %d droplets, snapshots %v", len(inv.Droplets), inv.Snapshots)
+	}
+}
+
+// TestSwitchBackAfterTheNewServerWasDeleted: after a swap succeeded,
+// someone deletes the new server. `vmswap rollback` brings the kept old
+// server back where traffic arrives (a pool the deletion emptied, a record
+// still pointing at the deleted server, an IP the deletion unassigned),
+// says what went with the new server, and touches nothing of it.
+func TestSwitchBackAfterTheNewServerWasDeleted(t *testing.T) {
+	t.Parallel()
+	for _, cutover := range []string{"loadbalancer", "dns", "reserved_ip"} {
+		t.Run(cutover, func(t *testing.T) {
+			t.Parallel()
+			w := newWorld(t)
+			ctx := context.Background()
+			sw := w.swap(cutover)
+			sw.Retire.KeepFor = plans.Duration(time.Hour)
+			doc := w.plan(sw)
+			res, j := w.run(doc, nil)
+			if res.ExitCode != 0 {
+				t.Fatalf("exit %d: %s", res.ExitCode, res.Next)
+			}
+			if _, err := labtest.Godo(t, w.l).Droplets.Delete(ctx, w.newID(j)); err != nil {
+				t.Fatal(err)
+			}
+			var warned atomic.Bool
+			r := w.runner(doc, j, false)
+			r.Emit = func(e runner.Event) {
+				if e.Event == "warning" && strings.Contains(e.Message, "someone deleted it") {
+					warned.Store(true)
+				}
+			}
+			began := time.Now()
+			rev := r.Revert(ctx)
+			took := time.Since(began).Seconds()
+			if rev.ExitCode != 0 || rev.Status != runner.StatusReverted {
+				t.Fatalf("revert: exit %d, %s: %s", rev.ExitCode, rev.Status, rev.Next)
+			}
+			// The summary's time is the switch back's, not the swap's.
+			if len(rev.Swaps) != 1 || rev.Swaps[0].DurationS > took+0.1 {
+				t.Errorf("the switch back took %.1fs; its summary says %+v", took, rev.Swaps)
+			}
+			if !warned.Load() {
+				t.Error("no warning said the new server was gone")
+			}
+			if !j.Swaps[0].NewGone {
+				t.Error("the journal does not say the new server was gone")
+			}
+			var src *lab.InventoryDroplet
+			for _, d := range w.droplets() {
+				if d.ID == w.srcID {
+					src = &d
+				}
+			}
+			if src == nil || src.Status != "active" || src.Name != "web-1" {
+				t.Fatalf("the old server after switching back: %+v", src)
+			}
+			switch cutover {
+			case "loadbalancer":
+				if got := w.lbMembers(w.lbID); !slices.Equal(got, []int{w.srcID}) {
+					t.Fatalf("pool after switching back: %v", got)
+				}
+			case "dns":
+				w.waitServedA(t, w.srcIP)
+			case "reserved_ip":
+				got, err := w.drivers(doc)["lab"].IP.AssignedTo(ctx, w.ripIP)
+				if err != nil || got != strconv.Itoa(w.srcID) {
+					t.Fatalf("reserved IP points at %q (%v)", got, err)
+				}
+			}
+			resp, err := http.Get(w.url(w.srcIP) + "health")
+			if err != nil {
+				t.Fatalf("the old server does not answer: %v", err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("the old server answers %s", resp.Status)
+			}
+		})
 	}
 }

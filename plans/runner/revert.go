@@ -111,6 +111,9 @@ func (r *Runner) revertSwap(ctx context.Context, s *swapRun) (int, string) {
 	if !st.KeepUntil.IsZero() && r.clock().Now().After(st.KeepUntil) {
 		r.emit(Event{Event: "warning", Swap: s.name(), Message: fmt.Sprintf("the keep window of %s ended at %s; switching back anyway since it still exists", st.SourceName, st.KeepUntil.Format(time.RFC3339))})
 	}
+	if st.NewGone {
+		r.emit(Event{Event: "warning", Swap: s.name(), Message: fmt.Sprintf("the new server %s (%s) no longer exists (someone deleted it): traffic goes back to %s, and what users wrote on %s since the cutover went with it", st.NewName, st.NewID, st.SourceName, st.NewName)})
+	}
 	r.emit(Event{Event: "step", Swap: s.name(), Step: "rollback", Status: "started", Message: fmt.Sprintf("switching back from %s to %s", st.NewName, st.SourceName)})
 	st.Steps["rollback"] = &StepLog{Start: r.now(), Status: "running"}
 	if err := r.save(); err != nil {
@@ -180,7 +183,7 @@ func (r *Runner) revertSwap(ctx context.Context, s *swapRun) (int, string) {
 
 	// 3. Retire the new server as the plan retires servers, once requests
 	// in flight and cached answers are done with it.
-	if left := s.kind.hold(st); left > 0 {
+	if left := s.kind.hold(st); left > 0 && !st.NewGone {
 		s.progress("keeping %s serving %s more (drain / cached DNS answers)", st.NewName, left.Round(time.Second))
 		if err := r.clock().Sleep(ctx, left); err != nil {
 			return fail(err)
@@ -189,12 +192,14 @@ func (r *Runner) revertSwap(ctx context.Context, s *swapRun) (int, string) {
 	if err := s.carryBack(ctx, passBackFinal); err != nil {
 		return fail(fmt.Errorf("%w; traffic is back on %s, and %s keeps running until what users wrote on it is carried back", err, st.SourceName, st.NewName))
 	}
-	if sw.Retire.Action == "delete" {
+	switch {
+	case st.NewGone:
+	case sw.Retire.Action == "delete":
 		s.progress("deleting %s", st.NewName)
 		if err := s.comp.DeleteServer(ctx, st.NewID); err != nil {
 			return fail(err)
 		}
-	} else {
+	default:
 		s.progress("powering off %s", st.NewName)
 		if err := s.comp.PowerOff(ctx, st.NewID, orDur(sw.Retire.ShutdownTimeout, 2*time.Minute)); err != nil {
 			return fail(err)
@@ -221,7 +226,11 @@ func (r *Runner) revertSwap(ctx context.Context, s *swapRun) (int, string) {
 	r.release(context.WithoutCancel(ctx), s)
 	st.Status = StatusReverted
 	st.Steps["rollback"].End, st.Steps["rollback"].Status = r.now(), "ok"
-	r.emit(Event{Event: "swap", Swap: s.name(), Status: string(StatusReverted), Message: fmt.Sprintf("%s serves again; %s retired", st.SourceName, st.NewName)})
+	retired := "retired"
+	if st.NewGone {
+		retired = "was deleted by someone before"
+	}
+	r.emit(Event{Event: "swap", Swap: s.name(), Status: string(StatusReverted), Message: fmt.Sprintf("%s serves again; %s %s", st.SourceName, st.NewName, retired)})
 	if err := r.save(); err != nil {
 		return fail(err)
 	}
@@ -276,7 +285,17 @@ func (s *swapRun) revertable(ctx context.Context) string {
 	}
 	nw, err := s.comp.GetServer(ctx, st.NewID)
 	if errors.Is(err, provider.ErrNotFound) || err == nil && nw.Status == provider.StatusGone {
-		return fmt.Sprintf("the new server %s (%s) no longer exists: bring %s back by hand (power it on, put it back where traffic arrives)", st.NewName, st.NewID, src.Name)
+		// Deleted by someone: the source is what can serve again. A later
+		// swap that retired it by deleting would have moved the traffic
+		// on, which the check of where traffic is now refuses.
+		st.NewGone = true
+		if others := slices.DeleteFunc(claimsOn(src), func(r string) bool { return r == s.r.Journal.RunID }); len(others) > 0 {
+			return fmt.Sprintf("%s (%s) is being swapped by run %s (tag %s on the server): finish or roll back that run first, then switch this one back if it still applies", src.Name, src.ID, strings.Join(others, ", "), claimTag(others[0]))
+		}
+		if bc, ok := s.kind.(backChecker); ok {
+			return bc.backProblem(ctx, s)
+		}
+		return ""
 	}
 	if err != nil {
 		return fmt.Sprintf("could not read the new server %s: %v", st.NewID, err)

@@ -686,6 +686,14 @@ func (r *Runner) swapResult(sr *swapRun) SwapResult {
 		}
 		out.DurationS = float64(end.Sub(l.Start).Milliseconds()) / 1000
 	}
+	if l := st.Steps["rollback"]; l != nil && st.Status == StatusReverted {
+		// Switched back by `vmswap rollback`: its own time, not the swap's.
+		end := l.End
+		if end.IsZero() {
+			end = r.now()
+		}
+		out.DurationS = float64(end.Sub(l.Start).Milliseconds()) / 1000
+	}
 	return out
 }
 
