@@ -21,7 +21,8 @@ type Expected struct {
 
 type expectation struct {
 	took   time.Duration
-	shrunk time.Time // when took was last shortened
+	shrunk time.Time // when an operation was last found done at the first check
+	streak int       // such operations in a row, since took last changed
 	// proven is the time from start to the last check that found an
 	// operation of the kind done: a time it is known to take no longer
 	// than, which is what a later run is taught (took may have been
@@ -38,11 +39,12 @@ type expectation struct {
 //
 // What it sees becomes the kind's expectation: the time from start to the
 // check that found it done being asked (not answered: a check a rate limit
-// held back learns nothing from the wait). An operation done at the first
-// check makes the expectation a little shorter, so that a provider grown
-// faster is followed. Operations that were under way together (a wave's
-// snapshots) shorten it once: they are one piece of evidence, and ten
-// shortenings at once would have the next wave asking too early.
+// held back learns nothing from the wait). Two operations in a row done at
+// the first check make the expectation a little shorter, so that a
+// provider grown faster is followed. Operations that were under way
+// together (a wave's snapshots) count once: they are one piece of
+// evidence, and ten shortenings at once would have the next wave asking
+// too early.
 //
 // An operation not done when first asked is asked again after a
 // twentieth of the expectation (at least interval), then less often: a
@@ -74,6 +76,22 @@ func (e *Expected) Poll(ctx context.Context, kind string, start time.Time, inter
 	return Poll(ctx, max(interval, expect/20), wrapped)
 }
 
+// TookAtMost tells what the provider itself says the last operation of
+// the kind took at most (its own start and end times), which may be far
+// less than when it was found done: an operation a slower day's
+// expectation first asked about late is not kept as that slow.
+func (e *Expected) TookAtMost(kind string, d time.Duration) {
+	if e == nil || kind == "" || d <= 0 {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if x := e.d[kind]; x != nil && x.proven > d {
+		x.proven, x.atFirst = d, false
+		x.took = min(x.took, d)
+	}
+}
+
 // Get returns what the kind is expected to take, zero if unknown.
 func (e *Expected) Get(kind string) time.Duration {
 	if e == nil {
@@ -103,24 +121,29 @@ func (e *Expected) learn(kind string, start time.Time, took time.Duration, first
 	}
 	x.proven, x.atFirst = took, first
 	if first && x.took > 0 {
-		// Done when first asked: it may be done sooner next time, unless
-		// an operation that ran beside this one said so already.
+		// Done when first asked: it may be done sooner next time. Twice
+		// in a row says so; once may be an operation that just made it
+		// (the next, asked sooner, would be asked twice). Operations that
+		// ran beside this one count once.
 		if start.After(x.shrunk) {
-			x.took -= x.took / 32
 			x.shrunk = time.Now()
+			if x.streak++; x.streak == 2 {
+				x.took -= x.took / 32
+				x.streak = 0
+			}
 		}
 		return
 	}
-	x.took = took
+	x.took, x.streak = took, 0
 }
 
 // Learned returns, for each kind seen done, how long it was last seen to
 // take at most: what a later run may be taught. An operation found done
-// at the first check may have been done well before it (a boot slow once
-// would otherwise be waited for by every run after), so its time is
-// returned an eighth shorter: a later run that asks too early pays a call
-// and learns the time again. (A kind only taught and never seen is not
-// returned: it was learned by another run.)
+// at the first check may have been done before it, so its time is
+// returned a little shorter, as the next operation in this process would
+// be asked about: a later run that asks too early pays a call and learns
+// the time again. (A kind only taught and never seen is not returned: it
+// was learned by another run.)
 func (e *Expected) Learned() map[string]time.Duration {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -129,7 +152,7 @@ func (e *Expected) Learned() map[string]time.Duration {
 		switch {
 		case x.proven <= 0:
 		case x.atFirst:
-			out[k] = x.proven - x.proven/8
+			out[k] = x.proven - x.proven/32
 		default:
 			out[k] = x.proven
 		}

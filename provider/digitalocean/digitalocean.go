@@ -529,13 +529,15 @@ func (d *Driver) waitActionKind(ctx context.Context, dropletID int, act *godo.Ac
 		return fmt.Errorf("digitalocean: %s droplet %d: action %d errored", what, dropletID, actionID)
 	}
 	start := time.Now()
-	return d.exp.Poll(ctx, kind, start, d.poll, func() (bool, error) {
+	var done *godo.Action
+	err := d.exp.Poll(ctx, kind, start, d.poll, func() (bool, error) {
 		a, _, err := d.c.DropletActions.Get(ctx, dropletID, actionID)
 		if err != nil {
 			return false, wrap(err, "%s droplet %d: action %d", what, dropletID, actionID)
 		}
 		switch a.Status {
 		case "completed":
+			done = a
 			return true, nil
 		case "errored":
 			return false, fmt.Errorf("digitalocean: %s droplet %d: action %d errored", what, dropletID, actionID)
@@ -543,6 +545,11 @@ func (d *Driver) waitActionKind(ctx context.Context, dropletID int, act *godo.Ac
 		d.prog("digitalocean: %s of droplet %d in progress (%s)", what, dropletID, time.Since(start).Round(time.Second))
 		return false, nil
 	})
+	if done != nil && done.StartedAt != nil && done.CompletedAt != nil {
+		// DigitalOcean's times are whole seconds: a second more is a bound.
+		d.exp.TookAtMost(kind, done.CompletedAt.Sub(done.StartedAt.Time)+time.Second)
+	}
+	return err
 }
 
 // settled returns the droplet once no action is pending on it. Only a
