@@ -30,17 +30,8 @@ import (
 func benchSwap(b *testing.B, cutover string, rate int, observe time.Duration) {
 	for i := 0; i < b.N; i++ {
 		l := labtest.Start(b, lab.Config{})
-		ctx := context.Background()
-		sd := l.Seeder()
-		srcID, srcIP, err := sd.Droplet(ctx, "web-1", "s-1vcpu-1gb", nil, map[string]string{"index.html": "<h1>shop</h1>\n"})
-		if err != nil {
-			b.Fatal(err)
-		}
-		lbID, lbIP, err := sd.LoadBalancer(ctx, "lb", []int{srcID})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := sd.Record(ctx, "shop.test", "www", srcIP, 30); err != nil {
+		srcIP, lbID, lbIP := benchSeed(b, l, "web-1", "lb")
+		if err := l.Seeder().Record(context.Background(), "shop.test", "www", srcIP, 30); err != nil {
 			b.Fatal(err)
 		}
 		time.Sleep(l.Durations().DNSApply + 100*time.Millisecond)
@@ -72,20 +63,10 @@ func benchSwap(b *testing.B, cutover string, rate int, observe time.Duration) {
 			sw.Probe = &plans.Probe{URL: fmt.Sprintf("http://www.shop.test:%d/", ep.HTTPPort), Rate: rate, Resolver: ep.DNS, Baseline: plans.Duration(baseline)}
 			sum += d.DNSApply + max(observe, 30*time.Second+grace)
 		}
-		p := &plans.Plan{Version: 1, ID: "bench", Providers: map[string]plans.Provider{"lab": {Type: "digitalocean", Endpoint: ep.DigitalOceanAPI, Nameserver: ep.DNS}}, Swaps: []plans.Swap{sw}}
-		raw, _ := yaml.Marshal(p)
-		planFile := filepath.Join(b.TempDir(), "bench.yaml")
-		os.WriteFile(planFile, raw, 0o644)
+		planFile := benchPlan(b, l, "bench", sw)
 		before := len(l.Requests())
-
-		cmd := exec.Command(bin, "apply", "--poll", "50ms", planFile)
-		cmd.Env = append(os.Environ(), "DIGITALOCEAN_TOKEN="+ep.Token, "VMSWAP_CACHE_DIR="+cache)
-		var errb bytes.Buffer
-		cmd.Stderr = &errb
 		start := time.Now()
-		if err := cmd.Run(); err != nil {
-			b.Fatalf("apply: %v\n%s", err, errb.String())
-		}
+		cmd := benchApply(b, l, planFile, cache)
 		wall := time.Since(start)
 		rss := float64(cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss) / 1024 // KiB -> MiB
 		calls := 0
@@ -139,36 +120,17 @@ func benchSwap(b *testing.B, cutover string, rate int, observe time.Duration) {
 // DigitalOcean API calls it made.
 func benchWarmUp(b *testing.B, l *lab.Lab, cache string) int {
 	b.Helper()
-	ctx := context.Background()
-	sd := l.Seeder()
-	ep := l.Endpoints()
-	id, _, err := sd.Droplet(ctx, "web-0", "s-1vcpu-1gb", nil, map[string]string{"index.html": "<h1>shop</h1>\n"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	lbID, lbIP, err := sd.LoadBalancer(ctx, "lb0", []int{id})
-	if err != nil {
-		b.Fatal(err)
-	}
+	_, lbID, lbIP := benchSeed(b, l, "web-0", "lb0")
 	sw := plans.Swap{
 		Source: plans.Source{Provider: "lab", Server: "web-0"}, Target: plans.Target{Size: "s-2vcpu-4gb"},
 		Cutover: plans.Cutover{LoadBalancer: &plans.LBCutover{Provider: "lab", ID: lbID, IdentifyHeader: "X-Served-By", Drain: plans.Duration(500 * time.Millisecond)}},
-		Probe:   &plans.Probe{URL: fmt.Sprintf("http://%s:%d/", lbIP, ep.HTTPPort), Rate: 50, Baseline: plans.Duration(time.Second)},
+		Probe:   &plans.Probe{URL: fmt.Sprintf("http://%s:%d/", lbIP, l.Endpoints().HTTPPort), Rate: 50, Baseline: plans.Duration(time.Second)},
 		Observe: plans.Duration(time.Second),
 		Retire:  plans.Retire{Action: "power_off", ShutdownTimeout: plans.Duration(10 * time.Second)},
 	}
-	p := &plans.Plan{Version: 1, ID: "warm-up", Providers: map[string]plans.Provider{"lab": {Type: "digitalocean", Endpoint: ep.DigitalOceanAPI, Nameserver: ep.DNS}}, Swaps: []plans.Swap{sw}}
-	raw, _ := yaml.Marshal(p)
-	planFile := filepath.Join(b.TempDir(), "warm-up.yaml")
-	os.WriteFile(planFile, raw, 0o644)
+	planFile := benchPlan(b, l, "warm-up", sw)
 	before := len(l.Requests())
-	cmd := exec.Command(bin, "apply", "--poll", "50ms", planFile)
-	cmd.Env = append(os.Environ(), "DIGITALOCEAN_TOKEN="+ep.Token, "VMSWAP_CACHE_DIR="+cache)
-	var errb bytes.Buffer
-	cmd.Stderr = &errb
-	if err := cmd.Run(); err != nil {
-		b.Fatalf("warm-up apply: %v\n%s", err, errb.String())
-	}
+	benchApply(b, l, planFile, cache)
 	calls := 0
 	for _, q := range l.Requests()[before:] {
 		if q.API == "digitalocean" {
@@ -176,6 +138,52 @@ func benchWarmUp(b *testing.B, l *lab.Lab, cache string) int {
 		}
 	}
 	return calls
+}
+
+// benchSeed makes a droplet serving the shop behind a load balancer of its
+// own.
+func benchSeed(b *testing.B, l *lab.Lab, name, lb string) (ip, lbID, lbIP string) {
+	b.Helper()
+	ctx := context.Background()
+	sd := l.Seeder()
+	id, ip, err := sd.Droplet(ctx, name, "s-1vcpu-1gb", nil, map[string]string{"index.html": "<h1>shop</h1>\n"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if lbID, lbIP, err = sd.LoadBalancer(ctx, lb, []int{id}); err != nil {
+		b.Fatal(err)
+	}
+	return ip, lbID, lbIP
+}
+
+// benchPlan writes a plan of the one swap on the lab.
+func benchPlan(b *testing.B, l *lab.Lab, id string, sw plans.Swap) string {
+	b.Helper()
+	ep := l.Endpoints()
+	p := &plans.Plan{Version: 1, ID: id, Providers: map[string]plans.Provider{"lab": {Type: "digitalocean", Endpoint: ep.DigitalOceanAPI, Nameserver: ep.DNS}}, Swaps: []plans.Swap{sw}}
+	raw, err := yaml.Marshal(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	file := filepath.Join(b.TempDir(), id+".yaml")
+	if err := os.WriteFile(file, raw, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	return file
+}
+
+// benchApply runs the built `vmswap apply` on the plan, polling every
+// 50 ms, with cache as its cache directory.
+func benchApply(b *testing.B, l *lab.Lab, planFile, cache string) *exec.Cmd {
+	b.Helper()
+	cmd := exec.Command(bin, "apply", "--poll", "50ms", planFile)
+	cmd.Env = append(os.Environ(), "DIGITALOCEAN_TOKEN="+l.Endpoints().Token, "VMSWAP_CACHE_DIR="+cache)
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	if err := cmd.Run(); err != nil {
+		b.Fatalf("apply %s: %v\n%s", filepath.Base(planFile), err, errb.String())
+	}
+	return cmd
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
