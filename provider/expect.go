@@ -15,6 +15,11 @@ import (
 // concurrent use; the zero value knows nothing and polls as Poll does; the
 // kind "" is never learned.
 type Expected struct {
+	// Ceiling, when set, is the longest an operation of the kind is
+	// believed to take: Teach drops a value above it (a damaged cache
+	// file would otherwise have a rename waited for for hours).
+	Ceiling func(kind string) time.Duration
+
 	mu sync.Mutex
 	d  map[string]*expectation
 }
@@ -168,7 +173,7 @@ func (e *Expected) Teach(m map[string]time.Duration) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for k, d := range m {
-		if k == "" || d <= 0 {
+		if k == "" || d <= 0 || e.Ceiling != nil && d > e.Ceiling(k) {
 			continue
 		}
 		if e.d == nil {

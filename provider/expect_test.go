@@ -293,3 +293,13 @@ func TestExpectedAsksBeforeItsDeadline(t *testing.T) {
 		t.Fatalf("a boot of 50ms, taught as an hour, within 300ms: %v after %d checks", err, n)
 	}
 }
+
+// TestExpectedCeiling: a taught value above the kind's ceiling (a damaged
+// cache) is not used; one below it is.
+func TestExpectedCeiling(t *testing.T) {
+	e := provider.Expected{Ceiling: func(string) time.Duration { return time.Minute }}
+	e.Teach(map[string]time.Duration{"rename": 2 * time.Hour, "boot": 40 * time.Second})
+	if e.Get("rename") != 0 || e.Get("boot") != 40*time.Second {
+		t.Fatalf("rename %s, boot %s", e.Get("rename"), e.Get("boot"))
+	}
+}

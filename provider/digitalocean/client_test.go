@@ -37,3 +37,17 @@ func TestHungAPIPrintsNoStrayLine(t *testing.T) {
 		t.Fatalf("printed: %s", logged.String())
 	}
 }
+
+func TestCeiling(t *testing.T) {
+	for kind, want := range map[string]time.Duration{
+		"boot":               10 * time.Minute,
+		"snapshot of 25 GB":  35 * time.Minute,
+		"snapshot of 160 GB": 170 * time.Minute,
+		"rename":             2 * time.Minute,
+		"shut down":          2 * time.Minute,
+	} {
+		if got := digitalocean.Ceiling(kind); got != want {
+			t.Errorf("%s: %s, want %s", kind, got, want)
+		}
+	}
+}

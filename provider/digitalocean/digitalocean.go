@@ -246,6 +246,22 @@ var (
 	_ provider.DurationLearner = (*Driver)(nil)
 )
 
+// Ceiling is the longest a kind of DigitalOcean operation is believed to
+// take, generously: a boot 10 minutes, a snapshot 10 minutes and a minute
+// per GB of disk, any other action (a rename, a shutdown) 2 minutes. An
+// earlier run's duration above it is not taught (provider.Expected).
+func Ceiling(kind string) time.Duration {
+	var gb int
+	switch {
+	case kind == "boot":
+		return 10 * time.Minute
+	case strings.HasPrefix(kind, "snapshot of "):
+		fmt.Sscanf(kind, "snapshot of %d GB", &gb)
+		return 10*time.Minute + time.Duration(max(gb, 0))*time.Minute
+	}
+	return 2 * time.Minute
+}
+
 // Learned implements provider.DurationLearner.
 func (d *Driver) Learned() map[string]time.Duration { return d.exp.Learned() }
 
@@ -267,6 +283,7 @@ func New(cfg Config) (*Driver, error) {
 		prog = func(string, ...any) {}
 	}
 	d := &Driver{c: c, poll: poll, prog: prog}
+	d.exp.Ceiling = Ceiling
 	d.lists.MaxAge = listsMaxAge
 	d.tagBatch = &provider.Batcher{Window: cfg.BatchWindow, Send: d.tagServers}
 	d.untagBatch = &provider.Batcher{Window: cfg.BatchWindow, Send: d.untagServers}

@@ -3,6 +3,7 @@ package cli
 import (
 	"encoding/json"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -80,6 +81,13 @@ func durationsPath(getenv func(string) string) string {
 // region (never its token: durations belong to the cloud, not the account).
 func durationsKey(p plans.Provider) string {
 	ep := p.Endpoint
+	if u, err := url.Parse(ep); err == nil {
+		// A user, password or query in the URL stays out of the file.
+		u.User, u.RawQuery, u.ForceQuery, u.Fragment = nil, "", false, ""
+		ep = u.String()
+	} else {
+		ep = "unparsed"
+	}
 	if ep == "" {
 		ep = "default"
 	}
@@ -93,6 +101,11 @@ func durationsKey(p plans.Provider) string {
 func readDurations(path string) *durationsFile {
 	f := &durationsFile{Version: 1, Providers: map[string]*durationsOfTarget{}}
 	if path == "" {
+		return f
+	}
+	// Only a regular file is read: opening a FIFO left there would wait
+	// for a writer for ever.
+	if fi, err := os.Stat(path); err != nil || !fi.Mode().IsRegular() || fi.Size() > durationsMaxBytes {
 		return f
 	}
 	fh, err := os.Open(path)
