@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"regexp"
 	"slices"
 	"strconv"
@@ -804,6 +805,14 @@ func (d *Driver) floatingIP(ctx context.Context, ip string) (*hcloud.FloatingIP,
 	for _, f := range fips {
 		if f.IP != nil && f.IP.String() == ip {
 			return f, nil
+		}
+	}
+	// A server's primary IP is not a cutover: say so rather than "not found".
+	if pips, err := d.c.PrimaryIP.All(ctx); err == nil {
+		for _, p := range pips {
+			if p.IP != nil && (p.IP.String() == ip || p.Network != nil && p.Network.Contains(net.ParseIP(ip))) {
+				return nil, fmt.Errorf("hetzner: %s is a primary IP, not a floating IP: Hetzner moves a primary IP only between powered-off servers, so moving it drops every request for as long as both are off; cut over through a floating IP or a load balancer instead: %w", ip, provider.ErrNotFound)
+			}
 		}
 	}
 	return nil, fmt.Errorf("hetzner: floating IP %s: %w", ip, provider.ErrNotFound)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,6 +66,10 @@ func TestLifecycle(t *testing.T) {
 	}
 	if src.ID != strconv.FormatInt(srcID, 10) || src.PublicIP != srcIP || src.Size != "cx22" || src.Status != provider.StatusRunning || !slices.Contains(src.Tags, "role=web") || src.MemoryMB != 4096 {
 		t.Fatalf("source %+v", src)
+	}
+	// A server's primary IP named as the cutover's IP says why it cannot be.
+	if _, err := d.AssignedTo(ctx, srcIP); !errors.Is(err, provider.ErrNotFound) || !strings.Contains(err.Error(), "is a primary IP") {
+		t.Fatalf("the source's primary IP as a cutover: %v", err)
 	}
 	size, err := d.GetSize(ctx, "cx32")
 	if err != nil || size.VCPUs != 4 || size.MemoryMB != 8192 || size.Price == nil || size.Price.Currency == "" {
