@@ -65,7 +65,11 @@ func (r *Runner) Revert(ctx context.Context) *Result {
 		default: // pending, refused, rolled back, reverted: nothing to undo
 			continue
 		}
-		res.Swaps = append([]SwapResult{r.swapResult(sr)}, res.Swaps...)
+		sum := r.swapResult(sr)
+		// The swap's own warnings (what else routes to the source, which
+		// retiring it would cut off) do not apply to switching back.
+		sum.Warnings = nil
+		res.Swaps = append([]SwapResult{sum}, res.Swaps...)
 		if code == ExitBadInput && len(res.Swaps) == 1 {
 			// Refused before changing anything: the run stays as it was.
 			return &Result{Status: r.Journal.Status, ExitCode: code, Next: next, Swaps: res.Swaps}
