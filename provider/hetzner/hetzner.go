@@ -571,6 +571,18 @@ func (d *Driver) PowerOff(ctx context.Context, id string, timeout time.Duration)
 		return nil
 	}
 	a, _, err := d.c.Server.Shutdown(ctx, s)
+	if hcloud.IsError(err, hcloud.ErrorCodeLocked) {
+		// Busy with an action under way (the shutdown a stopped run
+		// sent): let it end, then see whether the server is off.
+		d.prog("hetzner: server %d is busy with another action; waiting for it", n)
+		if s, err = d.unlocked(ctx, n); err != nil {
+			return err
+		}
+		if s.Status == hcloud.ServerStatusOff {
+			return nil
+		}
+		a, _, err = d.c.Server.Shutdown(ctx, s)
+	}
 	if err == nil {
 		if err = WaitAction(ctx, d.c, d.prog, fmt.Sprintf("shut down server %d", n), a); err == nil {
 			wctx, cancel := context.WithTimeout(ctx, timeout)
@@ -593,6 +605,17 @@ func (d *Driver) PowerOff(ctx context.Context, id string, timeout time.Duration)
 		return err
 	}
 	return d.waitStatus(ctx, n, hcloud.ServerStatusOff)
+}
+
+// unlocked waits until no action runs on the server and returns it.
+func (d *Driver) unlocked(ctx context.Context, id int64) (*hcloud.Server, error) {
+	var s *hcloud.Server
+	err := provider.Poll(ctx, d.poll, func() (bool, error) {
+		var err error
+		s, err = d.get(ctx, id)
+		return err == nil && !s.Locked, err
+	})
+	return s, err
 }
 
 func (d *Driver) waitStatus(ctx context.Context, id int64, want hcloud.ServerStatus) error {

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hetznercloud/hcloud-go/v2/hcloud"
+
 	"github.com/vmswap/vmswap/lab"
 	"github.com/vmswap/vmswap/lab/labtest"
 	"github.com/vmswap/vmswap/provider"
@@ -185,5 +187,36 @@ func TestSelectorTag(t *testing.T) {
 		if got != want || ok != (want != "") {
 			t.Errorf("SelectorTag(%q) = %q, %v; want %q", sel, got, ok, want)
 		}
+	}
+}
+
+// TestPowerOffWhileAShutdownRuns: a stopped run sent a shutdown that is
+// still running when the resumed run powers the server off: the server is
+// locked, and the driver waits for that shutdown instead of failing.
+func TestPowerOffWhileAShutdownRuns(t *testing.T) {
+	d := lab.FastDurations()
+	d.Shutdown = 2 * time.Second
+	l := labtest.Start(t, lab.Config{Durations: d})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ep := l.Endpoints()
+	id, _, err := l.Seeder().HetznerServer(ctx, "web-1", "cx22", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := hcloud.NewClient(hcloud.WithToken(ep.Token), hcloud.WithEndpoint(ep.HetznerAPI))
+	if _, _, err := c.Server.Shutdown(ctx, &hcloud.Server{ID: id}); err != nil {
+		t.Fatal(err)
+	}
+	drv, err := hetzner.New(hetzner.Config{Token: ep.Token, BaseURL: ep.HetznerAPI, PollInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := drv.PowerOff(ctx, strconv.FormatInt(id, 10), 10*time.Second); err != nil {
+		t.Fatalf("power off while a shutdown runs: %v", err)
+	}
+	s, err := drv.GetServer(ctx, strconv.FormatInt(id, 10))
+	if err != nil || s.Status != provider.StatusOff {
+		t.Fatalf("after power off: %+v %v", s, err)
 	}
 }
