@@ -288,27 +288,21 @@ func (s *swapRun) revertable(ctx context.Context) string {
 		return fmt.Sprintf("could not read the old server %s: %v", st.SourceID, err)
 	}
 	nw, err := s.comp.GetServer(ctx, st.NewID)
-	if errors.Is(err, provider.ErrNotFound) || err == nil && nw.Status == provider.StatusGone {
+	servers := []*provider.Server{src, nw}
+	switch {
+	case errors.Is(err, provider.ErrNotFound) || err == nil && nw.Status == provider.StatusGone:
 		// Deleted by someone: the source is what can serve again. A later
 		// swap that retired it by deleting would have moved the traffic
 		// on, which the check of where traffic is now refuses.
-		st.NewGone = true
-		if others := slices.DeleteFunc(claimsOn(src), func(r string) bool { return r == s.r.Journal.RunID }); len(others) > 0 {
-			return fmt.Sprintf("%s (%s) is being swapped by run %s (tag %s on the server): finish or roll back that run first, then switch this one back if it still applies", src.Name, src.ID, strings.Join(others, ", "), claimTag(others[0]))
-		}
-		if bc, ok := s.kind.(backChecker); ok {
-			return bc.backProblem(ctx, s)
-		}
-		return ""
-	}
-	if err != nil {
+		st.NewGone, nw, servers = true, nil, servers[:1]
+	case err != nil:
 		return fmt.Sprintf("could not read the new server %s: %v", st.NewID, err)
 	}
 	// Another run (a later plan swapping the server this run launched, or
 	// one swapping the old server) holds them: switching back under it
 	// would rename and power on servers that run is moving.
 	run := s.r.Journal.RunID
-	for _, srv := range []*provider.Server{src, nw} {
+	for _, srv := range servers {
 		if others := slices.DeleteFunc(claimsOn(srv), func(r string) bool { return r == run }); len(others) > 0 {
 			return fmt.Sprintf("%s (%s) is being swapped by run %s (tag %s on the server): finish or roll back that run first, then switch this one back if it still applies", srv.Name, srv.ID, strings.Join(others, ", "), claimTag(others[0]))
 		}
@@ -317,8 +311,10 @@ func (s *swapRun) revertable(ctx context.Context) string {
 	if st.has(subRenameNew) {
 		want = st.SourceName
 	}
-	if _, kept := keptUntil(nw); kept || nw.Name != want {
-		return fmt.Sprintf("the server this run launched (%s, now named %s) was retired by a later swap of %s: switching this run back would undo that one; switch back with the plan of the latest swap", st.NewID, nw.Name, st.SourceName)
+	if nw != nil {
+		if _, kept := keptUntil(nw); kept || nw.Name != want {
+			return fmt.Sprintf("the server this run launched (%s, now named %s) was retired by a later swap of %s: switching this run back would undo that one; switch back with the plan of the latest swap", st.NewID, nw.Name, st.SourceName)
+		}
 	}
 	if bc, ok := s.kind.(backChecker); ok {
 		return bc.backProblem(ctx, s)
